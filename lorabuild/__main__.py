@@ -1,0 +1,3 @@
+from lorabuild.cli import main
+
+main()

@@ -1,0 +1,128 @@
+"""Caption tag rules: the tutorial's tag editing as pure functions over lists of tags.
+
+The order is fixed and documented in :class:`lorabuild.schema.CaptionRules`:
+split on commas -> normalise -> replace -> remove -> dedupe -> move_to_front / move_to_end
+-> prepend_trigger. The same functions serve ``lorabuild check`` (which caption will contain
+the trigger), ``lorabuild tags`` and staging.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorabuild.schema import CaptionRules
+
+_SPACES = re.compile(r"\s+")
+
+
+def split_tags(caption: str) -> list[str]:
+    """Split a caption's first line on commas into trimmed, non-empty tags.
+
+    kohya reads only the first line of a caption file (unless wildcards are on), so lorabuild
+    does too.
+    """
+    first_line = caption.splitlines()[0] if caption else ""
+    return [t for t in (_SPACES.sub(" ", part).strip() for part in first_line.split(",")) if t]
+
+
+def normalise(tag: str, style: str) -> str:
+    """Apply ``tag_style``: ``underscore`` (short_hair), ``space`` (short hair) or ``keep``."""
+    tag = _SPACES.sub(" ", tag).strip()
+    if style == "underscore":
+        return tag.replace(" ", "_")
+    if style == "space":
+        # Emoticon-like tags such as ^_^ keep their underscores.
+        return tag if not re.search(r"[A-Za-z0-9]", tag) else tag.replace("_", " ")
+    return tag
+
+
+def _matches(tag: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(tag, p) if _is_glob(p) else tag == p for p in patterns)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def apply_rules(tags: Sequence[str], rules: CaptionRules, trigger: str | None) -> list[str]:
+    """Apply ``rules`` to ``tags`` and return the staged caption's tags.
+
+    Patterns in ``remove`` and ``move_*`` are normalised with the same ``tag_style`` as the
+    tags, so ``short hair`` and ``short_hair`` both match whatever style is chosen.
+    """
+    style = rules.tag_style
+    out = [normalise(t, style) for t in tags]
+    replace = {normalise(k, style): normalise(v, style) for k, v in rules.replace.items()}
+    out = [replace.get(t, t) for t in out]
+    out = [t for t in out if t]
+    remove = [normalise(p, style) for p in rules.remove]
+    out = [t for t in out if not _matches(t, remove)]
+    if rules.dedupe:
+        out = list(dict.fromkeys(out))
+    front: list[str] = []
+    for pattern in (normalise(p, style) for p in rules.move_to_front):
+        front.extend(t for t in out if _matches(t, [pattern]) and t not in front)
+    end_patterns = [normalise(p, style) for p in rules.move_to_end]
+    end = [t for t in out if t not in front and _matches(t, end_patterns)]
+    middle = [t for t in out if t not in front and t not in end]
+    out = front + middle + end
+    if rules.prepend_trigger and trigger:
+        out = [trigger] + [t for t in out if t != trigger]
+    return out
+
+
+def join_tags(tags: Iterable[str]) -> str:
+    """Join tags the way booru taggers and kohya write them."""
+    return ", ".join(tags)
+
+
+@dataclass(frozen=True)
+class CaptionFile:
+    """A caption file as read from a source folder.
+
+    Attributes:
+        path: The file, or None when the image has no caption.
+        text: Its text (first line is what kohya uses); empty when missing or unreadable.
+        problem: Why it cannot be used (not UTF-8, empty), or None.
+    """
+
+    path: Path | None
+    text: str
+    problem: str | None = None
+
+
+def read_caption(path: Path) -> CaptionFile:
+    """Read a caption file as kohya would (UTF-8, a BOM tolerated), reporting what kohya rejects."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return CaptionFile(None, "")
+    except OSError as exc:
+        return CaptionFile(path, "", f"cannot be read: {exc.strerror}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        guess = _guess_encoding(data)
+        return CaptionFile(
+            path,
+            "",
+            f"is not UTF-8 (byte {exc.start}{', looks like ' + guess if guess else ''}): "
+            "kohya stops on it; re-save the file as UTF-8",
+        )
+    if not text.strip():
+        return CaptionFile(path, "", "is empty: kohya stops on empty caption files; write tags or delete it")
+    return CaptionFile(path, text)
+
+
+def _guess_encoding(data: bytes) -> str:
+    for encoding in ("gbk", "shift_jis", "cp1252"):
+        try:
+            data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        return encoding.upper()
+    return ""

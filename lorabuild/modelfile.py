@@ -1,0 +1,146 @@
+"""What a base model file is, read from its header without loading the weights.
+
+An SDXL checkpoint handed to the SD1.5 trainer (or the reverse) fails in kohya only after minutes
+of loading, with a state_dict size mismatch. The tensor names tell the family at once:
+
+* ``.safetensors``: the JSON header at the start of the file lists every tensor name.
+* ``.ckpt``/``.pt`` (zip-based torch pickles): the tensor names are strings inside
+  ``data.pkl``; they are read with :mod:`pickletools` opcode by opcode, never unpickled, so
+  nothing in the file runs.
+* diffusers folders: ``model_index.json`` and the text encoder's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickletools
+import struct
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+# Tensor-name prefixes that identify a checkpoint's family (original "ldm" layout).
+_SIGNATURES: tuple[tuple[str, str], ...] = (
+    ("conditioner.embedders.1.", "sdxl"),
+    ("model.diffusion_model.label_emb.", "sdxl"),
+    ("cond_stage_model.model.transformer.", "sd2"),
+    ("cond_stage_model.model.token_embedding", "sd2"),
+    ("cond_stage_model.transformer.", "sd15"),
+    ("double_blocks.", "flux"),
+    ("model.diffusion_model.double_blocks.", "flux"),
+    ("joint_blocks.", "sd3"),
+    ("model.diffusion_model.joint_blocks.", "sd3"),
+    ("lora_unet_", "lora"),
+    ("lora_te", "lora"),
+)
+
+_SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the base model is.
+
+    Attributes:
+        path: The model path.
+        kind: ``file``, ``diffusers`` (a folder), ``missing`` or ``unknown`` (exists, not a model).
+        family: ``sd15``, ``sd2``, ``sdxl``, ``flux``, ``sd3``, ``lora`` (a LoRA, not a base
+            model) or None when the header does not tell.
+        v_prediction: True when the model says it predicts v (diffusers scheduler config).
+        detail: Why the family could not be told, or where it was read from.
+    """
+
+    path: Path
+    kind: str
+    family: str | None
+    v_prediction: bool = False
+    detail: str = ""
+
+
+def probe_model(path: Path) -> ModelInfo:
+    """Read the header of the base model at ``path`` (file or diffusers folder)."""
+    if path.is_dir():
+        return _probe_diffusers(path)
+    if not path.exists():
+        return ModelInfo(path, "missing", None, detail="not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            names = _safetensors_names(path)
+        elif zipfile.is_zipfile(path):
+            names = _pickle_strings(path)
+        else:
+            return ModelInfo(path, "file", None, detail="an old-style (non-zip) checkpoint; its header cannot be read")
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        return ModelInfo(path, "unknown", None, detail=f"cannot be read as a model: {exc}")
+    family = family_from_names(names)
+    return ModelInfo(path, "file", family, detail="" if family else "no known tensor names in its header")
+
+
+def family_from_names(names: Iterable[str]) -> str | None:
+    """The family whose signature prefix appears first among ``names``."""
+    found: set[str] = set()
+    for name in names:
+        for prefix, family in _SIGNATURES:
+            if name.startswith(prefix):
+                found.add(family)
+    for _, family in _SIGNATURES:  # signature order decides (SDXL before SD1's CLIP prefix)
+        if family in found:
+            return family
+    return None
+
+
+def _safetensors_names(path: Path) -> list[str]:
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("file too short for a safetensors header")
+        (size,) = struct.unpack("<Q", head)
+        if size > _SAFETENSORS_MAX_HEADER:
+            raise ValueError("safetensors header length is implausible")
+        header = json.loads(f.read(size))
+    if not isinstance(header, dict):
+        raise ValueError("safetensors header is not a JSON object")
+    return [k for k in header if k != "__metadata__"]
+
+
+def _pickle_strings(path: Path) -> list[str]:
+    """Strings in a torch zip checkpoint's pickle, read opcode by opcode without unpickling."""
+    with zipfile.ZipFile(path) as archive:
+        pkl = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+        if pkl is None:
+            raise ValueError("no data.pkl inside the zip")
+        data = archive.read(pkl)
+    strings = []
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8") and isinstance(arg, str):
+            strings.append(arg)
+    return strings
+
+
+def _probe_diffusers(path: Path) -> ModelInfo:
+    index = path / "model_index.json"
+    if not index.is_file():
+        return ModelInfo(path, "unknown", None, detail="a folder without model_index.json (not a diffusers model)")
+    try:
+        pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    except (OSError, ValueError) as exc:
+        return ModelInfo(path, "unknown", None, detail=f"model_index.json cannot be read: {exc}")
+    v_prediction = _read_json(path / "scheduler" / "scheduler_config.json").get("prediction_type") == "v_prediction"
+    if "XL" in pipeline or (path / "text_encoder_2").is_dir():
+        return ModelInfo(path, "diffusers", "sdxl", v_prediction, detail=pipeline)
+    hidden = _read_json(path / "text_encoder" / "config.json").get("hidden_size")
+    if hidden == 1024:
+        return ModelInfo(path, "diffusers", "sd2", v_prediction, detail=pipeline)
+    if hidden == 768:
+        return ModelInfo(path, "diffusers", "sd15", v_prediction, detail=pipeline)
+    return ModelInfo(path, "diffusers", None, v_prediction, detail=f"{pipeline}, text encoder size {hidden}")
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,288 @@
+"""Loading a recipe: TOML file, ``--set`` overrides, schema validation, readable errors.
+
+Every problem comes back at once as a :class:`~lorabuild.problems.Problem` with the recipe
+file and the dotted key path, e.g.
+``recipes/kazari.toml: dataset.subsets[0].repeats: must be at least 1 (got 0)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from lorabuild.problems import Problem, RecipeError, did_you_mean, error
+from lorabuild.schema import Recipe
+
+
+@dataclass(frozen=True)
+class LoadedRecipe:
+    """A validated recipe and where it came from.
+
+    Attributes:
+        recipe: The validated recipe.
+        path: The recipe file as the user named it (for messages).
+        raw: The TOML document after ``--set`` overrides (what the recipe hash covers).
+    """
+
+    recipe: Recipe
+    path: Path
+    raw: dict[str, Any]
+
+    @property
+    def display(self) -> str:
+        """The recipe's path as shown in messages."""
+        return self.path.as_posix()
+
+    def section_hash(self, *sections: str) -> str:
+        """A stable hash of the given top-level sections of the recipe (all when none given)."""
+        chosen = {k: v for k, v in self.raw.items() if not sections or k in sections}
+        blob = json.dumps(chosen, sort_keys=True, default=str, ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def load_recipe(path: Path, overrides: Sequence[str] = ()) -> LoadedRecipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: The recipe TOML file.
+        overrides: ``dotted.key=value`` strings; values are parsed as TOML values
+            (``4``, ``1e-4``, ``true``, ``[768, 768]``, ``"text"``), bare words as strings.
+
+    Returns:
+        The validated recipe.
+
+    Raises:
+        RecipeError: With every problem found, each naming the file and key.
+    """
+    display = path.as_posix()
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise RecipeError([error("", "recipe file not found").at(display)]) from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            [error("", f"is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8").at(display)]
+        ) from None
+    except OSError as exc:
+        raise RecipeError([error("", f"cannot be read: {exc.strerror}").at(display)]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError([error("", f"is not valid TOML: {exc}").at(display)]) from None
+
+    problems: list[Problem] = []
+    for item in overrides:
+        problem = apply_override(raw, _cwd_relative(item))
+        if problem:
+            problems.append(problem.at("--set"))
+    if problems:
+        raise RecipeError(problems)
+
+    try:
+        recipe = Recipe.model_validate(raw, context={"base": path.parent})
+    except ValidationError as exc:
+        raise RecipeError([p.at(display) for p in problems_from_validation(exc)]) from None
+    return LoadedRecipe(recipe=recipe, path=path, raw=raw)
+
+
+_KEY_PART = re.compile(r"([A-Za-z0-9_\-]+)((?:\[\d+\])*)")
+
+
+def apply_override(doc: dict[str, Any], item: str) -> Problem | None:
+    """Apply one ``dotted.key=value`` override to ``doc`` in place; return a problem if malformed."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        return error(item, "expected dotted.key=value, e.g. --set training.epochs=4")
+    path: list[str | int] = []
+    for part in key.split("."):
+        match = _KEY_PART.fullmatch(part)
+        if not match:
+            return error(key, f"'{part}' is not a key name")
+        path.append(match.group(1))
+        path.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
+    value = parse_value(text.strip())
+    node: Any = doc
+    for step, nxt in zip(path, path[1:], strict=False):
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                return error(key, f"there is no item [{step}] to override")
+            node = node[step]
+            continue
+        if not isinstance(node, dict):
+            return error(key, f"'{step}' is inside a value that is not a table")
+        node = node.setdefault(step, [] if isinstance(nxt, int) else {})
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            return error(key, f"there is no item [{last}] to override")
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        return error(key, "cannot set a key inside a value that is not a table")
+    return None
+
+
+def _cwd_relative(item: str) -> str:
+    """Make a relative path in a ``--set`` of a path key absolute from the current folder.
+
+    In the recipe file, relative paths are relative to the file; on the command line they are
+    relative to where the user types the command, as every other command-line path is.
+    """
+    key, sep, text = item.partition("=")
+    value = parse_value(text.strip())
+    if not sep or not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return item
+    parts: list[str | int] = [p for p in re.split(r"[.\[\]]+", key.strip()) if p]
+    loc = [int(p) if p.isdigit() else p for p in parts]
+    model = _model_at(loc)
+    field = model.model_fields.get(str(loc[-1])) if model else None
+    if field is None or "Path" not in str(field.annotation):
+        return item
+    return f"{key}={json.dumps(str(Path.cwd() / value))}"
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's value as a TOML value; anything that is not TOML is a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+# Segments pydantic adds to an error's location for union members and validators; they are
+# not recipe keys (recipe keys never contain brackets or match these type names).
+_LOC_TAG = re.compile(r"^(int|float|str|bool|none|function-.*|lax-or-strict.*|.*\[.*\].*)$")
+
+
+def key_path(loc: Sequence[str | int]) -> str:
+    """Render a location as ``dataset.subsets[0].repeats``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    return tuple(p for p in loc if isinstance(p, int) or not _LOC_TAG.match(p))
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The schema model that holds the key at ``loc`` (used for "did you mean")."""
+    model: Any = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = _unwrap(model.model_fields[part].annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class inside ``X | None`` or ``list[X]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):  # X | None, list[X]
+        inner = _unwrap(arg)
+        if inner is not None:
+            return inner
+    return None
+
+
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a text string",
+    "list": "a list",
+    "dict": "a table",
+    "tuple": "a list",
+}
+
+
+def _describe_input(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(err: ErrorDetails, loc: tuple[str | int, ...]) -> str:
+    kind = err["type"]
+    ctx: dict[str, Any] = dict(err.get("ctx") or {})
+    got = _describe_input(err.get("input"))
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        model = _model_at(loc)
+        hint = did_you_mean(str(loc[-1]), model.model_fields) if model else ""
+        return f"unknown key{hint}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        words = {
+            "greater_than_equal": ("at least", "ge"),
+            "greater_than": ("greater than", "gt"),
+            "less_than_equal": ("at most", "le"),
+            "less_than": ("less than", "lt"),
+        }[kind]
+        return f"must be {words[0]} {ctx[words[1]]} (got {got})"
+    if kind == "multiple_of":
+        return f"must be a multiple of {ctx['multiple_of']} (got {got})"
+    if kind == "literal_error":
+        hint = ""
+        if isinstance(err.get("input"), str):
+            options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            hint = did_you_mean(err["input"], options)
+        return f"must be one of {ctx.get('expected')} (got {got}){hint}"
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} item(s)"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_pattern_mismatch":
+        return f"contains characters that are not allowed (got {got})"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx.get("error", err["msg"]))
+    for word, text in _TYPE_WORDS.items():
+        if kind.startswith(word):
+            return f"must be {text} (got {got})"
+    return f"{err['msg'][:1].lower()}{err['msg'][1:]} (got {got})"
+
+
+def problems_from_validation(exc: ValidationError) -> list[Problem]:
+    """Turn pydantic's errors into problems, one per key (union alternatives merged)."""
+    grouped: dict[tuple[str | int, ...], list[ErrorDetails]] = {}
+    for err in exc.errors(include_url=False):
+        grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
+    problems = []
+    for loc, errs in grouped.items():
+        if len(errs) == 1:
+            text = _message(errs[0], loc)
+        else:
+            # A union (e.g. "int | float | str"): say what would be accepted instead of every branch.
+            specific = [e for e in errs if e["type"] in ("value_error", "literal_error", "greater_than_equal")]
+            if specific:
+                text = _message(specific[0], loc)
+            else:
+                kinds = []
+                for e in errs:
+                    for word, desc in _TYPE_WORDS.items():
+                        if e["type"].startswith(word) and desc not in kinds:
+                            kinds.append(desc)
+                text = f"must be {' or '.join(kinds) or 'a valid value'} (got {_describe_input(errs[0].get('input'))})"
+        problems.append(error(key_path(loc), text))
+    return problems

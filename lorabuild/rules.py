@@ -1,0 +1,604 @@
+"""The pre-flight rules: every trap kohya would only find after loading the model.
+
+Each rule is one small function registered with :func:`rule`. A rule reads the validated
+recipe and the probed facts and yields problems (errors or warnings) with the recipe key they
+belong to; :func:`run_rules` runs them all so the user sees every problem at once. Rules that
+mirror a kohya failure name the kohya message or behaviour they prevent.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from lorabuild import kohya_options
+from lorabuild.buckets import adjusted_settings
+from lorabuild.captions import normalise, split_tags
+from lorabuild.facts import Facts
+from lorabuild.plan import (
+    NETWORK_MODULES,
+    SCRIPTS,
+    bucket_settings,
+    epoch_bucket_counts,
+    family_of,
+    first_trigger,
+    plan_subsets,
+    staged_caption,
+)
+from lorabuild.problems import Problem, did_you_mean, error, warning
+from lorabuild.schema import Recipe
+
+Rule = Callable[[Recipe, Facts], Iterable[Problem]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    """Register a rule."""
+    RULES.append(fn)
+    return fn
+
+
+def run_rules(recipe: Recipe, facts: Facts) -> list[Problem]:
+    """Every problem every rule finds, in rule order."""
+    return [p for r in RULES for p in r(recipe, facts)]
+
+
+def _list(items: Iterable[object], limit: int = 5) -> str:
+    items = [str(i) for i in items]
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+# --- model -------------------------------------------------------------------------------------
+
+_FAMILY_NAMES = {"sd15": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL", "flux": "FLUX", "sd3": "SD3"}
+
+
+@rule
+def model_exists(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """The base model must exist and be a model (kohya: OSError after start-up)."""
+    info = facts.model
+    if info.kind == "missing":
+        yield error("model.base", f"file or folder not found: {info.path}")
+    elif info.kind == "unknown":
+        yield error("model.base", f"{info.path} is not a model: {info.detail}")
+
+
+@rule
+def model_family(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """The checkpoint's family must match the trainer (kohya: state_dict mismatch after loading)."""
+    detected, declared = facts.model.family, recipe.model.family
+    if detected == "lora":
+        yield error("model.base", "this file is a LoRA, not a base model: point model.base at a checkpoint")
+        return
+    if detected in ("flux", "sd3"):
+        yield error(
+            "model.base",
+            f"this is a {_FAMILY_NAMES[detected]} checkpoint; lorabuild trains SD1.x, SD2.x and SDXL LoRAs",
+        )
+        return
+    if declared and detected and declared != detected:
+        yield error(
+            "model.family",
+            f"is {declared} ({SCRIPTS[declared]}) but {facts.model.path.name} is an "
+            f"{_FAMILY_NAMES[detected]} checkpoint: set model.family = \"{detected}\" or choose another model",
+        )
+    elif not declared and not detected and facts.model.kind in ("file", "diffusers"):
+        yield error(
+            "model.family",
+            f"cannot be detected ({facts.model.detail}): set model.family to sd15, sd2 or sdxl",
+        )
+
+
+@rule
+def v_prediction(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A v-prediction model trained without v_parameterization learns garbage silently."""
+    if facts.model.v_prediction and not recipe.model.v_parameterization:
+        yield warning(
+            "model.v_parameterization",
+            "the model's scheduler predicts v: set model.v_parameterization = true",
+        )
+
+
+@rule
+def clip_skip_sdxl(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya ignores clip_skip for SDXL with only a warning."""
+    if family_of(recipe, facts) == "sdxl" and recipe.model.clip_skip is not None:
+        yield error("model.clip_skip", "SDXL ignores clip_skip: remove it from the recipe")
+
+
+@rule
+def v2_clip_skip(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya: "v2 with clip_skip will be unexpected"."""
+    if family_of(recipe, facts) == "sd2" and recipe.model.clip_skip and recipe.model.clip_skip > 1:
+        yield warning("model.clip_skip", "SD2 models are not trained with clip_skip; kohya warns it is unexpected")
+
+
+# --- dataset and buckets -----------------------------------------------------------------------
+
+
+@rule
+def resolution_and_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Resolution and bucket bounds that kohya rounds or asserts on."""
+    ds = recipe.dataset
+    settings = bucket_settings(recipe)
+    steps = settings.reso_steps
+    if ds.enable_bucket and any(side % steps for side in ds.resolution):
+        yield error(
+            "dataset.resolution",
+            f"each side must be a multiple of the bucket step {steps} (got {list(ds.resolution)}); "
+            f"try {[max(steps, round(s / steps) * steps) for s in ds.resolution]}",
+        )
+    elif not ds.enable_bucket and any(side % 8 for side in ds.resolution):
+        yield error("dataset.resolution", f"each side must be a multiple of 8 (got {list(ds.resolution)})")
+    need = 32 if family_of(recipe, facts) == "sdxl" else 64
+    adjusted = adjusted_settings(settings, steps_multiple=need if ds.bucket_reso_steps is not None else None)
+    for message in adjusted.errors:
+        yield error(_bucket_key(message), message)
+    for message in adjusted.warnings:
+        yield warning(_bucket_key(message), message)
+
+
+def _bucket_key(message: str) -> str:
+    """The recipe key a bucket message (which starts with kohya's key name) is about."""
+    first = message.split(" ", 1)[0]
+    return f"dataset.{first}" if first in {"min_bucket_reso", "max_bucket_reso", "bucket_reso_steps"} else "dataset"
+
+
+@rule
+def keep_tokens_without_shuffle(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """keep_tokens does nothing unless captions are shuffled or tags dropped."""
+    ds = recipe.dataset
+    for i, s in enumerate(ds.subsets):
+        keep = s.keep_tokens if s.keep_tokens is not None else ds.keep_tokens
+        shuffle = s.shuffle_caption if s.shuffle_caption is not None else ds.shuffle_caption
+        if keep and not shuffle and not ds.caption_tag_dropout_rate:
+            key = f"dataset.subsets[{i}].keep_tokens" if s.keep_tokens is not None else "dataset.keep_tokens"
+            yield warning(key, "has no effect without shuffle_caption = true (kohya only keeps tokens while shuffling)")
+            return
+
+
+@rule
+def latents_cache_with_augmentation(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya asserts: "when caching latents, either color_aug or random_crop cannot be used"."""
+    if not (recipe.training.cache_latents or recipe.training.cache_latents_to_disk):
+        return
+    ds = recipe.dataset
+    for name in ("color_aug", "random_crop"):
+        if getattr(ds, name):
+            yield error(f"dataset.{name}", "cannot be used with training.cache_latents: turn one of them off")
+        for i, s in enumerate(ds.subsets):
+            if getattr(s, name):
+                yield error(f"dataset.subsets[{i}].{name}", "cannot be used with training.cache_latents: turn one off")
+
+
+@rule
+def duplicate_sources(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """The same folder twice is almost always a copy-paste slip."""
+    seen: dict[Path, int] = {}
+    for i, s in enumerate(recipe.dataset.subsets):
+        if s.source in seen and recipe.dataset.subsets[seen[s.source]].is_reg == s.is_reg:
+            yield warning(f"dataset.subsets[{i}].source", f"is the same folder as dataset.subsets[{seen[s.source]}]")
+        seen.setdefault(s.source, i)
+
+
+@rule
+def source_folders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Folders that would give kohya's "No data found" (it exits 0 without training)."""
+    for i, sf in enumerate(facts.subsets):
+        key = f"dataset.subsets[{i}].source"
+        if sf.state == "missing":
+            yield error(key, f"folder not found: {sf.source}")
+        elif sf.state == "not_a_folder":
+            yield error(key, f"is a file, not a folder: {sf.source}")
+        elif not sf.images and sf.subfolders_with_images:
+            yield error(
+                key,
+                f"has no images directly inside, but its sub-folders {_list(sf.subfolders_with_images)} do "
+                "(kohya would stop with \"No data found\"): point source at the folder that holds the images, "
+                "one subset per folder",
+            )
+        elif not sf.images:
+            yield error(
+                key,
+                f"has no images directly inside {sf.source} (kohya reads .png .jpg .jpeg .webp .bmp): "
+                "kohya would stop with \"No data found\"",
+            )
+        for path, reason in sf.skipped:
+            yield warning(str(path), reason)
+
+
+@rule
+def image_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Unreadable or truncated images (kohya: OSError while caching latents, minutes in)."""
+    for sf in facts.subsets:
+        for info in sf.images:
+            if info.problem:
+                yield error(str(info.path), info.problem)
+
+
+@rule
+def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Captions in another extension, missing captions, non-UTF-8 or empty caption files."""
+    for i, (subset, sf) in enumerate(zip(recipe.dataset.subsets, facts.subsets, strict=True)):
+        if sf.state != "ok" or not sf.images:
+            continue
+        key = f"dataset.subsets[{i}]"
+        have = sum(1 for c in sf.captions if c.path is not None)
+        for ext, count in sf.other_caption_files.items():
+            if count > have:
+                yield error(
+                    f"{key}.caption_extension",
+                    f"is \"{subset.caption_extension}\" but {count} image(s) have \"{ext}\" captions "
+                    f"(and {have} have \"{subset.caption_extension}\"): set caption_extension = \"{ext}\"",
+                )
+        missing = [info.path.name for info, c in zip(sf.images, sf.captions, strict=True) if c.path is None]
+        if missing and len(missing) < len(sf.images) or (missing and not sf.other_caption_files):
+            what = "the trigger alone" if subset.trigger else "an empty caption"
+            yield warning(
+                f"{key}.source",
+                f"{len(missing)} of {len(sf.images)} image(s) have no {subset.caption_extension} caption "
+                f"and will get {what}: {_list(missing)}",
+            )
+        for c in sf.captions:
+            if c.problem and c.path is not None:
+                yield error(str(c.path), c.problem)
+            elif c.path is not None and not c.text.strip():
+                yield warning(str(c.path), "is empty: the staged caption will hold only the trigger")
+
+
+@rule
+def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A trigger that no staged caption contains is never learnt as a word."""
+    for i, (subset, sf) in enumerate(zip(recipe.dataset.subsets, facts.subsets, strict=True)):
+        if not subset.trigger or not sf.images or subset.is_reg:
+            continue
+        staged = [staged_caption(recipe, i, c.text) for c in sf.captions]
+        with_trigger = sum(1 for text in staged if subset.trigger in [t.strip() for t in text.split(",")])
+        key = f"dataset.subsets[{i}].trigger"
+        if with_trigger == 0:
+            yield error(
+                key,
+                f"\"{subset.trigger}\" is in none of the staged captions: set captions.prepend_trigger = true "
+                "or add it to the captions",
+            )
+        elif with_trigger < len(staged):
+            yield warning(key, f"\"{subset.trigger}\" is in only {with_trigger} of {len(staged)} staged captions")
+
+
+@rule
+def small_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Buckets with fewer samples than the batch size give short, noisier batches."""
+    if not recipe.dataset.enable_bucket or any(sf.state != "ok" for sf in facts.subsets):
+        return
+    counts = epoch_bucket_counts(plan_subsets(recipe, facts))
+    small = [f"{w}x{h} ({n})" for (w, h), n in sorted(counts.items()) if n < recipe.dataset.batch_size]
+    if small:
+        yield warning(
+            "dataset.batch_size",
+            f"{len(small)} bucket(s) hold fewer samples than the batch size {recipe.dataset.batch_size}: "
+            f"{_list(small)}; crop images to common aspect ratios or lower the batch size",
+        )
+
+
+@rule
+def image_fits_without_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Without buckets kohya asserts each image already fits the resolution."""
+    ds = recipe.dataset
+    if ds.enable_bucket:
+        return
+    width, height = ds.resolution
+    for sf in facts.subsets:
+        for info in sf.images:
+            if info.problem:
+                continue
+            if info.width < width or info.height < height:
+                yield error(str(info.path), f"is {info.width}x{info.height}, smaller than the resolution "
+                            f"{width}x{height} while dataset.enable_bucket is false (kohya: image size is small)")
+            elif (info.width > width or info.height > height) and not ds.random_crop:
+                yield error(str(info.path), f"is {info.width}x{info.height}, larger than {width}x{height} "
+                            "with buckets off: set dataset.enable_bucket = true or resize it")
+
+
+@rule
+def regularisation_balance(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya: "some of reg images are not used"."""
+    train = sum(len(sf.images) * s.repeats for s, sf in zip(recipe.dataset.subsets, facts.subsets, strict=True)
+                if not s.is_reg)
+    reg = sum(len(sf.images) * s.repeats for s, sf in zip(recipe.dataset.subsets, facts.subsets, strict=True)
+              if s.is_reg)
+    if reg > train > 0:
+        yield warning("dataset.subsets", f"{reg} regularisation samples but only {train} training samples: "
+                      f"{reg - train} regularisation samples are never used")
+
+
+@rule
+def no_training_subset(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Only regularisation subsets means nothing to learn."""
+    if all(s.is_reg for s in recipe.dataset.subsets):
+        yield error("dataset.subsets", "every subset is is_reg = true: add at least one training subset")
+
+
+# --- network ----------------------------------------------------------------------------------
+
+
+@rule
+def network_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """LyCORIS modules need lycoris-lora (kohya: ModuleNotFoundError after loading the model)."""
+    module, _ = NETWORK_MODULES[recipe.network.module]
+    if module.startswith("lycoris") and facts.training_stack and not facts.packages.get("lycoris"):
+        yield error(
+            "network.module",
+            f"\"{recipe.network.module}\" needs LyCORIS, which is not installed: pip install lycoris-lora",
+        )
+
+
+@rule
+def dylora_shape(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """networks.dylora asserts rank % unit == 0 and conv_dim == dim."""
+    n = recipe.network
+    if n.module != "dylora":
+        return
+    unit = n.args.get("unit", 1)
+    if isinstance(unit, int) and unit > 0 and n.dim % unit:
+        yield error("network.dim", f"must be a multiple of network.args.unit ({unit}) for dylora (got {n.dim})")
+    if n.conv_dim is not None and n.conv_dim != n.dim:
+        yield error("network.conv_dim", f"must equal network.dim ({n.dim}) for dylora (got {n.conv_dim})")
+
+
+@rule
+def learning_rates_for_trained_parts(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A learning rate for a part that is not trained is silently unused by kohya."""
+    n, o = recipe.network, recipe.optimizer
+    if n.train == "unet" and o.text_encoder_lr is not None:
+        yield error(
+            "optimizer.text_encoder_lr",
+            "is set but network.train = \"unet\" trains no text encoder: remove it or train \"both\"",
+        )
+    if n.train == "text_encoder" and o.unet_lr is not None:
+        yield error(
+            "optimizer.unet_lr",
+            "is set but network.train = \"text_encoder\" trains no U-Net: remove it or train \"both\"",
+        )
+
+
+# --- optimizer and schedule -------------------------------------------------------------------
+
+# kohya's built-in optimizer names (case-insensitive) and the package each needs (KOHYA.md 6.8).
+OPTIMIZERS: dict[str, str | None] = {
+    "adamw": None,
+    "adamw8bit": "bitsandbytes",
+    "sgdnesterov8bit": "bitsandbytes",
+    "lion8bit": "bitsandbytes",
+    "pagedadamw8bit": "bitsandbytes",
+    "pagedlion8bit": "bitsandbytes",
+    "pagedadamw": "bitsandbytes",
+    "pagedadamw32bit": "bitsandbytes",
+    "lion": "lion_pytorch",
+    "sgdnesterov": None,
+    "dadaptation": "dadaptation",
+    "dadaptadampreprint": "dadaptation",
+    "dadaptadagrad": "dadaptation",
+    "dadaptadam": "dadaptation",
+    "dadaptadan": "dadaptation",
+    "dadaptadanip": "dadaptation",
+    "dadaptlion": "dadaptation",
+    "dadaptsgd": "dadaptation",
+    "prodigy": "prodigyopt",
+    "adafactor": "transformers",
+    "radamschedulefree": "schedulefree",
+    "adamwschedulefree": "schedulefree",
+    "sgdschedulefree": "schedulefree",
+}
+_OPTIMIZER_SPELLING = [
+    "AdamW", "AdamW8bit", "SGDNesterov8bit", "Lion8bit", "PagedAdamW8bit", "PagedLion8bit", "PagedAdamW",
+    "PagedAdamW32bit", "Lion", "SGDNesterov", "DAdaptation", "DAdaptAdamPreprint", "DAdaptAdaGrad",
+    "DAdaptAdam", "DAdaptAdan", "DAdaptAdanIP", "DAdaptLion", "DAdaptSGD", "Prodigy", "Adafactor",
+    "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
+]  # fmt: skip
+# torch.optim classes kohya also accepts by bare name (case-sensitive lookup in torch.optim).
+_TORCH_OPTIM = {"Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "LBFGS"}
+
+
+@rule
+def optimizer_known(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Unknown optimizer names or missing packages (kohya: error after loading the model)."""
+    name = recipe.optimizer.type
+    if "." in name:
+        module = name.rsplit(".", 1)[0].split(".")[0]
+        if facts.training_stack and module not in facts.packages and not _importable(module):
+            yield error("optimizer.type", f"module '{module}' of \"{name}\" is not installed")
+        return
+    if name.lower() not in OPTIMIZERS and name not in _TORCH_OPTIM:
+        yield error(
+            "optimizer.type",
+            f"\"{name}\" is not an optimizer kohya knows{did_you_mean(name, _OPTIMIZER_SPELLING)}; "
+            "use one of AdamW, AdamW8bit, Lion, Lion8bit, Prodigy, Adafactor, DAdaptAdam… or a module.Class path",
+        )
+        return
+    package = OPTIMIZERS.get(name.lower())
+    if package and facts.training_stack and not facts.packages.get(package):
+        pip = {"lion_pytorch": "lion-pytorch"}.get(package, package)
+        yield error("optimizer.type", f"\"{name}\" needs the package {pip}, which is not installed: pip install {pip}")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@rule
+def adaptive_optimizer_lr(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """D-Adaptation and Prodigy expect a learning rate around 1.0."""
+    name = recipe.optimizer.type.lower()
+    if (name.startswith("dadapt") or name == "prodigy") and recipe.optimizer.lr <= 0.1:
+        yield warning("optimizer.lr", f"{recipe.optimizer.type} adapts the step size; set lr = 1.0 (got {recipe.optimizer.lr})")
+
+
+@rule
+def scheduler_warmup(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya raises "constant does not require num_warmup_steps" after loading the model."""
+    o = recipe.optimizer
+    if o.scheduler in ("constant", "adafactor") and o.warmup_steps:
+        yield error(
+            "optimizer.warmup_steps",
+            f"must be 0 with scheduler \"{o.scheduler}\": use \"constant_with_warmup\" to warm up",
+        )
+
+
+@rule
+def scheduler_needs(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Schedulers that need a partner setting."""
+    o = recipe.optimizer
+    if o.scheduler == "adafactor" and o.type.lower() != "adafactor":
+        yield error("optimizer.scheduler", "\"adafactor\" works only with optimizer.type = \"Adafactor\"")
+    if o.scheduler == "cosine_with_min_lr" and o.min_lr_ratio is None:
+        yield error("optimizer.min_lr_ratio", "is required by scheduler \"cosine_with_min_lr\" (e.g. 0.1)")
+    if o.scheduler == "piecewise_constant" and "step_rules" not in recipe.kohya.get("lr_scheduler_args", ""):
+        yield error("optimizer.scheduler", "\"piecewise_constant\" needs kohya.lr_scheduler_args with step_rules")
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@rule
+def precision_pairs(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya asserts full_fp16/full_bf16 match mixed_precision (after loading the model)."""
+    t = recipe.training
+    if t.full_fp16 and t.mixed_precision != "fp16":
+        yield error("training.full_fp16", "needs training.mixed_precision = \"fp16\"")
+    if t.full_bf16 and t.mixed_precision != "bf16":
+        yield error("training.full_bf16", "needs training.mixed_precision = \"bf16\"")
+
+
+@rule
+def xformers_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya: ImportError "No xformers" after loading the model."""
+    if recipe.training.attention == "xformers" and facts.training_stack and not facts.packages.get("xformers"):
+        yield error(
+            "training.attention",
+            "\"xformers\" is not installed here (it needs an NVIDIA GPU): pip install xformers, "
+            "or use attention = \"sdpa\"",
+        )
+
+
+@rule
+def sdxl_fp16_vae(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """The stock SDXL VAE overflows in fp16 and kohya stops with "NaN detected in latents"."""
+    t = recipe.training
+    if family_of(recipe, facts) == "sdxl" and t.mixed_precision == "fp16" and not t.no_half_vae and not recipe.model.vae:
+        yield warning("training.no_half_vae", "SDXL's VAE overflows in fp16: set no_half_vae = true (or use bf16)")
+
+
+@rule
+def save_interval(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A save interval longer than the run saves only the last epoch."""
+    t = recipe.training
+    if t.save_every_n_epochs and t.save_every_n_epochs > t.epochs:
+        yield warning("training.save_every_n_epochs", f"is more than epochs ({t.epochs}): only the last epoch is saved")
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+@rule
+def prompt_placeholders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """{trigger} needs a trigger; ' --' would split kohya's prompt line."""
+    for i, prompt in enumerate(recipe.evaluate.prompts):
+        key = f"evaluate.prompts[{i}]"
+        if "{trigger}" in prompt and not first_trigger(recipe):
+            yield error(key, "uses {trigger} but no subset has a trigger")
+        rest = prompt.replace("{trigger}", "")
+        if "{" in rest or "}" in rest:
+            yield error(key, "has a placeholder other than {trigger}")
+        if " --" in prompt or "\n" in prompt:
+            yield error(key, "must not contain ' --' or a line break (kohya reads ' --' as an option)")
+    if " --" in recipe.evaluate.negative_prompt or "\n" in recipe.evaluate.negative_prompt:
+        yield error("evaluate.negative_prompt", "must not contain ' --' or a line break")
+
+
+# --- [kohya] passthrough ----------------------------------------------------------------------
+
+# kohya options the recipe models: setting them in [kohya] would silently fight the recipe.
+MODELLED = {
+    "pretrained_model_name_or_path": "model.base", "v2": "model.family", "v_parameterization": "model.v_parameterization",
+    "clip_skip": "model.clip_skip", "vae": "model.vae", "tokenizer_cache_dir": "model.tokenizer_cache_dir",
+    "network_module": "network.module", "network_dim": "network.dim", "network_alpha": "network.alpha",
+    "network_dropout": "network.dropout", "network_args": "network.args", "network_weights": "network.weights",
+    "network_train_unet_only": "network.train", "network_train_text_encoder_only": "network.train",
+    "optimizer_type": "optimizer.type", "learning_rate": "optimizer.lr", "unet_lr": "optimizer.unet_lr",
+    "text_encoder_lr": "optimizer.text_encoder_lr", "lr_scheduler": "optimizer.scheduler",
+    "lr_warmup_steps": "optimizer.warmup_steps", "lr_scheduler_num_cycles": "optimizer.restart_cycles",
+    "lr_scheduler_power": "optimizer.power", "lr_scheduler_min_lr_ratio": "optimizer.min_lr_ratio",
+    "max_grad_norm": "optimizer.max_grad_norm", "optimizer_args": "optimizer.args",
+    "max_train_epochs": "training.epochs", "max_train_steps": "training.epochs",
+    "gradient_accumulation_steps": "training.gradient_accumulation_steps",
+    "mixed_precision": "training.mixed_precision", "full_fp16": "training.full_fp16", "full_bf16": "training.full_bf16",
+    "no_half_vae": "training.no_half_vae", "seed": "training.seed", "cache_latents": "training.cache_latents",
+    "cache_latents_to_disk": "training.cache_latents_to_disk", "max_token_length": "training.max_token_length",
+    "xformers": "training.attention", "sdpa": "training.attention", "mem_eff_attn": "training.attention",
+    "gradient_checkpointing": "training.gradient_checkpointing", "prior_loss_weight": "training.prior_loss_weight",
+    "noise_offset": "training.noise_offset", "min_snr_gamma": "training.min_snr_gamma",
+    "max_data_loader_n_workers": "training.max_data_loader_n_workers", "save_model_as": "training.save_model_as",
+    "save_precision": "training.save_precision", "save_every_n_epochs": "training.save_every_n_epochs",
+    "save_state": "training.save_state", "output_name": "name", "output_dir": "(the build folder)",
+    "logging_dir": "(the build folder)", "sample_prompts": "evaluate.prompts",
+    "sample_every_n_epochs": "evaluate.sample_every_n_epochs", "sample_sampler": "evaluate.sampler",
+    "metadata_title": "title", "metadata_author": "author", "metadata_description": "description",
+    "metadata_trigger_phrase": "dataset.subsets[].trigger", "config_file": "(compiled by lorabuild)",
+    "dataset_config": "(compiled by lorabuild)", "output_config": "(compiled by lorabuild)",
+    "train_data_dir": "dataset.subsets", "reg_data_dir": "dataset.subsets", "in_json": "dataset.subsets",
+    "resolution": "dataset.resolution", "train_batch_size": "dataset.batch_size", "enable_bucket": "dataset.enable_bucket",
+    "min_bucket_reso": "dataset.min_bucket_reso", "max_bucket_reso": "dataset.max_bucket_reso",
+    "bucket_reso_steps": "dataset.bucket_reso_steps", "bucket_no_upscale": "dataset.bucket_no_upscale",
+    "shuffle_caption": "dataset.shuffle_caption", "keep_tokens": "dataset.keep_tokens",
+    "caption_extension": "dataset.subsets[].caption_extension", "flip_aug": "dataset.flip_aug",
+    "color_aug": "dataset.color_aug", "random_crop": "dataset.random_crop",
+    "caption_dropout_rate": "dataset.caption_dropout_rate", "caption_tag_dropout_rate": "dataset.caption_tag_dropout_rate",
+    "validation_split": "dataset.validation_split", "validation_seed": "dataset.validation_seed",
+    "dataset_repeats": "dataset.subsets[].repeats",
+}  # fmt: skip
+
+
+@rule
+def kohya_passthrough(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Raw kohya options: known to the family's script, well-typed, not modelled by the recipe."""
+    script = SCRIPTS[family_of(recipe, facts)]
+    for name, value in recipe.kohya.items():
+        key = f"kohya.{name}"
+        if name in MODELLED:
+            yield error(key, f"is set by the recipe as {MODELLED[name]}: set it there instead")
+            continue
+        message = kohya_options.check_config_value(script, name, value)
+        if message:
+            yield error(key, message)
+
+
+@rule
+def other_builds(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Two recipes with one output name would overwrite each other's files."""
+    owner = facts.other_builds.get(recipe.name)
+    if owner is not None:
+        yield error(
+            "name",
+            f"\"{recipe.name}\" is already the output name of another recipe ({owner}); building this one "
+            "would overwrite its files: choose another name",
+        )
+
+
+@rule
+def remove_patterns_match(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A ``captions.remove`` pattern that matches no tag is probably misspelt."""
+    style = recipe.captions.tag_style
+    tags: set[str] = set()
+    for sf in facts.subsets:
+        for c in sf.captions:
+            tags.update(normalise(t, style) for t in split_tags(c.text))
+    if not tags:
+        return
+    for i, pattern in enumerate(recipe.captions.remove):
+        wanted = normalise(pattern, style)
+        if not any(fnmatch.fnmatchcase(t, wanted) for t in tags):
+            yield warning(f"captions.remove[{i}]", f"\"{pattern}\" matches no tag in any caption")

@@ -1,0 +1,416 @@
+"""The recipe schema: one pydantic model per TOML table.
+
+Key names follow kohya's option names where kohya has one (``clip_skip``, ``min_bucket_reso``,
+``save_every_n_epochs``), except where the tutorial's concepts read better (``trigger``,
+``repeats``, ``source``). Every model forbids unknown keys, so a typo is an error (the loader
+adds a "did you mean"). Relative paths are resolved against the recipe file's folder by the
+loader (see :data:`RecipePath`).
+
+Rules that involve several fields, or that only warn, are not validators here: they live in
+:mod:`lorabuild.rules`, one function each, so that every problem is reported at once and
+warnings can be told apart from errors.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+Family = Literal["sd15", "sd2", "sdxl"]
+
+# kohya's scheduler names at the pinned commit (transformers' SchedulerType plus diffusers'
+# piecewise_constant; KOHYA.md 6.9). reduce_lr_on_plateau and cosine_warmup_with_min_lr are
+# listed by transformers but crash through kohya, so they are left out.
+Scheduler = Literal[
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "cosine_with_min_lr",
+    "warmup_stable_decay",
+    "piecewise_constant",
+    "adafactor",
+]
+
+# Samplers kohya's in-training sampler and gen_img.py accept (``--sample_sampler`` choices).
+Sampler = Literal[
+    "ddim",
+    "pndm",
+    "lms",
+    "euler",
+    "euler_a",
+    "heun",
+    "dpm_2",
+    "dpm_2_a",
+    "dpmsolver",
+    "dpmsolver++",
+    "dpmsingle",
+    "k_lms",
+    "k_euler",
+    "k_euler_a",
+    "k_dpm_2",
+    "k_dpm_2_a",
+]
+
+# A value kohya accepts in its --config_file TOML for an option the schema does not model.
+KohyaValue = str | int | float | bool | list[str] | list[int] | list[float]
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$"
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative recipe path against the recipe file's folder (``context['base']``)."""
+    base = (info.context or {}).get("base")
+    path = path.expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    return Path(_normpath(path))
+
+
+def _normpath(path: Path) -> str:
+    # os.path.normpath keeps the path relative-free without touching the disk (unlike resolve()).
+    import os.path
+
+    return os.path.normpath(path)
+
+
+RecipePath = Annotated[Path, AfterValidator(_resolve)]
+"""A path written in a recipe: relative paths are relative to the recipe file."""
+
+
+class _Table(BaseModel):
+    """Base of every recipe table: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSection(_Table):
+    """``[model]``: the base checkpoint to train the LoRA on."""
+
+    base: RecipePath = Field(
+        description="Base model: a .safetensors/.ckpt file or a diffusers folder "
+        "(kohya --pretrained_model_name_or_path)."
+    )
+    family: Family | None = Field(
+        None,
+        description="Model family: sd15, sd2 or sdxl. Detected from the checkpoint's header when omitted. "
+        "Decides the kohya script (train_network.py or sdxl_train_network.py) and --v2.",
+    )
+    v_parameterization: bool = Field(
+        False, description="The model predicts v (SD2 768-v and v-pred finetunes; kohya --v_parameterization)."
+    )
+    clip_skip: int | None = Field(
+        None,
+        ge=1,
+        le=12,
+        description="Use the Nth-from-last CLIP layer: 2 for anime models, 1 for realistic ones "
+        "(kohya --clip_skip; SD1/2 only).",
+    )
+    vae: RecipePath | None = Field(None, description="Replacement VAE file or folder (kohya --vae).")
+    tokenizer_cache_dir: RecipePath | None = Field(
+        None,
+        description="Folder holding the CLIP tokenizer(s) for offline runs (kohya --tokenizer_cache_dir).",
+    )
+
+
+class CaptionRules(_Table):
+    """``[captions]``: rule-based tag editing applied to the staged copy of each caption.
+
+    The rules run in this order: split on commas; normalise (trim, collapse spaces,
+    ``tag_style``); ``replace``; ``remove``; ``dedupe``; ``move_to_front`` / ``move_to_end``;
+    ``prepend_trigger``.
+    """
+
+    tag_style: Literal["keep", "underscore", "space"] = Field(
+        "keep",
+        description="Rewrite tags with underscores (short_hair) or spaces (short hair); keep leaves them.",
+    )
+    replace: dict[str, str] = Field(
+        default_factory=dict, description="Tags to rename, as {wrong = \"right\"} (fix a tagger's mistakes)."
+    )
+    remove: list[str] = Field(
+        default_factory=list,
+        description="Tags to delete: exact tags or glob patterns like '*_hair'. Remove the character's "
+        "inherent traits so that the trigger learns them.",
+    )
+    dedupe: bool = Field(True, description="Drop repeated tags, keeping the first.")
+    move_to_front: list[str] = Field(
+        default_factory=list, description="Tags (or globs) moved to the front, in this order."
+    )
+    move_to_end: list[str] = Field(
+        default_factory=list,
+        description="Tags (or globs) pushed to the end, such as transparent_background.",
+    )
+    prepend_trigger: bool = Field(
+        True, description="Put the subset's trigger first in every caption (pair with keep_tokens = 1)."
+    )
+
+    @field_validator("remove", "move_to_front", "move_to_end")
+    @classmethod
+    def _no_empty_patterns(cls, value: list[str]) -> list[str]:
+        if any(not item.strip() for item in value):
+            raise ValueError("must not contain empty tags")
+        return value
+
+
+class Subset(_Table):
+    """``[[dataset.subsets]]``: one folder of images with captions."""
+
+    source: RecipePath = Field(
+        description="Folder with the images and their caption files, directly inside. Never modified."
+    )
+    trigger: str | None = Field(
+        None,
+        min_length=1,
+        description="Trigger word the LoRA learns (kohya class_tokens); also names the staged folder.",
+    )
+    repeats: int = Field(1, ge=1, description="How many times each image is seen per epoch (kohya num_repeats).")
+    caption_extension: str = Field(
+        ".txt", pattern=r"^\.?[A-Za-z0-9_.\-]+$", description="Extension of the caption files in source."
+    )
+    is_reg: bool = Field(False, description="Regularisation (prior) images (kohya is_reg).")
+    shuffle_caption: bool | None = Field(None, description="Override dataset.shuffle_caption for this subset.")
+    keep_tokens: int | None = Field(None, ge=0, description="Override dataset.keep_tokens for this subset.")
+    flip_aug: bool | None = Field(None, description="Override dataset.flip_aug for this subset.")
+    color_aug: bool | None = Field(None, description="Override dataset.color_aug for this subset.")
+    random_crop: bool | None = Field(None, description="Override dataset.random_crop for this subset.")
+    captions: CaptionRules | None = Field(
+        None, description="Caption rules for this subset; replaces the recipe's [captions] table for it."
+    )
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _leading_dot(cls, value: str) -> str:
+        return value if value.startswith(".") else "." + value
+
+
+class DatasetSection(_Table):
+    """``[dataset]``: resolution, batching, bucketing and caption handling (kohya dataset config)."""
+
+    resolution: tuple[int, int] = Field(
+        (512, 512),
+        description="Training size as [width, height] or one number for a square (kohya resolution).",
+    )
+    batch_size: int = Field(1, ge=1, description="Images per step (kohya batch_size).")
+    enable_bucket: bool = Field(True, description="Aspect-ratio buckets (kohya enable_bucket).")
+    min_bucket_reso: int = Field(256, ge=64, description="Smallest bucket side (kohya min_bucket_reso).")
+    max_bucket_reso: int = Field(1024, ge=64, description="Largest bucket side (kohya max_bucket_reso).")
+    bucket_reso_steps: int | None = Field(
+        None,
+        ge=8,
+        description="Bucket side granularity; 64 for SD1/2 and SDXL unless set (kohya bucket_reso_steps).",
+    )
+    bucket_no_upscale: bool = Field(False, description="Never upscale images into a bucket (kohya).")
+    shuffle_caption: bool = Field(False, description="Shuffle tags each time an image is used.")
+    keep_tokens: int = Field(0, ge=0, description="Leading tags kept in place while shuffling (kohya).")
+    flip_aug: bool = Field(False, description="Random horizontal flips (kohya flip_aug).")
+    color_aug: bool = Field(False, description="Random colour changes; incompatible with cache_latents.")
+    random_crop: bool = Field(False, description="Random instead of centre crops; incompatible with cache_latents.")
+    caption_dropout_rate: float = Field(0.0, ge=0, le=1, description="Chance of training an image uncaptioned.")
+    caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1, description="Chance of dropping each tag.")
+    validation_split: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of each subset held out to measure validation loss."
+    )
+    validation_seed: int | None = Field(None, description="Seed of the validation split (defaults to training.seed).")
+    subsets: list[Subset] = Field(min_length=1, description="The image folders to train on.")
+
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("resolution")
+    @classmethod
+    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 64:
+            raise ValueError(f"each side must be at least 64 (got {list(value)})")
+        return value
+
+
+class NetworkSection(_Table):
+    """``[network]``: the LoRA's kind and size."""
+
+    module: Literal["lora", "locon", "loha", "lokr", "dylora"] = Field(
+        "lora",
+        description="lora and dylora use kohya's networks.lora / networks.dylora; locon, loha and lokr use "
+        "LyCORIS (pip install lycoris-lora).",
+    )
+    dim: int = Field(16, ge=1, le=1024, description="Rank of the LoRA: 4-128; smaller resists overfitting.")
+    alpha: float = Field(8.0, gt=0, description="Scale is alpha/dim: equal to dim or half of it (kohya network_alpha).")
+    conv_dim: int | None = Field(None, ge=1, description="Rank for 3x3 convolutions (LoCon; network_args conv_dim).")
+    conv_alpha: float | None = Field(None, gt=0, description="Alpha for 3x3 convolutions (network_args conv_alpha).")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Neuron dropout (kohya network_dropout).")
+    train: Literal["both", "unet", "text_encoder"] = Field(
+        "both", description="Which parts get a LoRA: both, unet only or text_encoder only."
+    )
+    weights: RecipePath | None = Field(None, description="Start from this LoRA file (kohya network_weights).")
+    args: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="More network_args as key = value (e.g. for LyCORIS: preset = \"attn-mlp\").",
+    )
+
+
+class OptimizerSection(_Table):
+    """``[optimizer]``: optimizer, learning rates and schedule."""
+
+    type: str = Field(
+        "AdamW",
+        min_length=1,
+        description="kohya optimizer_type: AdamW, AdamW8bit, Lion, Lion8bit, Prodigy, Adafactor, DAdaptAdam… "
+        "or a dotted module.Class.",
+    )
+    lr: float = Field(1e-4, gt=0, description="Base learning rate (kohya learning_rate).")
+    unet_lr: float | None = Field(None, ge=0, description="Learning rate of the U-Net LoRA (kohya unet_lr).")
+    text_encoder_lr: float | None = Field(
+        None, ge=0, description="Learning rate of the text-encoder LoRA (kohya text_encoder_lr)."
+    )
+    scheduler: Scheduler = Field("cosine", description="Learning-rate schedule (kohya lr_scheduler).")
+    warmup_steps: int | float | str = Field(
+        0,
+        description="Warm-up: steps (integer), a fraction of all steps below 1, or a percentage like \"5%\" "
+        "(kohya lr_warmup_steps).",
+    )
+    restart_cycles: int = Field(1, ge=1, description="Restarts of cosine_with_restarts (kohya lr_scheduler_num_cycles).")
+    power: float | None = Field(None, description="Power of the polynomial schedule (kohya lr_scheduler_power).")
+    min_lr_ratio: float | None = Field(
+        None, ge=0, le=1, description="Final LR ratio for cosine_with_min_lr (kohya lr_scheduler_min_lr_ratio)."
+    )
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 turns it off.")
+    args: dict[str, str | int | float | bool | list[float]] = Field(
+        default_factory=dict,
+        description="Optimizer keyword arguments, e.g. weight_decay = 0.01 (kohya optimizer_args).",
+    )
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _warmup(cls, value: int | float | str) -> int | float | str:
+        if isinstance(value, str):
+            if not re.fullmatch(r"\d+(\.\d+)?%", value):
+                raise ValueError(f"must be a number of steps, a fraction below 1 or a percentage like '5%' (got {value!r})")
+            if float(value[:-1]) >= 100:
+                raise ValueError(f"a percentage must be below 100% (got {value!r})")
+        elif isinstance(value, float) and value >= 1 and not value.is_integer():
+            raise ValueError(f"a fraction must be below 1; whole steps must be an integer (got {value})")
+        elif value < 0:
+            raise ValueError(f"must not be negative (got {value})")
+        if isinstance(value, float) and value >= 1:
+            return int(value)
+        return value
+
+
+class TrainingSection(_Table):
+    """``[training]``: length, precision, saving and memory settings."""
+
+    epochs: int = Field(10, ge=1, description="Epochs to train (kohya max_train_epochs).")
+    save_every_n_epochs: int | None = Field(
+        1, ge=1, description="Save a LoRA file every N epochs; the last epoch is always saved."
+    )
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "fp16", description="Training precision: fp16 (most GPUs), bf16 (RTX 30xx and newer) or no (CPU)."
+    )
+    save_precision: Literal["float", "fp16", "bf16"] = Field("fp16", description="Precision of the saved files.")
+    seed: int = Field(42, ge=0, description="Random seed, for repeatable runs.")
+    cache_latents: bool = Field(True, description="Encode images once with the VAE: faster, less VRAM.")
+    cache_latents_to_disk: bool = Field(False, description="Keep cached latents on disk (in the staged copy).")
+    max_token_length: Literal[75, 150, 225] = Field(75, description="Caption length in tokens: 75, 150 or 225.")
+    attention: Literal["xformers", "sdpa", "none"] = Field(
+        "sdpa", description="Attention kernel: xformers (CUDA), sdpa (PyTorch, any device) or none."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade speed for VRAM (kohya gradient_checkpointing).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
+    prior_loss_weight: float = Field(1.0, ge=0, description="Loss weight of regularisation images.")
+    noise_offset: float | None = Field(None, ge=0, le=1, description="Noise offset (about 0.05-0.1).")
+    min_snr_gamma: float | None = Field(None, gt=0, description="Min-SNR loss weighting; 5 is usual.")
+    save_model_as: Literal["safetensors", "ckpt", "pt"] = Field("safetensors", description="File format.")
+    save_state: bool = Field(False, description="Also save the training state at each save, for resuming.")
+    full_fp16: bool = Field(False, description="Keep the LoRA itself in fp16 (needs mixed_precision fp16).")
+    full_bf16: bool = Field(False, description="Keep the LoRA itself in bf16 (needs mixed_precision bf16).")
+    no_half_vae: bool = Field(False, description="Keep the VAE in fp32 (SDXL's VAE overflows in fp16).")
+    max_data_loader_n_workers: int | None = Field(None, ge=0, description="DataLoader worker processes.")
+
+
+class EvaluateSection(_Table):
+    """``[evaluate]``: prompts for samples during training and for the epoch x weight grid."""
+
+    prompts: list[str] = Field(
+        default_factory=list, description="Prompts; {trigger} is replaced by the first subset's trigger."
+    )
+    negative_prompt: str = Field("", description="Negative prompt for every image.")
+    seeds: list[int] = Field(default_factory=lambda: [1234], min_length=1, description="Seeds, one image each.")
+    weights: list[float] = Field(
+        default_factory=lambda: [0.6, 0.8, 1.0], min_length=1, description="LoRA weights to compare."
+    )
+    epochs: Literal["all"] | list[int] = Field("all", description="Epochs to compare: \"all\" or a list.")
+    sampler: Sampler = Field("euler_a", description="Sampler (kohya sample_sampler).")
+    steps: int = Field(28, ge=1, le=1000, description="Sampling steps.")
+    cfg_scale: float = Field(7.0, gt=0, description="CFG scale.")
+    width: int | None = Field(None, ge=64, multiple_of=8, description="Image width; the training width if unset.")
+    height: int | None = Field(None, ge=64, multiple_of=8, description="Image height; the training height if unset.")
+    baseline: bool = Field(True, description="Add a column without the LoRA.")
+    sample_every_n_epochs: int | None = Field(
+        None, ge=1, description="Render the prompts during training every N epochs (kohya sample_every_n_epochs)."
+    )
+
+
+class LaunchSection(_Table):
+    """``[launch]``: how ``accelerate launch`` starts the trainer."""
+
+    num_cpu_threads_per_process: int = Field(
+        2, ge=1, description="CPU threads per training process (accelerate --num_cpu_threads_per_process)."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables for the trainer, e.g. HF_HOME = \"hf\" (relative to the build folder).",
+    )
+
+
+class Recipe(_Table):
+    """A lorabuild recipe: everything needed to build one LoRA."""
+
+    name: str = Field(
+        max_length=100,
+        description="Output name (kohya output_name): files are saved as NAME-000001.safetensors … "
+        "Letters, digits, '.', '_', '-' and spaces.",
+    )
+    title: str | None = Field(None, description="Human title written into the LoRA's metadata.")
+    description: str | None = Field(None, description="Description written into the LoRA's metadata.")
+    author: str | None = Field(None, description="Author written into the LoRA's metadata.")
+    model: ModelSection
+    dataset: DatasetSection
+    captions: CaptionRules = Field(default_factory=CaptionRules, description="Caption rules for every subset.")
+    network: NetworkSection = Field(default_factory=NetworkSection)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    launch: LaunchSection = Field(default_factory=LaunchSection)
+    kohya: dict[str, KohyaValue] = Field(
+        default_factory=dict,
+        description="Any other kohya option as option = value; checked against the options the pinned "
+        "kohya accepts.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        if not re.fullmatch(_NAME_PATTERN, value) or value != value.strip():
+            raise ValueError(
+                f"must be usable as a file name: letters, digits, '.', '_', '-' and inner spaces (got {value!r})"
+            )
+        return value
+
+    def rules_for(self, subset: Subset) -> CaptionRules:
+        """The caption rules that apply to ``subset``."""
+        return subset.captions or self.captions

@@ -1,0 +1,24 @@
+"""Machine settings: where things live on this machine, kept out of recipes so they stay portable.
+
+Each setting has an environment variable; the CLI's options override them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The repository lorabuild runs from: kohya is vendored beside the package as a submodule.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = REPO_ROOT / "templates"
+
+
+def sd_scripts_dir() -> Path:
+    """The kohya sd-scripts checkout (``LORABUILD_SD_SCRIPTS``, else ``vendor/sd-scripts``)."""
+    configured = os.environ.get("LORABUILD_SD_SCRIPTS")
+    return Path(configured).expanduser() if configured else REPO_ROOT / "vendor" / "sd-scripts"
+
+
+def build_root() -> Path:
+    """Where builds go (``LORABUILD_BUILD_DIR``, else ``build`` in the current folder)."""
+    return Path(os.environ.get("LORABUILD_BUILD_DIR", "build"))

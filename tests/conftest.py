@@ -1,0 +1,166 @@
+"""Shared fixtures: a throwaway lorabuild project (recipe, images, captions, model header)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SD_SCRIPTS = REPO / "vendor" / "sd-scripts"
+
+# Tensor names that mark each family's checkpoint (a few are enough for lorabuild's probe).
+FAMILY_KEYS = {
+    "sd15": ["cond_stage_model.transformer.text_model.embeddings.position_ids", "model.diffusion_model.out.0.bias"],
+    "sd2": ["cond_stage_model.model.transformer.resblocks.0.ln_1.bias", "model.diffusion_model.out.0.bias"],
+    "sdxl": ["conditioner.embedders.1.model.ln_final.bias", "model.diffusion_model.label_emb.0.0.bias"],
+}
+
+
+def write_safetensors(path: Path, names: list[str]) -> Path:
+    """A real (tiny) safetensors file with one float32 scalar per name."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    for i, name in enumerate(names):
+        header[name] = {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * (4 * len(names)))
+    return path
+
+
+def write_checkpoint(path: Path, family: str = "sd15") -> Path:
+    """A safetensors checkpoint whose header says ``family``."""
+    return write_safetensors(path, FAMILY_KEYS[family])
+
+
+def write_image(path: Path, size: tuple[int, int] = (512, 512), mode: str = "RGB") -> Path:
+    """A small real image."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = (200, 120, 40, 255) if mode == "RGBA" else (200, 120, 40)
+    Image.new(mode, size, colour[: len(mode)]).save(path)
+    return path
+
+
+CAPTIONS = [
+    "1girl, solo, flower, hair_ornament, short_hair, brown_hair, smile, transparent_background",
+    "1girl, solo, flower, short_hair, brown_hair, school_uniform, white_background",
+    "flower, hair_ornament, 1girl, smile, brown_hair",
+    "1girl, solo, short_hair, flower, looking_at_viewer",
+]
+
+RECIPE = """\
+name = "Test_v1"
+
+[model]
+base = "models/base.safetensors"
+clip_skip = 2
+
+[dataset]
+resolution = [512, 512]
+batch_size = 2
+shuffle_caption = true
+keep_tokens = 1
+
+[[dataset.subsets]]
+source = "data/char"
+trigger = "uiharu_kazari"
+repeats = 2
+
+[captions]
+remove = ["flower", "hair_ornament", "short_hair", "brown_hair"]
+move_to_end = ["transparent_background"]
+
+[network]
+dim = 8
+alpha = 4
+
+[optimizer]
+type = "AdamW"
+lr = 1e-4
+scheduler = "cosine"
+
+[training]
+epochs = 3
+mixed_precision = "no"
+attention = "sdpa"
+"""
+
+
+class Project:
+    """A temporary project folder with a recipe, a dataset and a model header."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.recipe = root / "recipe.toml"
+        self.build = root / "build"
+
+    def write_recipe(self, text: str = RECIPE, name: str = "recipe.toml") -> Path:
+        path = self.root / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def add_images(self, folder: str = "data/char", sizes: list[tuple[int, int]] | None = None,
+                   captions: list[str] | None = None, ext: str = ".txt") -> list[Path]:
+        sizes = sizes or [(512, 512), (512, 768), (768, 512), (512, 512)]
+        captions = captions if captions is not None else CAPTIONS
+        paths = []
+        for i, size in enumerate(sizes):
+            image = write_image(self.root / folder / f"{i:03d}.png", size)
+            if i < len(captions):
+                image.with_suffix(ext).write_text(captions[i], encoding="utf-8")
+            paths.append(image)
+        return paths
+
+    def tree_hash(self, folder: str) -> str:
+        """A hash of every file's name, bytes and mtime under ``folder`` (sources must not change)."""
+        digest = hashlib.sha256()
+        for path in sorted((self.root / folder).rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{path.relative_to(self.root)}:{stat.st_mtime_ns}:".encode())
+                digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """A ready project: recipe.toml, 4 captioned images in data/char, an SD1.5 model header."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LORABUILD_BUILD_DIR", raising=False)
+    p = Project(tmp_path)
+    p.recipe = Path("recipe.toml")  # relative, as a user types it (messages show it as written)
+    p.write_recipe()
+    p.add_images()
+    write_checkpoint(tmp_path / "models" / "base.safetensors", "sd15")
+    return p
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[[str], Project]:
+    """Make extra projects in sub-folders."""
+
+    def make(name: str) -> Project:
+        root = tmp_path / name
+        root.mkdir()
+        return Project(root)
+
+    return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked real_trainer, saying why, when kohya is not checked out."""
+    if (SD_SCRIPTS / "train_network.py").is_file():
+        return
+    skip = pytest.mark.skip(
+        reason="vendor/sd-scripts is not checked out: run `git submodule update --init` "
+        "(or `lorabuild setup --sd-scripts PATH`) to run the tests against the real kohya trainer"
+    )
+    for item in items:
+        if "real_trainer" in item.keywords:
+            item.add_marker(skip)
