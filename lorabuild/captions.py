@@ -87,7 +87,7 @@ class CaptionFile:
     Attributes:
         path: The file, or None when the image has no caption.
         text: Its text (first line is what kohya uses); empty when missing or unreadable.
-        problem: Why it cannot be used (not UTF-8, empty), or None.
+        problem: Why it cannot be used (not UTF-8, unreadable), or None.
     """
 
     path: Path | None
@@ -113,8 +113,8 @@ def read_caption(path: Path) -> CaptionFile:
             f"is not UTF-8 (byte {exc.start}{', looks like ' + guess if guess else ''}): "
             "kohya stops on it; re-save the file as UTF-8",
         )
-    if not text.strip():
-        return CaptionFile(path, "", "is empty: kohya stops on empty caption files; write tags or delete it")
+    # An empty file is no problem here: lorabuild stages its own caption (the trigger at least),
+    # so kohya never sees the empty file it would stop on.
     return CaptionFile(path, text)
 
 

@@ -65,7 +65,9 @@ def check(
         typer.echo(plan_summary(checked.plan, verbose=verbose))
     pipeline.require_plan(checked, strict=strict)
     _echo_problems(checked.warnings)
-    typer.echo(f"ok: {recipe.as_posix()}" + (f" ({len(checked.warnings)} warning(s))" if checked.warnings else ""))
+    typer.echo(
+        f"ok: {recipe.as_posix()}" + (f" ({len(checked.warnings)} warning(s))" if checked.warnings else "")
+    )
 
 
 @app.command("compile")
@@ -128,7 +130,9 @@ def train(
 
 @app.command()
 def demo(
-    build_dir: Annotated[Path, typer.Option("--build-dir", help="Where the demo builds.")] = Path("build/demo"),
+    build_dir: Annotated[Path, typer.Option("--build-dir", help="Where the demo builds.")] = Path(
+        "build/demo"
+    ),
 ) -> None:
     """Train the tutorial's recipe end to end on a CPU with a generated model and dataset (offline).
 
@@ -137,7 +141,9 @@ def demo(
     from lorabuild import pipeline
     from lorabuild.demo import DEMO_RECIPE, prepare_demo
 
-    typer.echo("lorabuild demo: trains recipes/kazari.toml on a random-weight SD1.5-shaped model (CPU, 64 px).")
+    typer.echo(
+        "lorabuild demo: trains recipes/kazari.toml on a random-weight SD1.5-shaped model (CPU, 64 px)."
+    )
     typer.echo("It shows the pipeline, not image quality. First run builds the test model (~1 min, 3.5 GB).")
     overrides = prepare_demo(build_dir)
     checked = pipeline.check(DEMO_RECIPE, overrides, build_dir)

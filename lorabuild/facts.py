@@ -32,6 +32,10 @@ PACKAGES = (
     "transformers",
 )
 
+# Files kohya itself leaves next to an image under its stem (cache_latents_to_disk writes
+# ``<stem>.npz``): never captions, so never a hint that caption_extension is wrong.
+_NOT_CAPTIONS = frozenset({".npz"})
+
 
 @dataclass(frozen=True)
 class SubsetFacts:
@@ -106,7 +110,7 @@ def probe_subset(source: Path, caption_extension: str) -> SubsetFacts:
         reason = why_kohya_skips(path)
         if reason:
             skipped.append((path, reason))
-        elif path.stem in stems and path.suffix != caption_extension:
+        elif path.stem in stems and path.suffix not in (caption_extension, *_NOT_CAPTIONS):
             others[path.suffix] = others.get(path.suffix, 0) + 1
     return SubsetFacts(
         source=source,
@@ -138,4 +142,3 @@ def existing_builds(build_root: Path) -> dict[str, Path]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return builds
-

@@ -71,9 +71,11 @@ def probe_model(path: Path) -> ModelInfo:
         elif zipfile.is_zipfile(path):
             names = _pickle_strings(path)
         else:
-            return ModelInfo(path, "file", None, detail="an old-style (non-zip) checkpoint; its header cannot be read")
+            return ModelInfo(
+                path, "file", None, detail="an old-style (non-zip) checkpoint; its header cannot be read"
+            )
     except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        return ModelInfo(path, "unknown", None, detail=f"cannot be read as a model: {exc}")
+        return ModelInfo(path, "unknown", None, detail=f"unreadable header: {exc}")
     family = family_from_names(names)
     return ModelInfo(path, "file", family, detail="" if family else "no known tensor names in its header")
 
@@ -114,7 +116,9 @@ def _pickle_strings(path: Path) -> list[str]:
         data = archive.read(pkl)
     strings = []
     for opcode, arg, _ in pickletools.genops(data):
-        if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8") and isinstance(arg, str):
+        if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8") and isinstance(
+            arg, str
+        ):
             strings.append(arg)
     return strings
 
@@ -122,12 +126,16 @@ def _pickle_strings(path: Path) -> list[str]:
 def _probe_diffusers(path: Path) -> ModelInfo:
     index = path / "model_index.json"
     if not index.is_file():
-        return ModelInfo(path, "unknown", None, detail="a folder without model_index.json (not a diffusers model)")
+        return ModelInfo(
+            path, "unknown", None, detail="a folder without model_index.json"
+        )
     try:
         pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
     except (OSError, ValueError) as exc:
         return ModelInfo(path, "unknown", None, detail=f"model_index.json cannot be read: {exc}")
-    v_prediction = _read_json(path / "scheduler" / "scheduler_config.json").get("prediction_type") == "v_prediction"
+    v_prediction = (
+        _read_json(path / "scheduler" / "scheduler_config.json").get("prediction_type") == "v_prediction"
+    )
     if "XL" in pipeline or (path / "text_encoder_2").is_dir():
         return ModelInfo(path, "diffusers", "sdxl", v_prediction, detail=pipeline)
     hidden = _read_json(path / "text_encoder" / "config.json").get("hidden_size")

@@ -13,6 +13,7 @@ import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, get_args
 
@@ -112,7 +113,7 @@ def apply_override(doc: dict[str, Any], item: str) -> Problem | None:
         path.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
     value = parse_value(text.strip())
     node: Any = doc
-    for step, nxt in zip(path, path[1:], strict=False):
+    for step, nxt in pairwise(path):
         if isinstance(step, int):
             if not isinstance(node, list) or step >= len(node):
                 return error(key, f"there is no item [{step}] to override")
@@ -143,8 +144,8 @@ def _cwd_relative(item: str) -> str:
     value = parse_value(text.strip())
     if not sep or not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
         return item
-    parts: list[str | int] = [p for p in re.split(r"[.\[\]]+", key.strip()) if p]
-    loc = [int(p) if p.isdigit() else p for p in parts]
+    parts = [p for p in re.split(r"[.\[\]]+", key.strip()) if p]
+    loc: list[str | int] = [int(p) if p.isdigit() else p for p in parts]
     model = _model_at(loc)
     field = model.model_fields.get(str(loc[-1])) if model else None
     if field is None or "Path" not in str(field.annotation):
@@ -274,7 +275,9 @@ def problems_from_validation(exc: ValidationError) -> list[Problem]:
             text = _message(errs[0], loc)
         else:
             # A union (e.g. "int | float | str"): say what would be accepted instead of every branch.
-            specific = [e for e in errs if e["type"] in ("value_error", "literal_error", "greater_than_equal")]
+            specific = [
+                e for e in errs if e["type"] in ("value_error", "literal_error", "greater_than_equal")
+            ]
             if specific:
                 text = _message(specific[0], loc)
             else:

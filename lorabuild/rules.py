@@ -9,6 +9,7 @@ mirror a kohya failure name the kohya message or behaviour they prevent.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -45,9 +46,9 @@ def run_rules(recipe: Recipe, facts: Facts) -> list[Problem]:
 
 
 def _list(items: Iterable[object], limit: int = 5) -> str:
-    items = [str(i) for i in items]
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    texts = [str(i) for i in items]
+    shown = ", ".join(texts[:limit])
+    return shown + (f" and {len(texts) - limit} more" if len(texts) > limit else "")
 
 
 # --- model -------------------------------------------------------------------------------------
@@ -62,7 +63,11 @@ def model_exists(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     if info.kind == "missing":
         yield error("model.base", f"file or folder not found: {info.path}")
     elif info.kind == "unknown":
-        yield error("model.base", f"{info.path} is not a model: {info.detail}")
+        yield error(
+            "model.base",
+            f"{info.path} is not a model ({info.detail}): point model.base at a .safetensors or .ckpt checkpoint "
+            "or a diffusers folder",
+        )
 
 
 @rule
@@ -81,8 +86,9 @@ def model_family(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     if declared and detected and declared != detected:
         yield error(
             "model.family",
-            f"is {declared} ({SCRIPTS[declared]}) but {facts.model.path.name} is an "
-            f"{_FAMILY_NAMES[detected]} checkpoint: set model.family = \"{detected}\" or choose another model",
+            f'is "{declared}" but {facts.model.path.name} is an {_FAMILY_NAMES[detected]} checkpoint '
+            f'(kohya would fail after minutes of loading): set model.family = "{detected}" (or remove it to '
+            f"detect it), or choose an {_FAMILY_NAMES[declared]} model",
         )
     elif not declared and not detected and facts.model.kind in ("file", "diffusers"):
         yield error(
@@ -105,14 +111,20 @@ def v_prediction(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 def clip_skip_sdxl(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """kohya ignores clip_skip for SDXL with only a warning."""
     if family_of(recipe, facts) == "sdxl" and recipe.model.clip_skip is not None:
-        yield error("model.clip_skip", "SDXL ignores clip_skip: remove it from the recipe")
+        yield error(
+            "model.clip_skip",
+            "SDXL models ignore clip_skip (kohya only warns, so the setting would silently do nothing): remove it",
+        )
 
 
 @rule
 def v2_clip_skip(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """kohya: "v2 with clip_skip will be unexpected"."""
     if family_of(recipe, facts) == "sd2" and recipe.model.clip_skip and recipe.model.clip_skip > 1:
-        yield warning("model.clip_skip", "SD2 models are not trained with clip_skip; kohya warns it is unexpected")
+        yield warning(
+            "model.clip_skip",
+            "SD2 models are not trained with clip_skip (kohya: unexpected results): set model.clip_skip = 1 or remove it",
+        )
 
 
 # --- dataset and buckets -----------------------------------------------------------------------
@@ -143,7 +155,11 @@ def resolution_and_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 def _bucket_key(message: str) -> str:
     """The recipe key a bucket message (which starts with kohya's key name) is about."""
     first = message.split(" ", 1)[0]
-    return f"dataset.{first}" if first in {"min_bucket_reso", "max_bucket_reso", "bucket_reso_steps"} else "dataset"
+    return (
+        f"dataset.{first}"
+        if first in {"min_bucket_reso", "max_bucket_reso", "bucket_reso_steps"}
+        else "dataset"
+    )
 
 
 @rule
@@ -155,8 +171,11 @@ def keep_tokens_without_shuffle(recipe: Recipe, facts: Facts) -> Iterator[Proble
         shuffle = s.shuffle_caption if s.shuffle_caption is not None else ds.shuffle_caption
         if keep and not shuffle and not ds.caption_tag_dropout_rate:
             key = f"dataset.subsets[{i}].keep_tokens" if s.keep_tokens is not None else "dataset.keep_tokens"
-            yield warning(key, "has no effect without shuffle_caption = true (kohya only keeps tokens while shuffling)")
-            return
+            yield warning(
+                key, "has no effect without shuffle_caption = true (kohya only keeps tokens while shuffling)"
+            )
+            if s.keep_tokens is None:
+                return  # the dataset-level setting: one warning is enough
 
 
 @rule
@@ -166,21 +185,33 @@ def latents_cache_with_augmentation(recipe: Recipe, facts: Facts) -> Iterator[Pr
         return
     ds = recipe.dataset
     for name in ("color_aug", "random_crop"):
-        if getattr(ds, name):
-            yield error(f"dataset.{name}", "cannot be used with training.cache_latents: turn one of them off")
+        # kohya reads each subset's own value; the dataset's applies only where a subset sets none.
+        if getattr(ds, name) and any(getattr(s, name) is None for s in ds.subsets):
+            yield error(
+                f"dataset.{name}",
+                f"cannot be used with cached latents: set training.cache_latents and training.cache_latents_to_disk to "
+                f"false, or turn {name} off",
+            )
         for i, s in enumerate(ds.subsets):
             if getattr(s, name):
-                yield error(f"dataset.subsets[{i}].{name}", "cannot be used with training.cache_latents: turn one off")
+                yield error(
+                    f"dataset.subsets[{i}].{name}",
+                    f"cannot be used with cached latents: set training.cache_latents and training.cache_latents_to_disk to "
+                    f"false, or turn {name} off",
+                )
 
 
 @rule
 def duplicate_sources(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """The same folder twice is almost always a copy-paste slip."""
-    seen: dict[Path, int] = {}
+    seen: dict[tuple[Path, bool], int] = {}
     for i, s in enumerate(recipe.dataset.subsets):
-        if s.source in seen and recipe.dataset.subsets[seen[s.source]].is_reg == s.is_reg:
-            yield warning(f"dataset.subsets[{i}].source", f"is the same folder as dataset.subsets[{seen[s.source]}]")
-        seen.setdefault(s.source, i)
+        first = seen.setdefault((s.source, s.is_reg), i)
+        if first != i:
+            yield warning(
+                f"dataset.subsets[{i}].source",
+                f"is the same folder as dataset.subsets[{first}]: remove one of the two subsets",
+            )
 
 
 @rule
@@ -196,14 +227,14 @@ def source_folders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             yield error(
                 key,
                 f"has no images directly inside, but its sub-folders {_list(sf.subfolders_with_images)} do "
-                "(kohya would stop with \"No data found\"): point source at the folder that holds the images, "
+                '(kohya would stop with "No data found"): point source at the folder that holds the images, '
                 "one subset per folder",
             )
         elif not sf.images:
             yield error(
                 key,
                 f"has no images directly inside {sf.source} (kohya reads .png .jpg .jpeg .webp .bmp): "
-                "kohya would stop with \"No data found\"",
+                'kohya would stop with "No data found": put the images directly in that folder',
             )
         for path, reason in sf.skipped:
             yield warning(str(path), reason)
@@ -230,11 +261,12 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             if count > have:
                 yield error(
                     f"{key}.caption_extension",
-                    f"is \"{subset.caption_extension}\" but {count} image(s) have \"{ext}\" captions "
-                    f"(and {have} have \"{subset.caption_extension}\"): set caption_extension = \"{ext}\"",
+                    f'is "{subset.caption_extension}" but {count} image(s) have "{ext}" captions '
+                    f'(and {have} have "{subset.caption_extension}"): set caption_extension = "{ext}"',
                 )
         missing = [info.path.name for info, c in zip(sf.images, sf.captions, strict=True) if c.path is None]
-        if missing and len(missing) < len(sf.images) or (missing and not sf.other_caption_files):
+        # When every caption is missing but another extension has them, the error above says why.
+        if missing and not (len(missing) == len(sf.images) and sf.other_caption_files):
             what = "the trigger alone" if subset.trigger else "an empty caption"
             yield warning(
                 f"{key}.source",
@@ -245,7 +277,12 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             if c.problem and c.path is not None:
                 yield error(str(c.path), c.problem)
             elif c.path is not None and not c.text.strip():
-                yield warning(str(c.path), "is empty: the staged caption will hold only the trigger")
+                holds = (
+                    "only the trigger"
+                    if subset.trigger and recipe.rules_for(subset).prepend_trigger
+                    else "nothing"
+                )
+                yield warning(str(c.path), f"is empty: the staged caption will hold {holds}")
 
 
 @rule
@@ -260,11 +297,15 @@ def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         if with_trigger == 0:
             yield error(
                 key,
-                f"\"{subset.trigger}\" is in none of the staged captions: set captions.prepend_trigger = true "
+                f'"{subset.trigger}" is in none of the staged captions: set captions.prepend_trigger = true '
                 "or add it to the captions",
             )
         elif with_trigger < len(staged):
-            yield warning(key, f"\"{subset.trigger}\" is in only {with_trigger} of {len(staged)} staged captions")
+            yield warning(
+                key,
+                f'"{subset.trigger}" is in only {with_trigger} of {len(staged)} staged captions: add it to the '
+                "others or set captions.prepend_trigger = true",
+            )
 
 
 @rule
@@ -294,30 +335,45 @@ def image_fits_without_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem
             if info.problem:
                 continue
             if info.width < width or info.height < height:
-                yield error(str(info.path), f"is {info.width}x{info.height}, smaller than the resolution "
-                            f"{width}x{height} while dataset.enable_bucket is false (kohya: image size is small)")
+                yield error(
+                    str(info.path),
+                    f"is {info.width}x{info.height}, smaller than the resolution "
+                    f"{width}x{height} while dataset.enable_bucket is false (kohya: image size is small)",
+                )
             elif (info.width > width or info.height > height) and not ds.random_crop:
-                yield error(str(info.path), f"is {info.width}x{info.height}, larger than {width}x{height} "
-                            "with buckets off: set dataset.enable_bucket = true or resize it")
+                yield error(
+                    str(info.path),
+                    f"is {info.width}x{info.height}, larger than {width}x{height} "
+                    "with buckets off: set dataset.enable_bucket = true or resize it",
+                )
 
 
 @rule
 def regularisation_balance(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """kohya: "some of reg images are not used"."""
-    train = sum(len(sf.images) * s.repeats for s, sf in zip(recipe.dataset.subsets, facts.subsets, strict=True)
-                if not s.is_reg)
-    reg = sum(len(sf.images) * s.repeats for s, sf in zip(recipe.dataset.subsets, facts.subsets, strict=True)
-              if s.is_reg)
+    train = sum(
+        len(sf.images) * s.repeats
+        for s, sf in zip(recipe.dataset.subsets, facts.subsets, strict=True)
+        if not s.is_reg
+    )
+    reg = sum(
+        len(sf.images) * s.repeats
+        for s, sf in zip(recipe.dataset.subsets, facts.subsets, strict=True)
+        if s.is_reg
+    )
     if reg > train > 0:
-        yield warning("dataset.subsets", f"{reg} regularisation samples but only {train} training samples: "
-                      f"{reg - train} regularisation samples are never used")
+        yield warning(
+            "dataset.subsets",
+            f"{reg} regularisation samples but only {train} training samples: "
+            f"{reg - train} regularisation samples are never used: lower the regularisation repeats or add training images",
+        )
 
 
 @rule
 def no_training_subset(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """Only regularisation subsets means nothing to learn."""
     if all(s.is_reg for s in recipe.dataset.subsets):
-        yield error("dataset.subsets", "every subset is is_reg = true: add at least one training subset")
+        yield error("dataset.subsets", "every subset has is_reg = true: add at least one training subset")
 
 
 # --- network ----------------------------------------------------------------------------------
@@ -330,7 +386,7 @@ def network_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     if module.startswith("lycoris") and facts.training_stack and not facts.packages.get("lycoris"):
         yield error(
             "network.module",
-            f"\"{recipe.network.module}\" needs LyCORIS, which is not installed: pip install lycoris-lora",
+            f'"{recipe.network.module}" needs LyCORIS, which is not installed: pip install lycoris-lora',
         )
 
 
@@ -342,7 +398,9 @@ def dylora_shape(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         return
     unit = n.args.get("unit", 1)
     if isinstance(unit, int) and unit > 0 and n.dim % unit:
-        yield error("network.dim", f"must be a multiple of network.args.unit ({unit}) for dylora (got {n.dim})")
+        yield error(
+            "network.dim", f"must be a multiple of network.args.unit ({unit}) for dylora (got {n.dim})"
+        )
     if n.conv_dim is not None and n.conv_dim != n.dim:
         yield error("network.conv_dim", f"must equal network.dim ({n.dim}) for dylora (got {n.conv_dim})")
 
@@ -354,12 +412,12 @@ def learning_rates_for_trained_parts(recipe: Recipe, facts: Facts) -> Iterator[P
     if n.train == "unet" and o.text_encoder_lr is not None:
         yield error(
             "optimizer.text_encoder_lr",
-            "is set but network.train = \"unet\" trains no text encoder: remove it or train \"both\"",
+            'is set but network.train = "unet" trains no text encoder: remove it or train "both"',
         )
     if n.train == "text_encoder" and o.unet_lr is not None:
         yield error(
             "optimizer.unet_lr",
-            "is set but network.train = \"text_encoder\" trains no U-Net: remove it or train \"both\"",
+            'is set but network.train = "text_encoder" trains no U-Net: remove it or train "both"',
         )
 
 
@@ -398,7 +456,19 @@ _OPTIMIZER_SPELLING = [
     "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree",
 ]  # fmt: skip
 # torch.optim classes kohya also accepts by bare name (case-sensitive lookup in torch.optim).
-_TORCH_OPTIM = {"Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "LBFGS"}
+_TORCH_OPTIM = {
+    "Adam",
+    "SGD",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "ASGD",
+    "Rprop",
+    "LBFGS",
+}
 
 
 @rule
@@ -407,20 +477,23 @@ def optimizer_known(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     name = recipe.optimizer.type
     if "." in name:
         module = name.rsplit(".", 1)[0].split(".")[0]
-        if facts.training_stack and module not in facts.packages and not _importable(module):
+        installed = facts.packages.get(module) if module in facts.packages else None
+        if facts.training_stack and not (installed if installed is not None else _importable(module)):
             yield error("optimizer.type", f"module '{module}' of \"{name}\" is not installed")
         return
     if name.lower() not in OPTIMIZERS and name not in _TORCH_OPTIM:
         yield error(
             "optimizer.type",
-            f"\"{name}\" is not an optimizer kohya knows{did_you_mean(name, _OPTIMIZER_SPELLING)}; "
+            f'"{name}" is not an optimizer kohya knows{did_you_mean(name, _OPTIMIZER_SPELLING)}; '
             "use one of AdamW, AdamW8bit, Lion, Lion8bit, Prodigy, Adafactor, DAdaptAdam… or a module.Class path",
         )
         return
     package = OPTIMIZERS.get(name.lower())
     if package and facts.training_stack and not facts.packages.get(package):
         pip = {"lion_pytorch": "lion-pytorch"}.get(package, package)
-        yield error("optimizer.type", f"\"{name}\" needs the package {pip}, which is not installed: pip install {pip}")
+        yield error(
+            "optimizer.type", f'"{name}" needs the package {pip}, which is not installed: pip install {pip}'
+        )
 
 
 def _importable(module: str) -> bool:
@@ -434,7 +507,10 @@ def adaptive_optimizer_lr(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """D-Adaptation and Prodigy expect a learning rate around 1.0."""
     name = recipe.optimizer.type.lower()
     if (name.startswith("dadapt") or name == "prodigy") and recipe.optimizer.lr <= 0.1:
-        yield warning("optimizer.lr", f"{recipe.optimizer.type} adapts the step size; set lr = 1.0 (got {recipe.optimizer.lr})")
+        yield warning(
+            "optimizer.lr",
+            f"{recipe.optimizer.type} adapts the step size itself: set optimizer.lr = 1.0 (got {recipe.optimizer.lr})",
+        )
 
 
 @rule
@@ -444,7 +520,8 @@ def scheduler_warmup(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     if o.scheduler in ("constant", "adafactor") and o.warmup_steps:
         yield error(
             "optimizer.warmup_steps",
-            f"must be 0 with scheduler \"{o.scheduler}\": use \"constant_with_warmup\" to warm up",
+            f'must be 0 with scheduler "{o.scheduler}" (kohya stops after loading the model): remove it'
+            + (' or use scheduler "constant_with_warmup"' if o.scheduler == "constant" else ""),
         )
 
 
@@ -453,11 +530,16 @@ def scheduler_needs(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """Schedulers that need a partner setting."""
     o = recipe.optimizer
     if o.scheduler == "adafactor" and o.type.lower() != "adafactor":
-        yield error("optimizer.scheduler", "\"adafactor\" works only with optimizer.type = \"Adafactor\"")
+        yield error("optimizer.scheduler", '"adafactor" works only with optimizer.type = "Adafactor"')
     if o.scheduler == "cosine_with_min_lr" and o.min_lr_ratio is None:
-        yield error("optimizer.min_lr_ratio", "is required by scheduler \"cosine_with_min_lr\" (e.g. 0.1)")
-    if o.scheduler == "piecewise_constant" and "step_rules" not in recipe.kohya.get("lr_scheduler_args", ""):
-        yield error("optimizer.scheduler", "\"piecewise_constant\" needs kohya.lr_scheduler_args with step_rules")
+        yield error("optimizer.min_lr_ratio", 'is required by scheduler "cosine_with_min_lr" (e.g. 0.1)')
+    # kohya's lr_scheduler_args is a list of "key=value" strings.
+    scheduler_args = recipe.kohya.get("lr_scheduler_args", [])
+    items = scheduler_args if isinstance(scheduler_args, list) else [scheduler_args]
+    if o.scheduler == "piecewise_constant" and not any("step_rules" in str(a) for a in items):
+        yield error(
+            "optimizer.scheduler", '"piecewise_constant" needs kohya.lr_scheduler_args with step_rules'
+        )
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -468,19 +550,29 @@ def precision_pairs(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """kohya asserts full_fp16/full_bf16 match mixed_precision (after loading the model)."""
     t = recipe.training
     if t.full_fp16 and t.mixed_precision != "fp16":
-        yield error("training.full_fp16", "needs training.mixed_precision = \"fp16\"")
+        yield error(
+            "training.full_fp16",
+            f'needs training.mixed_precision = "fp16" (got "{t.mixed_precision}"): change it or turn full_fp16 off',
+        )
     if t.full_bf16 and t.mixed_precision != "bf16":
-        yield error("training.full_bf16", "needs training.mixed_precision = \"bf16\"")
+        yield error(
+            "training.full_bf16",
+            f'needs training.mixed_precision = "bf16" (got "{t.mixed_precision}"): change it or turn full_bf16 off',
+        )
 
 
 @rule
 def xformers_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """kohya: ImportError "No xformers" after loading the model."""
-    if recipe.training.attention == "xformers" and facts.training_stack and not facts.packages.get("xformers"):
+    if (
+        recipe.training.attention == "xformers"
+        and facts.training_stack
+        and not facts.packages.get("xformers")
+    ):
         yield error(
             "training.attention",
-            "\"xformers\" is not installed here (it needs an NVIDIA GPU): pip install xformers, "
-            "or use attention = \"sdpa\"",
+            '"xformers" is not installed here (it needs an NVIDIA GPU): pip install xformers, '
+            'or use attention = "sdpa"',
         )
 
 
@@ -488,8 +580,17 @@ def xformers_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 def sdxl_fp16_vae(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """The stock SDXL VAE overflows in fp16 and kohya stops with "NaN detected in latents"."""
     t = recipe.training
-    if family_of(recipe, facts) == "sdxl" and t.mixed_precision == "fp16" and not t.no_half_vae and not recipe.model.vae:
-        yield warning("training.no_half_vae", "SDXL's VAE overflows in fp16: set no_half_vae = true (or use bf16)")
+    if (
+        family_of(recipe, facts) == "sdxl"
+        and t.mixed_precision == "fp16"
+        and not t.no_half_vae
+        and not recipe.model.vae
+    ):
+        yield warning(
+            "training.no_half_vae",
+            'SDXL\'s VAE overflows in fp16 (kohya stops with "NaN detected in latents"): set training.no_half_vae = true '
+            'or training.mixed_precision = "bf16"',
+        )
 
 
 @rule
@@ -497,7 +598,10 @@ def save_interval(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """A save interval longer than the run saves only the last epoch."""
     t = recipe.training
     if t.save_every_n_epochs and t.save_every_n_epochs > t.epochs:
-        yield warning("training.save_every_n_epochs", f"is more than epochs ({t.epochs}): only the last epoch is saved")
+        yield warning(
+            "training.save_every_n_epochs",
+            f"is {t.save_every_n_epochs}, more than training.epochs ({t.epochs}): only the last epoch is saved",
+        )
 
 
 # --- evaluate ---------------------------------------------------------------------------------
@@ -509,10 +613,16 @@ def prompt_placeholders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     for i, prompt in enumerate(recipe.evaluate.prompts):
         key = f"evaluate.prompts[{i}]"
         if "{trigger}" in prompt and not first_trigger(recipe):
-            yield error(key, "uses {trigger} but no subset has a trigger")
-        rest = prompt.replace("{trigger}", "")
-        if "{" in rest or "}" in rest:
-            yield error(key, "has a placeholder other than {trigger}")
+            yield error(
+                key, "uses {trigger} but no subset has a trigger: set a subset's trigger or write the word"
+            )
+        unknown = sorted(set(re.findall(r"\{[^{}]*\}", prompt)) - {"{trigger}"})
+        if unknown:
+            yield error(
+                key,
+                f"{', '.join(unknown)} {'is not a placeholder' if len(unknown) == 1 else 'are not placeholders'}: "
+                "only {trigger} is replaced",
+            )
         if " --" in prompt or "\n" in prompt:
             yield error(key, "must not contain ' --' or a line break (kohya reads ' --' as an option)")
     if " --" in recipe.evaluate.negative_prompt or "\n" in recipe.evaluate.negative_prompt:
@@ -583,7 +693,7 @@ def other_builds(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     if owner is not None:
         yield error(
             "name",
-            f"\"{recipe.name}\" is already the output name of another recipe ({owner}); building this one "
+            f'"{recipe.name}" is already the output name of another recipe ({owner}); building this one '
             "would overwrite its files: choose another name",
         )
 
@@ -601,4 +711,4 @@ def remove_patterns_match(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     for i, pattern in enumerate(recipe.captions.remove):
         wanted = normalise(pattern, style)
         if not any(fnmatch.fnmatchcase(t, wanted) for t in tags):
-            yield warning(f"captions.remove[{i}]", f"\"{pattern}\" matches no tag in any caption")
+            yield warning(f"captions.remove[{i}]", f'"{pattern}" matches no tag in any caption')

@@ -40,7 +40,10 @@ def resolve_argv(spec: LaunchSpec, sd_scripts: Path, python: str = sys.executabl
         argv[:1] = [python, "-m", "accelerate.commands.launch"]
         if len(argv) > 3 and argv[3] == "launch":
             del argv[3]
-    return [str(sd_scripts / a.removeprefix(SD_SCRIPTS_PREFIX)) if a.startswith(SD_SCRIPTS_PREFIX) else a for a in argv]
+    return [
+        str(sd_scripts / a.removeprefix(SD_SCRIPTS_PREFIX)) if a.startswith(SD_SCRIPTS_PREFIX) else a
+        for a in argv
+    ]
 
 
 def run(

@@ -110,7 +110,8 @@ class ModelSection(_Table):
         "Decides the kohya script (train_network.py or sdxl_train_network.py) and --v2.",
     )
     v_parameterization: bool = Field(
-        False, description="The model predicts v (SD2 768-v and v-pred finetunes; kohya --v_parameterization)."
+        False,
+        description="The model predicts v (SD2 768-v and v-pred finetunes; kohya --v_parameterization).",
     )
     clip_skip: int | None = Field(
         None,
@@ -139,7 +140,7 @@ class CaptionRules(_Table):
         description="Rewrite tags with underscores (short_hair) or spaces (short hair); keep leaves them.",
     )
     replace: dict[str, str] = Field(
-        default_factory=dict, description="Tags to rename, as {wrong = \"right\"} (fix a tagger's mistakes)."
+        default_factory=dict, description='Tags to rename, as {wrong = "right"} (fix a tagger\'s mistakes).'
     )
     remove: list[str] = Field(
         default_factory=list,
@@ -177,12 +178,16 @@ class Subset(_Table):
         min_length=1,
         description="Trigger word the LoRA learns (kohya class_tokens); also names the staged folder.",
     )
-    repeats: int = Field(1, ge=1, description="How many times each image is seen per epoch (kohya num_repeats).")
+    repeats: int = Field(
+        1, ge=1, description="How many times each image is seen per epoch (kohya num_repeats)."
+    )
     caption_extension: str = Field(
         ".txt", pattern=r"^\.?[A-Za-z0-9_.\-]+$", description="Extension of the caption files in source."
     )
     is_reg: bool = Field(False, description="Regularisation (prior) images (kohya is_reg).")
-    shuffle_caption: bool | None = Field(None, description="Override dataset.shuffle_caption for this subset.")
+    shuffle_caption: bool | None = Field(
+        None, description="Override dataset.shuffle_caption for this subset."
+    )
     keep_tokens: int | None = Field(None, ge=0, description="Override dataset.keep_tokens for this subset.")
     flip_aug: bool | None = Field(None, description="Override dataset.flip_aug for this subset.")
     color_aug: bool | None = Field(None, description="Override dataset.color_aug for this subset.")
@@ -218,13 +223,19 @@ class DatasetSection(_Table):
     keep_tokens: int = Field(0, ge=0, description="Leading tags kept in place while shuffling (kohya).")
     flip_aug: bool = Field(False, description="Random horizontal flips (kohya flip_aug).")
     color_aug: bool = Field(False, description="Random colour changes; incompatible with cache_latents.")
-    random_crop: bool = Field(False, description="Random instead of centre crops; incompatible with cache_latents.")
-    caption_dropout_rate: float = Field(0.0, ge=0, le=1, description="Chance of training an image uncaptioned.")
+    random_crop: bool = Field(
+        False, description="Random instead of centre crops; incompatible with cache_latents."
+    )
+    caption_dropout_rate: float = Field(
+        0.0, ge=0, le=1, description="Chance of training an image uncaptioned."
+    )
     caption_tag_dropout_rate: float = Field(0.0, ge=0, le=1, description="Chance of dropping each tag.")
     validation_split: float = Field(
         0.0, ge=0, lt=1, description="Fraction of each subset held out to measure validation loss."
     )
-    validation_seed: int | None = Field(None, description="Seed of the validation split (defaults to training.seed).")
+    validation_seed: int | None = Field(
+        None, description="Seed of the validation split (defaults to training.seed)."
+    )
     subsets: list[Subset] = Field(min_length=1, description="The image folders to train on.")
 
     @field_validator("resolution", mode="before")
@@ -249,9 +260,15 @@ class NetworkSection(_Table):
         "LyCORIS (pip install lycoris-lora).",
     )
     dim: int = Field(16, ge=1, le=1024, description="Rank of the LoRA: 4-128; smaller resists overfitting.")
-    alpha: float = Field(8.0, gt=0, description="Scale is alpha/dim: equal to dim or half of it (kohya network_alpha).")
-    conv_dim: int | None = Field(None, ge=1, description="Rank for 3x3 convolutions (LoCon; network_args conv_dim).")
-    conv_alpha: float | None = Field(None, gt=0, description="Alpha for 3x3 convolutions (network_args conv_alpha).")
+    alpha: float = Field(
+        8.0, gt=0, description="Scale is alpha/dim: equal to dim or half of it (kohya network_alpha)."
+    )
+    conv_dim: int | None = Field(
+        None, ge=1, description="Rank for 3x3 convolutions (LoCon; network_args conv_dim)."
+    )
+    conv_alpha: float | None = Field(
+        None, gt=0, description="Alpha for 3x3 convolutions (network_args conv_alpha)."
+    )
     dropout: float | None = Field(None, ge=0, lt=1, description="Neuron dropout (kohya network_dropout).")
     train: Literal["both", "unet", "text_encoder"] = Field(
         "both", description="Which parts get a LoRA: both, unet only or text_encoder only."
@@ -259,7 +276,7 @@ class NetworkSection(_Table):
     weights: RecipePath | None = Field(None, description="Start from this LoRA file (kohya network_weights).")
     args: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
-        description="More network_args as key = value (e.g. for LyCORIS: preset = \"attn-mlp\").",
+        description='More network_args as key = value (e.g. for LyCORIS: preset = "attn-mlp").',
     )
 
 
@@ -280,13 +297,20 @@ class OptimizerSection(_Table):
     scheduler: Scheduler = Field("cosine", description="Learning-rate schedule (kohya lr_scheduler).")
     warmup_steps: int | float | str = Field(
         0,
-        description="Warm-up: steps (integer), a fraction of all steps below 1, or a percentage like \"5%\" "
+        description='Warm-up: steps (integer), a fraction of all steps below 1, or a percentage like "5%" '
         "(kohya lr_warmup_steps).",
     )
-    restart_cycles: int = Field(1, ge=1, description="Restarts of cosine_with_restarts (kohya lr_scheduler_num_cycles).")
-    power: float | None = Field(None, description="Power of the polynomial schedule (kohya lr_scheduler_power).")
+    restart_cycles: int = Field(
+        1, ge=1, description="Restarts of cosine_with_restarts (kohya lr_scheduler_num_cycles)."
+    )
+    power: float | None = Field(
+        None, description="Power of the polynomial schedule (kohya lr_scheduler_power)."
+    )
     min_lr_ratio: float | None = Field(
-        None, ge=0, le=1, description="Final LR ratio for cosine_with_min_lr (kohya lr_scheduler_min_lr_ratio)."
+        None,
+        ge=0,
+        le=1,
+        description="Final LR ratio for cosine_with_min_lr (kohya lr_scheduler_min_lr_ratio).",
     )
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 turns it off.")
     args: dict[str, str | int | float | bool | list[float]] = Field(
@@ -299,7 +323,9 @@ class OptimizerSection(_Table):
     def _warmup(cls, value: int | float | str) -> int | float | str:
         if isinstance(value, str):
             if not re.fullmatch(r"\d+(\.\d+)?%", value):
-                raise ValueError(f"must be a number of steps, a fraction below 1 or a percentage like '5%' (got {value!r})")
+                raise ValueError(
+                    f"must be a number of steps, a fraction below 1 or a percentage like '5%' (got {value!r})"
+                )
             if float(value[:-1]) >= 100:
                 raise ValueError(f"a percentage must be below 100% (got {value!r})")
         elif isinstance(value, float) and value >= 1 and not value.is_integer():
@@ -321,15 +347,23 @@ class TrainingSection(_Table):
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
         "fp16", description="Training precision: fp16 (most GPUs), bf16 (RTX 30xx and newer) or no (CPU)."
     )
-    save_precision: Literal["float", "fp16", "bf16"] = Field("fp16", description="Precision of the saved files.")
+    save_precision: Literal["float", "fp16", "bf16"] = Field(
+        "fp16", description="Precision of the saved files."
+    )
     seed: int = Field(42, ge=0, description="Random seed, for repeatable runs.")
     cache_latents: bool = Field(True, description="Encode images once with the VAE: faster, less VRAM.")
-    cache_latents_to_disk: bool = Field(False, description="Keep cached latents on disk (in the staged copy).")
-    max_token_length: Literal[75, 150, 225] = Field(75, description="Caption length in tokens: 75, 150 or 225.")
+    cache_latents_to_disk: bool = Field(
+        False, description="Keep cached latents on disk (in the staged copy)."
+    )
+    max_token_length: Literal[75, 150, 225] = Field(
+        75, description="Caption length in tokens: 75, 150 or 225."
+    )
     attention: Literal["xformers", "sdpa", "none"] = Field(
         "sdpa", description="Attention kernel: xformers (CUDA), sdpa (PyTorch, any device) or none."
     )
-    gradient_checkpointing: bool = Field(False, description="Trade speed for VRAM (kohya gradient_checkpointing).")
+    gradient_checkpointing: bool = Field(
+        False, description="Trade speed for VRAM (kohya gradient_checkpointing)."
+    )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
     prior_loss_weight: float = Field(1.0, ge=0, description="Loss weight of regularisation images.")
     noise_offset: float | None = Field(None, ge=0, le=1, description="Noise offset (about 0.05-0.1).")
@@ -349,19 +383,27 @@ class EvaluateSection(_Table):
         default_factory=list, description="Prompts; {trigger} is replaced by the first subset's trigger."
     )
     negative_prompt: str = Field("", description="Negative prompt for every image.")
-    seeds: list[int] = Field(default_factory=lambda: [1234], min_length=1, description="Seeds, one image each.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [1234], min_length=1, description="Seeds, one image each."
+    )
     weights: list[float] = Field(
         default_factory=lambda: [0.6, 0.8, 1.0], min_length=1, description="LoRA weights to compare."
     )
-    epochs: Literal["all"] | list[int] = Field("all", description="Epochs to compare: \"all\" or a list.")
+    epochs: Literal["all"] | list[int] = Field("all", description='Epochs to compare: "all" or a list.')
     sampler: Sampler = Field("euler_a", description="Sampler (kohya sample_sampler).")
     steps: int = Field(28, ge=1, le=1000, description="Sampling steps.")
     cfg_scale: float = Field(7.0, gt=0, description="CFG scale.")
-    width: int | None = Field(None, ge=64, multiple_of=8, description="Image width; the training width if unset.")
-    height: int | None = Field(None, ge=64, multiple_of=8, description="Image height; the training height if unset.")
+    width: int | None = Field(
+        None, ge=64, multiple_of=8, description="Image width; the training width if unset."
+    )
+    height: int | None = Field(
+        None, ge=64, multiple_of=8, description="Image height; the training height if unset."
+    )
     baseline: bool = Field(True, description="Add a column without the LoRA.")
     sample_every_n_epochs: int | None = Field(
-        None, ge=1, description="Render the prompts during training every N epochs (kohya sample_every_n_epochs)."
+        None,
+        ge=1,
+        description="Render the prompts during training every N epochs (kohya sample_every_n_epochs).",
     )
 
 
@@ -373,8 +415,18 @@ class LaunchSection(_Table):
     )
     env: dict[str, str] = Field(
         default_factory=dict,
-        description="Environment variables for the trainer, e.g. HF_HOME = \"hf\" (relative to the build folder).",
+        description='Environment variables for the trainer, e.g. HF_HOME = "hf" (relative to the build folder).',
     )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)} is not a valid environment variable name (letters, digits and _)"
+            )
+        return value
 
 
 class Recipe(_Table):
@@ -390,7 +442,9 @@ class Recipe(_Table):
     author: str | None = Field(None, description="Author written into the LoRA's metadata.")
     model: ModelSection
     dataset: DatasetSection
-    captions: CaptionRules = Field(default_factory=CaptionRules, description="Caption rules for every subset.")
+    captions: CaptionRules = Field(
+        default_factory=CaptionRules, description="Caption rules for every subset."
+    )
     network: NetworkSection = Field(default_factory=NetworkSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     training: TrainingSection = Field(default_factory=TrainingSection)

@@ -43,7 +43,8 @@ def plan_summary(plan: Plan, verbose: bool = False) -> str:
     if verbose or len(images) <= IMAGE_LIST_LIMIT:
         lines.append("  images   the bucket each image falls in:")
         lines.extend(
-            f"    [{i}] {img.name} {img.size[0]}x{img.size[1]} -> {img.bucket[0]}x{img.bucket[1]}" for i, img in images
+            f"    [{i}] {img.name} {img.size[0]}x{img.size[1]} -> {img.bucket[0]}x{img.bucket[1]}"
+            for i, img in images
         )
     else:
         lines.append(f"  images   {len(images)} (use --verbose to list the bucket of each)")
@@ -55,7 +56,9 @@ def plan_summary(plan: Plan, verbose: bool = False) -> str:
         f"  steps    {plan.batches_per_epoch} batches per epoch{accum_text} = {per_epoch} steps per epoch "
         f"x {epochs} epochs = {plan.total_steps} steps"
     )
-    lines.append(f"  saves    {len(plan.outputs)} file(s) in {relpath(plan.build_dir, plan.build_dir.parent.parent)}/:")
+    lines.append(
+        f"  saves    {len(plan.outputs)} file(s) in {relpath(plan.build_dir, plan.build_dir.parent.parent)}/:"
+    )
     lines.extend(f"    {f}" for f in plan.outputs)
     return "\n".join(lines)
 

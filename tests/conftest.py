@@ -16,7 +16,10 @@ SD_SCRIPTS = REPO / "vendor" / "sd-scripts"
 
 # Tensor names that mark each family's checkpoint (a few are enough for lorabuild's probe).
 FAMILY_KEYS = {
-    "sd15": ["cond_stage_model.transformer.text_model.embeddings.position_ids", "model.diffusion_model.out.0.bias"],
+    "sd15": [
+        "cond_stage_model.transformer.text_model.embeddings.position_ids",
+        "model.diffusion_model.out.0.bias",
+    ],
     "sd2": ["cond_stage_model.model.transformer.resblocks.0.ln_1.bias", "model.diffusion_model.out.0.bias"],
     "sdxl": ["conditioner.embedders.1.model.ln_final.bias", "model.diffusion_model.label_emb.0.0.bias"],
 }
@@ -105,8 +108,13 @@ class Project:
         path.write_text(text, encoding="utf-8")
         return path
 
-    def add_images(self, folder: str = "data/char", sizes: list[tuple[int, int]] | None = None,
-                   captions: list[str] | None = None, ext: str = ".txt") -> list[Path]:
+    def add_images(
+        self,
+        folder: str = "data/char",
+        sizes: list[tuple[int, int]] | None = None,
+        captions: list[str] | None = None,
+        ext: str = ".txt",
+    ) -> list[Path]:
         sizes = sizes or [(512, 512), (512, 768), (768, 512), (512, 512)]
         captions = captions if captions is not None else CAPTIONS
         paths = []

@@ -20,14 +20,19 @@ def test_tutorial_rules() -> None:
     tags = split_tags("1girl, flower, transparent_background, hair_ornament, smile, short_hair, brown_hair")
     out = apply_rules(
         tags,
-        rules(remove=["flower", "hair_ornament", "short_hair", "brown_hair"], move_to_end=["transparent_background"]),
+        rules(
+            remove=["flower", "hair_ornament", "short_hair", "brown_hair"],
+            move_to_end=["transparent_background"],
+        ),
         "uiharu_kazari",
     )
     assert out == ["uiharu_kazari", "1girl", "smile", "transparent_background"]
 
 
 def test_remove_globs() -> None:
-    assert apply_rules(["short_hair", "brown_hair", "hairband"], rules(remove=["*_hair"]), None) == ["hairband"]
+    assert apply_rules(["short_hair", "brown_hair", "hairband"], rules(remove=["*_hair"]), None) == [
+        "hairband"
+    ]
 
 
 def test_tag_style_space_and_patterns_match_either_style() -> None:
@@ -37,7 +42,9 @@ def test_tag_style_space_and_patterns_match_either_style() -> None:
 
 
 def test_replace_then_dedupe() -> None:
-    out = apply_rules(["blonde_hair", "yellow_hair", "smile"], rules(replace={"yellow_hair": "blonde_hair"}), None)
+    out = apply_rules(
+        ["blonde_hair", "yellow_hair", "smile"], rules(replace={"yellow_hair": "blonde_hair"}), None
+    )
     assert out == ["blonde_hair", "smile"]
 
 

@@ -68,7 +68,7 @@ def test_choice_error_lists_choices_and_suggests(project: Project) -> None:
 
 def test_wrong_type(project: Project) -> None:
     assert messages(project.recipe, ["model.clip_skip=two"]) == [
-        "recipe.toml: model.clip_skip: must be a whole number (got \"two\")"
+        'recipe.toml: model.clip_skip: must be a whole number (got "two")'
     ]
 
 
@@ -119,7 +119,14 @@ def test_utf8_bom_is_accepted(project: Project) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("4", 4), ("1e-4", 1e-4), ("true", True), ("[768, 512]", [768, 512]), ('"a b"', "a b"), ("lion", "lion")],
+    [
+        ("4", 4),
+        ("1e-4", 1e-4),
+        ("true", True),
+        ("[768, 512]", [768, 512]),
+        ('"a b"', "a b"),
+        ("lion", "lion"),
+    ],
 )
 def test_override_values_parse_as_toml(text: str, expected: object) -> None:
     assert parse_value(text) == expected

@@ -1,0 +1,109 @@
+"""The command line as a user meets it: exit statuses, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Project
+
+
+def lorabuild(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lorabuild", *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8"
+    )
+
+
+def test_check_prints_the_plan(project: Project) -> None:
+    result = lorabuild("check", "recipe.toml", cwd=project.root)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "SD1.x -> kohya train_network.py" in out
+    assert "[0] data/char -> dataset/2_uiharu_kazari: 4 images x 2 repeats = 8 samples" in out
+    assert "[0] 001.png 512x768 -> 384x640" in out
+    assert "4 batches per epoch = 4 steps per epoch x 3 epochs = 12 steps" in out
+    assert "output/Test_v1.safetensors" in out
+    assert out.rstrip().endswith("ok: recipe.toml")
+
+
+def test_check_reports_every_error_with_exit_2(project: Project) -> None:
+    result = lorabuild(
+        "check",
+        "recipe.toml",
+        "--set",
+        "dataset.subsets[0].repeats=0",
+        "--set",
+        "network.dimm=3",
+        cwd=project.root,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "recipe.toml: dataset.subsets[0].repeats: must be at least 1 (got 0)",
+        "recipe.toml: network.dimm: unknown key (did you mean 'dim'?)",
+        "2 error(s), 0 warning(s)",
+    ]
+
+
+def test_check_reports_file_problems_together(project: Project) -> None:
+    (project.root / "data/char/003.txt").write_bytes("花, 初春".encode("gbk"))
+    result = lorabuild("check", "recipe.toml", "--set", "dataset.resolution=70", cwd=project.root)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert any(
+        line.startswith("recipe.toml: dataset.resolution: each side must be a multiple") for line in lines
+    )
+    assert any("003.txt: is not UTF-8" in line for line in lines)
+
+
+def test_warnings_pass_unless_strict(project: Project) -> None:
+    (project.root / "data/char/003.txt").unlink()
+    ok = lorabuild("check", "recipe.toml", cwd=project.root)
+    assert ok.returncode == 0
+    assert "warning: 1 of 4 image(s) have no .txt caption" in ok.stderr
+    strict = lorabuild("check", "recipe.toml", "--strict", cwd=project.root)
+    assert strict.returncode == 2
+    assert "0 error(s), 1 warning(s)" in strict.stderr
+
+
+def test_compile_then_identical(project: Project) -> None:
+    first = lorabuild("compile", "recipe.toml", cwd=project.root)
+    assert first.returncode == 0, first.stderr
+    assert "   create  build/Test_v1/config.toml" in first.stdout.splitlines()
+    second = lorabuild("compile", "recipe.toml", cwd=project.root)
+    assert all(line.strip().startswith("identical") for line in second.stdout.splitlines())
+
+
+def test_prepare_stages_without_touching_sources(project: Project) -> None:
+    before = project.tree_hash("data")
+    result = lorabuild("prepare", "recipe.toml", cwd=project.root)
+    assert result.returncode == 0, result.stderr
+    staged = project.root / "build/Test_v1/dataset/2_uiharu_kazari"
+    assert (staged / "000.txt").read_text() == "uiharu_kazari, 1girl, solo, smile, transparent_background\n"
+    assert sorted(p.name for p in staged.glob("*.png")) == ["000.png", "001.png", "002.png", "003.png"]
+    assert project.tree_hash("data") == before
+
+
+def test_schema_is_json_schema() -> None:
+    result = lorabuild("schema")
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "Recipe"
+    assert "dataset" in schema["properties"] and schema["additionalProperties"] is False
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    result = lorabuild("check", "nope.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "nope.toml: recipe file not found"
+
+
+def test_check_path_imports_no_heavy_module() -> None:
+    code = (
+        "import sys; from lorabuild import cli, pipeline, rules; "
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'accelerate') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert lorabuild("--help").returncode == 0

@@ -1,0 +1,906 @@
+"""The pre-flight rules: one test per rule, asserting the exact line a user reads.
+
+Each rule's tests check that the clean ``project`` fixture draws nothing from it, then break
+the recipe (``--set`` overrides, or edits to the recipe text for path keys) or the files around
+it and assert every problem the rule yields, rendered as ``lorabuild check`` prints it
+(``recipe.toml: KEY: MESSAGE``; :func:`~lorabuild.problems.format_problem` marks warnings with
+``warning:``, so the string also pins the severity). Rules run one at a time, so another
+rule's problems never hide or add to the one under test. Every test names its rule with
+:func:`covers`, and :func:`test_every_rule_has_a_test` fails when a rule is added without one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lorabuild import rules
+from lorabuild.facts import PACKAGES, Facts, gather
+from lorabuild.problems import Problem, format_problem
+from lorabuild.recipe import load_recipe
+from lorabuild.schema import Recipe
+from tests.conftest import RECIPE, Project, write_checkpoint, write_image, write_safetensors
+
+Rule = Callable[[Recipe, Facts], Iterable[Problem]]
+
+# Package sets for the rules that look at what is installed (facts.packages): kohya's stack with
+# nothing optional, and no stack at all (package checks are skipped on a machine that only plans).
+NO_STACK: dict[str, bool] = dict.fromkeys(PACKAGES, False)
+STACK: dict[str, bool] = {**NO_STACK, "accelerate": True, "torch": True}
+
+COVERED: dict[str, list[str]] = {}
+"""rule name -> the tests that exercise it (filled in by :func:`covers` at import time)."""
+
+
+def covers(*rule_fns: Rule) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Mark a test as the test of ``rule_fns``."""
+
+    def mark(test: Callable[..., None]) -> Callable[..., None]:
+        for fn in rule_fns:
+            COVERED.setdefault(fn.__name__, []).append(test.__name__)
+        return test
+
+    return mark
+
+
+def found(
+    project: Project,
+    rule: Rule,
+    *overrides: str,
+    packages: Mapping[str, bool] | None = None,
+) -> list[str]:
+    """Every problem ``rule`` yields for the project's recipe, as ``lorabuild check`` prints it."""
+    loaded = load_recipe(project.recipe, list(overrides))
+    facts = gather(loaded.recipe, loaded.path, project.build)
+    if packages is not None:
+        facts = replace(facts, packages=packages)
+    return [format_problem(p.at(loaded.display)) for p in rule(loaded.recipe, facts)]
+
+
+def edit_recipe(project: Project, old: str, new: str) -> None:
+    """Replace ``old`` in the recipe text: for path keys, which ``--set`` makes absolute from the cwd."""
+    path = project.root / project.recipe
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def add_subset(project: Project, table: str) -> None:
+    """Append a ``[[dataset.subsets]]`` table to the recipe."""
+    path = project.root / project.recipe
+    path.write_text(path.read_text(encoding="utf-8") + "\n[[dataset.subsets]]\n" + table, encoding="utf-8")
+
+
+def model_path(project: Project) -> Path:
+    return project.root / "models" / "base.safetensors"
+
+
+def test_clean_project_has_no_problems(project: Project) -> None:
+    loaded = load_recipe(project.recipe)
+    assert rules.run_rules(loaded.recipe, gather(loaded.recipe, loaded.path, project.build)) == []
+
+
+def test_every_rule_has_a_test() -> None:
+    assert set(COVERED) == {r.__name__ for r in rules.RULES}
+
+
+# --- model -------------------------------------------------------------------------------------
+
+
+@covers(rules.model_exists)
+def test_model_missing_or_not_a_model(project: Project) -> None:
+    assert found(project, rules.model_exists) == []
+    model_path(project).rename(project.root / "models" / "moved.safetensors")
+    assert found(project, rules.model_exists) == [
+        "recipe.toml: model.base: file or folder not found: models/base.safetensors"
+    ]
+    model_path(project).write_bytes(b"abc")
+    assert found(project, rules.model_exists) == [
+        "recipe.toml: model.base: models/base.safetensors is not a model (unreadable header: file too short "
+        "for a safetensors header): point model.base at a .safetensors or .ckpt checkpoint or a diffusers folder"
+    ]
+    (project.root / "models" / "folder").mkdir()
+    edit_recipe(project, "models/base.safetensors", "models/folder")
+    assert found(project, rules.model_exists) == [
+        "recipe.toml: model.base: models/folder is not a model (a folder without model_index.json): "
+        "point model.base at a .safetensors or .ckpt checkpoint or a diffusers folder"
+    ]
+
+
+@covers(rules.model_family)
+def test_lora_file_given_as_base_model(project: Project) -> None:
+    assert found(project, rules.model_family) == []
+    write_safetensors(model_path(project), ["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"])
+    assert found(project, rules.model_family) == [
+        "recipe.toml: model.base: this file is a LoRA, not a base model: point model.base at a checkpoint"
+    ]
+
+
+@covers(rules.model_family)
+def test_flux_checkpoint_is_not_trainable(project: Project) -> None:
+    write_safetensors(model_path(project), ["double_blocks.0.img_attn.norm.key_norm.scale"])
+    assert found(project, rules.model_family) == [
+        "recipe.toml: model.base: this is a FLUX checkpoint; lorabuild trains SD1.x, SD2.x and SDXL LoRAs"
+    ]
+
+
+@covers(rules.model_family)
+@pytest.mark.parametrize(
+    ("checkpoint", "declared", "expected"),
+    [
+        (
+            "sdxl",
+            "sd15",
+            'recipe.toml: model.family: is "sd15" but base.safetensors is an SDXL checkpoint (kohya would '
+            'fail after minutes of loading): set model.family = "sdxl" (or remove it to detect it), '
+            "or choose an SD1.x model",
+        ),
+        (
+            "sd15",
+            "sdxl",
+            'recipe.toml: model.family: is "sdxl" but base.safetensors is an SD1.x checkpoint (kohya would '
+            'fail after minutes of loading): set model.family = "sd15" (or remove it to detect it), '
+            "or choose an SDXL model",
+        ),
+    ],
+)
+def test_declared_family_contradicts_the_checkpoint(
+    project: Project, checkpoint: str, declared: str, expected: str
+) -> None:
+    write_checkpoint(model_path(project), checkpoint)
+    assert found(project, rules.model_family, f"model.family={checkpoint}") == []
+    assert found(project, rules.model_family) == []  # detected, not declared
+    assert found(project, rules.model_family, f"model.family={declared}") == [expected]
+
+
+@covers(rules.model_family)
+def test_family_undetectable(project: Project) -> None:
+    write_safetensors(model_path(project), ["some.other.weight"])
+    assert found(project, rules.model_family) == [
+        "recipe.toml: model.family: cannot be detected (no known tensor names in its header): "
+        "set model.family to sd15, sd2 or sdxl"
+    ]
+    assert found(project, rules.model_family, "model.family=sd15") == []
+
+
+def write_diffusers(folder: Path, prediction_type: str) -> Path:
+    """A tiny fake SD2 diffusers folder: just the JSON files lorabuild reads."""
+    (folder / "text_encoder").mkdir(parents=True)
+    (folder / "scheduler").mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (folder / "text_encoder" / "config.json").write_text(json.dumps({"hidden_size": 1024}))
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"prediction_type": prediction_type})
+    )
+    return folder
+
+
+@covers(rules.v_prediction)
+def test_v_prediction_diffusers_model_needs_v_parameterization(project: Project) -> None:
+    assert found(project, rules.v_prediction) == []
+    write_diffusers(project.root / "models" / "eps", "epsilon")
+    assert found(project, rules.v_prediction, f"model.base={project.root / 'models' / 'eps'}") == []
+    write_diffusers(project.root / "models" / "v", "v_prediction")
+    edit_recipe(project, "models/base.safetensors", "models/v")
+    assert found(project, rules.v_prediction) == [
+        "recipe.toml: model.v_parameterization: warning: "
+        "the model's scheduler predicts v: set model.v_parameterization = true"
+    ]
+    assert found(project, rules.v_prediction, "model.v_parameterization=true") == []
+
+
+@covers(rules.clip_skip_sdxl)
+def test_clip_skip_on_sdxl(project: Project) -> None:
+    assert found(project, rules.clip_skip_sdxl) == []  # clip_skip = 2 on SD1.5 is fine
+    write_checkpoint(model_path(project), "sdxl")
+    assert found(project, rules.clip_skip_sdxl) == [
+        "recipe.toml: model.clip_skip: SDXL models ignore clip_skip (kohya only warns, so the setting "
+        "would silently do nothing): remove it"
+    ]
+
+
+@covers(rules.v2_clip_skip)
+def test_clip_skip_on_sd2(project: Project) -> None:
+    assert found(project, rules.v2_clip_skip) == []
+    write_checkpoint(model_path(project), "sd2")
+    assert found(project, rules.v2_clip_skip) == [
+        "recipe.toml: model.clip_skip: warning: SD2 models are not trained with clip_skip "
+        "(kohya: unexpected results): set model.clip_skip = 1 or remove it"
+    ]
+    assert found(project, rules.v2_clip_skip, "model.clip_skip=1") == []
+
+
+# --- dataset and buckets -----------------------------------------------------------------------
+
+
+@covers(rules.resolution_and_buckets)
+def test_resolution_not_a_multiple_of_the_bucket_step(project: Project) -> None:
+    assert found(project, rules.resolution_and_buckets) == []
+    assert found(project, rules.resolution_and_buckets, "dataset.resolution=[500, 540]") == [
+        "recipe.toml: dataset.resolution: each side must be a multiple of the bucket step 64 "
+        "(got [500, 540]); try [512, 512]"
+    ]
+    assert found(
+        project, rules.resolution_and_buckets, "dataset.resolution=[516, 512]", "dataset.enable_bucket=false"
+    ) == ["recipe.toml: dataset.resolution: each side must be a multiple of 8 (got [516, 512])"]
+    assert (
+        found(
+            project,
+            rules.resolution_and_buckets,
+            "dataset.resolution=[520, 512]",
+            "dataset.enable_bucket=false",
+        )
+        == []
+    )
+
+
+@covers(rules.resolution_and_buckets)
+def test_bucket_bounds_are_rounded_or_rejected(project: Project) -> None:
+    assert found(
+        project, rules.resolution_and_buckets, "dataset.min_bucket_reso=300", "dataset.max_bucket_reso=1000"
+    ) == [
+        "recipe.toml: dataset.min_bucket_reso: warning: min_bucket_reso 300 is not a multiple of "
+        "bucket_reso_steps 64: kohya rounds it down to 256",
+        "recipe.toml: dataset.max_bucket_reso: warning: max_bucket_reso 1000 is not a multiple of "
+        "bucket_reso_steps 64: kohya rounds it up to 1024",
+    ]
+    assert found(
+        project, rules.resolution_and_buckets, "dataset.min_bucket_reso=768", "dataset.max_bucket_reso=448"
+    ) == [
+        "recipe.toml: dataset.min_bucket_reso: min_bucket_reso 768 is larger than the resolution's shorter "
+        "side 512: kohya stops with 'min_bucket_reso must be equal or less than resolution'; "
+        "lower min_bucket_reso or raise the resolution",
+        "recipe.toml: dataset.max_bucket_reso: max_bucket_reso 448 is smaller than the resolution's longer "
+        "side 512: kohya stops with 'max_bucket_reso must be equal or greater than resolution'; "
+        "raise max_bucket_reso or lower the resolution",
+    ]
+
+
+@covers(rules.resolution_and_buckets)
+def test_bucket_step_32_needs_sdxl(project: Project) -> None:
+    assert found(project, rules.resolution_and_buckets, "dataset.bucket_reso_steps=32") == [
+        "recipe.toml: dataset.bucket_reso_steps: bucket_reso_steps 32 is not a multiple of 64, which this "
+        "model needs: kohya stops with 'bucket_reso_steps is 32. it must be divisible by 64'"
+    ]
+    write_checkpoint(model_path(project), "sdxl")
+    assert found(project, rules.resolution_and_buckets, "dataset.bucket_reso_steps=32") == []
+
+
+@covers(rules.keep_tokens_without_shuffle)
+def test_keep_tokens_without_shuffle(project: Project) -> None:
+    assert found(project, rules.keep_tokens_without_shuffle) == []
+    assert found(project, rules.keep_tokens_without_shuffle, "dataset.shuffle_caption=false") == [
+        "recipe.toml: dataset.keep_tokens: warning: has no effect without shuffle_caption = true "
+        "(kohya only keeps tokens while shuffling)"
+    ]
+    assert found(
+        project,
+        rules.keep_tokens_without_shuffle,
+        "dataset.shuffle_caption=false",
+        "dataset.keep_tokens=0",
+        "dataset.subsets[0].keep_tokens=2",
+    ) == [
+        "recipe.toml: dataset.subsets[0].keep_tokens: warning: has no effect without shuffle_caption = true "
+        "(kohya only keeps tokens while shuffling)"
+    ]
+    # Tag dropout also honours keep_tokens.
+    assert (
+        found(
+            project,
+            rules.keep_tokens_without_shuffle,
+            "dataset.shuffle_caption=false",
+            "dataset.caption_tag_dropout_rate=0.1",
+        )
+        == []
+    )
+
+
+@covers(rules.latents_cache_with_augmentation)
+def test_latent_cache_with_augmentation(project: Project) -> None:
+    assert found(project, rules.latents_cache_with_augmentation) == []
+    assert found(
+        project,
+        rules.latents_cache_with_augmentation,
+        "dataset.color_aug=true",
+        "dataset.subsets[0].random_crop=true",
+    ) == [
+        "recipe.toml: dataset.color_aug: cannot be used with cached latents: "
+        "set training.cache_latents and training.cache_latents_to_disk to false, or turn color_aug off",
+        "recipe.toml: dataset.subsets[0].random_crop: cannot be used with cached latents: "
+        "set training.cache_latents and training.cache_latents_to_disk to false, or turn random_crop off",
+    ]
+    assert found(project, rules.latents_cache_with_augmentation, "dataset.random_crop=true") == [
+        "recipe.toml: dataset.random_crop: cannot be used with cached latents: "
+        "set training.cache_latents and training.cache_latents_to_disk to false, or turn random_crop off",
+    ]
+    assert (
+        found(
+            project,
+            rules.latents_cache_with_augmentation,
+            "dataset.color_aug=true",
+            "training.cache_latents=false",
+        )
+        == []
+    )
+    # kohya reads each subset's own value: a dataset default every subset overrides is never used.
+    assert (
+        found(
+            project,
+            rules.latents_cache_with_augmentation,
+            "dataset.color_aug=true",
+            "dataset.subsets[0].color_aug=false",
+        )
+        == []
+    )
+
+
+@covers(rules.duplicate_sources)
+def test_duplicate_sources(project: Project) -> None:
+    assert found(project, rules.duplicate_sources) == []
+    add_subset(project, 'source = "data/char"\nis_reg = true\n')
+    assert found(project, rules.duplicate_sources) == []
+    add_subset(project, 'source = "./data/char/"\n')
+    assert found(project, rules.duplicate_sources) == [
+        "recipe.toml: dataset.subsets[2].source: warning: is the same folder as dataset.subsets[0]: "
+        "remove one of the two subsets"
+    ]
+
+
+@covers(rules.duplicate_sources)
+def test_duplicate_sources_after_a_regularisation_subset(project: Project) -> None:
+    project.write_recipe(RECIPE.replace('source = "data/char"', 'source = "data/char"\nis_reg = true'))
+    add_subset(project, 'source = "data/char"\n')
+    add_subset(project, 'source = "data/char"\n')
+    assert found(project, rules.duplicate_sources) == [
+        "recipe.toml: dataset.subsets[2].source: warning: is the same folder as dataset.subsets[1]: "
+        "remove one of the two subsets"
+    ]
+
+
+@covers(rules.source_folders)
+def test_source_folder_missing_or_a_file(project: Project) -> None:
+    assert found(project, rules.source_folders) == []
+    edit_recipe(project, 'source = "data/char"', 'source = "data/nope"')
+    assert found(project, rules.source_folders) == [
+        "recipe.toml: dataset.subsets[0].source: folder not found: data/nope"
+    ]
+    edit_recipe(project, 'source = "data/nope"', 'source = "data/char/000.png"')
+    assert found(project, rules.source_folders) == [
+        "recipe.toml: dataset.subsets[0].source: is a file, not a folder: data/char/000.png"
+    ]
+
+
+@covers(rules.source_folders)
+def test_images_only_in_sub_folders(project: Project) -> None:
+    project.add_images("data/nested/10_kazari")
+    project.add_images("data/nested/1_misc", sizes=[(512, 512)])
+    (project.root / "data" / "nested" / "notes").mkdir()
+    edit_recipe(project, 'source = "data/char"', 'source = "data/nested"')
+    assert found(project, rules.source_folders) == [
+        "recipe.toml: dataset.subsets[0].source: has no images directly inside, but its sub-folders "
+        '10_kazari, 1_misc do (kohya would stop with "No data found"): point source at the folder '
+        "that holds the images, one subset per folder"
+    ]
+
+
+@covers(rules.source_folders)
+def test_empty_source_folder(project: Project) -> None:
+    (project.root / "data" / "empty").mkdir()
+    (project.root / "data" / "empty" / "readme.txt").write_text("hello")
+    edit_recipe(project, 'source = "data/char"', 'source = "data/empty"')
+    assert found(project, rules.source_folders) == [
+        "recipe.toml: dataset.subsets[0].source: has no images directly inside data/empty "
+        '(kohya reads .png .jpg .jpeg .webp .bmp): kohya would stop with "No data found": '
+        "put the images directly in that folder"
+    ]
+
+
+@covers(rules.source_folders)
+def test_files_kohya_skips(project: Project) -> None:
+    (project.root / "data" / "char" / "anim.gif").write_bytes(b"GIF89a")
+    assert found(project, rules.source_folders) == [
+        "recipe.toml: data/char/anim.gif: warning: kohya does not read .gif files: convert it to PNG or JPEG"
+    ]
+
+
+@covers(rules.source_folders)
+@pytest.mark.skipif(os.path.normcase("A") != "A", reason="Windows globs case-insensitively: .Jpg is read")
+def test_mixed_case_extension_is_skipped(project: Project) -> None:
+    write_image(project.root / "data" / "char" / "photo.Jpg")
+    assert found(project, rules.source_folders) == [
+        "recipe.toml: data/char/photo.Jpg: warning: kohya skips it on Linux and macOS: it matches only "
+        "'.jpg' or '.JPG', not '.Jpg': rename it"
+    ]
+
+
+@covers(rules.image_files)
+def test_truncated_and_fake_images(project: Project) -> None:
+    assert found(project, rules.image_files) == []
+    image = project.root / "data" / "char" / "001.png"
+    image.write_bytes(image.read_bytes()[:-20])
+    # The last 20 bytes are the end chunk and the zlib and chunk checksums: Pillow (and so kohya)
+    # still decodes every pixel, so this file is fine.
+    assert found(project, rules.image_files) == []
+    image.write_bytes(image.read_bytes()[:-20])
+    (project.root / "data" / "char" / "zzz.png").write_text("not an image")
+    assert found(project, rules.image_files) == [
+        "recipe.toml: data/char/001.png: the file is truncated (no PNG end chunk): re-export or delete it",
+        "recipe.toml: data/char/zzz.png: cannot be read as an image (Pillow does not recognise its "
+        "contents): re-export it as PNG or JPEG, or delete it",
+    ]
+
+
+@covers(rules.caption_files)
+def test_captions_in_another_extension(project: Project) -> None:
+    assert found(project, rules.caption_files) == []
+    project.add_images("data/tagged", ext=".caption")
+    edit_recipe(project, 'source = "data/char"', 'source = "data/tagged"')
+    assert found(project, rules.caption_files) == [
+        'recipe.toml: dataset.subsets[0].caption_extension: is ".txt" but 4 image(s) have ".caption" '
+        'captions (and 0 have ".txt"): set caption_extension = ".caption"'
+    ]
+    assert found(project, rules.caption_files, "dataset.subsets[0].caption_extension=.caption") == []
+
+
+@covers(rules.caption_files)
+def test_kohya_latent_cache_files_are_not_captions(project: Project) -> None:
+    # kohya's cache_latents_to_disk leaves 000.npz next to 000.png when it trains in place.
+    for image in (project.root / "data" / "char").glob("*.png"):
+        image.with_suffix(".npz").write_bytes(b"PK")
+    (project.root / "data" / "char" / "003.txt").unlink()
+    assert found(project, rules.caption_files) == [
+        "recipe.toml: dataset.subsets[0].source: warning: 1 of 4 image(s) have no .txt caption and will "
+        "get the trigger alone: 003.png"
+    ]
+
+
+@covers(rules.caption_files)
+def test_images_without_captions(project: Project) -> None:
+    for name in ("001.txt", "003.txt"):
+        (project.root / "data" / "char" / name).unlink()
+    assert found(project, rules.caption_files) == [
+        "recipe.toml: dataset.subsets[0].source: warning: 2 of 4 image(s) have no .txt caption and will "
+        "get the trigger alone: 001.png, 003.png"
+    ]
+    project.add_images("data/bare", captions=[])
+    project.write_recipe(RECIPE.replace('trigger = "uiharu_kazari"\n', "").replace("data/char", "data/bare"))
+    assert found(project, rules.caption_files) == [
+        "recipe.toml: dataset.subsets[0].source: warning: 4 of 4 image(s) have no .txt caption and will "
+        "get an empty caption: 000.png, 001.png, 002.png, 003.png"
+    ]
+
+
+@covers(rules.caption_files)
+def test_non_utf8_and_empty_captions(project: Project) -> None:
+    folder = project.root / "data" / "char"
+    (folder / "000.txt").write_bytes("初春, 花".encode("gbk"))
+    (folder / "001.txt").write_text("")
+    assert found(project, rules.caption_files) == [
+        "recipe.toml: data/char/000.txt: is not UTF-8 (byte 0, looks like GBK): kohya stops on it; "
+        "re-save the file as UTF-8",
+        "recipe.toml: data/char/001.txt: warning: is empty: the staged caption will hold only the trigger",
+    ]
+
+
+@covers(rules.trigger_in_captions)
+def test_trigger_in_no_staged_caption(project: Project) -> None:
+    assert found(project, rules.trigger_in_captions) == []
+    assert found(project, rules.trigger_in_captions, "captions.prepend_trigger=false") == [
+        'recipe.toml: dataset.subsets[0].trigger: "uiharu_kazari" is in none of the staged captions: '
+        "set captions.prepend_trigger = true or add it to the captions"
+    ]
+
+
+@covers(rules.trigger_in_captions)
+def test_trigger_in_only_some_staged_captions(project: Project) -> None:
+    (project.root / "data" / "char" / "002.txt").write_text("uiharu_kazari, smile")
+    assert found(project, rules.trigger_in_captions, "captions.prepend_trigger=false") == [
+        'recipe.toml: dataset.subsets[0].trigger: warning: "uiharu_kazari" is in only 1 of 4 staged '
+        "captions: add it to the others or set captions.prepend_trigger = true"
+    ]
+    # Regularisation subsets are not meant to carry the trigger.
+    assert (
+        found(
+            project,
+            rules.trigger_in_captions,
+            "captions.prepend_trigger=false",
+            "dataset.subsets[0].is_reg=true",
+        )
+        == []
+    )
+
+
+@covers(rules.small_buckets)
+def test_small_buckets(project: Project) -> None:
+    assert found(project, rules.small_buckets) == []  # 4 + 2 + 2 samples, batch size 2
+    assert found(project, rules.small_buckets, "dataset.batch_size=4") == [
+        "recipe.toml: dataset.batch_size: warning: 2 bucket(s) hold fewer samples than the batch size 4: "
+        "384x640 (2), 640x384 (2); crop images to common aspect ratios or lower the batch size"
+    ]
+    assert found(project, rules.small_buckets, "dataset.batch_size=4", "dataset.enable_bucket=false") == []
+
+
+@covers(rules.image_fits_without_buckets)
+def test_image_does_not_fit_without_buckets(project: Project) -> None:
+    assert found(project, rules.image_fits_without_buckets) == []
+    assert found(project, rules.image_fits_without_buckets, "dataset.enable_bucket=false") == [
+        "recipe.toml: data/char/001.png: is 512x768, larger than 512x512 with buckets off: "
+        "set dataset.enable_bucket = true or resize it",
+        "recipe.toml: data/char/002.png: is 768x512, larger than 512x512 with buckets off: "
+        "set dataset.enable_bucket = true or resize it",
+    ]
+    assert found(
+        project,
+        rules.image_fits_without_buckets,
+        "dataset.enable_bucket=false",
+        "dataset.resolution=[512, 640]",
+    ) == [
+        "recipe.toml: data/char/000.png: is 512x512, smaller than the resolution 512x640 while "
+        "dataset.enable_bucket is false (kohya: image size is small)",
+        "recipe.toml: data/char/001.png: is 512x768, larger than 512x640 with buckets off: "
+        "set dataset.enable_bucket = true or resize it",
+        "recipe.toml: data/char/002.png: is 768x512, smaller than the resolution 512x640 while "
+        "dataset.enable_bucket is false (kohya: image size is small)",
+        "recipe.toml: data/char/003.png: is 512x512, smaller than the resolution 512x640 while "
+        "dataset.enable_bucket is false (kohya: image size is small)",
+    ]
+    # With random_crop kohya crops larger images to the resolution.
+    assert (
+        found(
+            project,
+            rules.image_fits_without_buckets,
+            "dataset.enable_bucket=false",
+            "dataset.random_crop=true",
+        )
+        == []
+    )
+
+
+@covers(rules.regularisation_balance)
+def test_more_regularisation_than_training_samples(project: Project) -> None:
+    assert found(project, rules.regularisation_balance) == []
+    project.add_images("data/reg")
+    add_subset(project, 'source = "data/reg"\nis_reg = true\nrepeats = 2\n')
+    assert found(project, rules.regularisation_balance) == []  # 8 and 8
+    assert found(project, rules.regularisation_balance, "dataset.subsets[1].repeats=3") == [
+        "recipe.toml: dataset.subsets: warning: 12 regularisation samples but only 8 training samples: "
+        "4 regularisation samples are never used: lower the regularisation repeats or add training images"
+    ]
+
+
+@covers(rules.no_training_subset)
+def test_only_regularisation_subsets(project: Project) -> None:
+    assert found(project, rules.no_training_subset) == []
+    assert found(project, rules.no_training_subset, "dataset.subsets[0].is_reg=true") == [
+        "recipe.toml: dataset.subsets: every subset has is_reg = true: add at least one training subset"
+    ]
+
+
+# --- network ----------------------------------------------------------------------------------
+
+
+@covers(rules.network_package)
+def test_lycoris_module_not_installed(project: Project) -> None:
+    assert found(project, rules.network_package, packages=STACK) == []
+    assert found(project, rules.network_package, "network.module=locon", packages=STACK) == [
+        'recipe.toml: network.module: "locon" needs LyCORIS, which is not installed: pip install lycoris-lora'
+    ]
+    assert (
+        found(project, rules.network_package, "network.module=loha", packages={**STACK, "lycoris": True})
+        == []
+    )
+    assert found(project, rules.network_package, "network.module=lokr", packages=NO_STACK) == []
+
+
+@covers(rules.dylora_shape)
+def test_dylora_shape(project: Project) -> None:
+    assert found(project, rules.dylora_shape, "network.args.unit=3", "network.conv_dim=4") == []  # not dylora
+    assert found(project, rules.dylora_shape, "network.module=dylora", "network.args.unit=4") == []
+    assert found(
+        project, rules.dylora_shape, "network.module=dylora", "network.args.unit=3", "network.conv_dim=4"
+    ) == [
+        "recipe.toml: network.dim: must be a multiple of network.args.unit (3) for dylora (got 8)",
+        "recipe.toml: network.conv_dim: must equal network.dim (8) for dylora (got 4)",
+    ]
+
+
+@covers(rules.learning_rates_for_trained_parts)
+def test_learning_rate_for_a_part_not_trained(project: Project) -> None:
+    assert found(project, rules.learning_rates_for_trained_parts, "optimizer.text_encoder_lr=5e-5") == []
+    assert (
+        found(project, rules.learning_rates_for_trained_parts, "network.train=unet", "optimizer.unet_lr=1e-4")
+        == []
+    )
+    assert found(
+        project,
+        rules.learning_rates_for_trained_parts,
+        "network.train=unet",
+        "optimizer.text_encoder_lr=5e-5",
+    ) == [
+        'recipe.toml: optimizer.text_encoder_lr: is set but network.train = "unet" trains no text encoder: '
+        'remove it or train "both"'
+    ]
+    assert found(
+        project,
+        rules.learning_rates_for_trained_parts,
+        "network.train=text_encoder",
+        "optimizer.unet_lr=1e-4",
+    ) == [
+        'recipe.toml: optimizer.unet_lr: is set but network.train = "text_encoder" trains no U-Net: '
+        'remove it or train "both"'
+    ]
+
+
+# --- optimizer and schedule -------------------------------------------------------------------
+
+
+@covers(rules.optimizer_known)
+def test_unknown_optimizer_name(project: Project) -> None:
+    assert found(project, rules.optimizer_known, packages=STACK) == []
+    for name in ("adamw8bit", "SGD", "lion"):  # kohya's names case-insensitively; torch.optim's exactly
+        assert found(project, rules.optimizer_known, f"optimizer.type={name}", packages=NO_STACK) == []
+    assert found(project, rules.optimizer_known, "optimizer.type=AdamW9bit") == [
+        'recipe.toml: optimizer.type: "AdamW9bit" is not an optimizer kohya knows (did you mean '
+        "'AdamW8bit'?); use one of AdamW, AdamW8bit, Lion, Lion8bit, Prodigy, Adafactor, DAdaptAdam… "
+        "or a module.Class path"
+    ]
+
+
+@covers(rules.optimizer_known)
+def test_optimizer_package_missing(project: Project) -> None:
+    assert (
+        found(project, rules.optimizer_known, "optimizer.type=Lion", packages={**STACK, "lion_pytorch": True})
+        == []
+    )
+    assert found(project, rules.optimizer_known, "optimizer.type=Lion", packages=NO_STACK) == []
+    assert found(project, rules.optimizer_known, "optimizer.type=Lion", packages=STACK) == [
+        'recipe.toml: optimizer.type: "Lion" needs the package lion-pytorch, which is not installed: '
+        "pip install lion-pytorch"
+    ]
+
+
+@covers(rules.optimizer_known)
+def test_optimizer_module_path_not_installed(project: Project) -> None:
+    assert found(project, rules.optimizer_known, "optimizer.type=torch.optim.AdamW", packages=STACK) == []
+    assert (
+        found(
+            project,
+            rules.optimizer_known,
+            "optimizer.type=bitsandbytes.optim.AdEMAMix8bit",
+            packages={**STACK, "bitsandbytes": True},
+        )
+        == []
+    )
+    assert found(
+        project, rules.optimizer_known, "optimizer.type=bitsandbytes.optim.AdEMAMix8bit", packages=STACK
+    ) == [
+        "recipe.toml: optimizer.type: module 'bitsandbytes' of \"bitsandbytes.optim.AdEMAMix8bit\" "
+        "is not installed"
+    ]
+    assert found(project, rules.optimizer_known, "optimizer.type=no_such_module_xyz.Opt", packages=STACK) == [
+        "recipe.toml: optimizer.type: module 'no_such_module_xyz' of \"no_such_module_xyz.Opt\" "
+        "is not installed"
+    ]
+
+
+@covers(rules.adaptive_optimizer_lr)
+def test_adaptive_optimizer_with_a_small_learning_rate(project: Project) -> None:
+    assert found(project, rules.adaptive_optimizer_lr) == []  # AdamW at 1e-4
+    assert found(project, rules.adaptive_optimizer_lr, "optimizer.type=Prodigy", "optimizer.lr=1.0") == []
+    assert found(project, rules.adaptive_optimizer_lr, "optimizer.type=Prodigy") == [
+        "recipe.toml: optimizer.lr: warning: Prodigy adapts the step size itself: "
+        "set optimizer.lr = 1.0 (got 0.0001)"
+    ]
+    assert found(project, rules.adaptive_optimizer_lr, "optimizer.type=DAdaptAdam", "optimizer.lr=0.05") == [
+        "recipe.toml: optimizer.lr: warning: DAdaptAdam adapts the step size itself: "
+        "set optimizer.lr = 1.0 (got 0.05)"
+    ]
+
+
+@covers(rules.scheduler_warmup)
+def test_constant_scheduler_with_warmup(project: Project) -> None:
+    assert found(project, rules.scheduler_warmup, "optimizer.warmup_steps=100") == []  # cosine
+    assert found(project, rules.scheduler_warmup, "optimizer.scheduler=constant") == []
+    assert found(
+        project, rules.scheduler_warmup, "optimizer.scheduler=constant", 'optimizer.warmup_steps="5%"'
+    ) == [
+        'recipe.toml: optimizer.warmup_steps: must be 0 with scheduler "constant" (kohya stops after '
+        'loading the model): remove it or use scheduler "constant_with_warmup"'
+    ]
+    assert found(
+        project, rules.scheduler_warmup, "optimizer.scheduler=adafactor", "optimizer.warmup_steps=10"
+    ) == [
+        'recipe.toml: optimizer.warmup_steps: must be 0 with scheduler "adafactor" (kohya stops after '
+        "loading the model): remove it"
+    ]
+
+
+@covers(rules.scheduler_needs)
+def test_adafactor_scheduler_needs_adafactor(project: Project) -> None:
+    assert found(project, rules.scheduler_needs) == []
+    assert found(project, rules.scheduler_needs, "optimizer.scheduler=adafactor") == [
+        'recipe.toml: optimizer.scheduler: "adafactor" works only with optimizer.type = "Adafactor"'
+    ]
+    assert (
+        found(project, rules.scheduler_needs, "optimizer.scheduler=adafactor", "optimizer.type=Adafactor")
+        == []
+    )
+
+
+@covers(rules.scheduler_needs)
+def test_cosine_with_min_lr_needs_min_lr_ratio(project: Project) -> None:
+    assert found(project, rules.scheduler_needs, "optimizer.scheduler=cosine_with_min_lr") == [
+        'recipe.toml: optimizer.min_lr_ratio: is required by scheduler "cosine_with_min_lr" (e.g. 0.1)'
+    ]
+    assert (
+        found(
+            project,
+            rules.scheduler_needs,
+            "optimizer.scheduler=cosine_with_min_lr",
+            "optimizer.min_lr_ratio=0.1",
+        )
+        == []
+    )
+
+
+@covers(rules.scheduler_needs)
+def test_piecewise_constant_needs_step_rules(project: Project) -> None:
+    assert found(project, rules.scheduler_needs, "optimizer.scheduler=piecewise_constant") == [
+        'recipe.toml: optimizer.scheduler: "piecewise_constant" needs kohya.lr_scheduler_args with step_rules'
+    ]
+    # kohya's lr_scheduler_args is a list of "key=value" strings (kohya_passthrough rejects a bare string).
+    step_rules = 'kohya.lr_scheduler_args=["step_rules=1:100,0.1"]'
+    assert found(project, rules.scheduler_needs, "optimizer.scheduler=piecewise_constant", step_rules) == []
+    assert found(project, rules.kohya_passthrough, step_rules) == []
+
+
+@covers(rules.precision_pairs)
+def test_full_precision_needs_matching_mixed_precision(project: Project) -> None:
+    assert (
+        found(project, rules.precision_pairs, "training.full_fp16=true", "training.mixed_precision=fp16")
+        == []
+    )
+    assert found(project, rules.precision_pairs, "training.full_fp16=true", "training.full_bf16=true") == [
+        'recipe.toml: training.full_fp16: needs training.mixed_precision = "fp16" (got "no"): '
+        "change it or turn full_fp16 off",
+        'recipe.toml: training.full_bf16: needs training.mixed_precision = "bf16" (got "no"): '
+        "change it or turn full_bf16 off",
+    ]
+
+
+@covers(rules.xformers_package)
+def test_xformers_not_installed(project: Project) -> None:
+    assert found(project, rules.xformers_package, packages=STACK) == []  # sdpa
+    assert found(project, rules.xformers_package, "training.attention=xformers", packages=STACK) == [
+        'recipe.toml: training.attention: "xformers" is not installed here (it needs an NVIDIA GPU): '
+        'pip install xformers, or use attention = "sdpa"'
+    ]
+    assert (
+        found(
+            project,
+            rules.xformers_package,
+            "training.attention=xformers",
+            packages={**STACK, "xformers": True},
+        )
+        == []
+    )
+    assert found(project, rules.xformers_package, "training.attention=xformers", packages=NO_STACK) == []
+
+
+@covers(rules.sdxl_fp16_vae)
+def test_sdxl_vae_in_fp16(project: Project) -> None:
+    assert found(project, rules.sdxl_fp16_vae, "training.mixed_precision=fp16") == []  # SD1.5
+    write_checkpoint(model_path(project), "sdxl")
+    assert found(project, rules.sdxl_fp16_vae) == []  # mixed_precision = "no"
+    assert found(project, rules.sdxl_fp16_vae, "training.mixed_precision=fp16") == [
+        "recipe.toml: training.no_half_vae: warning: SDXL's VAE overflows in fp16 (kohya stops with "
+        '"NaN detected in latents"): set training.no_half_vae = true or training.mixed_precision = "bf16"'
+    ]
+    assert (
+        found(project, rules.sdxl_fp16_vae, "training.mixed_precision=fp16", "training.no_half_vae=true")
+        == []
+    )
+
+
+@covers(rules.save_interval)
+def test_save_interval_longer_than_the_run(project: Project) -> None:
+    assert found(project, rules.save_interval, "training.save_every_n_epochs=3") == []
+    assert found(project, rules.save_interval, "training.save_every_n_epochs=5") == [
+        "recipe.toml: training.save_every_n_epochs: warning: is 5, more than training.epochs (3): "
+        "only the last epoch is saved"
+    ]
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+@covers(rules.prompt_placeholders)
+def test_prompt_placeholders(project: Project) -> None:
+    assert found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile"]') == []
+    assert found(
+        project,
+        rules.prompt_placeholders,
+        'evaluate.prompts=["{trigger}, {style}", "smile --n bad"]',
+        'evaluate.negative_prompt="lowres --s 4"',
+    ) == [
+        "recipe.toml: evaluate.prompts[0]: {style} is not a placeholder: only {trigger} is replaced",
+        "recipe.toml: evaluate.prompts[1]: must not contain ' --' or a line break "
+        "(kohya reads ' --' as an option)",
+        "recipe.toml: evaluate.negative_prompt: must not contain ' --' or a line break",
+    ]
+    project.write_recipe(RECIPE.replace('trigger = "uiharu_kazari"\n', ""))
+    assert found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile"]') == [
+        "recipe.toml: evaluate.prompts[0]: uses {trigger} but no subset has a trigger: "
+        "set a subset's trigger or write the word"
+    ]
+
+
+# --- [kohya] passthrough ----------------------------------------------------------------------
+
+
+@covers(rules.kohya_passthrough)
+def test_kohya_passthrough(project: Project) -> None:
+    assert found(project, rules.kohya_passthrough) == []
+    assert found(project, rules.kohya_passthrough, "kohya.multires_noise_discount=0.3") == []
+    assert found(
+        project,
+        rules.kohya_passthrough,
+        "kohya.learning_rate=1e-3",
+        "kohya.noise_offset=0.05",
+        "kohya.noise_ofset=0.05",
+        'kohya.multires_noise_discount="a"',
+        "kohya.cache_text_encoder_outputs=true",
+    ) == [
+        "recipe.toml: kohya.learning_rate: is set by the recipe as optimizer.lr: set it there instead",
+        "recipe.toml: kohya.noise_offset: is set by the recipe as training.noise_offset: "
+        "set it there instead",
+        "recipe.toml: kohya.noise_ofset: 'noise_ofset' is not an option of train_network.py "
+        "(did you mean 'noise_offset'?); kohya silently ignores unknown config keys.",
+        "recipe.toml: kohya.multires_noise_discount: 'multires_noise_discount' must be a number (got \"a\").",
+        "recipe.toml: kohya.cache_text_encoder_outputs: 'cache_text_encoder_outputs' is not an option of "
+        "train_network.py (it is an option of sdxl_train_network.py); "
+        "kohya silently ignores unknown config keys.",
+    ]
+    write_checkpoint(model_path(project), "sdxl")
+    assert found(project, rules.kohya_passthrough, "kohya.cache_text_encoder_outputs=true") == []
+
+
+@covers(rules.other_builds)
+def test_output_name_taken_by_another_recipe(project: Project) -> None:
+    assert found(project, rules.other_builds) == []
+    other = project.build / "Other"
+    other.mkdir(parents=True)
+    (other / "plan.json").write_text(json.dumps({"name": "Test_v1", "recipe": "../../recipe.toml"}))
+    assert found(project, rules.other_builds) == []  # this recipe's own earlier build
+    (other / "plan.json").write_text(json.dumps({"name": "Test_v1", "recipe": "../../other.toml"}))
+    assert found(project, rules.other_builds) == [
+        f'recipe.toml: name: "Test_v1" is already the output name of another recipe '
+        f"({(project.root / 'other.toml').resolve()}); building this one would overwrite its files: "
+        "choose another name"
+    ]
+    assert found(project, rules.other_builds, "name=Test_v2") == []
+
+
+@covers(rules.remove_patterns_match)
+def test_remove_pattern_matching_nothing(project: Project) -> None:
+    assert found(project, rules.remove_patterns_match) == []
+    assert found(
+        project, rules.remove_patterns_match, 'captions.remove=["flower", "blonde_hair", "*_eyes"]'
+    ) == [
+        'recipe.toml: captions.remove[1]: warning: "blonde_hair" matches no tag in any caption',
+        'recipe.toml: captions.remove[2]: warning: "*_eyes" matches no tag in any caption',
+    ]
+    assert (
+        found(
+            project,
+            rules.remove_patterns_match,
+            'captions.remove=["short hair", "*_background"]',
+            "captions.tag_style=space",
+        )
+        == []
+    )
