@@ -14,10 +14,14 @@ $(VENV)/.setup-test: pyproject.toml
 setup: $(VENV)/.setup-test
 
 # kohya's Python stack (torch, accelerate, diffusers…) for training; torch and torchvision pinned together.
-$(VENV)/.setup-train: $(VENV)/.setup-test
+vendor/sd-scripts/train_network.py:
+	@git submodule update --init vendor/sd-scripts || { \
+	  echo "Could not fetch kohya sd-scripts. Check out commit $$(git ls-tree HEAD vendor/sd-scripts | cut -d' ' -f3 | cut -f1)"; \
+	  echo "of https://github.com/kohya-ss/sd-scripts into vendor/sd-scripts, then run make again."; exit 1; }
+
+$(VENV)/.setup-train: $(VENV)/.setup-test vendor/sd-scripts/train_network.py
 	$(PY) -m pip install -q -e '.[train]'
-	@if [ -f vendor/sd-scripts/setup.py ]; then $(PY) -m pip install -q --no-deps -e vendor/sd-scripts; \
-	else echo "vendor/sd-scripts is not checked out: git submodule update --init"; exit 1; fi
+	$(PY) -m pip install -q --no-deps -e vendor/sd-scripts
 	touch $@
 
 setup-train: $(VENV)/.setup-train

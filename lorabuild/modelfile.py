@@ -126,9 +126,7 @@ def _pickle_strings(path: Path) -> list[str]:
 def _probe_diffusers(path: Path) -> ModelInfo:
     index = path / "model_index.json"
     if not index.is_file():
-        return ModelInfo(
-            path, "unknown", None, detail="a folder without model_index.json"
-        )
+        return ModelInfo(path, "unknown", None, detail="a folder without model_index.json")
     try:
         pipeline = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
     except (OSError, ValueError) as exc:

@@ -11,17 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorabuild.facts import Facts, gather
 from lorabuild.plan import Plan, build_plan
 from lorabuild.problems import LorabuildError, Problem, RecipeError, Severity, errors_of
 from lorabuild.recipe import LoadedRecipe, load_recipe
-from lorabuild.render import render
 from lorabuild.rules import run_rules
-from lorabuild.runner import RunResult, resolve_argv, run
 from lorabuild.settings import sd_scripts_dir
-from lorabuild.stage import StageReport, stage
-from lorabuild.writer import Written, write_files
+
+if TYPE_CHECKING:
+    from lorabuild.runner import RunResult
+    from lorabuild.stage import StageReport
+    from lorabuild.writer import Written
+
+# Stages after the check import what they need when they run, so that `lorabuild check` loads
+# only the check's modules (jinja2 and the process seam are not needed to check a recipe).
 
 
 @dataclass(frozen=True)
@@ -69,11 +74,16 @@ def require_plan(checked: Checked, strict: bool = False) -> Plan:
 
 def compile_build(plan: Plan, dry_run: bool = False) -> list[Written]:
     """Write the build folder's artefacts (only those whose bytes changed)."""
+    from lorabuild.render import render
+    from lorabuild.writer import write_files
+
     return write_files(plan.build_dir, render(plan, sd_scripts_dir()), dry_run=dry_run)
 
 
 def prepare(plan: Plan) -> StageReport:
     """Stage the dataset into the build folder."""
+    from lorabuild.stage import stage
+
     return stage(plan)
 
 
@@ -86,8 +96,14 @@ def train(plan: Plan, on_line: Callable[[str], None] | None = None) -> RunResult
 
     kohya's exit status alone is not trusted: it exits 0 after "No data found".
     """
-    argv = resolve_argv(plan.launch, sd_scripts_dir())
-    result = run(argv, plan.build_dir, plan.build_dir / "logs" / "train.log", dict(plan.launch.env), on_line)
+    from lorabuild.runner import resolve_argv, run
+
+    sd_scripts = sd_scripts_dir()
+    argv = resolve_argv(plan.launch, sd_scripts)
+    # kohya records `git rev-parse HEAD` run inside its folder in every LoRA's metadata; where that
+    # folder is not a git checkout of its own, git would walk up and report lorabuild's commit.
+    env = {**dict(plan.launch.env), "GIT_CEILING_DIRECTORIES": str(sd_scripts.resolve().parent)}
+    result = run(argv, plan.build_dir, plan.build_dir / "logs" / "train.log", env, on_line)
     log = result.log.as_posix()
     if result.interrupted:
         raise TrainingError(f"training was interrupted; the log is in {log}")

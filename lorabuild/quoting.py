@@ -69,8 +69,10 @@ TOML (``config.toml``, ``dataset.toml``)
     * It strips two more characters from each end of any string whose *unescaped* value is ``"``
       or starts with ``""``, taking it for a triple-quoted string. Escaping cannot hide that, so such
       values are written as a multi-line (triple-quoted) basic string, which it reads correctly.
-    * Inside an array it splits on commas first, and a string whose first non-space character is
-      ``,`` comes apart; that comma is written ``\\u002C``.
+    * Inside an array or an inline table it splits on commas first and glues the pieces back until
+      each looks like a whole string. A piece that is just ``"``, or (in an inline table) ends with
+      an escaped ``\\"``, passes for one, so a comma that is the first non-space character, or whose
+      nearest non-space character before it is ``"``, is written ``\\u002C``.
 
     Non-ASCII text stays as UTF-8 (both parsers read it; kohya opens TOML files as UTF-8), and
     control characters are escaped so that nothing invisible sits in the file.
@@ -324,8 +326,8 @@ def toml_basic_string(s: str) -> str:
         QuotingError: ``s`` contains an unpaired surrogate, which TOML (UTF-8) cannot hold.
     """
     _reject_surrogates(s, "cannot be written into a UTF-8 TOML file")
-    leading_space = len(s) - len(s.lstrip())
     pieces: list[str] = []
+    last_visible = ""  # the nearest character before this one that is not whitespace
     for index, ch in enumerate(s):
         if ch in _TOML_SHORT_ESCAPES:
             pieces.append(_TOML_SHORT_ESCAPES[ch])
@@ -335,12 +337,15 @@ def toml_basic_string(s: str) -> str:
             # toml 0.10.2 decodes \u escapes before it unescapes \\, and loses count of real
             # backslashes after the first \u escape: keep "\\u" out of the output.
             pieces.append(f"\\u{ord(ch):04X}")
-        elif ch == "," and index == leading_space:
-            # toml 0.10.2 splits an array on every comma, then glues the pieces back together
-            # until each looks like a whole string; a lone `"` before the comma already does.
+        elif ch == "," and last_visible in ("", '"'):
+            # toml 0.10.2 splits arrays and inline tables on every comma, then glues the pieces
+            # back until each looks like a whole string; `"` alone, or `"...\\"` in an inline
+            # table, already does. An escaped comma is not a place to split.
             pieces.append("\\u002C")
         else:
             pieces.append(ch)
+        if not ch.isspace():
+            last_visible = ch
     body = "".join(pieces)
     if s == '"' or s.startswith('""'):
         # toml 0.10.2 takes any string whose value starts with two quotes for a """ string and

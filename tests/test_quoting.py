@@ -80,6 +80,7 @@ NASTY: list[tuple[str, str]] = [
     ("equals", "lr=1e-4"),
     ("comma", "a,b"),
     ("leading comma", ",x"),
+    ("quote then comma", 'say "hi", then'),
     ("backslashes", "C:\\sd\\models"),
     ("unc path", "\\\\server\\share"),
     ("trailing backslash", "C:\\out\\"),
@@ -696,6 +697,7 @@ def test_toml_file_round_trips_the_way_kohya_reads_it(tmp_path: Path) -> None:
         ('"', '"""\\""""'),
         ('""x', '"""\\"\\"x"""'),
         (" ,x", '" \\u002Cx"'),
+        ('say "hi" , then', '"say \\"hi\\" \\u002C then"'),
     ],
 )
 def test_toml_basic_string_output(value: str, expected: str) -> None:
@@ -710,6 +712,7 @@ def test_toml_basic_string_output(value: str, expected: str) -> None:
         'k = "\\"\\"x"',  # starts with two quotes: toml 0.10.2 reads ''
         'k = "\\u0001\\\\u"',  # a \u escape, then a real backslash and u: an error
         'k = [",x"]',  # an array element that starts with a comma: an error
+        't = { k = "a\\",b" }',  # a comma after an escaped quote in an inline table: an error
     ],
 )
 def test_toml_0_10_2_misreads_the_plain_escapes_that_the_workarounds_avoid(document: str) -> None:
