@@ -174,9 +174,13 @@ def version() -> None:
 
 
 def main() -> None:
-    """Run the CLI, turning lorabuild's errors into messages and exit statuses."""
+    """Run the CLI, turning lorabuild's errors into messages and exit statuses.
+
+    Typer handles usage errors itself (standalone mode); lorabuild's own errors pass through it
+    and become ``file: key: message`` lines here, with no traceback.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except RecipeError as exc:
         problems = exc.problems
         _echo_problems(problems)
@@ -186,18 +190,6 @@ def main() -> None:
     except LorabuildError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":
