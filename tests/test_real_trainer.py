@@ -131,7 +131,7 @@ def test_tutorial_recipe_trains_with_the_real_kohya(tmp_path: Path, monkeypatch:
     from lorabuild.demo import prepare_demo
 
     monkeypatch.chdir(tmp_path)
-    overrides = prepare_demo(tmp_path)
+    overrides = prepare_demo(tmp_path, images=2)  # 2 images x 2 repeats / batch 2: 20 steps in 10 epochs
     plan = require_plan(check(REPO / "recipes" / "kazari.toml", overrides, tmp_path / "build"))
     compile_build(plan)
     prepare(plan)
