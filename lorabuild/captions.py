@@ -9,14 +9,13 @@ the trigger), ``lorabuild tags`` and staging.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lorabuild.schema import CaptionRules
-
-_SPACES = re.compile(r"\s+")
 
 
 def split_tags(caption: str) -> list[str]:
@@ -26,12 +25,12 @@ def split_tags(caption: str) -> list[str]:
     does too.
     """
     first_line = caption.splitlines()[0] if caption else ""
-    return [t for t in (_SPACES.sub(" ", part).strip() for part in first_line.split(",")) if t]
+    return [t for t in (" ".join(part.split()) for part in first_line.split(",")) if t]
 
 
 def normalise(tag: str, style: str) -> str:
     """Apply ``tag_style``: ``underscore`` (short_hair), ``space`` (short hair) or ``keep``."""
-    tag = _SPACES.sub(" ", tag).strip()
+    tag = " ".join(tag.split())
     if style == "underscore":
         return tag.replace(" ", "_")
     if style == "space":
@@ -41,7 +40,18 @@ def normalise(tag: str, style: str) -> str:
 
 
 def _matches(tag: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(tag, p) if _is_glob(p) else tag == p for p in patterns)
+    return _matcher(tuple(patterns))(tag)
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """One test for a set of exact tags and globs, built once: rules run for every caption."""
+    exact = frozenset(p for p in patterns if not _is_glob(p))
+    globs = [p for p in patterns if _is_glob(p)]
+    if not globs:
+        return exact.__contains__
+    regex = re.compile("|".join(fnmatch.translate(p) for p in globs))
+    return lambda tag: tag in exact or regex.match(tag) is not None
 
 
 def _is_glob(pattern: str) -> bool:

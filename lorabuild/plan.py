@@ -215,8 +215,22 @@ def staged_caption(recipe: Recipe, subset_index: int, caption_text: str) -> str:
     return join_tags(tags)
 
 
+# The last plan_subsets result: the rules and build_plan of one check ask for the same
+# (recipe, facts) several times, and with 10,000 images the captions cost most of a check.
+_last_subsets: tuple[Recipe, Facts, tuple[SubsetPlan, ...]] | None = None
+
+
 def plan_subsets(recipe: Recipe, facts: Facts) -> tuple[SubsetPlan, ...]:
-    """Each subset's staged folder, images, buckets and captions."""
+    """Each subset's staged folder, images, buckets and captions (memoised for the last inputs)."""
+    global _last_subsets
+    if _last_subsets is not None and _last_subsets[0] is recipe and _last_subsets[1] is facts:
+        return _last_subsets[2]
+    result = _plan_subsets(recipe, facts)
+    _last_subsets = (recipe, facts, result)
+    return result
+
+
+def _plan_subsets(recipe: Recipe, facts: Facts) -> tuple[SubsetPlan, ...]:
     settings = bucket_settings(recipe)
     folders = staged_folder_names(recipe)
     plans = []

@@ -25,7 +25,6 @@ from lorabuild.plan import (
     family_of,
     first_trigger,
     plan_subsets,
-    staged_caption,
 )
 from lorabuild.problems import Problem, did_you_mean, error, warning
 from lorabuild.schema import Recipe
@@ -288,10 +287,12 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 @rule
 def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """A trigger that no staged caption contains is never learnt as a word."""
-    for i, (subset, sf) in enumerate(zip(recipe.dataset.subsets, facts.subsets, strict=True)):
-        if not subset.trigger or not sf.images or subset.is_reg:
+    for i, (subset, planned) in enumerate(
+        zip(recipe.dataset.subsets, plan_subsets(recipe, facts), strict=True)
+    ):
+        if not subset.trigger or not planned.images or subset.is_reg:
             continue
-        staged = [staged_caption(recipe, i, c.text) for c in sf.captions]
+        staged = [image.caption for image in planned.images]
         with_trigger = sum(1 for text in staged if subset.trigger in [t.strip() for t in text.split(",")])
         key = f"dataset.subsets[{i}].trigger"
         if with_trigger == 0:
