@@ -18,6 +18,7 @@ import toml
 
 from lorabuild import kohya_options
 from lorabuild.pipeline import check, compile_build, require_plan
+from lorabuild.plan import Plan
 from lorabuild.render import ARTEFACTS
 from tests.conftest import CAPTIONS, REPO, write_checkpoint, write_image
 
@@ -49,16 +50,21 @@ def test_every_shipped_recipe_is_covered() -> None:
     assert {r.name for r in RECIPES} >= {"kazari.toml", "sdxl_character.toml", "style.toml"}
 
 
+def compile_shipped(recipe: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> Plan:
+    """Check and compile a shipped recipe inside a throwaway project at ``root``."""
+    copy = shipped_project(root, recipe)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(root / "vendor" / "sd-scripts"))
+    plan = require_plan(check(copy.relative_to(root), [], Path("build")))
+    compile_build(plan)
+    return plan
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_shipped_recipe_compiles_to_golden_files(
     recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    copy = shipped_project(tmp_path, recipe)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(tmp_path / "vendor" / "sd-scripts"))
-    checked = check(copy.relative_to(tmp_path), [], Path("build"))
-    plan = require_plan(checked)
-    compile_build(plan)
+    plan = compile_shipped(recipe, tmp_path, monkeypatch)
     golden = GOLDEN / recipe.stem
     for name in ARTEFACTS:
         produced = (plan.build_dir / name).read_bytes()
@@ -72,10 +78,7 @@ def test_shipped_recipe_compiles_to_golden_files(
 def test_compiled_files_are_what_kohya_accepts(
     recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    copy = shipped_project(tmp_path, recipe)
-    monkeypatch.chdir(tmp_path)
-    plan = require_plan(check(copy.relative_to(tmp_path), [], Path("build")))
-    compile_build(plan)
+    plan = compile_shipped(recipe, tmp_path, monkeypatch)
     # kohya reads both files with the toml package; every option must be one the script accepts.
     config = toml.loads((plan.build_dir / "config.toml").read_text(encoding="utf-8"))
     flat = {k: v for section in config.values() for k, v in section.items()}
