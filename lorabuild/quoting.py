@@ -14,8 +14,8 @@ PowerShell literals (``train.ps1``)
     quote is doubled. PowerShell also takes the typographic single quotes U+2018 to U+201B as quote
     marks (``IsSingleQuote`` in ``engine/parser/CharTraits.cs``; ``about_Quoting_Rules``), so
     those are doubled too. The tokenizer's ``ScanStringLiteral`` keeps the second of any two
-    quote marks in a row. The literal is never bare, unlike the brief's first sketch: a bare word
-    is a string only in argument mode, and in ``$env:X = config.toml`` it would run a command.
+    quote marks in a row. The literal is never left bare: a bare word is a string only in argument
+    mode, and in ``$env:X = config.toml`` it would run a command.
 
 Arguments for native programs from PowerShell (:func:`powershell_native_arg`)
     Windows passes a program one command-line string, not an argv. PowerShell builds that string,
@@ -131,10 +131,10 @@ _BASH_BARE = re.compile(r"[A-Za-z0-9_./:=@%+,-]+")
 _PS_SINGLE_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")
 
 # Bare words that PowerShell passes to a native program unchanged in every version. A word may not
-# start with a digit (it would be a number: 08 → 8, 1kb → 1024), nor with a dash unless it is a
-# plain --flag: 5.1 splits -name.ext at the dot and mangles -name:value. No wildcard (pwsh on
-# Linux globs bare words), no ~ (tilde expansion), nothing outside ASCII (typographic dashes and
-# quotes are operators to the tokenizer).
+# start with a digit (the tokenizer may read a number literal: 1kb, 0x10, 1e3), nor with a dash
+# unless it is a plain --flag (5.1 splits -name.ext at the dot; 7.3 changed how -name:value is
+# passed). No wildcard (pwsh on Linux globs bare words), no ~ (tilde expansion), nothing outside
+# ASCII (the tokenizer takes typographic dashes and quotes for - and quotes).
 _PS_NATIVE_BARE = re.compile(r"--?[A-Za-z_][A-Za-z0-9_-]*|[A-Za-z_][A-Za-z0-9_./\\:=+-]*")
 
 # What the legacy argument passing counts as whitespace: .NET char.IsWhiteSpace. Python's
@@ -149,7 +149,7 @@ def _first_index(s: str, predicate: Callable[[str], bool]) -> int | None:
 
 
 def _describe(ch: str) -> str:
-    """Name a character for an error message: ``a double quote (")``, ``NUL (U+0000)``."""
+    """Name a character for an error message: ``a double quote (")``, ``a NUL character (U+0000)``."""
     known = {'"': 'a double quote (")', "\0": "a NUL character (U+0000)", "\\": "a backslash (\\)"}
     if ch in known:
         return known[ch]
