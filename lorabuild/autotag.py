@@ -1,0 +1,551 @@
+"""Auto-tagging: kohya's WD14 tagger run on links to the images that need tags, cached by content.
+
+``[captions.autotag]`` runs the pinned kohya's ``finetune/tag_images_by_wd14_tagger.py`` with
+``--onnx`` on a local model folder holding ``model.onnx`` and ``selected_tags.csv`` (the layout of
+the SmilingWolf ``wd-*-tagger`` repositories). Nothing is downloaded: kohya loads the model from
+``<--model_dir>/<--repo_id>/`` and goes to Hugging Face only when that folder does not exist (or
+with ``--force_download``). lorabuild gives it a folder that exists, ``<tmp>/model-N/wd14/``,
+holding a link to the model and a copy of the tag list, as ``--model_dir=<tmp>/model-N
+--repo_id=wd14``, and sets ``HF_HUB_OFFLINE=1`` besides.
+
+The copy is there because, at the pinned commit, kohya's tagger stops with
+``UnboundLocalError: character_tags`` as soon as a character tag of a ``selected_tags.csv`` model
+passes ``--character_threshold`` (its ``run_batch`` assigns ``character_tags`` in the other model
+format's branch, which makes the name local). So kohya never reads a character tag as one: its
+character tags are always off (``--character_threshold=2``); one run with the tag list as is
+gives the general tags, and one run with the character tags relabelled as general tags, at the
+character threshold, gives the character tags (:func:`tagger_passes`; one run is enough when
+the thresholds are equal or character tags are off).
+
+kohya writes a caption next to every image of the folder it is given. lorabuild gives it a
+temporary folder (under ``build/<name>/autotag/``) of hard links, or copies across file systems,
+to just the images that need tags, and asks for ``--output_path`` JSON instead of caption files,
+so no tagger file lands next to a source image or in the stage.
+
+Results are cached in ``build/<name>/autotag/<settings key>.json``: each image's content sha256
+mapped to its tags. The settings key hashes everything that changes the tagger's output (the
+model file's size and mtime, the tag list's bytes, the thresholds, the undesired tags, the
+options and the kohya commit), so a second ``prepare`` tags nothing and a new threshold re-tags
+everything. ``autotag/digests.json`` remembers each image's sha256 by path, size and mtime, so
+unchanged images are not read again. Deleting ``build/<name>/autotag/`` clears both; the last
+tagging's output is in ``build/<name>/autotag/tagger-<run>.log``.
+
+:func:`tag_captions` is the verb for staging: it sends the images ``mode`` selects to
+:func:`tag_images` and joins the tags with each caption's own through :func:`merge_tags`; the
+caption rules (:func:`lorabuild.captions.apply_rules`) then run on the result.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from lorabuild import KOHYA_COMMIT
+from lorabuild.captions import normalise
+from lorabuild.problems import LorabuildError
+from lorabuild.schema import AutotagSection, Recipe
+
+TAGGER_SCRIPT = "finetune/tag_images_by_wd14_tagger.py"
+"""The tagger inside the kohya checkout."""
+
+MODEL_FILES = ("model.onnx", "selected_tags.csv")
+"""What kohya's tagger reads from the model folder in ``--onnx`` mode (the SmilingWolf format)."""
+
+SEPARATOR = ", "
+"""kohya's ``--caption_separator`` (its default), used to split the tags back out of its output."""
+
+CACHE_VERSION = 1
+
+# Extensions kohya's tagger lists (library.train_util.IMAGE_EXTENSIONS without the optional
+# AVIF/JXL plugins). PIL recognises an image by its content, so a link to any other image is
+# named .png for kohya to list it.
+_LISTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+
+
+class AutotagError(LorabuildError):
+    """kohya's tagger could not tag the images."""
+
+
+@dataclass(frozen=True)
+class TaggerModel:
+    """What a tagger model folder holds.
+
+    Attributes:
+        path: The folder (``autotag.model_dir``).
+        exists: Whether it is a folder.
+        missing: The files of :data:`MODEL_FILES` it lacks.
+    """
+
+    path: Path
+    exists: bool
+    missing: tuple[str, ...]
+
+
+def probe_model_dir(path: Path) -> TaggerModel:
+    """Look for the files kohya's tagger needs in ``path``."""
+    if not path.is_dir():
+        return TaggerModel(path, False, MODEL_FILES)
+    return TaggerModel(path, True, tuple(name for name in MODEL_FILES if not (path / name).is_file()))
+
+
+def autotag_sections(recipe: Recipe) -> list[tuple[str, AutotagSection]]:
+    """Every ``[captions.autotag]`` table in ``recipe`` with its key path (the recipe's, then each subset's)."""
+    sections = []
+    if recipe.captions.autotag is not None:
+        sections.append(("captions.autotag", recipe.captions.autotag))
+    for i, subset in enumerate(recipe.dataset.subsets):
+        if subset.captions is not None and subset.captions.autotag is not None:
+            sections.append((f"dataset.subsets[{i}].captions.autotag", subset.captions.autotag))
+    return sections
+
+
+def needs_tags(existing: Sequence[str], mode: str) -> bool:
+    """Whether an image whose caption holds ``existing`` tags is sent to the tagger under ``mode``."""
+    return mode != "missing" or not existing
+
+
+def merge_tags(existing: Sequence[str], tagged: Sequence[str], mode: str) -> list[str]:
+    """The tags a caption holds once the tagger's ``tagged`` tags are merged in by ``mode``.
+
+    Args:
+        existing: The caption's own tags (split, in order; empty when it has none).
+        tagged: The tagger's tags for the image.
+        mode: ``missing`` keeps a caption that has tags and uses the tagger's otherwise; ``all``
+            uses the tagger's alone; ``merge`` keeps the caption's tags in order and appends the
+            tagger's that it does not already hold (``short_hair`` and ``short hair`` are one tag).
+    """
+    if mode == "missing":
+        return list(existing) if existing else list(tagged)
+    if mode == "all":
+        return list(tagged)
+    if mode != "merge":
+        raise ValueError(f"unknown autotag mode {mode!r}")
+    seen = {_same_tag_key(t) for t in existing}
+    merged = list(existing)
+    for tag in tagged:
+        key = _same_tag_key(tag)
+        if key not in seen:
+            seen.add(key)
+            merged.append(tag)
+    return merged
+
+
+def _same_tag_key(tag: str) -> str:
+    return normalise(tag, "space")
+
+
+def undesired_argument(tags: Sequence[str]) -> str:
+    """kohya's ``--undesired_tags`` value: each tag as written and with underscores for spaces.
+
+    kohya compares the tag list's names (``short_hair``) exactly, so ``short hair`` in a recipe is
+    passed in both spellings.
+    """
+    forms: dict[str, None] = {}
+    for tag in tags:
+        text = " ".join(tag.split())
+        forms[text] = None
+        forms[text.replace(" ", "_")] = None
+    return ",".join(forms)
+
+
+# kohya's --character_threshold above 1 means "no character tags" (probabilities never reach it).
+CHARACTER_TAGS_OFF = 2.0
+
+# kohya's selected_tags.csv categories.
+_GENERAL, _CHARACTER = "0", "4"
+
+
+@dataclass(frozen=True)
+class TaggerPass:
+    """One run of kohya's tagger.
+
+    Attributes:
+        threshold: kohya ``--general_threshold`` for this run.
+        characters_as_general: The run's tag list lists character tags as general tags, so that
+            they pass ``threshold``; kohya's own character tags are always off (see the module).
+        keep: Which of the run's tags count: ``all``, or only ``character`` tags.
+    """
+
+    threshold: float
+    characters_as_general: bool
+    keep: Literal["all", "character"]
+
+
+def tagger_passes(section: AutotagSection) -> tuple[TaggerPass, ...]:
+    """The runs that give ``section``'s general and character tags without kohya's crash."""
+    general, character = section.general_threshold, section.character_threshold
+    if character > 1:
+        return (TaggerPass(general, False, "all"),)
+    if character == general:
+        return (TaggerPass(general, True, "all"),)
+    return (TaggerPass(general, False, "all"), TaggerPass(character, True, "character"))
+
+
+def tagger_argv(
+    section: AutotagSection,
+    tagger_pass: TaggerPass,
+    model_dir: Path,
+    image_dir: Path,
+    output: Path,
+    sd_scripts: Path,
+    python: str = sys.executable,
+) -> list[str]:
+    """The command that tags every image in ``image_dir`` into the JSON file ``output``.
+
+    Args:
+        section: The autotag settings.
+        tagger_pass: Which run this is.
+        model_dir: The folder kohya loads ``model.onnx`` and ``selected_tags.csv`` from.
+        image_dir: The images (kohya lists the folder's top level).
+        output: Where kohya writes its JSON (``--output_path``) instead of caption files.
+        sd_scripts: The kohya checkout.
+        python: The Python with kohya's stack.
+
+    Values are passed as ``--option=value`` so that a tag starting with ``-`` is not read as an
+    option.
+    """
+    model_dir = Path(os.path.abspath(model_dir))
+    argv = [
+        python,
+        str(sd_scripts / TAGGER_SCRIPT),
+        str(image_dir),
+        "--onnx",
+        # kohya loads <model_dir>/<repo_id> and downloads only when that folder is missing.
+        f"--model_dir={model_dir.parent}",
+        f"--repo_id={model_dir.name}",
+        f"--batch_size={section.batch_size}",
+        f"--general_threshold={tagger_pass.threshold}",
+        f"--character_threshold={CHARACTER_TAGS_OFF}",
+        f"--caption_separator={SEPARATOR}",
+        # One JSON file instead of a caption file beside each image.
+        f"--output_path={output}",
+    ]
+    if section.undesired_tags:
+        argv.append(f"--undesired_tags={undesired_argument(section.undesired_tags)}")
+    return argv
+
+
+def tagger_env(sd_scripts: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for the tagger: kohya's ``library`` importable, Hugging Face offline.
+
+    The script imports ``library.train_util`` but runs from ``finetune/``, so kohya's folder goes on
+    ``PYTHONPATH`` (ahead of any value in ``base``, default ``os.environ``).
+    """
+    current = (os.environ if base is None else base).get("PYTHONPATH", "")
+    path = os.pathsep.join(p for p in (str(sd_scripts), current) if p)
+    return {"PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+
+
+def read_output(output: Path, names: Mapping[str, Path]) -> dict[Path, list[str]]:
+    """Read the tagger's ``--output_path`` JSON back as tags per image.
+
+    Args:
+        output: The JSON file: ``{image path: {"tags": "a, b", "image_size": [w, h]}}``.
+        names: File name of each link given to the tagger -> the image it stands for.
+
+    Returns:
+        Tags per image, for the images the tagger reported (it skips those it cannot read).
+    """
+    data = json.loads(output.read_text(encoding="utf-8"))
+    tags: dict[Path, list[str]] = {}
+    for key, entry in data.items():
+        image = names.get(Path(key).name)
+        if image is not None:
+            tags[image] = [t.strip() for t in str(entry["tags"]).split(SEPARATOR.strip()) if t.strip()]
+    return tags
+
+
+def read_tag_list(path: Path) -> list[tuple[str, str]]:
+    """The ``(name, category)`` rows of a ``selected_tags.csv`` (header ``tag_id,name,category,count``)."""
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    return [(row[1], row[2]) for row in rows[1:] if len(row) >= 3]
+
+
+def characters_as_general(csv_text: str) -> str:
+    """``selected_tags.csv`` with every character tag (category 4) listed as a general tag (0).
+
+    kohya maps output ``4 + i`` to the ``i``-th general tag, then the character tags, in file
+    order; WD14 lists general tags before character tags, so relabelling keeps every index.
+    """
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(rows[0])
+    for row in rows[1:]:
+        writer.writerow([*row[:2], _GENERAL, *row[3:]] if len(row) >= 3 and row[2] == _CHARACTER else row)
+    return out.getvalue()
+
+
+def combine(
+    runs: Sequence[Sequence[str]],
+    passes: Sequence[TaggerPass],
+    characters: frozenset[str],
+    characters_first: bool,
+) -> list[str]:
+    """One image's tags from each run's: general tags, then character tags (or the other way)."""
+    tags: list[str] = []
+    for run_tags, tagger_pass in zip(runs, passes, strict=True):
+        tags.extend(t for t in run_tags if tagger_pass.keep == "all" or t in characters)
+    tags = list(dict.fromkeys(tags))
+    general = [t for t in tags if t not in characters]
+    character = [t for t in tags if t in characters]
+    return character + general if characters_first else general + character
+
+
+def settings_key(section: AutotagSection) -> str:
+    """A hash of everything that decides the tagger's output for an image (the cache key)."""
+    model = section.model_dir / MODEL_FILES[0]
+    stat = model.stat()
+    # Hashing a 300 MB model on every prepare would cost more than the check is worth; its size
+    # and mtime change when it is replaced. The tag list is small and hashed whole.
+    settings: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "kohya_commit": KOHYA_COMMIT,
+        "model": [stat.st_size, stat.st_mtime_ns],
+        "tags_csv": file_digest(section.model_dir / MODEL_FILES[1]),
+        "general_threshold": section.general_threshold,
+        "character_threshold": section.character_threshold,
+        "undesired_tags": undesired_argument(section.undesired_tags),
+        "character_tags_first": section.character_tags_first,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
+    """sha256 of each image, re-read only when its size or mtime changed since the ``memo`` file.
+
+    The memo (absolute path -> ``[size, mtime_ns, sha256]``) keeps a warm ``prepare`` from reading
+    every image again.
+    """
+    try:
+        known = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    digests: dict[Path, str] = {}
+    changed = False
+    for image in images:
+        stat = image.stat()
+        name = os.path.abspath(image)
+        entry = known.get(name)
+        if isinstance(entry, list) and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
+            digests[image] = str(entry[2])
+            continue
+        digests[image] = file_digest(image)
+        known[name] = [stat.st_size, stat.st_mtime_ns, digests[image]]
+        changed = True
+    if changed:
+        from lorabuild.writer import write_atomic
+
+        write_atomic(memo, (json.dumps(known, indent=0, sort_keys=True) + "\n").encode())
+    return digests
+
+
+def cache_file(work_dir: Path, key: str) -> Path:
+    """Where results for one settings key are cached."""
+    return work_dir / "autotag" / f"{key[:16]}.json"
+
+
+def tag_images(
+    images: Sequence[Path],
+    section: AutotagSection,
+    work_dir: Path,
+    *,
+    sd_scripts: Path | None = None,
+    python: str = sys.executable,
+    on_line: Callable[[str], None] | None = None,
+) -> dict[Path, list[str]]:
+    """Tag ``images`` with kohya's WD14 tagger, running it only for images not tagged before.
+
+    Args:
+        images: The images to tag (staged or source files; none is written to).
+        section: The ``[captions.autotag]`` settings.
+        work_dir: The build folder; the cache, the temporary links and the logs go in ``autotag/``.
+        sd_scripts: The kohya checkout (default: :func:`lorabuild.settings.sd_scripts_dir`).
+        python: The Python with kohya's stack, onnx and onnxruntime.
+        on_line: Receives each line the tagger prints (default: printed).
+
+    Returns:
+        Each image's tags, in the tagger's order (after its thresholds and undesired tags, before
+        the caption rules).
+
+    Raises:
+        AutotagError: The model folder is incomplete, or the tagger failed or skipped an image.
+    """
+    if not images:
+        return {}
+    model = probe_model_dir(section.model_dir)
+    if model.missing:
+        raise AutotagError(
+            f"{section.model_dir}: the WD14 tagger needs {' and '.join(model.missing)} in this folder"
+        )
+    key = settings_key(section)
+    path = cache_file(work_dir, key)
+    cache = _load_cache(path, key)
+    digests = content_digests(images, work_dir / "autotag" / "digests.json")
+    todo: dict[str, Path] = {}
+    for image, digest in digests.items():
+        if digest not in cache:
+            todo.setdefault(digest, image)  # identical images are tagged once
+    if todo:
+        if sd_scripts is None:
+            from lorabuild.settings import sd_scripts_dir
+
+            sd_scripts = sd_scripts_dir()
+        tagged = _run_tagger(list(todo.values()), section, work_dir, sd_scripts, python, on_line)
+        cache.update({digest: tagged[image] for digest, image in todo.items()})
+        _save_cache(path, key, cache)
+    return {image: list(cache[digests[image]]) for image in images}
+
+
+def tag_captions(
+    captions: Mapping[Path, Sequence[str]],
+    section: AutotagSection,
+    work_dir: Path,
+    *,
+    sd_scripts: Path | None = None,
+    python: str = sys.executable,
+    on_line: Callable[[str], None] | None = None,
+) -> dict[Path, list[str]]:
+    """Each image's caption tags with the tagger's merged in by ``section.mode``.
+
+    Args:
+        captions: Each image's own caption tags (split; empty when it has no caption).
+        section: The ``[captions.autotag]`` settings.
+        work_dir: The build folder (see :func:`tag_images`).
+        sd_scripts: The kohya checkout (see :func:`tag_images`).
+        python: The Python with kohya's stack, onnx and onnxruntime.
+        on_line: Receives each line the tagger prints (default: printed).
+
+    Returns:
+        The tags the caption rules get for every image of ``captions``; images the mode leaves
+        alone (``missing`` with a caption) keep theirs and are not sent to the tagger.
+    """
+    todo = [image for image, tags in captions.items() if needs_tags(tags, section.mode)]
+    tagged = tag_images(todo, section, work_dir, sd_scripts=sd_scripts, python=python, on_line=on_line)
+    return {
+        image: merge_tags(tags, tagged[image], section.mode) if image in tagged else list(tags)
+        for image, tags in captions.items()
+    }
+
+
+def _run_tagger(
+    images: list[Path],
+    section: AutotagSection,
+    work_dir: Path,
+    sd_scripts: Path,
+    python: str,
+    on_line: Callable[[str], None] | None,
+) -> dict[Path, list[str]]:
+    root = work_dir / "autotag"
+    root.mkdir(parents=True, exist_ok=True)
+    passes = tagger_passes(section)
+    tag_list = section.model_dir / MODEL_FILES[1]
+    characters = frozenset(name for name, category in read_tag_list(tag_list) if category == _CHARACTER)
+    with tempfile.TemporaryDirectory(prefix="run-", dir=root) as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        names: dict[str, Path] = {}
+        for n, image in enumerate(images):
+            suffix = image.suffix.lower()
+            name = f"{n:06d}{suffix if suffix in _LISTED_SUFFIXES else '.png'}"
+            _link(image, folder / name)
+            names[name] = image
+        runs = []
+        for n, tagger_pass in enumerate(passes):
+            # kohya's repo id is the folder's name; "wd14" keeps it free of "/" and of a download.
+            model = Path(tmp) / f"model-{n}" / "wd14"
+            model.mkdir(parents=True)
+            _link(section.model_dir / MODEL_FILES[0], model / MODEL_FILES[0], large=True)
+            text = tag_list.read_text(encoding="utf-8")
+            if tagger_pass.characters_as_general:
+                text = characters_as_general(text)
+            (model / MODEL_FILES[1]).write_text(text, encoding="utf-8")
+            output = Path(tmp) / f"tags-{n}.json"
+            argv = tagger_argv(section, tagger_pass, model, folder, output, sd_scripts, python)
+            runs.append(
+                _run_once(argv, Path(tmp), root / f"tagger-{n}.log", sd_scripts, output, names, on_line)
+            )
+    return {
+        image: combine([r[image] for r in runs], passes, characters, section.character_tags_first)
+        for image in images
+    }
+
+
+def _run_once(
+    argv: list[str],
+    cwd: Path,
+    log: Path,
+    sd_scripts: Path,
+    output: Path,
+    names: Mapping[str, Path],
+    on_line: Callable[[str], None] | None,
+) -> dict[Path, list[str]]:
+    from lorabuild.runner import run
+
+    result = run(argv, cwd, log, tagger_env(sd_scripts), on_line)
+    where = log.as_posix()
+    if result.interrupted:
+        raise AutotagError(f"tagging was interrupted; the log is in {where}")
+    if result.returncode != 0 or not output.is_file():
+        raise AutotagError(f"kohya's WD14 tagger stopped with exit status {result.returncode}; see {where}")
+    tags = read_output(output, names)
+    skipped = sorted(str(image) for image in names.values() if image not in tags)
+    if skipped:
+        raise AutotagError(f"kohya's WD14 tagger could not read {', '.join(skipped)}; see {where}")
+    return tags
+
+
+def _link(source: Path, dest: Path, large: bool = False) -> None:
+    """Hard-link ``source`` to ``dest``; else (another file system) a symbolic link for a
+    ``large`` file, else a copy."""
+    try:
+        os.link(source, dest)
+        return
+    except OSError:
+        pass
+    if large:
+        try:
+            os.symlink(os.path.abspath(source), dest)
+            return
+        except OSError:  # Windows without the symlink privilege
+            pass
+    shutil.copyfile(source, dest)
+
+
+def _load_cache(path: Path, key: str) -> dict[str, list[str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("settings") != key:
+        return {}
+    tags = data.get("tags")
+    if not isinstance(tags, dict):
+        return {}
+    return {str(k): [str(t) for t in v] for k, v in tags.items() if isinstance(v, list)}
+
+
+def _save_cache(path: Path, key: str, cache: Mapping[str, list[str]]) -> None:
+    from lorabuild.writer import write_atomic
+
+    document = {"version": CACHE_VERSION, "settings": key, "tags": dict(sorted(cache.items()))}
+    write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode())
