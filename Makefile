@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-train test lint typecheck pytest golden bench demo clean
+.PHONY: setup setup-train test lint typecheck pytest golden bench bench-train demo clean
 
 $(VENV)/.setup-test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ golden: setup
 
 bench: setup
 	$(PY) bench/bench_check.py
+	$(PY) bench/bench_prepare.py
+
+# Needs kohya's Python stack: lorabuild train against plain accelerate launch, and the no-op run.
+bench-train: setup-train
+	$(PY) bench/bench_train.py
 
 # The main job: train the shipped tutorial recipe end to end on the CPU with a generated model and dataset.
 demo: setup-train

@@ -39,10 +39,6 @@ def normalise(tag: str, style: str) -> str:
     return tag
 
 
-def _matches(tag: str, patterns: Sequence[str]) -> bool:
-    return _matcher(tuple(patterns))(tag)
-
-
 @functools.lru_cache(maxsize=256)
 def _matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     """One test for a set of exact tags and globs, built once: rules run for every caption."""
@@ -64,25 +60,62 @@ def apply_rules(tags: Sequence[str], rules: CaptionRules, trigger: str | None) -
     Patterns in ``remove`` and ``move_*`` are normalised with the same ``tag_style`` as the
     tags, so ``short hair`` and ``short_hair`` both match whatever style is chosen.
     """
-    style = rules.tag_style
-    out = [normalise(t, style) for t in tags]
-    replace = {normalise(k, style): normalise(v, style) for k, v in rules.replace.items()}
-    out = [replace.get(t, t) for t in out]
-    out = [t for t in out if t]
-    remove = [normalise(p, style) for p in rules.remove]
-    out = [t for t in out if not _matches(t, remove)]
-    if rules.dedupe:
-        out = list(dict.fromkeys(out))
-    front: list[str] = []
-    for pattern in (normalise(p, style) for p in rules.move_to_front):
-        front.extend(t for t in out if _matches(t, [pattern]) and t not in front)
-    end_patterns = [normalise(p, style) for p in rules.move_to_end]
-    end = [t for t in out if t not in front and _matches(t, end_patterns)]
-    middle = [t for t in out if t not in front and t not in end]
-    out = front + middle + end
-    if rules.prepend_trigger and trigger:
-        out = [trigger] + [t for t in out if t != trigger]
-    return out
+    return _editor(rules)(tags, trigger)
+
+
+class _Editor:
+    """``rules`` made ready once (patterns normalised and compiled): they run for every caption."""
+
+    def __init__(self, rules: CaptionRules):
+        style = self.style = rules.tag_style
+        self.replace = {normalise(k, style): normalise(v, style) for k, v in rules.replace.items()}
+        self.remove = _matcher(tuple(normalise(p, style) for p in rules.remove))
+        self.dedupe = rules.dedupe
+        self.front = [_matcher((normalise(p, style),)) for p in rules.move_to_front]
+        self.end = _matcher(tuple(normalise(p, style) for p in rules.move_to_end))
+        self.has_end = bool(rules.move_to_end)
+        self.prepend_trigger = rules.prepend_trigger
+
+    def __call__(self, tags: Sequence[str], trigger: str | None) -> list[str]:
+        style, replace, remove = self.style, self.replace, self.remove
+        if style == "keep":  # normalise() inlined for the common styles: it runs for every tag
+            normalised = [" ".join(t.split()) for t in tags]
+        elif style == "underscore":
+            normalised = [" ".join(t.split()).replace(" ", "_") for t in tags]
+        else:
+            normalised = [normalise(t, style) for t in tags]
+        out = []
+        for tag in normalised:  # replace -> drop empty -> remove, tag by tag
+            tag = replace.get(tag, tag)
+            if tag and not remove(tag):
+                out.append(tag)
+        if self.dedupe:
+            out = list(dict.fromkeys(out))
+        front: list[str] = []
+        for matches in self.front:
+            front.extend(t for t in out if matches(t) and t not in front)
+        if front or self.has_end:
+            end = [t for t in out if t not in front and self.end(t)] if self.has_end else []
+            middle = [t for t in out if t not in front and t not in end]
+            out = front + middle + end
+        if self.prepend_trigger and trigger:
+            out = [trigger] + [t for t in out if t != trigger]
+        return out
+
+
+# Editors by the id of their rules, which each entry keeps alive (so the id cannot be reused).
+_editors: dict[int, tuple[CaptionRules, _Editor]] = {}
+
+
+def _editor(rules: CaptionRules) -> _Editor:
+    known = _editors.get(id(rules))
+    if known is not None and known[0] is rules:
+        return known[1]
+    if len(_editors) >= 64:
+        _editors.clear()
+    editor = _Editor(rules)
+    _editors[id(rules)] = (rules, editor)
+    return editor
 
 
 def join_tags(tags: Iterable[str]) -> str:

@@ -103,10 +103,38 @@ def prepare(
     _echo_problems(checked.warnings)
     pipeline.compile_build(plan)
     report = pipeline.prepare(plan)
+    _echo_problems(list(report.problems))
     typer.echo(
         f"staged {plan.build_dir.as_posix()}/dataset: {report.linked} linked, {report.copied} copied, "
-        f"{report.unchanged} unchanged, {report.captions_written} captions written, {report.removed} removed"
+        f"{report.converted} converted, {report.unchanged} unchanged, {report.captions_written} captions "
+        f"written, {report.removed} removed; tags.csv {report.tags}"
     )
+
+
+@app.command()
+def tags(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    build_dir: BuildDirOpt = None,
+) -> None:
+    """Print each subset's tag frequencies before and after the caption rules (what to remove or fix)."""
+    from lorabuild import pipeline
+    from lorabuild.tags import tags_text
+
+    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
+    plan = pipeline.require_plan(checked)
+    _echo_problems(checked.warnings)
+    typer.echo(tags_text(plan))
+
+
+FreshOpt = Annotated[
+    bool, typer.Option("--fresh", help="Start training over instead of resuming from a saved state.")
+]
+
+
+def _outputs_line(name: str, outputs: tuple[str, ...]) -> str:
+    files = [f for f in outputs if not f.endswith("/")]
+    return f"{name}: {len(files)} LoRA file(s): " + ", ".join(files)
 
 
 @app.command()
@@ -115,17 +143,90 @@ def train(
     set_: SetOpt = None,
     build_dir: BuildDirOpt = None,
     strict: StrictOpt = False,
+    fresh: FreshOpt = False,
 ) -> None:
-    """Check, compile and stage the build, then train it with kohya."""
+    """Compile and stage the build when stale, then train it with kohya (resuming a stopped run).
+
+    Shows kohya's output with a progress line (epoch, step, loss, ETA) and tees it to
+    build/<name>/logs/train.log. Fails (exit 1) unless every expected file was saved; Ctrl-C
+    stops kohya cleanly (exit 130).
+    """
     from lorabuild import pipeline
 
     checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
     plan = pipeline.require_plan(checked, strict=strict)
     _echo_problems(checked.warnings)
-    pipeline.compile_build(plan)
-    pipeline.prepare(plan)
-    pipeline.train(plan)
-    typer.echo(f"trained {plan.name}: " + ", ".join(plan.outputs))
+    pipeline.run(checked, force_train=True, fresh=fresh, say=typer.echo)
+    typer.echo(f"trained {_outputs_line(plan.name, plan.outputs)}")
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    build_dir: BuildDirOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Bring the build up to date: compile, prepare and train, each only when its inputs changed.
+
+    Editing only [evaluate] retrains nothing; with nothing changed this finishes in about a
+    second. A stopped training resumes from its last saved state.
+    """
+    import time
+
+    from lorabuild import pipeline
+
+    start = time.perf_counter()
+    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
+    plan = pipeline.require_plan(checked, strict=strict)
+    _echo_problems(checked.warnings)
+    report = pipeline.run(checked, say=typer.echo)
+    took = time.perf_counter() - start
+    if any(s.ran for s in report.stages):
+        typer.echo(f"ok: {_outputs_line(plan.name, plan.outputs)} ({took:.1f} s)")
+    else:
+        typer.echo(f"ok: {plan.name} is up to date ({took:.2f} s)")
+
+
+@app.command()
+def doctor() -> None:
+    """Check this machine for training, with a fix for each problem found.
+
+    Looks at Python, torch and CUDA, xformers, bitsandbytes, accelerate and its config, kohya's
+    packages and the kohya checkout's commit. Exit status 1 when something would stop training.
+    """
+    from lorabuild.doctor import findings, format_findings, probe, train_pins
+    from lorabuild.settings import sd_scripts_dir
+
+    typer.echo(f"lorabuild doctor: probing {sys.executable} (importing torch takes a few seconds)")
+    items = findings(probe(), sd_scripts_dir(), train_pins())
+    typer.echo(format_findings(items))
+    failed = [i.name for i in items if i.status == "fail"]
+    if failed:
+        typer.echo(f"{len(failed)} problem(s) stop training here: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+    typer.echo("ok: ready to train")
+
+
+@app.command()
+def setup(
+    sd_scripts: Annotated[
+        Path,
+        typer.Option(
+            "--sd-scripts",
+            help="A local git clone of kohya-ss/sd-scripts that holds the pinned commit (no network needed).",
+        ),
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Replace what the kohya folder holds now.")] = False,
+) -> None:
+    """Install kohya sd-scripts at the pinned commit from a local clone, for machines without GitHub.
+
+    Checks the commit out into vendor/sd-scripts (or LORABUILD_SD_SCRIPTS) and verifies it.
+    """
+    from lorabuild.doctor import setup_sd_scripts
+    from lorabuild.settings import sd_scripts_dir
+
+    typer.echo(setup_sd_scripts(sd_scripts, sd_scripts_dir(), force=force))
 
 
 @app.command()

@@ -3,17 +3,30 @@
 This is the imperative shell around the pure core: :func:`gather` touches the disk (folder
 listings, image headers, caption files, the model header, which packages are installed) and
 returns frozen values; :mod:`lorabuild.rules` and :mod:`lorabuild.plan` only read them.
+
+Image facts are cached. The stage manifest (``build/<name>/dataset/.stage.json``, written by
+:mod:`lorabuild.stage`) records, for every staged image, the header facts and hashes of its
+source together with the source's :class:`FileKey`; :func:`gather` reuses a record when the
+source's size, mtime and inode are unchanged, so a check of an unchanged 10,000-image dataset
+costs a ``stat`` per image instead of a header parse (and, with ``images.duplicates = "near"``,
+a decode). Nothing here writes: a check with no stage yet simply probes everything.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
+from lorabuild import __version__
+from lorabuild.autotag import TaggerModel, autotag_sections, probe_model_dir
 from lorabuild.captions import CaptionFile, read_caption
+from lorabuild.imagefix import content_hash, dhash
 from lorabuild.images import ImageInfo, list_folder, probe_images, why_kohya_skips
 from lorabuild.modelfile import ModelInfo, probe_model
 from lorabuild.schema import Recipe
@@ -30,11 +43,93 @@ PACKAGES = (
     "dadaptation",
     "schedulefree",
     "transformers",
+    # kohya's WD14 tagger in --onnx mode ([captions.autotag]).
+    "onnx",
+    "onnxruntime",
 )
 
 # Files kohya itself leaves next to an image under its stem (cache_latents_to_disk writes
 # ``<stem>.npz``): never captions, so never a hint that caption_extension is wrong.
 _NOT_CAPTIONS = frozenset({".npz"})
+
+
+STAGE_MANIFEST = ".stage.json"
+"""The stage manifest's name inside ``build/<name>/dataset/`` (see the module docstring)."""
+
+PROBE_CACHE_VERSION = 1
+"""Bump when what a probe record holds, or how a probe reads a file, changes."""
+
+PROBE_FIELDS = (
+    "path",
+    "size",
+    "mtime_ns",
+    "inode",
+    "width",
+    "height",
+    "format",
+    "has_alpha",
+    "orientation",
+    "decoded_size",
+    "sha256",
+    "dhash",
+    "caption",
+    "caption_key",
+    "caption_text",
+)
+"""What a probe record holds, in order. Records are lists, not objects: the manifest of a
+10,000-image stage is read on every check, and JSON lists parse about twice as fast."""
+
+STAGED_FIELDS = ("how", "method", "staged")
+"""What the stage manifest records about a staged image before its probe record: how it was
+staged (``link``, ``copy`` or ``convert``), what decides its bytes (``link`` or the conversion's
+key) and the staged file's ``[size, mtime_ns, inode]``. :mod:`lorabuild.stage` writes them."""
+
+# Where each probe field sits in a manifest entry (the cache keeps whole entries, not copies).
+_R = {name: len(STAGED_FIELDS) + index for index, name in enumerate(PROBE_FIELDS)}
+
+
+class FileKey(NamedTuple):
+    """One version of a file as ``stat`` tells it: what lorabuild's caches are keyed by.
+
+    A file rewritten in place changes its size or mtime; one replaced through a rename (as
+    editors save) changes its inode. (A named tuple: one is made per file on every check.)
+    """
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileKey | None:
+        """The key of ``path`` now, or None when it cannot be read."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def as_list(self) -> list[int]:
+        """``[size, mtime_ns, inode]``, as the manifest stores it."""
+        return [self.size, self.mtime_ns, self.inode]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the caches, duplicate detection and the stage know about an image's files.
+
+    Attributes:
+        key: The image file's :class:`FileKey` when probed; None when it could not be read.
+        sha256: Content hash; computed only where another image has the same size (an exact
+            duplicate must), with ``images.duplicates`` on.
+        dhash: 64-bit perceptual hash (:func:`lorabuild.imagefix.dhash`), with
+            ``images.duplicates = "near"``.
+        caption_key: The caption file's key when it was read (None: no caption file).
+    """
+
+    key: FileKey | None = None
+    sha256: str | None = None
+    dhash: int | None = None
+    caption_key: FileKey | None = None
 
 
 @dataclass(frozen=True)
@@ -44,13 +139,16 @@ class SubsetFacts:
     Attributes:
         source: The folder.
         state: ``ok``, ``missing`` or ``not_a_folder``.
-        images: The images kohya would read (top level, supported extensions), sorted by name.
+        images: The images lorabuild stages, sorted by name: those kohya would read (top level,
+            supported extensions) and those it would skip but Pillow reads (``.gif``, ``.tif``,
+            ``.avif``, ``.Jpg`` on Linux…), which are staged under a name or in a format kohya reads.
         captions: The caption of each image (same order); ``path`` is None when missing.
         other_caption_files: Count of caption-like files per other extension (``.caption``,
             ``.tags``…) that sit next to an image under its stem.
-        skipped: Image-like files kohya ignores (``.gif``, ``.Jpg`` on Linux, ``.avif``…), each with
-            the reason and what to do.
+        skipped: Image-like files that are not staged (hidden files, formats Pillow cannot read
+            here), each with the reason and what to do.
         subfolders_with_images: Sub-folders holding images (the "No data found" layout).
+        fingerprints: Each image's :class:`Fingerprint` (same order as ``images``).
     """
 
     source: Path
@@ -60,6 +158,11 @@ class SubsetFacts:
     other_caption_files: Mapping[str, int] = field(default_factory=dict)
     skipped: tuple[tuple[Path, str], ...] = ()
     subfolders_with_images: tuple[str, ...] = ()
+    fingerprints: tuple[Fingerprint, ...] = ()
+
+    def fingerprint(self, index: int) -> Fingerprint:
+        """The fingerprint of ``images[index]`` (an empty one when none was taken)."""
+        return self.fingerprints[index] if index < len(self.fingerprints) else Fingerprint()
 
 
 @dataclass(frozen=True)
@@ -71,12 +174,14 @@ class Facts:
         subsets: One entry per ``dataset.subsets`` item.
         packages: Which of :data:`PACKAGES` are importable here.
         other_builds: Builds already in the build folder: output name -> recipe file that made it.
+        tagger_models: Each ``[captions.autotag]`` model folder and what it holds.
     """
 
     model: ModelInfo
     subsets: tuple[SubsetFacts, ...]
     packages: Mapping[str, bool]
     other_builds: Mapping[str, str] = field(default_factory=dict)
+    tagger_models: Mapping[Path, TaggerModel] = field(default_factory=dict)
 
     @property
     def training_stack(self) -> bool:
@@ -88,39 +193,318 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
     """Probe the model, every subset, the installed packages and the other builds for ``recipe``."""
     others = existing_builds(build_root) if build_root else {}
     mine = recipe_file.resolve()
+    cache = load_probe_cache(build_root / recipe.name / "dataset" / STAGE_MANIFEST) if build_root else {}
+    subsets = [probe_subset(s.source, s.caption_extension, cache) for s in recipe.dataset.subsets]
     return Facts(
         model=probe_model(recipe.model.base),
-        subsets=tuple(probe_subset(s.source, s.caption_extension) for s in recipe.dataset.subsets),
+        subsets=tuple(fingerprint_images(subsets, recipe.images.duplicates)),
         packages={name: importlib.util.find_spec(name) is not None for name in PACKAGES},
         other_builds={name: str(path) for name, path in others.items() if path != mine},
+        tagger_models={s.model_dir: probe_model_dir(s.model_dir) for _, s in autotag_sections(recipe)},
     )
 
 
-def probe_subset(source: Path, caption_extension: str) -> SubsetFacts:
-    """List ``source`` the way kohya does and read its image headers and captions."""
+def probe_subset(
+    source: Path, caption_extension: str, cache: Mapping[str, list[Any]] | None = None
+) -> SubsetFacts:
+    """List ``source`` the way kohya does and read its image headers and captions.
+
+    Args:
+        source: The subset's folder.
+        caption_extension: The subset's caption extension (with its dot).
+        cache: Probe records by absolute path (:func:`load_probe_cache`); a record is used for a
+            file whose :class:`FileKey` it matches, and its caption text for an unchanged caption.
+
+    Returns:
+        The folder's facts.
+    """
     if not source.exists():
         return SubsetFacts(source, "missing")
     if not source.is_dir():
         return SubsetFacts(source, "not_a_folder")
     listing = list_folder(source)
-    stems = {p.stem for p in listing.images}
+    # Names as strings from here on: for 10,000 images pathlib costs more than the stat calls.
+    prefix = os.path.join(os.path.abspath(source), "")
+    plain = (caption_extension, *_NOT_CAPTIONS)  # the bulk of other files; never images
+    reasons = {p.name: why_kohya_skips(p) for p in listing.optional_images}
+    reasons.update((p.name, why_kohya_skips(p)) for p in listing.other_files if not p.name.endswith(plain))
+    # Files kohya would skip but lorabuild can stage under a name or in a format kohya reads;
+    # hidden files stay out (they are usually an editor's or a tagger's leftovers).
+    candidates = [
+        p
+        for p in (*listing.optional_images, *listing.other_files)
+        if reasons.get(p.name) is not None and not p.name.startswith(".")
+    ]
+    paths = [*listing.images, *candidates]
+    names = [p.name for p in paths]
+    probed = _probe_cached(paths, names, prefix, cache or {})
+    staged: list[tuple[str, ImageInfo, Fingerprint, list[Any] | None]] = []
+    skipped: list[tuple[Path, str]] = []
+    for index, (name, item) in enumerate(zip(names, probed, strict=True)):
+        if index < len(listing.images) or item[0].problem is None:
+            staged.append((name, *item))
+        else:  # not an image Pillow reads here (or broken): kohya skips it and lorabuild cannot convert it
+            skipped.append((paths[index], reasons[name] or item[0].problem or ""))
+    if candidates:
+        staged.sort(key=lambda item: item[0])
+    staged_names = {item[0] for item in staged}
+    stems = {_stem(item[0]) for item in staged}
+    unstaged = {p for p, _ in skipped}
     others: dict[str, int] = {}
-    skipped: list[tuple[Path, str]] = [(p, why_kohya_skips(p) or "") for p in listing.optional_images]
     for path in listing.other_files:
-        reason = why_kohya_skips(path)
+        name = path.name
+        if name.endswith(plain) or name in staged_names:
+            continue
+        reason = reasons.get(name)
         if reason:
-            skipped.append((path, reason))
-        elif path.stem in stems and path.suffix not in (caption_extension, *_NOT_CAPTIONS):
+            if path not in unstaged:
+                skipped.append((path, reason))
+        elif _stem(name) in stems:
             others[path.suffix] = others.get(path.suffix, 0) + 1
+    captions: list[CaptionFile] = []
+    prints: list[Fingerprint] = []
+    for name, _info, fingerprint, record in staged:
+        caption_name = _stem(name) + caption_extension
+        caption, caption_key = _read_caption_cached(source / caption_name, caption_name, prefix, record)
+        captions.append(caption)
+        prints.append(
+            Fingerprint(fingerprint.key, fingerprint.sha256, fingerprint.dhash, caption_key)
+            if caption_key
+            else fingerprint
+        )
     return SubsetFacts(
         source=source,
         state="ok",
-        images=tuple(probe_images(listing.images)),
-        captions=tuple(read_caption(p.with_name(p.stem + caption_extension)) for p in listing.images),
+        images=tuple(item[1] for item in staged),
+        captions=tuple(captions),
         other_caption_files=dict(sorted(others.items())),
-        skipped=tuple(skipped),
+        skipped=tuple(sorted(skipped, key=lambda item: item[0].name)),
         subfolders_with_images=tuple(sorted(p.name for p in listing.subfolders if _has_images(p))),
+        fingerprints=tuple(prints),
     )
+
+
+def _stem(name: str) -> str:
+    """``Path(name).stem`` without building a Path."""
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def _read_caption_cached(
+    path: Path, name: str, prefix: str, record: list[Any] | None
+) -> tuple[CaptionFile, FileKey | None]:
+    """An image's caption file and its key; its text comes from ``record`` when the file is unchanged."""
+    key = FileKey.of(prefix + name)
+    if key is None:
+        return read_caption(path), None  # missing (or unreadable: read_caption says why)
+    if record is not None and record[_R["caption"]] == name and record[_R["caption_key"]] == key.as_list():
+        return CaptionFile(path, str(record[_R["caption_text"]])), key
+    caption = read_caption(path)
+    return caption, key if caption.path is not None and caption.problem is None else None
+
+
+def _probe_cached(
+    paths: Sequence[Path], names: Sequence[str], prefix: str, cache: Mapping[str, list[Any]]
+) -> list[tuple[ImageInfo, Fingerprint, list[Any] | None]]:
+    """Probe ``paths`` (named ``names`` in the folder ``prefix``), taking unchanged files' facts from ``cache``."""
+    results: list[tuple[ImageInfo, Fingerprint, list[Any] | None] | None] = []
+    keys: list[FileKey | None] = []
+    for path, name in zip(paths, names, strict=True):
+        full = prefix + name
+        key = FileKey.of(full)
+        keys.append(key)
+        record = cache.get(full) if key is not None else None
+        results.append(_from_record(path, key, record) if record is not None else None)
+    missing = [i for i, result in enumerate(results) if result is None]
+    for i, info in zip(missing, probe_images([paths[i] for i in missing]), strict=True):
+        results[i] = (info, Fingerprint(keys[i]), None)
+    return [result for result in results if result is not None]
+
+
+def probe_record(
+    info: ImageInfo, fingerprint: Fingerprint, caption: CaptionFile | None = None, path: str | None = None
+) -> list[Any] | None:
+    """The probe-cache record of an image (:data:`PROBE_FIELDS`), as the stage manifest keeps it.
+
+    None when the image is not cacheable (unread, or with a problem). The caption's text is kept
+    when it was read from a file, so that an unchanged caption is not read again. ``path`` is the
+    image's absolute path when the caller knows it.
+    """
+    key = fingerprint.key
+    if key is None or info.problem is not None:
+        return None
+    cached_caption = (
+        caption is not None
+        and caption.path is not None
+        and caption.problem is None
+        and fingerprint.caption_key
+    )
+    return [
+        path or os.path.abspath(info.path),
+        key.size,
+        key.mtime_ns,
+        key.inode,
+        info.width,
+        info.height,
+        info.format,
+        info.has_alpha,
+        info.orientation,
+        list(info.decoded_size) if info.decoded_size else None,
+        fingerprint.sha256,
+        fingerprint.dhash,
+        caption.path.name if cached_caption and caption and caption.path else None,
+        fingerprint.caption_key.as_list() if cached_caption and fingerprint.caption_key else None,
+        caption.text if cached_caption and caption else None,
+    ]
+
+
+def _from_record(
+    path: Path, key: FileKey | None, record: list[Any]
+) -> tuple[ImageInfo, Fingerprint, list[Any]] | None:
+    """An image's facts from its probe record, when the record is of this version of the file."""
+    try:
+        if key is None or record[_R["size"] : _R["inode"] + 1] != [key.size, key.mtime_ns, key.inode]:
+            return None
+        decoded = record[_R["decoded_size"]]
+        orientation = int(record[_R["orientation"]])
+        info = ImageInfo(
+            path=path,
+            width=int(record[_R["width"]]),
+            height=int(record[_R["height"]]),
+            format=str(record[_R["format"]]),
+            has_alpha=bool(record[_R["has_alpha"]]),
+            exif_transposed=orientation >= 5,
+            problem=None,
+            orientation=orientation,
+            decoded_size=(int(decoded[0]), int(decoded[1])) if decoded else None,
+        )
+        sha, hashed = record[_R["sha256"]], record[_R["dhash"]]
+        return (
+            info,
+            Fingerprint(
+                key, str(sha) if sha is not None else None, int(hashed) if hashed is not None else None
+            ),
+            record,
+        )
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+_manifests: dict[Path, tuple[tuple[int, int, int], dict[str, Any] | None]] = {}
+
+
+def read_stage_manifest(path: Path) -> dict[str, Any] | None:
+    """The stage manifest's document, or None when missing, unreadable or written by another version.
+
+    Parsed once per process for each version of the file (check and stage both read it).
+    """
+    key = FileKey.of(path)
+    if key is None:
+        return None
+    stamp = (key.size, key.mtime_ns, key.inode)
+    known = _manifests.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    try:
+        parsed = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        parsed = None
+    data: dict[str, Any] | None = parsed if isinstance(parsed, dict) else None
+    if data is not None and (
+        data.get("lorabuild_version") != __version__
+        or data.get("probe_version") != PROBE_CACHE_VERSION
+        or not isinstance(data.get("images"), dict)
+        or not isinstance(data.get("captions"), dict)
+    ):
+        data = None
+    _manifests.clear()  # one build at a time: keep only the latest
+    _manifests[path] = (stamp, data)
+    return data
+
+
+def load_probe_cache(manifest: Path) -> dict[str, list[Any]]:
+    """The image entries of a stage manifest, by absolute source path (empty when there is none)."""
+    data = read_stage_manifest(manifest)
+    if data is None:
+        return {}
+    column = len(STAGED_FIELDS)
+    records: dict[str, list[Any]] = {}
+    for entry in data["images"].values():
+        if (
+            isinstance(entry, list)
+            and len(entry) == column + len(PROBE_FIELDS)
+            and isinstance(entry[column], str)
+        ):
+            records[entry[column]] = entry
+    return records
+
+
+_T = TypeVar("_T")
+
+
+def _parallel(fn: Callable[[Path], _T], paths: Sequence[Path], threads: bool = True) -> list[_T]:
+    """``fn`` over ``paths`` on every core (Pillow and hashlib release the GIL while they work)."""
+    workers = os.cpu_count() or 1
+    if not threads or workers == 1 or len(paths) < 8:
+        return [fn(path) for path in paths]
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        return list(pool.map(fn, paths))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C stops after the files under way
+
+
+def _content_hash(path: Path) -> str | None:
+    try:
+        return content_hash(path)
+    except OSError:  # gone or unreadable since it was listed: the next check sees it
+        return None
+
+
+def fingerprint_images(subsets: Sequence[SubsetFacts], duplicates: str) -> list[SubsetFacts]:
+    """Add the hashes ``images.duplicates`` needs to every readable image's fingerprint.
+
+    ``exact`` hashes the contents of files that share their size with another image (files of a
+    unique size cannot be copies, so most datasets hash nothing); ``near`` adds a perceptual hash
+    of every image, which decodes it (a JPEG at 1/8 scale). Hashes already in the probe cache
+    are reused.
+    """
+    if duplicates == "off":
+        return list(subsets)
+    prints: dict[str, Fingerprint] = {}
+    paths: dict[str, Path] = {}
+    by_size: dict[int, list[str]] = {}
+    for sf in subsets:
+        for index, info in enumerate(sf.images):
+            fingerprint = sf.fingerprint(index)
+            name = str(info.path)
+            if info.problem is None and fingerprint.key is not None and name not in prints:
+                prints[name] = fingerprint
+                paths[name] = info.path
+                by_size.setdefault(fingerprint.key.size, []).append(name)
+    to_hash = [
+        name for group in by_size.values() if len(group) > 1 for name in group if prints[name].sha256 is None
+    ]
+    # Hashing a small file costs less than handing it to a thread; big files hash on every core.
+    sizes = [key.size for n in to_hash if (key := prints[n].key) is not None]
+    large = sum(sizes) > 256 * 1024 * len(sizes)  # more than 256 KiB a file on average
+    hashes = _parallel(_content_hash, [paths[n] for n in to_hash], threads=large)
+    for name, digest in zip(to_hash, hashes, strict=True):
+        prints[name] = replace(prints[name], sha256=digest)
+    to_dhash = [n for n, f in prints.items() if f.dhash is None] if duplicates == "near" else []
+    for name, value in zip(to_dhash, _parallel(dhash, [paths[n] for n in to_dhash]), strict=True):
+        prints[name] = replace(prints[name], dhash=value)
+    if not to_hash and not to_dhash:
+        return list(subsets)
+    return [
+        replace(
+            sf,
+            fingerprints=tuple(
+                prints.get(str(info.path), sf.fingerprint(index)) for index, info in enumerate(sf.images)
+            ),
+        )
+        for sf in subsets
+    ]
 
 
 def _has_images(folder: Path) -> bool:

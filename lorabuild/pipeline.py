@@ -1,7 +1,8 @@
 """The build pipeline, its stages in one place.
 
 recipe -> check (schema, facts, rules) -> plan -> render -> write -> stage dataset
-(-> train -> collect -> grid -> install, in later stages).
+-> train (and collect its outputs) (-> grid -> install, in later stages). :func:`run` runs them
+in that order, each only when its inputs changed.
 
 Each function here is one stage's public verb; the CLI calls them and prints what they return.
 """
@@ -15,14 +16,17 @@ from typing import TYPE_CHECKING
 
 from lorabuild.facts import Facts, gather
 from lorabuild.plan import Plan, build_plan
-from lorabuild.problems import LorabuildError, Problem, RecipeError, Severity, errors_of
+from lorabuild.problems import Problem, RecipeError, Severity, errors_of, format_problem
 from lorabuild.recipe import LoadedRecipe, load_recipe
 from lorabuild.rules import run_rules
 from lorabuild.settings import sd_scripts_dir
+from lorabuild.training import TrainingError as TrainingError  # re-exported: train() raises it
+from lorabuild.training import TrainingInterrupted as TrainingInterrupted
 
 if TYPE_CHECKING:
-    from lorabuild.runner import RunResult
     from lorabuild.stage import StageReport
+    from lorabuild.state import BuildLock
+    from lorabuild.training import TrainResult
     from lorabuild.writer import Written
 
 # Stages after the check import what they need when they run, so that `lorabuild check` loads
@@ -87,29 +91,133 @@ def prepare(plan: Plan) -> StageReport:
     return stage(plan)
 
 
-class TrainingError(LorabuildError):
-    """kohya did not produce what the plan expects."""
-
-
-def train(plan: Plan, on_line: Callable[[str], None] | None = None) -> RunResult:
+def train(
+    plan: Plan,
+    on_line: Callable[[str], None] | None = None,
+    *,
+    fresh: bool = False,
+    say: Callable[[str], None] | None = None,
+    lock: BuildLock | None = None,
+) -> TrainResult:
     """Run kohya for a compiled and staged build; fail unless every expected file exists.
 
-    kohya's exit status alone is not trusted: it exits 0 after "No data found".
+    kohya's exit status alone is not trusted: it exits 0 after "No data found". A run stopped
+    with its inputs unchanged resumes from its last saved state (see :mod:`lorabuild.training`).
     """
-    from lorabuild.runner import resolve_argv, run
+    from lorabuild import state, training
 
     sd_scripts = sd_scripts_dir()
-    argv = resolve_argv(plan.launch, sd_scripts)
-    # kohya records `git rev-parse HEAD` run inside its folder in every LoRA's metadata; where that
-    # folder is not a git checkout of its own, git would walk up and report lorabuild's commit.
-    env = {**dict(plan.launch.env), "GIT_CEILING_DIRECTORIES": str(sd_scripts.resolve().parent)}
-    result = run(argv, plan.build_dir, plan.build_dir / "logs" / "train.log", env, on_line)
-    log = result.log.as_posix()
-    if result.interrupted:
-        raise TrainingError(f"training was interrupted; the log is in {log}")
-    if result.returncode != 0:
-        raise TrainingError(f"kohya stopped with exit status {result.returncode}; see {log}")
-    missing = [f for f in plan.outputs if not (plan.build_dir / f).exists()]
-    if missing:
-        raise TrainingError(f"kohya exited without saving {', '.join(missing)}; see {log}")
-    return result
+    digests = state.Digests(plan.build_dir)
+    key = state.train_key(plan, state.staged_dataset_digest(plan, digests), sd_scripts)
+    digests.save()
+    return training.train(plan, key, sd_scripts, on_line=on_line, say=say, fresh=fresh, lock=lock)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What one stage of :func:`run` did.
+
+    Attributes:
+        stage: The stage's name.
+        ran: False when it was up to date.
+        summary: One line for the user.
+    """
+
+    stage: str
+    ran: bool
+    summary: str
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What :func:`run` did, stage by stage, and the training it ran (if any)."""
+
+    stages: tuple[StageOutcome, ...]
+    trained: TrainResult | None
+
+
+def run(
+    checked: Checked,
+    *,
+    force_train: bool = False,
+    fresh: bool = False,
+    say: Callable[[str], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> RunReport:
+    """Bring a checked build up to date: compile -> prepare -> train (later: grid, install).
+
+    Holding the build's lock, each stage runs only when the inputs it reads changed since it
+    last finished (:mod:`lorabuild.state`): compiling rewrites only files whose bytes change;
+    staging runs when the images, captions or caption rules changed; training when what the
+    weights depend on changed (not, say, the ``[evaluate]`` table), or when its files are gone.
+
+    Args:
+        checked: A check without errors.
+        force_train: Train even when up to date (``lorabuild train``).
+        fresh: Do not resume from a saved state.
+        say: Receives a line per stage as it finishes, and lorabuild's notes.
+        on_line: Receives kohya's output instead of the progress display.
+
+    Raises:
+        RecipeError: When the check found errors.
+        BuildLocked: When another lorabuild works on the same build.
+        TrainingError: When training failed.
+    """
+    from lorabuild import state
+
+    plan = require_plan(checked)
+    tell = say or (lambda text: None)
+    outcomes: list[StageOutcome] = []
+
+    def done(stage: str, ran: bool, summary: str) -> None:
+        outcomes.append(StageOutcome(stage, ran, summary))
+        tell(f"{stage:<8} {summary}")
+
+    build = plan.build_dir
+    with state.build_lock(build) as lock:
+        changed = [w for w in compile_build(plan) if w.action != "identical"]
+        done(
+            "compile",
+            bool(changed),
+            ("wrote " + ", ".join(w.path.name for w in changed)) if changed else "up to date",
+        )
+
+        stamps = state.load_stamps(build)
+        digests = state.Digests(build)
+        prepare_key = state.prepare_key(
+            plan, digests, checked.loaded.section_hash("dataset", "captions", "images")
+        )
+        staged = all((build / "dataset" / s.folder).is_dir() for s in plan.subsets)
+        if staged and state.is_done(stamps.get("prepare"), prepare_key):
+            done("prepare", False, "up to date")
+        else:
+            report = prepare(plan)
+            for problem in report.problems:
+                tell(format_problem(problem))
+            state.save_stamp(build, "prepare", state.Stamp(prepare_key, "done"))
+            images = sum(len(s.images) for s in plan.subsets)
+            done(
+                "prepare",
+                True,
+                f"staged {images} image(s): {report.linked} linked, {report.copied} copied, "
+                f"{report.converted} converted, {report.unchanged} unchanged, "
+                f"{report.captions_written} caption(s) written",
+            )
+
+        sd_scripts = sd_scripts_dir()
+        train_key = state.train_key(plan, state.staged_dataset_digest(plan, digests), sd_scripts)
+        digests.save()
+        outputs_there = all((build / f.rstrip("/")).exists() for f in plan.outputs)
+        trained = None
+        if not force_train and outputs_there and state.is_done(stamps.get("train"), train_key):
+            done("train", False, "up to date")
+        else:
+            from lorabuild import training
+            from lorabuild.progress import format_duration
+
+            trained = training.train(
+                plan, train_key, sd_scripts, on_line=on_line, say=tell, fresh=fresh, lock=lock
+            )
+            how = f"resumed after epoch {trained.resumed_from.epoch}, " if trained.resumed_from else ""
+            done("train", True, f"{how}done in {format_duration(trained.seconds)}")
+    return RunReport(tuple(outcomes), trained)

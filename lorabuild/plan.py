@@ -10,19 +10,23 @@ training will save. It does no I/O; rendering and writing live in :mod:`lorabuil
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lorabuild import KOHYA_COMMIT, __version__
 from lorabuild.buckets import BucketSettings, batches_per_epoch, bucket_for, total_steps
-from lorabuild.captions import apply_rules, join_tags, split_tags
-from lorabuild.facts import Facts
+from lorabuild.captions import CaptionFile, apply_rules, join_tags, split_tags
+from lorabuild.facts import Facts, Fingerprint
+from lorabuild.imagefix import Conversion, plan_conversion, staged_image_names
+from lorabuild.images import ImageInfo
 from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec
 from lorabuild.recipe import LoadedRecipe
-from lorabuild.schema import Recipe
+from lorabuild.schema import ImagesSection, Recipe
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -50,9 +54,19 @@ class StagedImage:
     Attributes:
         source: The user's image file (never modified).
         name: File name inside the staged folder.
-        size: (width, height) as kohya reads it.
+        size: (width, height) as kohya reads the staged file (a converted copy's own size: an
+            EXIF-rotated photo's sides are swapped).
         bucket: The (width, height) bucket kohya will put it in.
         caption: The staged caption text, after the rules.
+        source_caption: The caption before the rules: the caption file's text (or what an
+            auto-tagger gave, see :func:`with_raw_captions`).
+        conversion: How the staged copy is converted; None when it is a link to the source (a
+            copy where the file system cannot link).
+        fingerprint: The source file's identity and hashes when it was probed (the stage
+            manifest records it, so that unchanged files are neither re-probed nor re-staged).
+        info: The source's header facts (recorded in the stage manifest for the next check).
+        caption_file: The caption file as read (its text is recorded in the stage manifest, so
+            that the next check does not read an unchanged caption again).
     """
 
     source: Path
@@ -60,6 +74,16 @@ class StagedImage:
     size: tuple[int, int]
     bucket: tuple[int, int]
     caption: str
+    source_caption: str = ""
+    conversion: Conversion | None = None
+    fingerprint: Fingerprint | None = None
+    info: ImageInfo | None = None
+    caption_file: CaptionFile | None = None
+
+    @property
+    def how(self) -> str:
+        """``link`` (a hard link, or a copy across file systems) or ``convert``."""
+        return "link" if self.conversion is None else "convert"
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,8 @@ class Plan:
         dataset_config: kohya ``--dataset_config`` document.
         sample_prompts: Text of ``sample_prompts.txt``.
         launch: The command that trains.
+        on_bad_image: ``images.on_bad_image``: what staging does with an image that fails to
+            convert (``error`` or ``skip``).
     """
 
     name: str
@@ -112,6 +138,7 @@ class Plan:
     dataset_config: dict[str, Any]
     sample_prompts: str
     launch: LaunchSpec
+    on_bad_image: str = "error"
 
     @property
     def steps_per_epoch(self) -> int:
@@ -230,31 +257,83 @@ def plan_subsets(recipe: Recipe, facts: Facts) -> tuple[SubsetPlan, ...]:
     return result
 
 
+def bad_image(info: ImageInfo, settings: ImagesSection) -> str | None:
+    """Why an image cannot be trained on (it does not decode, or is below ``images.min_side``), or None."""
+    if info.problem:
+        return info.problem
+    width, height = info.pixel_size
+    if settings.min_side and min(width, height) < settings.min_side:
+        return (
+            f"is {width}x{height}, smaller than images.min_side ({settings.min_side}) on its shorter side: "
+            "replace it with a larger image or delete it"
+        )
+    return None
+
+
+# Datasets repeat a handful of sizes many times: kohya's bucket choice is worked out once per size.
+_bucket_for = functools.lru_cache(maxsize=4096)(bucket_for)
+
+
 def _plan_subsets(recipe: Recipe, facts: Facts) -> tuple[SubsetPlan, ...]:
     settings = bucket_settings(recipe)
     folders = staged_folder_names(recipe)
     plans = []
     for i, (subset, sfacts) in enumerate(zip(recipe.dataset.subsets, facts.subsets, strict=True)):
+        kept = [
+            (info, caption, sfacts.fingerprint(n), plan_conversion(info, recipe.images))
+            for n, (info, caption) in enumerate(zip(sfacts.images, sfacts.captions, strict=True))
+            if bad_image(info, recipe.images) is None
+        ]
+        names = staged_image_names([k[0] for k in kept], [k[3] for k in kept])
         images = []
-        for info, caption in zip(sfacts.images, sfacts.captions, strict=True):
-            if info.problem:
-                continue
-            size = (info.width, info.height)
+        for name, (info, caption, fingerprint, conversion) in zip(names, kept, strict=True):
+            size = conversion.size if conversion else (info.width, info.height)
             images.append(
                 StagedImage(
                     source=info.path,
-                    name=info.path.name,
+                    name=name,
                     size=size,
-                    bucket=bucket_for(settings, *size),
+                    bucket=_bucket_for(settings, *size),
                     caption=staged_caption(recipe, i, caption.text),
+                    source_caption=caption.text,
+                    conversion=conversion,
+                    fingerprint=fingerprint,
+                    info=info,
+                    caption_file=caption,
                 )
             )
+        # kohya lists the staged folder sorted by name: the order it cycles regularisation
+        # images in and splits validation images by.
+        images.sort(key=lambda image: image.name)
         plans.append(
             SubsetPlan(
                 i, subset.source, folders[i], subset.trigger, subset.repeats, subset.is_reg, tuple(images)
             )
         )
     return tuple(plans)
+
+
+def with_raw_captions(plan: Plan, recipe: Recipe, raw: Mapping[Path, str]) -> Plan:
+    """The plan with new captions, before the rules, for some images (by source path).
+
+    The hook for a caption source other than the caption files, such as an auto-tagger: the
+    rules run on ``raw`` exactly as on a caption file's text, and :func:`lorabuild.stage.stage`
+    then writes what changed.
+    """
+    subsets = []
+    for subset in plan.subsets:
+        images = tuple(
+            replace(
+                image,
+                source_caption=raw[image.source],
+                caption=staged_caption(recipe, subset.index, raw[image.source]),
+            )
+            if image.source in raw
+            else image
+            for image in subset.images
+        )
+        subsets.append(replace(subset, images=images))
+    return replace(plan, subsets=tuple(subsets))
 
 
 def epoch_bucket_counts(subsets: tuple[SubsetPlan, ...]) -> Counter[tuple[int, int]]:
@@ -287,19 +366,32 @@ def epoch_bucket_counts(subsets: tuple[SubsetPlan, ...]) -> Counter[tuple[int, i
     return counts
 
 
+def saved_epochs(epochs: int, save_every_n_epochs: int | None) -> list[int]:
+    """The epochs whose LoRA file a run keeps: every Nth, and always the last."""
+    every = save_every_n_epochs or epochs
+    return [e for e in range(1, epochs) if e % every == 0] + [epochs]
+
+
+def epoch_file(name: str, epoch: int, ext: str) -> str:
+    """An epoch's LoRA file as kohya names intermediate saves: ``output/NAME-0000EE.ext``."""
+    return f"output/{name}-{epoch:06d}.{ext}"
+
+
 def expected_outputs(recipe: Recipe) -> tuple[str, ...]:
-    """Files kohya saves: ``NAME-0000EE.ext`` for intermediate saves and ``NAME.ext`` at the end."""
+    """Files a training run leaves, relative to the build folder.
+
+    Every saved epoch as ``NAME-0000EE.ext``, the last included: kohya saves the last epoch only
+    as ``NAME.ext``, and ``lorabuild train`` links it to its numbered name once training
+    succeeded, so both names are listed. With ``save_state``, each intermediate save's state
+    folder (what a resume starts from) and the final state.
+    """
     t = recipe.training
     ext = t.save_model_as
-    files = []
-    if t.save_every_n_epochs:
-        for epoch in range(1, t.epochs):
-            if epoch % t.save_every_n_epochs == 0:
-                files.append(f"output/{recipe.name}-{epoch:06d}.{ext}")
-                if t.save_state:
-                    files.append(f"output/{recipe.name}-{epoch:06d}-state/")
+    epochs = saved_epochs(t.epochs, t.save_every_n_epochs)
+    files = [epoch_file(recipe.name, e, ext) for e in epochs]
     files.append(f"output/{recipe.name}.{ext}")
     if t.save_state:
+        files.extend(f"output/{recipe.name}-{e:06d}-state/" for e in epochs[:-1])
         files.append(f"output/{recipe.name}-state/")
     return tuple(files)
 
@@ -330,6 +422,7 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path) -> Plan:
         dataset_config=kohya_dataset_config(recipe, subsets),
         sample_prompts=sample_prompts(recipe),
         launch=launch_spec(recipe, script),
+        on_bad_image=recipe.images.on_bad_image,
     )
 
 
@@ -430,7 +523,9 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
                 "save_state": t.save_state,
             }
         ),
-        "logging": {"logging_dir": "logs", "log_prefix": recipe.name + "_"},
+        # console_log_simple: plain, unwrapped log lines on stdout (kohya's rich handler wraps them
+        # at 80 columns when not on a terminal), so lorabuild can read them (KOHYA.md section 9).
+        "logging": {"logging_dir": "logs", "log_prefix": recipe.name + "_", "console_log_simple": True},
         "sampling": _drop_none(
             {
                 "sample_prompts": "sample_prompts.txt" if e.sample_every_n_epochs and e.prompts else None,

@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lorabuild import kohya_options
+from lorabuild.autotag import MODEL_FILES, autotag_sections
 from lorabuild.buckets import adjusted_settings
 from lorabuild.captions import normalise, split_tags
 from lorabuild.facts import Facts
+from lorabuild.imagefix import near_duplicates
 from lorabuild.plan import (
     NETWORK_MODULES,
     SCRIPTS,
+    bad_image,
     bucket_settings,
     epoch_bucket_counts,
     family_of,
@@ -245,7 +248,99 @@ def image_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     for sf in facts.subsets:
         for info in sf.images:
             if info.problem:
-                yield error(str(info.path), info.problem)
+                yield _bad_image_problem(recipe, str(info.path), info.problem)
+
+
+def _bad_image_problem(recipe: Recipe, key: str, reason: str) -> Problem:
+    """An error, or with ``images.on_bad_image = "skip"`` a warning that the image is left out."""
+    if recipe.images.on_bad_image == "skip":
+        return warning(key, f'left out of the stage (images.on_bad_image = "skip"): {reason}')
+    return error(key, reason)
+
+
+@rule
+def image_min_side(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Images below ``images.min_side``: kohya would upscale them into their bucket, blurred."""
+    if not recipe.images.min_side:
+        return
+    for sf in facts.subsets:
+        for info in sf.images:
+            reason = None if info.problem else bad_image(info, recipe.images)
+            if reason:
+                yield _bad_image_problem(recipe, str(info.path), reason)
+
+
+@rule
+def every_image_left_out(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A subset whose every image is skipped would stage nothing (kohya: "No data found")."""
+    if recipe.images.on_bad_image != "skip":
+        return  # every bad image is an error already
+    for i, (sf, planned) in enumerate(zip(facts.subsets, plan_subsets(recipe, facts), strict=True)):
+        if sf.images and not planned.images:
+            yield error(
+                f"dataset.subsets[{i}].source",
+                f'all {len(sf.images)} image(s) are left out of the stage (images.on_bad_image = "skip"), so kohya '
+                "would find no data: fix or replace them (see the warnings above)",
+            )
+
+
+# Beyond this many duplicates of one kind, one line counts the rest (a scraped folder can hold thousands).
+DUPLICATES_SHOWN = 20
+
+
+@rule
+def duplicate_images(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """The same picture twice is trained twice as often as the others (``images.duplicates``)."""
+    mode = recipe.images.duplicates
+    if mode == "off":
+        return
+    near = mode == "near"
+    seen: set[str] = set()
+    images = []
+    for sf in facts.subsets:
+        for index, info in enumerate(sf.images):
+            fingerprint = sf.fingerprint(index)
+            # Only hashed images can be duplicates: with "exact", those that share their size.
+            if info.problem is None and (near or fingerprint.sha256) and str(info.path) not in seen:
+                seen.add(str(info.path))
+                images.append((info.path, fingerprint))
+    first: dict[str, Path] = {}
+    exact: list[tuple[int, Path]] = []
+    for index, (path, fingerprint) in enumerate(images):
+        if fingerprint.sha256 is not None:
+            original = first.setdefault(fingerprint.sha256, path)
+            if original != path:
+                exact.append((index, original))
+    for index, original in exact[:DUPLICATES_SHOWN]:
+        yield warning(
+            str(images[index][0]),
+            f"is an exact copy of {original}: delete one (a duplicate is trained twice as often as the "
+            'other images), or set images.duplicates = "off"',
+        )
+    if len(exact) > DUPLICATES_SHOWN:
+        yield warning(
+            "images.duplicates",
+            f"{len(exact) - DUPLICATES_SHOWN} more image(s) are exact copies of others: delete them",
+        )
+    if not near:
+        return
+    # Exact copies are reported above; comparing them again would only repeat it.
+    copies = {index for index, _ in exact}
+    hashes = [None if i in copies else fingerprint.dhash for i, (_, fingerprint) in enumerate(images)]
+    alike = near_duplicates(hashes, recipe.images.near_distance)
+    for index, match in alike[:DUPLICATES_SHOWN]:
+        bits = ((hashes[index] or 0) ^ (hashes[match] or 0)).bit_count()
+        yield warning(
+            str(images[index][0]),
+            f"looks almost the same as {images[match][0]} ({bits} of 64 perceptual-hash bits differ): "
+            "delete one unless both are wanted (images.near_distance sets how alike is too alike)",
+        )
+    if len(alike) > DUPLICATES_SHOWN:
+        yield warning(
+            "images.duplicates",
+            f"{len(alike) - DUPLICATES_SHOWN} more image(s) look almost the same as others: delete the ones "
+            "you do not want, or lower images.near_distance",
+        )
 
 
 @rule
@@ -331,20 +426,20 @@ def image_fits_without_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem
     if ds.enable_bucket:
         return
     width, height = ds.resolution
-    for sf in facts.subsets:
-        for info in sf.images:
-            if info.problem:
-                continue
-            if info.width < width or info.height < height:
+    # The staged sizes: an EXIF-rotated photo is staged upright, its sides swapped.
+    for subset in plan_subsets(recipe, facts):
+        for image in subset.images:
+            w, h = image.size
+            if w < width or h < height:
                 yield error(
-                    str(info.path),
-                    f"is {info.width}x{info.height}, smaller than the resolution "
+                    str(image.source),
+                    f"is {w}x{h}, smaller than the resolution "
                     f"{width}x{height} while dataset.enable_bucket is false (kohya: image size is small)",
                 )
-            elif (info.width > width or info.height > height) and not ds.random_crop:
+            elif (w > width or h > height) and not ds.random_crop:
                 yield error(
-                    str(info.path),
-                    f"is {info.width}x{info.height}, larger than {width}x{height} "
+                    str(image.source),
+                    f"is {w}x{h}, larger than {width}x{height} "
                     "with buckets off: set dataset.enable_bucket = true or resize it",
                 )
 
@@ -670,6 +765,13 @@ MODELLED = {
     "caption_dropout_rate": "dataset.caption_dropout_rate", "caption_tag_dropout_rate": "dataset.caption_tag_dropout_rate",
     "validation_split": "dataset.validation_split", "validation_seed": "dataset.validation_seed",
     "dataset_repeats": "dataset.subsets[].repeats",
+    # Managed by lorabuild itself: resume, log format and the recipe hash, and kohya's file rotation
+    # (which would delete epoch files lorabuild checks for).
+    "resume": "(lorabuild train resumes by itself)", "initial_epoch": "(lorabuild train resumes by itself)",
+    "initial_step": "(lorabuild train resumes by itself)", "skip_until_initial_step": "(lorabuild train resumes by itself)",
+    "console_log_simple": "(compiled by lorabuild)", "console_log_file": "(compiled by lorabuild)",
+    "console_log_level": "(compiled by lorabuild)", "training_comment": "(compiled by lorabuild)",
+    "save_last_n_epochs": "(lorabuild keeps every epoch)", "save_last_n_epochs_state": "(lorabuild keeps every epoch)",
 }  # fmt: skip
 
 
@@ -680,7 +782,11 @@ def kohya_passthrough(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     for name, value in recipe.kohya.items():
         key = f"kohya.{name}"
         if name in MODELLED:
-            yield error(key, f"is set by the recipe as {MODELLED[name]}: set it there instead")
+            where = MODELLED[name]
+            if where.startswith("("):
+                yield error(key, f"is managed by lorabuild {where}: remove it from [kohya]")
+            else:
+                yield error(key, f"is set by the recipe as {where}: set it there instead")
             continue
         message = kohya_options.check_config_value(script, name, value)
         if message:
@@ -703,13 +809,52 @@ def other_builds(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 def remove_patterns_match(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """A ``captions.remove`` pattern that matches no tag is probably misspelt."""
     style = recipe.captions.tag_style
-    tags: set[str] = set()
+    written: set[str] = set()
     for sf in facts.subsets:
         for c in sf.captions:
-            tags.update(normalise(t, style) for t in split_tags(c.text))
+            written.update(split_tags(c.text))
+    tags = {normalise(t, style) for t in written}  # once per distinct tag, not per caption
     if not tags:
         return
     for i, pattern in enumerate(recipe.captions.remove):
         wanted = normalise(pattern, style)
         if not any(fnmatch.fnmatchcase(t, wanted) for t in tags):
             yield warning(f"captions.remove[{i}]", f'"{pattern}" matches no tag in any caption')
+
+
+# --- auto-tagging ------------------------------------------------------------------------------
+
+
+@rule
+def tagger_model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's WD14 tagger downloads a missing model folder and stops on an incomplete one."""
+    for key, section in autotag_sections(recipe):
+        model = facts.tagger_models.get(section.model_dir)
+        if model is None or not model.missing:
+            continue
+        if not model.exists:
+            yield error(
+                f"{key}.model_dir",
+                f"folder not found: {model.path}: put a WD14 tagger's {' and '.join(MODEL_FILES)} in it "
+                "(from a SmilingWolf wd-*-tagger repository; lorabuild never downloads)",
+            )
+        else:
+            yield error(
+                f"{key}.model_dir",
+                f"{model.path} has no {' or '.join(model.missing)}: kohya's WD14 tagger needs "
+                f"{' and '.join(MODEL_FILES)} there (lorabuild never downloads)",
+            )
+
+
+@rule
+def tagger_packages(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's tagger imports onnx and onnxruntime in --onnx mode (ModuleNotFoundError otherwise)."""
+    sections = autotag_sections(recipe)
+    missing = [name for name in ("onnx", "onnxruntime") if not facts.packages.get(name)]
+    if sections and missing and facts.training_stack:
+        names = " and ".join(missing)
+        yield error(
+            sections[0][0],
+            f"kohya's WD14 tagger needs {names}, which {'is' if len(missing) == 1 else 'are'} not "
+            f"installed: pip install {' '.join(missing)}",
+        )

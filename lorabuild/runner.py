@@ -1,21 +1,38 @@
 """The one place lorabuild starts processes.
 
 Commands are argv lists (never shell strings). Output is streamed line by line — kohya's tqdm
-bars end in carriage returns, so ``\\r`` ends a line as well as ``\\n`` — to the console and
-teed to a log file. Ctrl-C is forwarded to the child, which gets the chance to stop cleanly.
+bars end in carriage returns, so ``\\r`` ends a line as well as ``\\n`` — to a callback and teed,
+byte for byte, to a log file.
+
+Stopping: the child runs in a process group of its own, because ``accelerate launch`` starts
+kohya as a grandchild and does not pass signals on; signalling only the direct child would leave
+kohya training as an orphan. Ctrl-C (SIGINT), SIGTERM and SIGHUP sent to lorabuild are forwarded
+to the whole group; its output keeps being read (and logged) while it stops, and if it has not
+stopped after ``grace`` seconds, or a second signal arrives, the group is killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import IO, Any
 
 from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec
+
+# How long a stopping child may take before it is killed.
+DEFAULT_GRACE = 30.0
+
+# Signals lorabuild forwards to its child instead of dying at once.
+_FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @dataclass(frozen=True)
@@ -24,13 +41,34 @@ class RunResult:
 
     Attributes:
         returncode: Its exit status (negative: killed by that signal).
-        interrupted: The user pressed Ctrl-C.
+        interrupted: lorabuild was asked to stop (Ctrl-C, SIGTERM) and stopped the process.
         log: Where the whole output was written.
+        signal: The signal that stopped lorabuild, when interrupted.
+        seconds: Wall time from start to exit.
     """
 
     returncode: int
     interrupted: bool
     log: Path
+    signal: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Captured:
+    """A short command's exit status and output (see :func:`capture`)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class _Interrupt(BaseException):
+    """Raised in the main thread by the forwarding signal handlers."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def resolve_argv(spec: LaunchSpec, sd_scripts: Path, python: str = sys.executable) -> list[str]:
@@ -52,6 +90,9 @@ def run(
     log: Path,
     env: Mapping[str, str] | None = None,
     on_line: Callable[[str], None] | None = None,
+    *,
+    grace: float = DEFAULT_GRACE,
+    on_start: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Run ``argv`` in ``cwd``, streaming its combined output to ``on_line`` and to ``log``.
 
@@ -61,12 +102,20 @@ def run(
         log: File that receives everything the process prints (created or truncated).
         env: Extra environment variables.
         on_line: Called with each line (without its ending); default prints to stdout.
+        grace: Seconds a child may take to stop after a forwarded signal before it is killed.
+        on_start: Called with the child's process id once it runs.
+
+    Returns:
+        How the process ended. A Ctrl-C or SIGTERM does not raise: the result says
+        ``interrupted`` and which signal it was.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     emit = on_line or (lambda line: print(line, flush=True))
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    interrupted = False
-    with log.open("wb") as sink:
+    stop_signal: int | None = None
+    killer: threading.Timer | None = None
+    start = time.monotonic()
+    with log.open("wb") as sink, _forwarding_signals():
         process = subprocess.Popen(
             list(argv),
             cwd=cwd,
@@ -74,43 +123,150 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            **_own_group(),
         )
         assert process.stdout is not None
+        pump = _LinePump(process.stdout, sink, emit)
         try:
-            _pump(process.stdout, sink, emit)
+            if on_start is not None:
+                on_start(process.pid)
+            while True:
+                try:
+                    pump.drain()
+                    process.wait()
+                    break
+                except _Interrupt as exc:
+                    if stop_signal is None:
+                        stop_signal = exc.signum
+                        _signal_group(process, exc.signum)
+                        killer = threading.Timer(grace, _kill_group, (process,))
+                        killer.daemon = True
+                        killer.start()
+                    else:  # asked twice: stop now
+                        _kill_group(process)
+        except _Interrupt as exc:  # a signal landed outside the loop's own handler
+            stop_signal = stop_signal or exc.signum
+            _kill_group(process)
             process.wait()
-        except KeyboardInterrupt:
-            interrupted = True
-            _stop(process)
-            _pump(process.stdout, sink, emit)
-    return RunResult(process.returncode, interrupted, log)
+        except BaseException:
+            _kill_group(process)  # never leave a trainer running behind an error of ours
+            process.wait()
+            raise
+        finally:
+            if killer is not None:
+                killer.cancel()
+    return RunResult(process.returncode, stop_signal is not None, log, stop_signal, time.monotonic() - start)
 
 
-def _pump(stream: object, sink: object, emit: Callable[[str], None]) -> None:
-    """Copy ``stream`` to ``sink`` and emit each ``\\n``- or ``\\r``-terminated line."""
-    read = stream.read1 if hasattr(stream, "read1") else stream.read  # type: ignore[attr-defined]
-    write = sink.write  # type: ignore[attr-defined]
-    pending = b""
-    while True:
-        chunk = read(65536)
-        if not chunk:
-            break
-        write(chunk)
-        pending += chunk
-        *lines, pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-        for line in lines:
-            emit(line.decode("utf-8", "replace"))
-    if pending:
-        emit(pending.decode("utf-8", "replace"))
+def capture(argv: Sequence[str], timeout: float = 60.0, cwd: Path | None = None) -> Captured:
+    """Run a short command to completion and return its output (for probes such as ``doctor``).
+
+    A command that cannot be started, or runs past ``timeout``, comes back with exit status 127
+    or 124 and the reason in ``stderr``.
+    """
+    try:
+        done = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        return Captured(127, "", f"{argv[0]}: {exc.strerror}")
+    except subprocess.TimeoutExpired:
+        return Captured(124, "", f"{argv[0]} did not finish within {timeout:g} s")
+    return Captured(
+        done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+    )
 
 
-def _stop(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
-    """Ask the child to stop (SIGINT / CTRL_BREAK), then kill it if it does not within ``grace`` s."""
-    if process.poll() is not None:
+class _LinePump:
+    """Copies a stream to a sink and emits each ``\\n``- or ``\\r``-terminated line.
+
+    Its state survives an exception raised while it reads, so reading can go on afterwards.
+    """
+
+    def __init__(self, stream: IO[bytes], sink: IO[bytes], emit: Callable[[str], None]):
+        self._read = getattr(stream, "read1", stream.read)
+        self._sink = sink
+        self._emit = emit
+        self._pending = b""
+
+    def drain(self) -> None:
+        """Read until end of file."""
+        while True:
+            chunk = self._read(65536)
+            if not chunk:
+                break
+            self._sink.write(chunk)
+            self._sink.flush()
+            self._pending += chunk
+            # A "\r\n" split across two reads would look like "\r" then "\n": hold a trailing "\r".
+            complete, held = (
+                (self._pending[:-1], b"\r") if self._pending.endswith(b"\r") else (self._pending, b"")
+            )
+            *lines, rest = complete.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+            self._pending = rest + held
+            for line in lines:
+                self._emit(line.decode("utf-8", "replace"))
+        rest, self._pending = self._pending.rstrip(b"\r"), b""
+        if rest:
+            self._emit(rest.decode("utf-8", "replace"))
+
+
+@contextlib.contextmanager
+def _forwarding_signals() -> Iterator[None]:
+    """While running a child, turn SIGINT/SIGTERM/SIGHUP into :class:`_Interrupt` in this thread.
+
+    Outside the main thread handlers cannot be installed; the child then only stops by itself.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupt(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for signum in _FORWARDED:
+            previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _own_group() -> dict[str, Any]:
+    """Popen arguments that start the child in a process group of its own."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined,unused-ignore]
+    return {"start_new_session": True}
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Send ``signum`` to the child's whole process group (CTRL_BREAK on Windows)."""
+    if process.poll() is not None and os.name == "nt":
         return
     try:
-        process.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT)  # type: ignore[attr-defined]
-        process.wait(timeout=grace)
-    except (subprocess.TimeoutExpired, OSError):
-        process.kill()
-        process.wait()
+        if os.name == "nt":
+            process.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the child's whole process group at once."""
+    try:
+        if os.name == "nt":
+            subprocess.run(
+                ["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False
+            )
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass

@@ -127,12 +127,60 @@ class ModelSection(_Table):
     )
 
 
+class AutotagSection(_Table):
+    """``[captions.autotag]``: tag images with kohya's WD14 tagger (``finetune/tag_images_by_wd14_tagger.py
+    --onnx``) before the caption rules run. The model is read from a local folder; nothing is downloaded.
+    """
+
+    model_dir: RecipePath = Field(
+        description="Folder holding the tagger's model.onnx and selected_tags.csv, as in a SmilingWolf "
+        "wd-* tagger repository (kohya --model_dir/--repo_id point at it; nothing is downloaded)."
+    )
+    mode: Literal["missing", "all", "merge"] = Field(
+        "missing",
+        description="Which images to tag: missing (only those without a caption or with an empty one), "
+        "all (the tagger's tags replace every caption) or merge (the caption's tags, then the tagger's new ones).",
+    )
+    general_threshold: float = Field(
+        0.35, ge=0, le=1, description="Confidence needed for a general tag (kohya --general_threshold)."
+    )
+    character_threshold: float = Field(
+        0.85,
+        ge=0,
+        description="Confidence needed for a character tag; above 1 turns character tags off "
+        "(kohya --character_threshold).",
+    )
+    undesired_tags: list[str] = Field(
+        default_factory=list,
+        description="Tags the tagger never writes, exactly as the tagger spells them; short_hair and "
+        "short hair both match (kohya --undesired_tags). Use captions.remove for glob patterns.",
+    )
+    character_tags_first: bool = Field(
+        False, description="Put character tags before general tags (kohya --character_tags_first)."
+    )
+    batch_size: int = Field(
+        1, ge=1, description="Images per inference batch; a model with a fixed batch size overrides it."
+    )
+
+    @field_validator("undesired_tags")
+    @classmethod
+    def _plain_tags(cls, value: list[str]) -> list[str]:
+        if any(not item.strip() for item in value):
+            raise ValueError("must not contain empty tags")
+        commas = [item for item in value if "," in item]
+        if commas:
+            # kohya splits --undesired_tags on commas, so such a tag could never match.
+            raise ValueError(f"tags cannot contain commas (got {commas[0]!r})")
+        return value
+
+
 class CaptionRules(_Table):
     """``[captions]``: rule-based tag editing applied to the staged copy of each caption.
 
     The rules run in this order: split on commas; normalise (trim, collapse spaces,
     ``tag_style``); ``replace``; ``remove``; ``dedupe``; ``move_to_front`` / ``move_to_end``;
-    ``prepend_trigger``.
+    ``prepend_trigger``. With ``autotag`` set, the tagger's tags are merged into the caption
+    (by its ``mode``) before all of these.
     """
 
     tag_style: Literal["keep", "underscore", "space"] = Field(
@@ -157,6 +205,10 @@ class CaptionRules(_Table):
     )
     prepend_trigger: bool = Field(
         True, description="Put the subset's trigger first in every caption (pair with keep_tokens = 1)."
+    )
+    autotag: AutotagSection | None = Field(
+        None,
+        description="Tag images with kohya's WD14 tagger before these rules run (its tags pass through them).",
     )
 
     @field_validator("remove", "move_to_front", "move_to_end")
@@ -248,6 +300,77 @@ class DatasetSection(_Table):
     def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
         if min(value) < 64:
             raise ValueError(f"each side must be at least 64 (got {list(value)})")
+        return value
+
+
+class ImagesSection(_Table):
+    """``[images]``: checks on every image, and the fixes made in its staged copy (never the source).
+
+    kohya reads pixels with a plain ``Image.open(...).convert("RGB")``: it ignores EXIF orientation,
+    drops the alpha channel without compositing, and lists only ``.png .jpg .jpeg .webp .bmp``
+    names. Where that would train something other than what the user sees, ``lorabuild prepare``
+    stages a converted PNG instead of a link to the source.
+    """
+
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error",
+        description="An image that does not decode (truncated, corrupt, not an image) or is smaller than "
+        "min_side: error stops the build; skip leaves it out of the stage with a warning.",
+    )
+    min_side: int = Field(
+        0,
+        ge=0,
+        description="Smallest allowed shorter side, in pixels; smaller images are bad images (see "
+        "on_bad_image). 0 turns the check off.",
+    )
+    exif_orientation: bool = Field(
+        True,
+        description="Apply EXIF orientation in the staged copy (kohya ignores the tag and trains a camera's "
+        "sideways photo sideways).",
+    )
+    flatten_transparency: bool = Field(
+        True,
+        description="Composite images with transparency onto background in the staged copy (kohya's RGB "
+        "conversion shows whatever colour the transparent pixels hide, often black). Turn it off to keep "
+        "the alpha channel for kohya's alpha_mask.",
+    )
+    background: str = Field(
+        "white",
+        description='Colour that transparent areas are flattened onto: a name ("white", "black", "gray") or '
+        '"#RRGGBB".',
+    )
+    duplicates: Literal["off", "exact", "near"] = Field(
+        "exact",
+        description="Report duplicate images: exact (identical files; only files of equal size are hashed), "
+        "near (also look-alikes by a perceptual hash, which decodes a thumbnail of every image once; "
+        "the hashes are kept in the stage manifest) or off.",
+    )
+    near_distance: int = Field(
+        4,
+        ge=0,
+        le=16,
+        description="How many of the 64 bits of two perceptual hashes may differ for the images to be reported "
+        'as near-duplicates (duplicates = "near").',
+    )
+
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        from PIL import ImageColor
+
+        try:
+            colour = ImageColor.getrgb(value)
+        except ValueError:
+            from lorabuild.problems import did_you_mean
+
+            hint = did_you_mean(value.lower(), ImageColor.colormap)
+            raise ValueError(
+                f'is not a colour: use a name like "white" or a hex colour like "#RRGGBB" (got {value!r}){hint}'
+            ) from None
+        if len(colour) == 4 and colour[3] != 255:
+            raise ValueError(
+                f"must be an opaque colour: transparent pixels are flattened onto it (got {value!r})"
+            )
         return value
 
 
@@ -444,6 +567,11 @@ class Recipe(_Table):
     dataset: DatasetSection
     captions: CaptionRules = Field(
         default_factory=CaptionRules, description="Caption rules for every subset."
+    )
+    images: ImagesSection = Field(
+        default_factory=ImagesSection,
+        description="Image checks and the fixes made in staged copies (EXIF orientation, transparency, "
+        "formats kohya cannot read).",
     )
     network: NetworkSection = Field(default_factory=NetworkSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)

@@ -32,15 +32,21 @@ class Written:
     action: str
 
 
-def write_atomic(path: Path, data: bytes, executable: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+def write_atomic(path: Path, data: bytes, executable: bool = False, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    Readers see the old file or the new one, never half of one. ``durable=False`` skips the
+    ``fsync`` before the rename: a power cut may then leave the new file empty, so it is for files
+    whose writer checks them again on its next run (the stage's captions, checked by size).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         mode = 0o755 if executable else 0o644
         os.chmod(tmp, mode)
         os.replace(tmp, path)

@@ -42,10 +42,10 @@ def write_checkpoint(path: Path, family: str = "sd15") -> Path:
     return write_safetensors(path, FAMILY_KEYS[family])
 
 
-def write_image(path: Path, size: tuple[int, int] = (512, 512), mode: str = "RGB") -> Path:
-    """A small real image."""
+def write_image(path: Path, size: tuple[int, int] = (512, 512), mode: str = "RGB", blue: int = 40) -> Path:
+    """A small real image (one colour; ``blue`` tells images of one size apart)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    colour = (200, 120, 40, 255) if mode == "RGBA" else (200, 120, 40)
+    colour = (200, 120, blue, 255) if mode == "RGBA" else (200, 120, blue)
     Image.new(mode, size, colour[: len(mode)]).save(path)
     return path
 
@@ -119,7 +119,8 @@ class Project:
         captions = captions if captions is not None else CAPTIONS
         paths = []
         for i, size in enumerate(sizes):
-            image = write_image(self.root / folder / f"{i:03d}.png", size)
+            # A colour per image: no two are the same picture (lorabuild reports duplicates).
+            image = write_image(self.root / folder / f"{i:03d}.png", size, blue=40 + 10 * i)
             if i < len(captions):
                 image.with_suffix(ext).write_text(captions[i], encoding="utf-8")
             paths.append(image)

@@ -246,6 +246,7 @@ def test_tag_images_links_runs_and_caches(
     monkeypatch.setattr(runner, "run", fake)
     model = write_model_folder(tmp_path / "models" / "wd14")
     images = sorted((project.root / "data" / "char").glob("*.png"))
+    images[3].write_bytes(images[0].read_bytes())  # a duplicate, to be tagged once
     before = project.tree_hash("data")
     work = project.build / "Test_v1"
     s = section(model)

@@ -12,7 +12,6 @@ rule's problems never hide or add to the one under test. Every test names its ru
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -409,12 +408,13 @@ def test_files_kohya_skips(project: Project) -> None:
 
 
 @covers(rules.source_folders)
-@pytest.mark.skipif(os.path.normcase("A") != "A", reason="Windows globs case-insensitively: .Jpg is read")
-def test_mixed_case_extension_is_skipped(project: Project) -> None:
-    write_image(project.root / "data" / "char" / "photo.Jpg")
+def test_names_kohya_skips_are_staged_except_hidden_files(project: Project) -> None:
+    # kohya skips photo.Jpg on Linux and macOS; lorabuild stages it as photo.jpg (tests/test_stage.py).
+    write_image(project.root / "data" / "char" / "photo.Jpg", blue=1)
+    write_image(project.root / "data" / "char" / ".hidden.png", blue=2)
     assert found(project, rules.source_folders) == [
-        "recipe.toml: data/char/photo.Jpg: warning: kohya skips it on Linux and macOS: it matches only "
-        "'.jpg' or '.JPG', not '.Jpg': rename it"
+        "recipe.toml: data/char/.hidden.png: warning: kohya skips hidden files (the name starts with '.'): "
+        "rename it, or delete it if it is a leftover"
     ]
 
 
@@ -433,6 +433,98 @@ def test_truncated_and_fake_images(project: Project) -> None:
         "recipe.toml: data/char/zzz.png: cannot be read as an image (Pillow does not recognise its "
         "contents): re-export it as PNG or JPEG, or delete it",
     ]
+
+
+@covers(rules.image_files)
+def test_bad_images_are_left_out_when_skipping(project: Project) -> None:
+    image = project.root / "data" / "char" / "001.png"
+    image.write_bytes(image.read_bytes()[:-40])
+    assert found(project, rules.image_files, "images.on_bad_image=skip") == [
+        'recipe.toml: data/char/001.png: warning: left out of the stage (images.on_bad_image = "skip"): '
+        "the file is truncated (no PNG end chunk): re-export or delete it"
+    ]
+
+
+@covers(rules.image_min_side)
+def test_images_below_the_minimum_side(project: Project) -> None:
+    assert found(project, rules.image_min_side) == []  # images.min_side is off by default
+    assert found(project, rules.image_min_side, "images.min_side=512") == []
+    assert found(project, rules.image_min_side, "images.min_side=600") == [
+        f"recipe.toml: data/char/{name}: is {size}, smaller than images.min_side (600) on its shorter side: "
+        "replace it with a larger image or delete it"
+        for name, size in [
+            ("000.png", "512x512"),
+            ("001.png", "512x768"),
+            ("002.png", "768x512"),
+            ("003.png", "512x512"),
+        ]
+    ]
+    write_image(project.root / "data" / "char" / "004.png", (300, 900))
+    assert found(project, rules.image_min_side, "images.min_side=512", "images.on_bad_image=skip") == [
+        'recipe.toml: data/char/004.png: warning: left out of the stage (images.on_bad_image = "skip"): '
+        "is 300x900, smaller than images.min_side (512) on its shorter side: replace it with a larger "
+        "image or delete it"
+    ]
+
+
+@covers(rules.every_image_left_out)
+def test_every_image_of_a_subset_left_out(project: Project) -> None:
+    assert found(project, rules.every_image_left_out, "images.on_bad_image=skip") == []
+    # With on_bad_image = "error" each image is an error already.
+    assert found(project, rules.every_image_left_out, "images.min_side=600") == []
+    assert found(project, rules.every_image_left_out, "images.min_side=600", "images.on_bad_image=skip") == [
+        'recipe.toml: dataset.subsets[0].source: all 4 image(s) are left out of the stage (images.on_bad_image = "skip"), '
+        "so kohya would find no data: fix or replace them (see the warnings above)"
+    ]
+
+
+@covers(rules.duplicate_images)
+def test_exact_duplicate_images(project: Project) -> None:
+    assert found(project, rules.duplicate_images) == []
+    folder = project.root / "data" / "char"
+    (folder / "004.png").write_bytes((folder / "000.png").read_bytes())
+    (folder / "005.png").write_bytes((folder / "000.png").read_bytes())
+    message = (
+        "is an exact copy of data/char/000.png: delete one (a duplicate is trained twice as often as the "
+        'other images), or set images.duplicates = "off"'
+    )
+    assert found(project, rules.duplicate_images) == [
+        f"recipe.toml: data/char/004.png: warning: {message}",
+        f"recipe.toml: data/char/005.png: warning: {message}",
+    ]
+    assert found(project, rules.duplicate_images, "images.duplicates=off") == []
+    for n in range(6, 6 + rules.DUPLICATES_SHOWN):
+        (folder / f"{n:03d}.png").write_bytes((folder / "000.png").read_bytes())
+    problems = found(project, rules.duplicate_images)
+    assert len(problems) == rules.DUPLICATES_SHOWN + 1
+    assert problems[-1] == (
+        "recipe.toml: images.duplicates: warning: 2 more image(s) are exact copies of others: delete them"
+    )
+
+
+@covers(rules.duplicate_images)
+def test_near_duplicate_images(project: Project) -> None:
+    from PIL import Image
+
+    from lorabuild.synthetic import make_dataset
+
+    folder = project.root / "data" / "drawn"
+    images = make_dataset(folder, n=6, size=128, trigger="")
+    # The same drawing, smaller and re-encoded as JPEG: not the same bytes, the same picture.
+    Image.open(images[1]).convert("RGB").resize((96, 96)).save(folder / "0001_small.jpg", quality=70)
+    edit_recipe(project, 'source = "data/char"', 'source = "data/drawn"')
+    assert found(project, rules.duplicate_images) == []  # exact copies only, by default
+    assert found(project, rules.duplicate_images, "images.duplicates=near") == [
+        "recipe.toml: data/drawn/0001_small.jpg: warning: looks almost the same as data/drawn/0001.png (0 of 64 "
+        "perceptual-hash bits differ): delete one unless both are wanted (images.near_distance sets how alike is too alike)"
+    ]
+    assert found(project, rules.duplicate_images, "images.duplicates=near", "images.near_distance=0") == [
+        "recipe.toml: data/drawn/0001_small.jpg: warning: looks almost the same as data/drawn/0001.png (0 of 64 "
+        "perceptual-hash bits differ): delete one unless both are wanted (images.near_distance sets how alike is too alike)"
+    ]
+    # Flat images (the fixture's one-colour squares) have no structure to compare: never paired.
+    edit_recipe(project, 'source = "data/drawn"', 'source = "data/char"')
+    assert found(project, rules.duplicate_images, "images.duplicates=near") == []
 
 
 @covers(rules.caption_files)
@@ -866,6 +958,11 @@ def test_kohya_passthrough(project: Project) -> None:
         "train_network.py (it is an option of sdxl_train_network.py); "
         "kohya silently ignores unknown config keys.",
     ]
+    assert found(project, rules.kohya_passthrough, 'kohya.resume="x"', 'kohya.output_dir="o"') == [
+        "recipe.toml: kohya.resume: is managed by lorabuild (lorabuild train resumes by itself): "
+        "remove it from [kohya]",
+        "recipe.toml: kohya.output_dir: is managed by lorabuild (the build folder): remove it from [kohya]",
+    ]
     write_checkpoint(model_path(project), "sdxl")
     assert found(project, rules.kohya_passthrough, "kohya.cache_text_encoder_outputs=true") == []
 
@@ -904,3 +1001,56 @@ def test_remove_pattern_matching_nothing(project: Project) -> None:
         )
         == []
     )
+
+
+# --- auto-tagging ------------------------------------------------------------------------------
+
+
+def add_autotag(project: Project, table: str = '[captions.autotag]\nmodel_dir = "models/wd14"\n') -> None:
+    """Append an autotag table to the recipe."""
+    path = project.root / project.recipe
+    path.write_text(path.read_text(encoding="utf-8") + "\n" + table, encoding="utf-8")
+
+
+@covers(rules.tagger_model_files)
+def test_tagger_model_folder_incomplete(project: Project) -> None:
+    assert found(project, rules.tagger_model_files) == []  # no [captions.autotag]
+    add_autotag(project)
+    assert found(project, rules.tagger_model_files) == [
+        "recipe.toml: captions.autotag.model_dir: folder not found: models/wd14: put a WD14 tagger's "
+        "model.onnx and selected_tags.csv in it (from a SmilingWolf wd-*-tagger repository; lorabuild "
+        "never downloads)"
+    ]
+    folder = project.root / "models" / "wd14"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"")
+    assert found(project, rules.tagger_model_files) == [
+        "recipe.toml: captions.autotag.model_dir: models/wd14 has no selected_tags.csv: kohya's WD14 "
+        "tagger needs model.onnx and selected_tags.csv there (lorabuild never downloads)"
+    ]
+    (folder / "selected_tags.csv").write_text("tag_id,name,category,count\n", encoding="utf-8")
+    assert found(project, rules.tagger_model_files) == []
+    # A subset's own [captions] table brings its own autotag settings.
+    add_subset(project, 'source = "data/char"\ntrigger = "x"\n')
+    add_autotag(project, '[dataset.subsets.captions.autotag]\nmodel_dir = "models"\n')
+    assert found(project, rules.tagger_model_files) == [
+        "recipe.toml: dataset.subsets[1].captions.autotag.model_dir: models has no model.onnx or "
+        "selected_tags.csv: kohya's WD14 tagger needs model.onnx and selected_tags.csv there (lorabuild "
+        "never downloads)"
+    ]
+
+
+@covers(rules.tagger_packages)
+def test_tagger_packages_not_installed(project: Project) -> None:
+    assert found(project, rules.tagger_packages, packages=STACK) == []  # no [captions.autotag]
+    add_autotag(project)
+    assert found(project, rules.tagger_packages, packages=NO_STACK) == []  # a machine that only plans
+    assert found(project, rules.tagger_packages, packages=STACK) == [
+        "recipe.toml: captions.autotag: kohya's WD14 tagger needs onnx and onnxruntime, which are not "
+        "installed: pip install onnx onnxruntime"
+    ]
+    assert found(project, rules.tagger_packages, packages={**STACK, "onnx": True}) == [
+        "recipe.toml: captions.autotag: kohya's WD14 tagger needs onnxruntime, which is not installed: "
+        "pip install onnxruntime"
+    ]
+    assert found(project, rules.tagger_packages, packages={**STACK, "onnx": True, "onnxruntime": True}) == []

@@ -4,8 +4,8 @@
 #
 # Run it from anywhere: paths are relative to this script's folder, so the project can be copied
 # to another machine. Activate the Python environment that has kohya's requirements first (for
-# example .\venv\Scripts\Activate.ps1). To use another kohya checkout, set
-# $env:LORABUILD_SD_SCRIPTS to its folder.
+# example .\venv\Scripts\Activate.ps1), so that `accelerate` is the venv's accelerate.exe. To use
+# another kohya checkout, set $env:LORABUILD_SD_SCRIPTS to its folder.
 #
 # If PowerShell answers "running scripts is disabled on this system", allow local scripts once:
 #   Set-ExecutionPolicy -Scope CurrentUser RemoteSigned
@@ -20,6 +20,10 @@ Set-Location -LiteralPath $PSScriptRoot
 $SdScripts = $env:LORABUILD_SD_SCRIPTS
 if (-not $SdScripts) {
     $SdScripts = Join-Path $PSScriptRoot '../../vendor/sd-scripts'
+}
+if ($SdScripts.Contains('"')) {
+    # Windows PowerShell 5.1 does not escape double quotes in arguments to programs.
+    throw "The kohya folder '$SdScripts' has a double quote in its path: rename the folder."
 }
 
 $arguments = @(

@@ -1,0 +1,69 @@
+"""Tag frequencies per subset, before and after the caption rules: the tag editor's view.
+
+``lorabuild tags RECIPE`` prints the table so the user can see which tags to remove, rename or
+move; ``lorabuild prepare`` writes the same numbers to ``build/<name>/tags.csv``. A tag's count
+is the number of the subset's staged images whose caption holds it. "Before" is the caption as
+written (split on commas and trimmed, nothing else), "after" the staged caption; both come from
+the plan, so the table covers exactly the images that are staged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+
+from lorabuild.captions import split_tags
+from lorabuild.plan import Plan, SubsetPlan
+
+CSV_NAME = "tags.csv"
+"""The table's file in the build folder."""
+
+
+@dataclass(frozen=True)
+class TagCount:
+    """How many images of one subset carry a tag, before and after the rules."""
+
+    tag: str
+    before: int
+    after: int
+
+
+def subset_tag_counts(subset: SubsetPlan) -> list[TagCount]:
+    """Every tag of a subset's captions, most frequent first (then by name)."""
+    before: Counter[str] = Counter()
+    after: Counter[str] = Counter()
+    for image in subset.images:
+        before.update(set(split_tags(image.source_caption)))
+        after.update(set(split_tags(image.caption)))
+    tags = sorted(before.keys() | after.keys(), key=lambda t: (-max(before[t], after[t]), t))
+    return [TagCount(t, before[t], after[t]) for t in tags]
+
+
+def tags_csv(plan: Plan) -> bytes:
+    """``tags.csv``: one row per subset and tag (``subset,folder,tag,before,after``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["subset", "folder", "tag", "before", "after"])
+    for subset in plan.subsets:
+        for count in subset_tag_counts(subset):
+            writer.writerow([subset.index, subset.folder, count.tag, count.before, count.after])
+    return out.getvalue().encode("utf-8")
+
+
+def tags_text(plan: Plan) -> str:
+    """The table for the terminal: a block per subset, ``-`` where a tag is absent."""
+    lines: list[str] = []
+    for subset in plan.subsets:
+        counts = subset_tag_counts(subset)
+        if lines:
+            lines.append("")
+        lines.append(
+            f"[{subset.index}] {subset.source.as_posix()} -> dataset/{subset.folder}: "
+            f"{len(subset.images)} images, {len(counts)} tags"
+        )
+        lines.append("  before  after  tag")
+        for count in counts:
+            lines.append(f"  {count.before or '-':>6}  {count.after or '-':>5}  {count.tag}")
+    return "\n".join(lines)
