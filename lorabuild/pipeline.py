@@ -20,10 +20,10 @@ from lorabuild.problems import Problem, RecipeError, Severity, errors_of, format
 from lorabuild.recipe import LoadedRecipe, load_recipe
 from lorabuild.rules import run_rules
 from lorabuild.settings import sd_scripts_dir
-from lorabuild.training import TrainingError as TrainingError  # re-exported: train() raises it
-from lorabuild.training import TrainingInterrupted as TrainingInterrupted
 
 if TYPE_CHECKING:
+    from lorabuild.training import TrainingError as TrainingError  # re-exported: train() raises it
+    from lorabuild.training import TrainingInterrupted as TrainingInterrupted
     from lorabuild.stage import StageReport
     from lorabuild.state import BuildLock
     from lorabuild.training import TrainResult
@@ -221,3 +221,12 @@ def run(
             how = f"resumed after epoch {trained.resumed_from.epoch}, " if trained.resumed_from else ""
             done("train", True, f"{how}done in {format_duration(trained.seconds)}")
     return RunReport(tuple(outcomes), trained)
+
+
+def __getattr__(name: str) -> object:
+    """``TrainingError`` and ``TrainingInterrupted`` without importing the train stage on the check path."""
+    if name in ("TrainingError", "TrainingInterrupted"):
+        from lorabuild import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
