@@ -255,7 +255,7 @@ def demo(
     pipeline.compile_build(plan)
     pipeline.prepare(plan)
     pipeline.train(plan)
-    typer.echo(f"demo done: {plan.build_dir.as_posix()}/" + ", ".join(plan.outputs))
+    typer.echo(f"demo done, in {plan.build_dir.as_posix()}/: " + ", ".join(plan.outputs))
 
 
 @app.command()
