@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, Severity, format_problem
+
+if TYPE_CHECKING:
+    from lorabuild.pipeline import Checked
+    from lorabuild.plan import Plan
 
 app = typer.Typer(
     name="lorabuild",
@@ -41,6 +45,18 @@ def _build_root(option: Path | None) -> Path:
     from lorabuild.settings import build_root
 
     return option if option is not None else build_root()
+
+
+def _checked(
+    recipe: Path, overrides: list[str] | None, build_dir: Path | None, strict: bool = False
+) -> tuple[Checked, Plan]:
+    """Check the recipe, print its warnings and return the check with its plan; raises with every problem."""
+    from lorabuild import pipeline
+
+    checked = pipeline.check(recipe, overrides or [], _build_root(build_dir))
+    plan = pipeline.require_plan(checked, strict=strict)
+    _echo_problems(checked.warnings)
+    return checked, plan
 
 
 def _echo_problems(problems: list[Problem]) -> None:
@@ -81,9 +97,7 @@ def compile_(
     """Write build/<name>/: dataset.toml, config.toml, sample prompts, train.sh, train.ps1, plan.json."""
     from lorabuild import pipeline
 
-    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
-    plan = pipeline.require_plan(checked, strict=strict)
-    _echo_problems(checked.warnings)
+    _, plan = _checked(recipe, set_, build_dir, strict=strict)
     for written in pipeline.compile_build(plan, dry_run=dry_run):
         typer.echo(f"{written.action:>9}  {written.path.as_posix()}")
 
@@ -98,9 +112,7 @@ def prepare(
     """Stage the dataset (images and rule-edited captions) into build/<name>/dataset/."""
     from lorabuild import pipeline
 
-    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
-    plan = pipeline.require_plan(checked, strict=strict)
-    _echo_problems(checked.warnings)
+    _, plan = _checked(recipe, set_, build_dir, strict=strict)
     pipeline.compile_build(plan)
     report = pipeline.prepare(plan)
     _echo_problems(list(report.problems))
@@ -118,12 +130,9 @@ def tags(
     build_dir: BuildDirOpt = None,
 ) -> None:
     """Print each subset's tag frequencies before and after the caption rules (what to remove or fix)."""
-    from lorabuild import pipeline
     from lorabuild.tags import tags_text
 
-    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
-    plan = pipeline.require_plan(checked)
-    _echo_problems(checked.warnings)
+    _, plan = _checked(recipe, set_, build_dir)
     typer.echo(tags_text(plan))
 
 
@@ -153,9 +162,7 @@ def train(
     """
     from lorabuild import pipeline
 
-    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
-    plan = pipeline.require_plan(checked, strict=strict)
-    _echo_problems(checked.warnings)
+    checked, plan = _checked(recipe, set_, build_dir, strict=strict)
     pipeline.run(checked, force_train=True, fresh=fresh, say=typer.echo)
     typer.echo(f"trained {_outputs_line(plan.name, plan.outputs)}")
 
@@ -177,9 +184,7 @@ def run(
     from lorabuild import pipeline
 
     start = time.perf_counter()
-    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
-    plan = pipeline.require_plan(checked, strict=strict)
-    _echo_problems(checked.warnings)
+    checked, plan = _checked(recipe, set_, build_dir, strict=strict)
     report = pipeline.run(checked, say=typer.echo)
     took = time.perf_counter() - start
     if any(s.ran for s in report.stages):
