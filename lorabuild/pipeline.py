@@ -22,10 +22,10 @@ from lorabuild.rules import run_rules
 from lorabuild.settings import sd_scripts_dir
 
 if TYPE_CHECKING:
-    from lorabuild.training import TrainingError as TrainingError  # re-exported: train() raises it
-    from lorabuild.training import TrainingInterrupted as TrainingInterrupted
     from lorabuild.stage import StageReport
     from lorabuild.state import BuildLock
+    from lorabuild.training import TrainingError as TrainingError  # re-exported: train() raises it
+    from lorabuild.training import TrainingInterrupted as TrainingInterrupted
     from lorabuild.training import TrainResult
     from lorabuild.writer import Written
 
