@@ -187,20 +187,16 @@ def latents_cache_with_augmentation(recipe: Recipe, facts: Facts) -> Iterator[Pr
         return
     ds = recipe.dataset
     for name in ("color_aug", "random_crop"):
+        message = (
+            "cannot be used with cached latents: set training.cache_latents and training.cache_latents_to_disk "
+            f"to false, or turn {name} off"
+        )
         # kohya reads each subset's own value; the dataset's applies only where a subset sets none.
         if getattr(ds, name) and any(getattr(s, name) is None for s in ds.subsets):
-            yield error(
-                f"dataset.{name}",
-                f"cannot be used with cached latents: set training.cache_latents and training.cache_latents_to_disk to "
-                f"false, or turn {name} off",
-            )
+            yield error(f"dataset.{name}", message)
         for i, s in enumerate(ds.subsets):
             if getattr(s, name):
-                yield error(
-                    f"dataset.subsets[{i}].{name}",
-                    f"cannot be used with cached latents: set training.cache_latents and training.cache_latents_to_disk to "
-                    f"false, or turn {name} off",
-                )
+                yield error(f"dataset.subsets[{i}].{name}", message)
 
 
 @rule

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,13 @@ FAMILY_KEYS = {
     "sd2": ["cond_stage_model.model.transformer.resblocks.0.ln_1.bias", "model.diffusion_model.out.0.bias"],
     "sdxl": ["conditioner.embedders.1.model.ln_final.bias", "model.diffusion_model.label_emb.0.0.bias"],
 }
+
+
+def run_lorabuild(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``lorabuild`` command line in a fresh process, as a user does."""
+    return subprocess.run(
+        [sys.executable, "-m", "lorabuild", *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8"
+    )
 
 
 def write_safetensors(path: Path, names: list[str]) -> Path:

@@ -7,13 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Project
+from tests.conftest import Project, run_lorabuild
 
-
-def lorabuild(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lorabuild", *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8"
-    )
+lorabuild = run_lorabuild
 
 
 def test_check_prints_the_plan(project: Project) -> None:

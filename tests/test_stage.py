@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from lorabuild.pipeline import check, require_plan
 from lorabuild.plan import Plan, with_raw_captions
 from lorabuild.problems import RecipeError
 from lorabuild.stage import StageReport
-from tests.conftest import Project, write_image
+from tests.conftest import Project, run_lorabuild, write_image
 
 FOLDER = "build/Test_v1/dataset/2_uiharu_kazari"
 
@@ -137,13 +136,7 @@ def test_tutorial_dataset_steps(project: Project) -> None:
     project.write_recipe(TUTORIAL_RECIPE)
     before = project.tree_hash("data")
 
-    result = subprocess.run(
-        [sys.executable, "-m", "lorabuild", "prepare", "recipe.toml"],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-    )
+    result = run_lorabuild("prepare", "recipe.toml", cwd=project.root)
 
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [

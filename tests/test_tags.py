@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 from lorabuild.captions import apply_rules, normalise
 from lorabuild.pipeline import check, require_plan
 from lorabuild.schema import CaptionRules
 from lorabuild.tags import subset_tag_counts, tags_csv, tags_text
-from tests.conftest import Project
+from tests.conftest import Project, run_lorabuild
 
 FIXTURE_TABLE = """\
 [0] data/char -> dataset/2_uiharu_kazari: 4 images, 12 tags
@@ -32,13 +30,7 @@ FIXTURE_TABLE = """\
 
 
 def test_tags_command_prints_the_table(project: Project) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "lorabuild", "tags", "recipe.toml"],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-    )
+    result = run_lorabuild("tags", "recipe.toml", cwd=project.root)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip("\n") == FIXTURE_TABLE
     assert not (project.root / "build").exists()  # tags only reads
