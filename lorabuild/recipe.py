@@ -11,37 +11,59 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import pairwise
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from lorabuild.expand import Build, Expansion, Override, builds_of, expand, parse_key, set_key
 from lorabuild.problems import Problem, RecipeError, did_you_mean, error
 from lorabuild.schema import Recipe
 
 
 @dataclass(frozen=True)
 class LoadedRecipe:
-    """A validated recipe and where it came from.
+    """A validated recipe (one build) and where it came from.
 
     Attributes:
         recipe: The validated recipe.
         path: The recipe file as the user named it (for messages).
-        raw: The TOML document after ``--set`` overrides (what the recipe hash covers).
+        raw: The fully merged TOML document: bases merged, the sweep's values and ``--set``
+            overrides applied, ``name`` set to the build's name (what the recipe hash covers).
+        sources: The recipe file and every file it extends, nearest first.
+        sweep_values: This build's swept values by dotted key (empty for a file without a sweep).
+        label: How messages name it when the file alone is not enough
+            (``a.toml (extends base.toml, build Kazari_v1-dim16)``); the path when empty.
     """
 
     recipe: Recipe
     path: Path
     raw: dict[str, Any]
+    sources: tuple[Path, ...] = ()
+    sweep_values: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    build: Build | None = field(default=None, repr=False, compare=False)
+    expansion: Expansion | None = field(default=None, repr=False, compare=False)
 
     @property
     def display(self) -> str:
-        """The recipe's path as shown in messages."""
-        return self.path.as_posix()
+        """The recipe as shown in messages: its path, with its bases and build name when it has them."""
+        return self.label or self.path.as_posix()
+
+    def file_of(self, key: str) -> str:
+        """How a problem at ``key`` names its file: the file that wrote the value (see :attr:`display`)."""
+        loc = parse_key(key) if key else ()
+        if self.expansion is None or not isinstance(loc, tuple) or not loc:
+            return self.display
+        return self.expansion.file_of(loc, self.build)
+
+    @property
+    def name(self) -> str:
+        """The build's name (``recipe.name``)."""
+        return self.recipe.name
 
     def section_hash(self, *sections: str) -> str:
         """A stable hash of the given top-level sections of the recipe (all when none given)."""
@@ -50,88 +72,127 @@ class LoadedRecipe:
         return hashlib.sha256(blob).hexdigest()
 
 
-def load_recipe(path: Path, overrides: Sequence[str] = ()) -> LoadedRecipe:
-    """Read, override and validate a recipe file.
+def load_recipe(path: Path, overrides: Sequence[str] = (), only: str | None = None) -> LoadedRecipe:
+    """Read, merge, override and validate one build of a recipe file.
 
     Args:
         path: The recipe TOML file.
         overrides: ``dotted.key=value`` strings; values are parsed as TOML values
             (``4``, ``1e-4``, ``true``, ``[768, 768]``, ``"text"``), bare words as strings.
+        only: The build to load from a file whose ``[sweep]`` expands to several (``--only NAME``);
+            for a file of one build it must be that build's name when given.
 
     Returns:
-        The validated recipe.
+        The validated build.
 
     Raises:
-        RecipeError: With every problem found, each naming the file and key.
+        RecipeError: With every problem found, each naming the file and key; when the file
+            expands to several builds and ``only`` does not pick one of them.
     """
-    display = path.as_posix()
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise RecipeError([error("", "recipe file not found").at(display)]) from None
-    except UnicodeDecodeError as exc:
+    expansion, builds = _expand(path, overrides)
+    if only is not None:
+        chosen = [b for b in builds if b.name == only]
+        if not chosen:
+            raise RecipeError(
+                [error("", f"has no build named {only!r}: {_choices(builds)}").at(path.as_posix())]
+            )
+        return _validate(expansion, chosen[0])
+    if len(builds) > 1:
         raise RecipeError(
-            [error("", f"is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8").at(display)]
-        ) from None
-    except OSError as exc:
-        raise RecipeError([error("", f"cannot be read: {exc.strerror}").at(display)]) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError([error("", f"is not valid TOML: {exc}").at(display)]) from None
+            [
+                error(
+                    "sweep",
+                    f"expands to {len(builds)} builds: pick one with --only NAME ({_choices(builds)}); "
+                    f"lorabuild ls {path.as_posix()} lists them",
+                ).at(path.as_posix())
+            ]
+        )
+    return _validate(expansion, builds[0])
 
+
+def load_builds(path: Path, overrides: Sequence[str] = ()) -> list[LoadedRecipe]:
+    """Every build a recipe file defines, validated, in order: one per sweep point, or one.
+
+    ``overrides`` apply on top of every build, after the sweep's values.
+
+    Raises:
+        RecipeError: With every problem of every build, each naming its file (and build).
+    """
+    expansion, builds = _expand(path, overrides)
+    loaded: list[LoadedRecipe] = []
     problems: list[Problem] = []
-    for item in overrides:
-        problem = apply_override(raw, _cwd_relative(item))
-        if problem:
-            problems.append(problem.at("--set"))
+    for build in builds:
+        try:
+            loaded.append(_validate(expansion, build))
+        except RecipeError as exc:
+            problems += exc.problems
     if problems:
         raise RecipeError(problems)
+    return loaded
 
+
+def _choices(builds: Sequence[Build]) -> str:
+    names = [b.name for b in builds]
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return f"its build{'s are' if len(names) > 1 else ' is'} {shown}"
+
+
+def _expand(path: Path, overrides: Sequence[str]) -> tuple[Expansion, list[Build]]:
+    """Merge the file with its bases, check the overrides and list the builds (not yet validated)."""
+    parsed: list[Override] = []
+    problems: list[Problem] = []
+    for item in overrides:
+        override = parse_override(_cwd_relative(item))
+        if isinstance(override, Problem):
+            problems.append(override.at("--set"))
+        else:
+            parsed.append(override)
+    expansion = expand(path)
+    if problems:
+        raise RecipeError(problems)
+    builds, problems = builds_of(expansion, parsed)
+    if problems:
+        raise RecipeError(problems)
+    return expansion, builds
+
+
+def _validate(expansion: Expansion, build: Build) -> LoadedRecipe:
+    """Validate one build against the schema; problems name the file that wrote each bad value."""
     try:
-        recipe = Recipe.model_validate(raw, context={"base": path.parent})
+        recipe = Recipe.model_validate(build.raw, context={"base": expansion.path.parent})
     except ValidationError as exc:
-        raise RecipeError([p.at(display) for p in problems_from_validation(exc)]) from None
-    return LoadedRecipe(recipe=recipe, path=path, raw=raw)
+        raise RecipeError(problems_from_validation(exc, lambda loc: expansion.file_of(loc, build))) from None
+    return LoadedRecipe(
+        recipe=recipe,
+        path=expansion.path,
+        raw=build.raw,
+        sources=expansion.sources,
+        sweep_values=build.sweep_values,
+        label=expansion.label(build.name) if expansion.sweep or len(expansion.sources) > 1 else "",
+        build=build,
+        expansion=expansion,
+    )
 
 
-_KEY_PART = re.compile(r"([A-Za-z0-9_\-]+)((?:\[\d+\])*)")
-
-
-def apply_override(doc: dict[str, Any], item: str) -> Problem | None:
-    """Apply one ``dotted.key=value`` override to ``doc`` in place; return a problem if malformed."""
+def parse_override(item: str) -> Override | Problem:
+    """Parse one ``dotted.key=value`` override; a problem if malformed."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
         return error(item, "expected dotted.key=value, e.g. --set training.epochs=4")
-    path: list[str | int] = []
-    for part in key.split("."):
-        match = _KEY_PART.fullmatch(part)
-        if not match:
-            return error(key, f"'{part}' is not a key name")
-        path.append(match.group(1))
-        path.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
-    value = parse_value(text.strip())
-    node: Any = doc
-    for step, nxt in pairwise(path):
-        if isinstance(step, int):
-            if not isinstance(node, list) or step >= len(node):
-                return error(key, f"there is no item [{step}] to override")
-            node = node[step]
-            continue
-        if not isinstance(node, dict):
-            return error(key, f"'{step}' is inside a value that is not a table")
-        node = node.setdefault(step, [] if isinstance(nxt, int) else {})
-    last = path[-1]
-    if isinstance(last, int):
-        if not isinstance(node, list) or last >= len(node):
-            return error(key, f"there is no item [{last}] to override")
-        node[last] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
-        return error(key, "cannot set a key inside a value that is not a table")
-    return None
+    loc = parse_key(key)
+    if isinstance(loc, str):
+        return error(key, loc)
+    return Override(key, loc, parse_value(text.strip()))
+
+
+def apply_override(doc: dict[str, Any], item: str) -> Problem | None:
+    """Apply one ``dotted.key=value`` override to ``doc`` in place; return a problem if malformed."""
+    override = parse_override(item)
+    if isinstance(override, Problem):
+        return override
+    why = set_key(doc, override.loc, override.value)
+    return error(override.key, why) if why else None
 
 
 def _cwd_relative(item: str) -> str:
@@ -264,8 +325,15 @@ def _message(err: ErrorDetails, loc: tuple[str | int, ...]) -> str:
     return f"{err['msg'][:1].lower()}{err['msg'][1:]} (got {got})"
 
 
-def problems_from_validation(exc: ValidationError) -> list[Problem]:
-    """Turn pydantic's errors into problems, one per key (union alternatives merged)."""
+def problems_from_validation(
+    exc: ValidationError, where: Callable[[tuple[str | int, ...]], str] | None = None
+) -> list[Problem]:
+    """Turn pydantic's errors into problems, one per key (union alternatives merged).
+
+    Args:
+        exc: pydantic's error.
+        where: The file a problem at a key belongs to (the file that wrote the value); none when None.
+    """
     grouped: dict[tuple[str | int, ...], list[ErrorDetails]] = {}
     for err in exc.errors(include_url=False):
         grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
@@ -287,5 +355,6 @@ def problems_from_validation(exc: ValidationError) -> list[Problem]:
                         if e["type"].startswith(word) and desc not in kinds:
                             kinds.append(desc)
                 text = f"must be {' or '.join(kinds) or 'a valid value'} (got {_describe_input(errs[0].get('input'))})"
-        problems.append(error(key_path(loc), text))
+        problem = error(key_path(loc), text)
+        problems.append(problem.at(where(loc)) if where else problem)
     return problems
