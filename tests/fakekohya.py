@@ -11,6 +11,9 @@ the global step restarts at 0. ``FAKE_KOHYA`` selects a failure: ``no_data`` (ex
 nothing), ``oom`` (traceback, exit 1), ``nan`` (loss NaN), ``kill_after:N`` (SIGKILL itself
 after saving epoch N), ``hang`` (waits for a signal after the first step). Every call appends
 its argv to ``$FAKE_KOHYA_CALLS`` when set.
+
+Its ``gen_img.py`` (:data:`FAKE_GEN_IMG`) writes the small PNGs its prompt file names with
+``--f``; ``FAKE_GEN_IMG=oom`` fails, ``skip_last`` leaves the last one out.
 """
 
 from __future__ import annotations
@@ -117,6 +120,40 @@ if process.returncode != 0:
     raise subprocess.CalledProcessError(returncode=process.returncode, cmd=cmd)
 """
 
+# A stand-in for kohya's gen_img.py: one small PNG per prompt-file line, named by its --f.
+FAKE_GEN_IMG = r"""
+import json, os, re, sys, zlib, struct
+args = sys.argv[1:]
+if os.environ.get("FAKE_GEN_IMG_CALLS"):
+    with open(os.environ["FAKE_GEN_IMG_CALLS"], "a") as f:
+        f.write(json.dumps(args) + "\n")
+mode = os.environ.get("FAKE_GEN_IMG", "ok")
+outdir = args[args.index("--outdir") + 1]
+lines = [l for l in open(args[args.index("--from_file") + 1], encoding="utf-8").read().splitlines() if l.strip()]
+print("loading model...", flush=True)
+if mode == "oom":
+    print("Traceback (most recent call last):")
+    print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    sys.exit(1)
+os.makedirs(outdir, exist_ok=True)
+
+def png(path, rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * 4 for _ in range(4))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+    data += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    open(path, "wb").write(data)
+
+for i, line in enumerate(lines):
+    print(f"prompt {i + 1}/{len(lines)}: {line.split(' --')[0]}", flush=True)
+    if mode == "skip_last" and i == len(lines) - 1:
+        continue
+    name = re.search(r" --f (\S+)", line)[1]
+    h = zlib.crc32(line.encode())
+    png(os.path.join(outdir, name), (h & 255, (h >> 8) & 255, (h >> 16) & 255))
+print("done!")
+"""
+
 
 class FakeKohya:
     """Where the stand-in lives, and what it was called with."""
@@ -128,6 +165,7 @@ class FakeKohya:
         self.sd_scripts.mkdir(parents=True)
         for script in ("train_network.py", "sdxl_train_network.py"):
             (self.sd_scripts / script).write_text(TRAINER, encoding="utf-8")
+        (self.sd_scripts / "gen_img.py").write_text(FAKE_GEN_IMG, encoding="utf-8")
         commands = self.pylib / "accelerate" / "commands"
         commands.mkdir(parents=True)
         (self.pylib / "accelerate" / "__init__.py").write_text("")

@@ -1,0 +1,536 @@
+"""Install a chosen epoch into the AUTOMATIC1111 webui's or ComfyUI's LoRA folder, with its card.
+
+``lorabuild install RECIPE --epoch 8`` copies ``build/<name>/output/<name>-000008.safetensors`` as
+``<name>.safetensors`` into the webui's ``models/Lora`` (and/or ComfyUI's ``models/loras``), with:
+
+- ``<name>.preview.png``: the cover picture, by default the grid cell of the first prompt and
+  seed at the chosen epoch and weight (``build/<name>/grid/grid.json``);
+- ``<name>.json``: the card the webui's Lora page reads (``extensions-builtin/Lora``: its user
+  metadata editor writes and reads the keys ``description``, ``sd version`` (SD1, SD2, SDXL,
+  Unknown), ``activation text`` (added to the prompt with the LoRA: the trigger), ``preferred
+  weight`` (0: the webui's default multiplier), ``negative text`` and ``notes``).
+
+ComfyUI has no card standard; the same three files are written there (LoRA managers read the
+preview beside the file). Nothing is overwritten that differs from what would be written unless
+``force``; an identical file is left alone, so a second install is a no-op. Every file is written
+through a temporary file and a rename. :func:`plan_install` decides everything without writing;
+:func:`install` then writes (or, with ``dry_run``, only reports).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorabuild import __version__
+from lorabuild.gridmanifest import read_manifest
+from lorabuild.plan import Plan
+from lorabuild.problems import Problem, RecipeError, error
+from lorabuild.saved import HashCache, SavedFile, epoch_files, output_layout
+from lorabuild.schema import Recipe
+
+SD_VERSIONS = {"sd15": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
+"""lorabuild's model family -> the webui's ``sd version`` (``network.SdVersion`` names)."""
+
+# (what, where the LoRA folder sits in the app's folder, env variable, recipe key, flag)
+_APPS = {
+    "webui": ("the webui", ("models", "Lora"), "LORABUILD_WEBUI", "install.webui", "--webui"),
+    "comfyui": ("ComfyUI", ("models", "loras"), "LORABUILD_COMFYUI", "install.comfyui", "--comfyui"),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One app's LoRA folder to install into.
+
+    Attributes:
+        app: ``webui`` or ``comfyui``.
+        folder: The LoRA folder itself (``.../models/Lora``).
+    """
+
+    app: str
+    folder: Path
+
+
+@dataclass(frozen=True)
+class InstallFile:
+    """One file the install writes (or found already in place).
+
+    Attributes:
+        path: Where it goes.
+        what: ``model``, ``preview`` or ``card``.
+        action: ``create``, ``replace`` (a different file was there; only with force),
+            ``identical`` (nothing to write) or ``conflict`` (a different file is there).
+        source: The file copied (the model), else None.
+        data: The bytes written (preview, card), else None.
+        size: Bytes it will hold.
+    """
+
+    path: Path
+    what: str
+    action: str
+    source: Path | None
+    data: bytes | None
+    size: int
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """Everything an install will do, decided before anything is written.
+
+    Attributes:
+        name: The LoRA's name (``<name>.safetensors``).
+        epoch: The chosen epoch.
+        weight: The preferred weight on the card (and the preview's column).
+        source: The epoch's file in the build.
+        card: The sidecar document.
+        preview: Where the cover picture comes from (None: no preview).
+        files: The files per target, in the order they are written.
+        notes: Warnings and hints for the user (no preview, a suggested epoch).
+    """
+
+    name: str
+    epoch: int
+    weight: float
+    source: SavedFile
+    card: dict[str, object]
+    preview: Path | None
+    files: tuple[InstallFile, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def conflicts(self) -> list[InstallFile]:
+        """Files that are in place and differ from what would be written."""
+        return [f for f in self.files if f.action == "conflict"]
+
+
+def default_weight(recipe: Recipe) -> float:
+    """``install.weight``, else the middle of ``evaluate.weights`` (the upper middle of an even count)."""
+    if recipe.install.weight is not None:
+        return recipe.install.weight
+    weights = sorted(recipe.evaluate.weights)
+    return weights[len(weights) // 2]
+
+
+def activation_text(plan: Plan) -> str:
+    """The training subsets' triggers, in order and each once (the card's activation text)."""
+    triggers: list[str] = []
+    for subset in plan.subsets:
+        if subset.trigger and not subset.is_reg and subset.trigger not in triggers:
+            triggers.append(subset.trigger)
+    return ", ".join(triggers)
+
+
+def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> dict[str, object]:
+    """The webui's sidecar (``<name>.json``) for ``epoch`` of the build.
+
+    ``notes`` holds the recipe's ``install.notes`` and then where the file came from, so that a
+    card still says which epoch and recipe it is after the build folder is gone. Nothing in it
+    changes between two installs of the same file, so a second install is a no-op.
+    """
+    _, _, epochs = output_layout(plan)
+    provenance = (
+        f"{plan.name}: epoch {epoch} of {epochs}, installed by lorabuild {__version__} from "
+        f"{plan.recipe_file.name} (recipe sha256 {plan.recipe_hash[:12]}); file sha256 {sha256}."
+    )
+    notes = recipe.install.notes.strip()
+    return {
+        "description": recipe.description or recipe.title or "",
+        "sd version": SD_VERSIONS.get(plan.family, "Unknown"),
+        "activation text": activation_text(plan),
+        "preferred weight": weight,
+        "negative text": recipe.install.negative_text,
+        "notes": f"{notes}\n\n{provenance}" if notes else provenance,
+    }
+
+
+def card_bytes(document: dict[str, object]) -> bytes:
+    """The card as the webui reads it: UTF-8 JSON (it opens the file with ``encoding="utf8"``)."""
+    return (json.dumps(document, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def lora_folder(app: str, given: Path, key: str, file: str = "") -> Path:
+    """The LoRA folder for ``app`` from what the user gave: the app's folder or the LoRA folder.
+
+    Raises:
+        RecipeError: The folder does not exist, or is the app's folder without its LoRA folder.
+    """
+    label, sub, _, _, _ = _APPS[app]
+    expected = "/".join(sub)
+    if not given.is_dir():
+        raise RecipeError(
+            [
+                Problem(
+                    key,
+                    f"folder not found: {given.as_posix()}: give {label}'s folder (the one containing "
+                    f"{expected}) or that {sub[-1]} folder itself",
+                    file=file,
+                )
+            ]
+        )
+    models = _child(given, sub[0])
+    if models is not None:
+        lora = _child(models, sub[1])
+        if lora is None:
+            raise RecipeError(
+                [
+                    Problem(
+                        key,
+                        f"{given.as_posix()} has a {sub[0]} folder but no {expected}: start {label} once "
+                        f"(it creates the folder), create it, or give the {sub[-1]} folder itself",
+                        file=file,
+                    )
+                ]
+            )
+        return lora
+    return given
+
+
+def _child(folder: Path, name: str) -> Path | None:
+    """``folder/name`` as a folder, matching the name's case loosely (models/lora on Linux)."""
+    exact = folder / name
+    if exact.is_dir():
+        return exact
+    try:
+        return next((c for c in folder.iterdir() if c.name.lower() == name.lower() and c.is_dir()), None)
+    except OSError:
+        return None
+
+
+def targets(
+    recipe: Recipe, display: str, webui: Path | None = None, comfyui: Path | None = None
+) -> list[Target]:
+    """The LoRA folders to install into: each app's flag, else its recipe key, else its setting.
+
+    Raises:
+        RecipeError: No folder is configured, or one does not exist.
+    """
+    from lorabuild.settings import comfyui_dir, webui_dir
+
+    chosen = {
+        "webui": (webui, recipe.install.webui, webui_dir()),
+        "comfyui": (comfyui, recipe.install.comfyui, comfyui_dir()),
+    }
+    found: list[Target] = []
+    problems: list[Problem] = []
+    for app, (flag, key_value, env) in chosen.items():
+        _, _, env_name, key, flag_name = _APPS[app]
+        if flag is not None:
+            given, where, file = flag, flag_name, ""
+        elif key_value is not None:
+            given, where, file = key_value, key, display
+        elif env is not None:
+            given, where, file = env, env_name, ""
+        else:
+            continue
+        try:
+            found.append(Target(app, lora_folder(app, given, where, file)))
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise RecipeError(problems)
+    if not found:
+        raise RecipeError(
+            [
+                error(
+                    "install",
+                    "no folder to install into: pass --webui DIR (the webui folder containing models/Lora) "
+                    "or --comfyui DIR (ComfyUI's folder containing models/loras), set LORABUILD_WEBUI or "
+                    "LORABUILD_COMFYUI, or set install.webui in the recipe",
+                ).at(display)
+            ]
+        )
+    return found
+
+
+def choose_epoch(plan: Plan, recipe: Recipe, display: str, epoch: int | None) -> SavedFile:
+    """The saved file of the chosen epoch (``--epoch``, else ``install.epoch``; "last" = the final epoch).
+
+    Raises:
+        RecipeError: Nothing was saved yet, or not that epoch (the message lists what was).
+    """
+    files = epoch_files(plan)
+    _, _, epochs = output_layout(plan)
+    where = (plan.build_dir / "output").as_posix()
+    if epoch is not None:
+        wanted, key, file = epoch, "--epoch", ""
+    else:
+        value = recipe.install.epoch
+        wanted, key, file = (epochs if value == "last" else value), "install.epoch", display
+    if not files:
+        raise RecipeError(
+            [
+                Problem(
+                    key,
+                    f"no LoRA file is saved in {where} yet: run lorabuild train {display or 'RECIPE'} first",
+                    file=file,
+                )
+            ]
+        )
+    if wanted not in files:
+        saved = ", ".join(str(e) for e in sorted(files))
+        raise RecipeError(
+            [
+                Problem(
+                    key,
+                    f"epoch {wanted} was not saved: {where} holds epoch(s) {saved}; choose one with "
+                    "--epoch N or install.epoch in the recipe",
+                    file=file,
+                )
+            ]
+        )
+    return files[wanted]
+
+
+def choose_preview(
+    plan: Plan, recipe: Recipe, display: str, epoch: int, weight: float
+) -> tuple[Path | None, str]:
+    """The cover picture, and a warning when there is none to take from the grid.
+
+    Raises:
+        RecipeError: ``install.preview`` names a file that does not exist.
+    """
+    setting = recipe.install.preview
+    if setting == "none":
+        return None, ""
+    if isinstance(setting, Path):
+        if not setting.is_file():
+            raise RecipeError(
+                [
+                    error(
+                        "install.preview",
+                        f'image not found: {setting.as_posix()}: give an image file, "grid" or "none"',
+                    ).at(display)
+                ]
+            )
+        return setting, ""
+    sheets = read_manifest(plan.build_dir)
+    if not sheets:
+        return None, "no grid yet (run lorabuild grid): installing without a preview picture"
+    cell = sheets[0].cell(epoch, weight)
+    if cell is None or not (plan.build_dir / cell).is_file():
+        columns = ", ".join(f"{c.weight:g}" for c in sheets[0].columns if c.weight is not None)
+        epochs = ", ".join(str(r.epoch) for r in sheets[0].rows)
+        return None, (
+            f"the grid has no picture at epoch {epoch} and weight {weight:g} (its epochs: {epochs}; weights: "
+            f"{columns}): installing without a preview picture; choose a grid weight with --weight, or set "
+            "install.preview to an image"
+        )
+    return plan.build_dir / cell, ""
+
+
+def preview_png(source: Path) -> bytes:
+    """The picture as PNG bytes (a PNG is taken as it is; other formats are converted)."""
+    data = source.read_bytes()
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        out = io.BytesIO()
+        converted = image if image.mode in ("RGB", "RGBA", "L", "LA", "P") else image.convert("RGB")
+        converted.save(out, format="PNG")
+        return out.getvalue()
+
+
+def _action(path: Path, same: bool) -> str:
+    if not path.exists():
+        return "create"
+    return "identical" if same else "conflict"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (sizes first; then read side by side)."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        with a.open("rb") as fa, b.open("rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
+
+
+def _same_data(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def plan_install(
+    plan: Plan,
+    recipe: Recipe,
+    *,
+    display: str = "",
+    epoch: int | None = None,
+    weight: float | None = None,
+    webui: Path | None = None,
+    comfyui: Path | None = None,
+) -> InstallPlan:
+    """Decide what installing ``plan``'s chosen epoch writes, without writing anything.
+
+    Args:
+        plan: The build's plan.
+        recipe: Its recipe (the ``[install]`` and ``[evaluate]`` tables).
+        display: The recipe file as messages name it.
+        epoch: ``--epoch`` (overrides ``install.epoch``).
+        weight: ``--weight`` (overrides ``install.weight``).
+        webui: ``--webui``: the webui folder or its Lora folder.
+        comfyui: ``--comfyui``: ComfyUI's folder or its loras folder.
+
+    Raises:
+        RecipeError: With what is wrong (no such epoch, no folder, a weight out of range).
+    """
+    if weight is not None and not 0 < weight <= 2:
+        raise RecipeError(
+            [error("--weight", f"must be above 0 and at most 2, the webui's range (got {weight:g})")]
+        )
+    where = targets(recipe, display, webui, comfyui)
+    source = choose_epoch(plan, recipe, display, epoch)
+    chosen_weight = weight if weight is not None else default_weight(recipe)
+    hashes = HashCache(plan.build_dir)
+    sha256 = hashes.of(source.rel).sha256
+    hashes.save()
+    document = card(plan, recipe, source.epoch, chosen_weight, sha256)
+    preview, warning = choose_preview(plan, recipe, display, source.epoch, chosen_weight)
+    preview_data = preview_png(preview) if preview is not None else None
+    notes = [f"warning: {warning}"] if warning else []
+    notes.extend(_suggestion(plan, recipe, display, epoch, source.epoch))
+    card_data = card_bytes(document)
+    ext = source.path.suffix
+    files: list[InstallFile] = []
+    for target in where:
+        model = target.folder / f"{plan.name}{ext}"
+        files.append(
+            InstallFile(
+                model, "model", _action(model, _same_file(model, source.path)), source.path, None, source.size
+            )
+        )
+        if preview_data is not None:
+            cover = target.folder / f"{plan.name}.preview.png"
+            files.append(
+                InstallFile(
+                    cover,
+                    "preview",
+                    _action(cover, _same_data(cover, preview_data)),
+                    None,
+                    preview_data,
+                    len(preview_data),
+                )
+            )
+        sidecar = target.folder / f"{plan.name}.json"
+        files.append(
+            InstallFile(
+                sidecar,
+                "card",
+                _action(sidecar, _same_data(sidecar, card_data)),
+                None,
+                card_data,
+                len(card_data),
+            )
+        )
+    return InstallPlan(
+        plan.name, source.epoch, chosen_weight, source, document, preview, tuple(files), tuple(notes)
+    )
+
+
+def _suggestion(plan: Plan, recipe: Recipe, display: str, flag: int | None, chosen: int) -> list[str]:
+    """A hint when the epoch was left to the default and the validation loss is lowest elsewhere."""
+    if flag is not None or "epoch" in recipe.install.model_fields_set:
+        return []
+    try:
+        losslog = importlib.import_module("lorabuild.losslog")
+        suggested = losslog.suggest_epoch(losslog.read_scalars(plan.build_dir / "logs"))
+    except Exception:  # no loss module or no readable logs: no suggestion
+        return []
+    if suggested is None or suggested == chosen:
+        return []
+    return [
+        f"note: installing the last epoch ({chosen}); the validation loss is lowest at epoch {suggested}: "
+        f"lorabuild install {display or 'RECIPE'} --epoch {suggested} installs that one (look at the grid first)"
+    ]
+
+
+def install(planned: InstallPlan, *, force: bool = False, dry_run: bool = False) -> list[InstallFile]:
+    """Write what :func:`plan_install` decided; returns each file with what happened to it.
+
+    Raises:
+        RecipeError: A different file is in place of one to write, and not ``force`` (nothing is
+            written then, not even the other files).
+    """
+    conflicts = planned.conflicts
+    if conflicts and not force:
+        raise RecipeError(
+            [
+                error(
+                    f.path.as_posix(),
+                    f"exists and differs from the {f.what} of {planned.name} epoch {planned.epoch}: "
+                    "nothing was installed; pass --force to replace it",
+                )
+                for f in conflicts
+            ]
+        )
+    done: list[InstallFile] = []
+    for f in planned.files:
+        action = "replace" if f.action == "conflict" else f.action
+        if not dry_run and action != "identical":
+            if f.source is not None:
+                copy_atomic(f.source, f.path)
+            elif f.data is not None:
+                write_bytes_atomic(f.path, f.data)
+        done.append(InstallFile(f.path, f.what, action, f.source, f.data, f.size))
+    return done
+
+
+def copy_atomic(source: Path, dest: Path) -> None:
+    """Copy ``source`` to ``dest`` through a temporary file in ``dest``'s folder and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically (the folder must exist: install never creates it)."""
+    from lorabuild.writer import write_atomic
+
+    write_atomic(dest, data)
+
+
+def describe(files: Sequence[InstallFile], dry_run: bool) -> list[str]:
+    """One line per file for the terminal: ``create  PATH (SIZE)``, or ``would create`` in a dry run."""
+    lines = []
+    for f in files:
+        verb = f.action if not dry_run or f.action == "identical" else f"would {f.action}"
+        lines.append(f"{verb:>13}  {f.path.as_posix()} ({human_size(f.size)})")
+    return lines
+
+
+def human_size(size: int) -> str:
+    """``12.3 MB`` style sizes (decimal units, as file managers show them)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"

@@ -1,0 +1,456 @@
+"""``build/<name>/report.html``: one self-contained page about a build.
+
+The page holds the recipe's summary, the dataset (subsets, buckets, tag frequencies before and
+after the caption rules from ``tags.csv``), the loss plot, each grid sheet with its prompt and
+seed, the saved LoRA files with their sizes and hashes, the suggested epoch and the install
+command. Pictures are embedded as ``data:`` URIs and the styles are inline, so the file works
+offline, from ``file://``, mailed or copied alone. Everything a user wrote (prompts, tags, names)
+reaches the page through jinja2's autoescaping.
+
+Each section reads what earlier stages left and says what to run when it is not there yet: the
+grid (:mod:`lorabuild.grid`, :mod:`lorabuild.sheets`) and the loss (:mod:`lorabuild.losslog`) are
+optional. Hashes come from :class:`lorabuild.saved.HashCache`, so a second report reads no model
+file again; the page has no timestamp, so an unchanged build gives the same bytes (and the file
+is not rewritten).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import importlib
+import io
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from lorabuild import KOHYA_COMMIT, __version__
+from lorabuild.gridmanifest import Sheet, read_manifest
+from lorabuild.install import activation_text, human_size
+from lorabuild.plan import Plan
+from lorabuild.saved import HashCache, output_layout, saved_files
+from lorabuild.settings import TEMPLATES_DIR
+from lorabuild.tags import CSV_NAME
+from lorabuild.writer import Artefact, write_files
+
+REPORT_NAME = "report.html"
+"""The report's file in the build folder."""
+
+LOSS_PNG = "loss.png"
+"""The loss plot :func:`write_report` asks :mod:`lorabuild.losslog` for, in the build folder."""
+
+TAGS_SHOWN = 40
+"""Tags listed per subset (the most frequent); the rest are counted."""
+
+# An embedded picture larger than this is re-encoded as JPEG (a grid sheet of 10 epochs x 4
+# weights at 768 px is ~30 MB as PNG: too heavy for one page).
+MAX_EMBED_BYTES = 3_000_000
+MAX_EMBED_SIDE = 4096
+THUMB_SIDE = 256
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image ready to embed: a ``data:`` URI and its pixel size."""
+
+    uri: str
+    width: int
+    height: int
+
+
+@dataclass
+class ReportData:
+    """Everything the template shows, as plain values (the template only places them)."""
+
+    name: str
+    title: str
+    summary: list[tuple[str, str]]
+    subsets: list[dict[str, Any]]
+    buckets: list[dict[str, Any]]
+    tags: list[dict[str, Any]]
+    tags_note: str
+    loss: Picture | None
+    loss_svg: dict[str, Any] | None
+    loss_note: str
+    sheets: list[dict[str, Any]]
+    grid_note: str
+    files: list[dict[str, Any]]
+    files_note: str
+    suggested_epoch: int | None
+    install_epoch: int | None
+    install_command: str
+    footer: str
+    hashed: int = field(default=0)
+
+
+def write_report(plan: Plan, build_dir: Path | None = None) -> Path:
+    """Write ``build/<name>/report.html`` atomically (only when its bytes change); returns its path."""
+    build = build_dir if build_dir is not None else plan.build_dir
+    html = render_report(collect(plan, build))
+    write_files(build, {REPORT_NAME: Artefact(html.encode("utf-8"))})
+    return build / REPORT_NAME
+
+
+def render_report(data: ReportData) -> str:
+    """The page's HTML for ``data`` (``templates/report.html.j2``, autoescaped)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("report.html.j2").render(r=data)
+
+
+def collect(plan: Plan, build: Path) -> ReportData:
+    """Read what the build's stages left and gather the page's values."""
+    scalars = _scalars(build)
+    suggested = _suggest(scalars)
+    loss, loss_svg, loss_note = _loss(build, scalars)
+    tags, tags_note = tag_tables(plan, build)
+    sheets, grid_note = grid_sheets(build)
+    files, files_note, hashed = saved_table(plan, build, suggested)
+    _, _, epochs = output_layout(plan)
+    saved_epochs = {f["epoch"] for f in files}
+    install_epoch = suggested if suggested in saved_epochs else (max(saved_epochs) if saved_epochs else None)
+    recipe = plan.recipe_file.as_posix()
+    command = f"lorabuild install {shlex.quote(recipe)}" + (
+        f" --epoch {install_epoch}" if install_epoch is not None else ""
+    )
+    metadata = plan.config.get("metadata", {})
+    return ReportData(
+        name=plan.name,
+        title=str(metadata.get("metadata_title") or plan.name),
+        summary=summary_rows(plan),
+        subsets=subset_rows(plan),
+        buckets=bucket_rows(plan),
+        tags=tags,
+        tags_note=tags_note,
+        loss=loss,
+        loss_svg=loss_svg,
+        loss_note=loss_note,
+        sheets=sheets,
+        grid_note=grid_note,
+        files=files,
+        files_note=files_note,
+        suggested_epoch=suggested,
+        install_epoch=install_epoch,
+        install_command=command,
+        footer=f"lorabuild {__version__}, kohya sd-scripts {KOHYA_COMMIT[:12]}, recipe sha256 "
+        f"{plan.recipe_hash[:12]}, {epochs} epoch(s)",
+        hashed=hashed,
+    )
+
+
+def summary_rows(plan: Plan) -> list[tuple[str, str]]:
+    """The recipe summary: (label, value) rows from the compiled config and the plan."""
+    cfg = plan.config
+    model, network, optimizer = cfg.get("model", {}), cfg.get("network", {}), cfg.get("optimizer", {})
+    training, saving, metadata = cfg.get("training", {}), cfg.get("saving", {}), cfg.get("metadata", {})
+    dataset = (plan.dataset_config.get("datasets") or [{}])[0]
+    rows: list[tuple[str, str]] = [("name", plan.name)]
+    if metadata.get("metadata_title") and metadata["metadata_title"] != plan.name:
+        rows.append(("title", str(metadata["metadata_title"])))
+    if metadata.get("metadata_description"):
+        rows.append(("description", str(metadata["metadata_description"])))
+    if metadata.get("metadata_author"):
+        rows.append(("author", str(metadata["metadata_author"])))
+    rows.append(("trigger", activation_text(plan) or "(none)"))
+    rows.append(("base model", str(model.get("pretrained_model_name_or_path", "?"))))
+    rows.append(("family", f"{plan.family} ({plan.script})"))
+    if model.get("clip_skip"):
+        rows.append(("clip skip", str(model["clip_skip"])))
+    net = f"{network.get('network_module', '?')}, dim {network.get('network_dim', '?')}, alpha {_num(network.get('network_alpha'))}"
+    if network.get("network_args"):
+        net += " (" + ", ".join(str(a) for a in network["network_args"]) + ")"
+    rows.append(("network", net))
+    opt = f"{optimizer.get('optimizer_type', '?')}, lr {_num(optimizer.get('learning_rate'))}"
+    for key, label in (("unet_lr", "U-Net lr"), ("text_encoder_lr", "text encoder lr")):
+        if optimizer.get(key) is not None:
+            opt += f", {label} {_num(optimizer[key])}"
+    if optimizer.get("lr_scheduler"):
+        opt += f", {optimizer['lr_scheduler']} schedule"
+    if optimizer.get("lr_warmup_steps"):
+        opt += f", warm-up {_num(optimizer['lr_warmup_steps'])}"
+    rows.append(("optimizer", opt))
+    resolution = dataset.get("resolution")
+    if resolution:
+        rows.append(("resolution", "×".join(str(x) for x in resolution)))
+    rows.append(("batch size", str(dataset.get("batch_size", "?"))))
+    rows.append(("epochs", str(training.get("max_train_epochs", "?"))))
+    rows.append(
+        (
+            "steps",
+            f"{plan.batches_per_epoch} batches per epoch, {plan.steps_per_epoch} per epoch, {plan.total_steps} in all",
+        )
+    )
+    every = saving.get("save_every_n_epochs")
+    rows.append(
+        (
+            "saved",
+            "every epoch"
+            if every == 1
+            else f"every {every} epochs and the last"
+            if every
+            else "the last epoch",
+        )
+    )
+    if training.get("mixed_precision"):
+        rows.append(
+            (
+                "precision",
+                f"{training['mixed_precision']} training, {saving.get('save_precision', '?')} files",
+            )
+        )
+    rows.append(("recipe", plan.recipe_file.as_posix()))
+    return rows
+
+
+def _num(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "?" if value is None else str(value)
+
+
+def subset_rows(plan: Plan) -> list[dict[str, Any]]:
+    """One row per subset: staged folder, source, trigger, images, repeats, samples per epoch."""
+    return [
+        {
+            "folder": f"dataset/{s.folder}",
+            "source": s.source.as_posix(),
+            "trigger": s.trigger or "",
+            "images": len(s.images),
+            "repeats": s.repeats,
+            "samples": len(s.images) * s.repeats,
+            "reg": s.is_reg,
+        }
+        for s in plan.subsets
+    ]
+
+
+def bucket_rows(plan: Plan) -> list[dict[str, Any]]:
+    """One row per bucket: resolution, samples per epoch and the bar's width in percent."""
+    most = max((n for _, n in plan.bucket_counts), default=0) or 1
+    return [
+        {"resolution": f"{w}×{h}", "samples": n, "percent": round(100 * n / most, 1)}
+        for (w, h), n in plan.bucket_counts
+    ]
+
+
+def tag_tables(plan: Plan, build: Path) -> tuple[list[dict[str, Any]], str]:
+    """Per subset, the most frequent tags before and after the rules (from ``tags.csv``)."""
+    try:
+        text = (build / CSV_NAME).read_text(encoding="utf-8")
+    except OSError:
+        return [], f"no {CSV_NAME} yet: run lorabuild prepare"
+    rows_by_subset: dict[int, list[dict[str, Any]]] = {}
+    try:
+        for row in csv.DictReader(io.StringIO(text)):
+            rows_by_subset.setdefault(int(row["subset"]), []).append(
+                {"tag": row["tag"], "before": int(row["before"]), "after": int(row["after"])}
+            )
+    except (KeyError, ValueError, csv.Error):
+        return [], f"{CSV_NAME} could not be read: run lorabuild prepare again"
+    tables = []
+    for subset in plan.subsets:
+        rows = rows_by_subset.get(subset.index, [])
+        images = len(subset.images) or 1
+        shown = rows[:TAGS_SHOWN]
+        for r in shown:
+            r["removed"] = r["before"] > 0 and r["after"] == 0
+            r["added"] = r["before"] == 0 and r["after"] > 0
+            r["percent"] = round(100 * max(r["before"], r["after"]) / images, 1)
+        tables.append(
+            {
+                "folder": f"dataset/{subset.folder}",
+                "images": len(subset.images),
+                "rows": shown,
+                "more": len(rows) - len(shown),
+                "total": len(rows),
+            }
+        )
+    return tables, ""
+
+
+def _losslog() -> Any:
+    try:
+        return importlib.import_module("lorabuild.losslog")
+    except ImportError:
+        return None
+
+
+def _scalars(build: Path) -> dict[str, list[tuple[int, float]]]:
+    losslog = _losslog()
+    if losslog is None or not (build / "logs").is_dir():
+        return {}
+    try:
+        scalars = losslog.read_scalars(build / "logs")
+    except Exception:  # an unreadable or half-written event file must not stop the report
+        return {}
+    return dict(scalars) if scalars else {}
+
+
+def _suggest(scalars: dict[str, list[tuple[int, float]]]) -> int | None:
+    losslog = _losslog()
+    if losslog is None or not scalars:
+        return None
+    try:
+        epoch = losslog.suggest_epoch(scalars)
+    except Exception:
+        return None
+    return int(epoch) if epoch is not None else None
+
+
+def _loss(
+    build: Path, scalars: dict[str, list[tuple[int, float]]]
+) -> tuple[Picture | None, dict[str, Any] | None, str]:
+    """The loss plot: losslog's PNG, else an inline SVG of the loss series, else why there is none."""
+    if not scalars:
+        if _losslog() is None:
+            return None, None, "no loss plot: lorabuild.losslog is not available in this version"
+        return None, None, "no training logs yet: run lorabuild train"
+    losslog = _losslog()
+    reason = ""
+    try:
+        plotted = losslog.plot_loss(scalars, build / LOSS_PNG, title=f"{build.name}: loss")
+    except Exception:
+        plotted = None
+    # plot_loss returns a LossPlot (path, reason, notes); a bare path is accepted too.
+    png = getattr(plotted, "path", plotted)
+    reason = str(getattr(plotted, "reason", "") or "")
+    if isinstance(png, str | Path) and Path(png).is_file():
+        picture = embed(Path(png))
+        if picture is not None:
+            return picture, None, ""
+    svg = loss_svg(scalars)
+    if svg is None:
+        return None, None, reason or "the training logs hold no loss values yet"
+    return None, svg, ""
+
+
+SVG_COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c")
+
+
+def loss_svg(
+    scalars: dict[str, list[tuple[int, float]]], width: int = 720, height: int = 260
+) -> dict[str, Any] | None:
+    """Polylines of the series whose name says loss, scaled into one chart (for the template)."""
+    series = {k: v for k, v in sorted(scalars.items()) if "loss" in k.lower() and v}
+    if not series:
+        return None
+    series = dict(list(series.items())[: len(SVG_COLOURS)])
+    steps = [s for values in series.values() for s, _ in values]
+    losses = [v for values in series.values() for _, v in values]
+    x0, x1 = min(steps), max(steps)
+    y0, y1 = min(losses), max(losses)
+    pad = 30
+    lines = []
+    for colour, (name, values) in zip(SVG_COLOURS, series.items(), strict=False):
+        points = " ".join(
+            f"{pad + (s - x0) / max(1, x1 - x0) * (width - 2 * pad):.1f},"
+            f"{height - pad - (v - y0) / ((y1 - y0) or 1) * (height - 2 * pad):.1f}"
+            for s, v in values
+        )
+        lines.append({"name": name, "colour": colour, "points": points})
+    return {
+        "width": width,
+        "height": height,
+        "lines": lines,
+        "x_range": f"step {x0} – {x1}",
+        "y_range": f"loss {y0:.4g} – {y1:.4g}",
+    }
+
+
+def grid_sheets(build: Path) -> tuple[list[dict[str, Any]], str]:
+    """Each grid sheet with its prompt and seed: the composed sheet, else a table of its cells."""
+    sheets = read_manifest(build)
+    if sheets is None:
+        return [], "no grid yet: run lorabuild grid"
+    if not sheets:
+        return [], "the grid manifest lists no sheets: run lorabuild grid"
+    return [_sheet(build, s) for s in sheets], ""
+
+
+def _sheet(build: Path, sheet: Sheet) -> dict[str, Any]:
+    image = embed(build / sheet.image) if (build / sheet.image).is_file() else None
+    cells: list[dict[str, Any]] = []
+    if image is None:
+        for r, row in enumerate(sheet.rows):
+            row_cells = sheet.cells[r] if r < len(sheet.cells) else ()
+            pictures = []
+            for c in range(len(sheet.columns)):
+                rel = row_cells[c] if c < len(row_cells) else None
+                pictures.append(embed(build / rel, thumb=True) if rel and (build / rel).is_file() else None)
+            cells.append({"label": row.label, "pictures": pictures})
+        if not any(p for row in cells for p in row["pictures"]):
+            cells = []  # nothing rendered yet: the page says so instead of an empty table
+    return {
+        "id": sheet.id,
+        "prompt": sheet.prompt,
+        "negative_prompt": sheet.negative_prompt,
+        "seed": sheet.seed,
+        "image": image,
+        "columns": [c.label for c in sheet.columns],
+        "rows": cells,
+    }
+
+
+def saved_table(plan: Plan, build: Path, suggested: int | None) -> tuple[list[dict[str, Any]], str, int]:
+    """The saved LoRA files with epoch, size and hashes; how many files were read to hash them."""
+    files = saved_files(plan, build)
+    if not files:
+        return [], "no LoRA file saved yet: run lorabuild train", 0
+    cache = HashCache(build)
+    rows = []
+    for f in files:
+        try:
+            hashes = cache.of(f.rel)
+        except OSError:
+            continue
+        rows.append(
+            {
+                "file": f.rel,
+                "epoch": f.epoch,
+                "numbered": f.numbered,
+                "size": human_size(f.size),
+                "bytes": f.size,
+                "sha256": hashes.sha256,
+                "short_hash": hashes.short_hash or "",
+                "suggested": f.epoch == suggested,
+            }
+        )
+    cache.save()
+    return rows, "", cache.hashed
+
+
+def embed(path: Path, thumb: bool = False) -> Picture | None:
+    """The image as a ``data:`` URI (re-encoded as JPEG when large; a thumbnail when ``thumb``)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size = image.size
+            fmt = image.format
+            too_big = len(data) > MAX_EMBED_BYTES or max(size) > MAX_EMBED_SIDE
+            if thumb or too_big or fmt not in ("PNG", "JPEG", "WEBP", "GIF"):
+                side = THUMB_SIDE if thumb else MAX_EMBED_SIDE
+                image.thumbnail((side, side))
+                rgb = image.convert("RGBA")
+                flat = Image.new("RGB", rgb.size, "white")
+                flat.paste(rgb, mask=rgb.getchannel("A"))
+                out = io.BytesIO()
+                flat.save(out, format="JPEG", quality=88)
+                data, fmt, size = out.getvalue(), "JPEG", flat.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    mime = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}[fmt or "PNG"]
+    return Picture(f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", size[0], size[1])
