@@ -11,6 +11,9 @@ served from a handful of repeated strings) and reused by later runs.
     python bench/bench_prepare.py --sizes 10000 --runs 5
     python bench/bench_prepare.py --root /dev/shm/lb     # the same on tmpfs: lorabuild's own cost
 
+The CPU time (user + system, the decode workers included) is printed too: on a shared machine
+it varies far less than the wall time. The load average at the end says how shared it was.
+
 File creation dominates a cold run (two new directory entries per image: the link and the
 caption), so its time depends on the file system far more than on lorabuild; ``--root`` on a
 tmpfs shows lorabuild's own share.
@@ -122,8 +125,9 @@ def make_project(root: Path, count: int) -> Path:
     return recipe
 
 
-def run_prepare(recipe: Path) -> tuple[float, int]:
-    """Wall time (s) and peak RSS (KiB) of one ``lorabuild prepare`` in a fresh process."""
+def run_prepare(recipe: Path) -> tuple[float, int, float]:
+    """Wall time (s), peak RSS (KiB) and CPU time (s, user + system, with its worker processes)
+    of one ``lorabuild prepare`` in a fresh process."""
     argv = [sys.executable, "-m", "lorabuild", "prepare", str(recipe.relative_to(recipe.parent.parent))]
     with tempfile.TemporaryFile() as output:
         start = time.perf_counter()
@@ -135,7 +139,7 @@ def run_prepare(recipe: Path) -> tuple[float, int]:
         if process.returncode != 0:
             output.seek(0)
             raise SystemExit(f"lorabuild prepare failed ({process.returncode}):\n{output.read().decode()}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def _median(values: list[float]) -> str:
@@ -154,15 +158,17 @@ def main() -> None:
         build = recipe.parent.parent / "build"
         shutil.rmtree(build, ignore_errors=True)
         run_prepare(recipe)  # warms the page cache and Python's bytecode cache
-        cold, warm, peaks = [], [], []
+        cold, warm, peaks, cpu_cold, cpu_warm = [], [], [], [], []
         for _ in range(args.runs):
             shutil.rmtree(build)
-            seconds, peak = run_prepare(recipe)
+            seconds, peak, cpu = run_prepare(recipe)
             cold.append(seconds)
+            cpu_cold.append(cpu)
             peaks.append(peak)
         for _ in range(args.runs):
-            seconds, peak = run_prepare(recipe)
+            seconds, peak, cpu = run_prepare(recipe)
             warm.append(seconds)
+            cpu_warm.append(cpu)
             peaks.append(peak)
         verdict = ""
         if count == 10_000:
@@ -172,7 +178,8 @@ def main() -> None:
             )
         print(
             f"prepare, {count} images: cold {_median(cold)}; warm {_median(warm)}; "
-            f"peak RSS {max(peaks) / 1024:.0f} MiB{verdict}"
+            f"peak RSS {max(peaks) / 1024:.0f} MiB; CPU cold {statistics.median(cpu_cold):.2f} s, "
+            f"warm {statistics.median(cpu_warm):.2f} s; load {os.getloadavg()[0]:.1f}{verdict}"
         )
 
 

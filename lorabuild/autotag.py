@@ -48,12 +48,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lorabuild import KOHYA_COMMIT
-from lorabuild.captions import normalise
+from lorabuild.captions import join_tags, normalise, split_tags
 from lorabuild.problems import LorabuildError
 from lorabuild.schema import AutotagSection, Recipe
+
+if TYPE_CHECKING:
+    from lorabuild.plan import Plan
 
 TAGGER_SCRIPT = "finetune/tag_images_by_wd14_tagger.py"
 """The tagger inside the kohya checkout."""
@@ -445,6 +448,102 @@ def tag_captions(
         image: merge_tags(tags, tagged[image], section.mode) if image in tagged else list(tags)
         for image, tags in captions.items()
     }
+
+
+TAGGER_PACKAGES = ("onnx", "onnxruntime")
+"""What kohya's tagger imports in ``--onnx`` mode beyond kohya's own stack (pip names too)."""
+
+
+def preflight(sd_scripts: Path, python: str = sys.executable) -> None:
+    """Fail with a clear message, before anything is tagged or staged, when the tagger cannot run.
+
+    Checks that the kohya checkout holds the tagger and, for lorabuild's own Python (the one
+    that runs it by default), that onnx and onnxruntime are importable. The pre-flight rules
+    (:func:`lorabuild.rules.tagger_script`, :func:`lorabuild.rules.tagger_packages`) say the same at
+    check time on a machine with kohya's stack; this catches a machine that only plans.
+
+    Raises:
+        AutotagError: What is missing and how to install it.
+    """
+    script = sd_scripts / TAGGER_SCRIPT
+    if not script.is_file():
+        raise AutotagError(
+            f"[captions.autotag]: kohya's WD14 tagger {script.as_posix()} is not there: check out kohya "
+            "sd-scripts at the pinned commit (git submodule update --init, or lorabuild setup "
+            "--sd-scripts CLONE; LORABUILD_SD_SCRIPTS names another checkout)"
+        )
+    if os.path.abspath(python) != os.path.abspath(sys.executable):
+        return  # another interpreter's packages cannot be looked up from here
+    import importlib.util
+
+    missing = [name for name in ("torch", *TAGGER_PACKAGES) if importlib.util.find_spec(name) is None]
+    if missing:
+        install = "pip install -e '.[train]' " if "torch" in missing else "pip install "
+        raise AutotagError(
+            f"[captions.autotag]: kohya's WD14 tagger needs {' and '.join(missing)}, not installed for "
+            f"{sys.executable}: {install}{' '.join(n for n in missing if n != 'torch')}".rstrip()
+        )
+
+
+def settings_keys(recipe: Recipe) -> list[str]:
+    """:func:`settings_key` of every autotag table in ``recipe`` (empty when none is set).
+
+    Part of the prepare stamp (:func:`lorabuild.state.prepare_key`): a new threshold, model file
+    or tag list makes ``lorabuild run`` prepare again. A model folder that cannot be read counts
+    as a setting of its own (the check reports it).
+    """
+    keys = []
+    for _, section in autotag_sections(recipe):
+        try:
+            keys.append(settings_key(section))
+        except OSError as exc:
+            keys.append(f"unreadable: {section.model_dir}: {exc.strerror}")
+    return keys
+
+
+def autotag_plan(
+    plan: Plan,
+    recipe: Recipe,
+    *,
+    sd_scripts: Path | None = None,
+    python: str = sys.executable,
+    on_line: Callable[[str], None] | None = None,
+) -> Plan:
+    """``plan`` with the tagger's tags merged into the captions of every subset with autotag set.
+
+    Each subset's ``[captions.autotag]`` (its own ``[captions]`` table's, else the recipe's)
+    picks the images by ``mode`` (:func:`tag_captions`); the merged tags become the caption
+    before the rules (:func:`lorabuild.plan.with_raw_captions`), so the staged captions,
+    ``tags.csv`` and ``lorabuild tags`` all show the tagger's tags after the rules. Images the
+    mode leaves alone keep their plan entries.
+
+    Raises:
+        AutotagError: The tagger cannot run, or failed.
+    """
+    from dataclasses import replace
+
+    from lorabuild.plan import with_raw_captions
+
+    if sd_scripts is None:
+        from lorabuild.settings import sd_scripts_dir
+
+        sd_scripts = sd_scripts_dir()
+    if autotag_sections(recipe):
+        preflight(sd_scripts, python)
+    subsets = []
+    for subset in plan.subsets:
+        section = recipe.rules_for(recipe.dataset.subsets[subset.index]).autotag
+        if section is None or not subset.images:
+            subsets.append(subset)
+            continue
+        own = {image.source: split_tags(image.source_caption) for image in subset.images}
+        merged = tag_captions(
+            own, section, plan.build_dir, sd_scripts=sd_scripts, python=python, on_line=on_line
+        )
+        raw = {source: join_tags(tags) for source, tags in merged.items() if tags != own[source]}
+        # One subset at a time: the same source in two subsets may be tagged by two settings.
+        subsets.append(with_raw_captions(replace(plan, subsets=(subset,)), recipe, raw).subsets[0])
+    return replace(plan, subsets=tuple(subsets))
 
 
 def _run_tagger(

@@ -4,11 +4,13 @@ Each subset becomes ``build/<name>/dataset/<repeats>_<trigger>/`` holding its im
 ``.txt`` caption per image, after the caption rules. An image is a hard link to the source
 where the file system allows (no admin rights needed on Windows), else a copy; an image kohya
 would misread (EXIF orientation, transparency, a format it cannot list) is a converted PNG
-(:mod:`lorabuild.imagefix`). ``build/<name>/tags.csv`` gets the tag table of :mod:`lorabuild.tags`.
+(:mod:`lorabuild.imagefix`). An image is staged only once it decodes (:mod:`lorabuild.decodecheck`;
+checked for new and changed sources only). ``build/<name>/tags.csv`` gets the tag table of :mod:`lorabuild.tags`.
 
 Sources are never written to: every write goes to a temporary file in the stage and is renamed
 into place (:func:`lorabuild.writer.write_atomic`), so replacing a staged hard link replaces the
-link, never the file it shares with the source.
+link, never the file it shares with the source. A caption under a name not yet in the stage is
+created exclusively instead (``O_EXCL``: it cannot be a link), saving the rename.
 
 **Incremental.** ``dataset/.stage.json`` (the stage manifest) records every staged file: for an
 image, its source's path and :class:`~lorabuild.facts.FileKey` (size, mtime, inode) with its
@@ -46,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild import __version__
+from lorabuild.decodecheck import decode_problems
 from lorabuild.facts import (
     PROBE_CACHE_VERSION,
     PROBE_FIELDS,
@@ -155,6 +158,9 @@ def _is_current(image: StagedImage, record: list[Any] | None, staged: Stat | Non
 
 def _link_or_copy(source: Path, folder: str, name: str) -> str:
     """Hard-link ``source`` as ``folder/name`` (a copy where linking is impossible); return which."""
+    with contextlib.suppress(OSError):  # a new name: linked in one step (nothing to replace)
+        os.link(source, os.path.join(folder, name))
+        return "link"
     tmp = os.path.join(folder, f".{name}.link.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
@@ -166,6 +172,29 @@ def _link_or_copy(source: Path, folder: str, name: str) -> str:
         how = "copy"
     os.replace(tmp, os.path.join(folder, name))
     return how
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def _create(path: str, data: bytes) -> Stat | None:
+    """Write a new file (none by that name yet) in one go; its stat, or None when the name exists.
+
+    Creating exclusively can never write through a link to a source, so no temporary file is
+    needed; a run stopped half-way leaves a short file with no manifest record, which the next
+    run compares byte for byte and replaces.
+    """
+    try:
+        fd = os.open(path, _CREATE_FLAGS, 0o666)
+    except FileExistsError:
+        return None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    return _stat(path)  # after closing: some file systems set the mtime then
 
 
 def _convert(image: StagedImage, dest: Path) -> Stat | str:
@@ -220,6 +249,7 @@ class _Stager:
     def run(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         conversions: list[tuple[str, StagedImage, Path]] = []
+        links: list[tuple[str, StagedImage, str, str]] = []
         for subset in self.plan.subsets:
             # Paths as strings in the loops: pathlib costs more than the stat calls themselves.
             folder = os.path.join(self.root, subset.folder)
@@ -237,12 +267,10 @@ class _Stager:
                         self._restaged(subset.folder, image)
                     self._record(rel, image, record[0] if record else "link", staged, base)
                 elif image.conversion is None:
-                    how = _link_or_copy(image.source, folder, image.name)
-                    self.counts[how] += 1
-                    self._restaged(subset.folder, image)
-                    self._record(rel, image, how, _stat(prefix + image.name), base)
+                    links.append((rel, image, folder, base))
                 else:
                     conversions.append((rel, image, Path(folder, image.name)))
+        self._link_all(links)
         self._convert_all(conversions)
         failed = {id(image) for image, _ in self.failed}
         for subset in self.plan.subsets:
@@ -264,6 +292,18 @@ class _Stager:
 
     def _restaged(self, folder: str, image: StagedImage) -> None:
         self.stale[folder].add((Path(image.name).stem, "latents"))
+
+    def _link_all(self, jobs: list[tuple[str, StagedImage, str, str]]) -> None:
+        """Link new and changed images once they decode (:mod:`lorabuild.decodecheck`)."""
+        problems = decode_problems([image.source for _, image, _, _ in jobs]) if jobs else []
+        for (rel, image, folder, base), problem in zip(jobs, problems, strict=True):
+            if problem is not None:
+                self.failed.append((image, problem))
+                continue
+            how = _link_or_copy(image.source, folder, image.name)
+            self.counts[how] += 1
+            self._restaged(rel.split("/", 1)[0], image)
+            self._record(rel, image, how, _stat(os.path.join(folder, image.name)), base)
 
     def _convert_all(self, jobs: list[tuple[str, StagedImage, Path]]) -> None:
         """Convert on every core: Pillow decodes and encodes without holding the GIL."""
@@ -295,6 +335,13 @@ class _Stager:
         path = f"{self.root}{os.sep}{folder}{os.sep}{name}"
         staged = _stat(path)
         record = self.old_captions.get(rel)
+        if staged is None:
+            staged = _create(path, data)
+            if staged is not None:
+                self.counts["captions"] += 1
+                self.captions[rel] = [digest, list(staged)]
+                return
+            staged = _stat(path)  # there after all (made since the stat): compared below
         if not (staged and record and record[0] == digest and record[1] == list(staged)):
             try:
                 with open(path, "rb") as file:

@@ -269,19 +269,19 @@ def test_interrupted_prepare_converges(project: Project, monkeypatch: pytest.Mon
 
     # Ctrl-C after two captions: what was done is recorded, the rest is done by the next run.
     calls = 0
-    real_write = stage.write_atomic
+    real_create = stage._create  # how a new caption is written
 
-    def interrupted(path: Path, data: bytes, executable: bool = False, *, durable: bool = True) -> None:
+    def interrupted(path: str, data: bytes) -> tuple[int, int, int] | None:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise KeyboardInterrupt
-        real_write(path, data, executable, durable=durable)
+        return real_create(path, data)
 
-    monkeypatch.setattr(stage, "write_atomic", interrupted)
+    monkeypatch.setattr(stage, "_create", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(project)
-    monkeypatch.setattr(stage, "write_atomic", real_write)
+    monkeypatch.setattr(stage, "_create", real_create)
     manifest = json.loads((project.root / "build/Test_v1/dataset/.stage.json").read_text("utf-8"))
     assert sorted(manifest["captions"]) == ["2_uiharu_kazari/000.txt", "2_uiharu_kazari/001.txt"]
     # A harder stop leaves a temporary file behind.
