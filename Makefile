@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-train test lint typecheck pytest golden bench bench-train demo clean
+.PHONY: setup setup-train test lint typecheck pytest golden bench bench-train bench-grid demo clean
 
 $(VENV)/.setup-test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: setup
 # Needs kohya's Python stack: lorabuild train against plain accelerate launch, and the no-op run.
 bench-train: setup-train
 	$(PY) bench/bench_train.py
+
+# Needs kohya's Python stack and a trained demo (make demo): lorabuild grid against plain gen_img runs.
+bench-grid: setup-train
+	$(PY) bench/bench_grid.py
 
 # The main job: train the shipped tutorial recipe end to end on the CPU with a generated model and dataset.
 demo: setup-train

@@ -39,6 +39,13 @@ BuildDirOpt = Annotated[
     typer.Option("--build-dir", help="Where builds go [env LORABUILD_BUILD_DIR, default ./build]."),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")]
+OnlyOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--only",
+        help="The build to use from a recipe whose [sweep] defines several (lorabuild ls lists them).",
+    ),
+]
 
 
 def _build_root(option: Path | None) -> Path:
@@ -48,12 +55,20 @@ def _build_root(option: Path | None) -> Path:
 
 
 def _checked(
-    recipe: Path, overrides: list[str] | None, build_dir: Path | None, strict: bool = False
+    recipe: Path,
+    overrides: list[str] | None,
+    build_dir: Path | None,
+    strict: bool = False,
+    only: str | None = None,
 ) -> tuple[Checked, Plan]:
-    """Check the recipe, print its warnings and return the check with its plan; raises with every problem."""
+    """Check the recipe, print its warnings and return the check with its plan; raises with every problem.
+
+    ``only`` picks one build of a recipe whose ``[sweep]`` defines several (``--only NAME``);
+    without it such a recipe is an error that lists the names.
+    """
     from lorabuild import pipeline
 
-    checked = pipeline.check(recipe, overrides or [], _build_root(build_dir))
+    checked = pipeline.check(recipe, overrides or [], _build_root(build_dir), only=only)
     plan = pipeline.require_plan(checked, strict=strict)
     _echo_problems(checked.warnings)
     return checked, plan
@@ -71,69 +86,203 @@ def check(
     build_dir: BuildDirOpt = None,
     strict: StrictOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every image's bucket.")] = False,
+    only: OnlyOpt = None,
 ) -> None:
-    """Check a recipe and its files in under a second, then show what kohya will train."""
+    """Check a recipe and its files in under a second, then show what kohya will train.
+
+    A recipe whose [sweep] defines several builds has each of them checked (or the one --only names).
+    """
     from lorabuild import pipeline
+    from lorabuild.recipe import load_builds, load_recipe
     from lorabuild.summary import plan_summary
 
-    checked = pipeline.check(recipe, set_ or [], _build_root(build_dir))
-    if checked.plan is not None:
-        typer.echo(plan_summary(checked.plan, verbose=verbose))
-    pipeline.require_plan(checked, strict=strict)
-    _echo_problems(checked.warnings)
-    typer.echo(
-        f"ok: {recipe.as_posix()}" + (f" ({len(checked.warnings)} warning(s))" if checked.warnings else "")
-    )
+    root = _build_root(build_dir)
+    builds = [load_recipe(recipe, set_ or [], only)] if only is not None else load_builds(recipe, set_ or [])
+    failed: list[Problem] = []
+    warned = 0
+    for loaded in builds:
+        checked = pipeline.check_loaded(loaded, root)
+        if len(builds) > 1:
+            typer.echo(f"== {loaded.recipe.name}")
+        if checked.plan is not None:
+            typer.echo(plan_summary(checked.plan, verbose=verbose))
+        try:
+            pipeline.require_plan(checked, strict=strict)
+        except RecipeError as exc:
+            if len(builds) == 1:
+                raise
+            failed += exc.problems
+            continue
+        _echo_problems(checked.warnings)
+        warned += len(checked.warnings)
+    if failed:
+        raise RecipeError(failed)
+    count = f": {len(builds)} builds" if len(builds) > 1 else ""
+    typer.echo(f"ok: {recipe.as_posix()}{count}" + (f" ({warned} warning(s))" if warned else ""))
 
 
 @app.command("compile")
 def compile_(
-    recipe: RecipeArg,
+    recipes: Annotated[
+        list[Path],
+        typer.Argument(help="The recipe TOML file(s); several with --target slurm.", show_default=False),
+    ],
     set_: SetOpt = None,
+    only: OnlyOpt = None,
     build_dir: BuildDirOpt = None,
     strict: StrictOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be written.")] = False,
+    target: Annotated[
+        str, typer.Option("--target", help="local: the build folders; slurm: an sbatch array script.")
+    ] = "local",
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="--target slurm: the script to write [lorabuild.sbatch]."),
+    ] = None,
+    slurm: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--slurm",
+            help="--target slurm: stages=check,compile | partition=P | account=A | time=T | mem=M | "
+            "cpus-per-task=N | gpus=N | job-name=J | sbatch=--opt=v | lorabuild=CMD (repeatable; "
+            "overrides [launch.slurm]).",
+        ),
+    ] = None,
 ) -> None:
-    """Write build/<name>/: dataset.toml, config.toml, sample prompts, train.sh, train.ps1, plan.json."""
+    """Write build/<name>/: dataset.toml, config.toml, sample prompts, train.sh, train.ps1, plan.json.
+
+    With --target slurm, write instead an sbatch array script with one task per build (of every
+    recipe given) that runs `lorabuild run` on the cluster; resubmitting skips finished builds.
+    """
     from lorabuild import pipeline
 
-    _, plan = _checked(recipe, set_, build_dir, strict=strict)
-    for written in pipeline.compile_build(plan, dry_run=dry_run):
-        typer.echo(f"{written.action:>9}  {written.path.as_posix()}")
+    if target == "slurm":
+        _compile_slurm(recipes, output or Path("lorabuild.sbatch"), set_ or [], build_dir, slurm or [])
+        return
+    if target != "local":
+        from lorabuild.slurm import SlurmError
+
+        raise SlurmError(f"--target {target!r} is not a target: use local or slurm")
+    if output is not None or slurm:
+        from lorabuild.slurm import SlurmError
+
+        raise SlurmError("-o and --slurm go with --target slurm")
+    for recipe in recipes:
+        _, plan = _checked(recipe, set_, build_dir, strict=strict, only=only)
+        for written in pipeline.compile_build(plan, dry_run=dry_run):
+            typer.echo(f"{written.action:>9}  {written.path.as_posix()}")
+
+
+def _compile_slurm(
+    recipes: list[Path], output: Path, overrides: list[str], build_dir: Path | None, items: list[str]
+) -> None:
+    import shlex
+
+    from lorabuild import slurm
+
+    given: dict[str, str] = {}
+    extra: list[str] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("_", "-")
+        if not sep or key not in slurm.CLI_KEYS:
+            raise slurm.SlurmError(
+                f"--slurm {item!r}: write KEY=VALUE with KEY one of {', '.join(slurm.CLI_KEYS)}"
+            )
+        if key == "sbatch":
+            extra.append(value)
+        else:
+            given[key] = value
+    try:
+        cpus = int(given["cpus-per-task"]) if "cpus-per-task" in given else None
+        gpus = int(given["gpus"]) if "gpus" in given else None
+    except ValueError:
+        raise slurm.SlurmError("--slurm cpus-per-task and gpus take whole numbers, e.g. gpus=2") from None
+    settings = slurm.SlurmSettings(
+        partition=given.get("partition"),
+        account=given.get("account"),
+        time=given.get("time"),
+        mem=given.get("mem"),
+        cpus_per_task=cpus,
+        gpus=gpus,
+        job_name=given.get("job-name"),
+        extra=tuple(extra),
+    )
+    builds, used, changed = slurm.write_sbatch(
+        recipes,
+        output,
+        _build_root(build_dir),
+        overrides=overrides,
+        settings=settings,
+        stages=slurm.parse_stages(given.get("stages", ",".join(slurm.STAGES[1:]))),
+        lorabuild=shlex.split(given["lorabuild"]) if "lorabuild" in given else None,
+    )
+    gres = f"{used.gpus} GPU(s)" if used.gpus else "no GPU"
+    typer.echo(
+        f"{'wrote' if changed else 'identical'} {output.as_posix()}: {len(builds)} array task(s) "
+        f"({', '.join(b.name for b in builds)}), each {gres}, {used.cpus_per_task} CPU(s)"
+    )
+    typer.echo(f"submit: sbatch {output.as_posix()}  (logs in {(output.parent / 'logs').as_posix()}/)")
 
 
 @app.command()
 def prepare(
     recipe: RecipeArg,
     set_: SetOpt = None,
+    only: OnlyOpt = None,
     build_dir: BuildDirOpt = None,
     strict: StrictOpt = False,
 ) -> None:
-    """Stage the dataset (images and rule-edited captions) into build/<name>/dataset/."""
-    from lorabuild import pipeline
+    """Stage the dataset (images and rule-edited captions) into build/<name>/dataset/.
 
-    _, plan = _checked(recipe, set_, build_dir, strict=strict)
-    pipeline.compile_build(plan)
-    report = pipeline.prepare(plan)
+    With nothing changed since the last prepare (recipe, source folders, build folder) it only
+    lists the folders and repeats that run's warnings.
+    """
+    from lorabuild import pipeline
+    from lorabuild.decodecheck import ahead
+    from lorabuild.recipe import load_recipe
+
+    root = _build_root(build_dir)
+    loaded = load_recipe(recipe, set_ or [], only)
+    key = pipeline.prepare_fingerprint(loaded, root)
+    done = pipeline.already_prepared(loaded, root, key, strict=strict)
+    if done is not None:
+        for line in done.detail["lines"]:
+            typer.echo(line, err=True)
+        typer.echo(done.detail["summary"])
+        return
+    with ahead():  # the images the check probes first are decoded while it goes on
+        checked = pipeline.check_loaded(loaded, root)
+        plan = pipeline.require_plan(checked, strict=strict)
+        _echo_problems(checked.warnings)
+        written = pipeline.compile_build(plan)
+        report = pipeline.prepare(plan, checked.loaded.recipe)
     _echo_problems(list(report.problems))
+    dataset = f"staged {plan.build_dir.as_posix()}/dataset: "
     typer.echo(
-        f"staged {plan.build_dir.as_posix()}/dataset: {report.linked} linked, {report.copied} copied, "
+        f"{dataset}{report.linked} linked, {report.copied} copied, "
         f"{report.converted} converted, {report.unchanged} unchanged, {report.captions_written} captions "
         f"written, {report.removed} removed; tags.csv {report.tags}"
     )
+    staged = report.linked + report.copied + report.converted + report.unchanged
+    again = f"{dataset}0 linked, 0 copied, 0 converted, {staged} unchanged, 0 captions written, 0 removed; "
+    lines = [format_problem(p) for p in (*checked.warnings, *report.problems)]
+    pipeline.record_prepared(plan, key, written, lines, again + "tags.csv identical")
 
 
 @app.command()
 def tags(
     recipe: RecipeArg,
     set_: SetOpt = None,
+    only: OnlyOpt = None,
     build_dir: BuildDirOpt = None,
 ) -> None:
     """Print each subset's tag frequencies before and after the caption rules (what to remove or fix)."""
+    from lorabuild import pipeline
     from lorabuild.tags import tags_text
 
-    _, plan = _checked(recipe, set_, build_dir)
-    typer.echo(tags_text(plan))
+    checked, plan = _checked(recipe, set_, build_dir, only=only)
+    typer.echo(tags_text(pipeline.autotagged(plan, checked.loaded.recipe)))  # tags as prepare stages them
 
 
 FreshOpt = Annotated[
@@ -150,6 +299,7 @@ def _outputs_line(name: str, outputs: tuple[str, ...]) -> str:
 def train(
     recipe: RecipeArg,
     set_: SetOpt = None,
+    only: OnlyOpt = None,
     build_dir: BuildDirOpt = None,
     strict: StrictOpt = False,
     fresh: FreshOpt = False,
@@ -162,32 +312,71 @@ def train(
     """
     from lorabuild import pipeline
 
-    checked, plan = _checked(recipe, set_, build_dir, strict=strict)
+    checked, plan = _checked(recipe, set_, build_dir, strict=strict, only=only)
     pipeline.run(checked, force_train=True, fresh=fresh, say=typer.echo)
     typer.echo(f"trained {_outputs_line(plan.name, plan.outputs)}")
 
 
 @app.command()
 def run(
-    recipe: RecipeArg,
+    recipes: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Recipe TOML files, run in order (a sweep runs each of its builds).", show_default=False
+        ),
+    ],
     set_: SetOpt = None,
     build_dir: BuildDirOpt = None,
     strict: StrictOpt = False,
+    until: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--until", help="Stop after this stage: compile, prepare or train.", show_default=False),
+    ] = None,
+    only: OnlyOpt = None,
+    stop_on_error: Annotated[
+        bool, typer.Option("--stop-on-error", help="With several builds, stop at the first that fails.")
+    ] = False,
 ) -> None:
     """Bring the build up to date: compile, prepare and train, each only when its inputs changed.
 
     Editing only [evaluate] retrains nothing; with nothing changed this finishes in about a
     second. A stopped training resumes from its last saved state.
+
+    With several builds (several files, or a [sweep]) they run in order as a queue: a failed
+    build is reported and the next one starts, and a table at the end lists each build's status,
+    time and LoRA file (exit 1 if one failed). Two builds sharing a name or folder stop it before
+    anything runs; Ctrl-C stops the queue.
     """
     import time
 
-    from lorabuild import pipeline
+    from lorabuild import pipeline, runqueue
 
+    if until is not None and until not in pipeline.RUN_STAGES:
+        raise typer.BadParameter(f"{until!r} is not a stage: use one of {', '.join(pipeline.RUN_STAGES)}")
     start = time.perf_counter()
-    checked, plan = _checked(recipe, set_, build_dir, strict=strict)
-    report = pipeline.run(checked, say=typer.echo)
+    root = _build_root(build_dir)
+    entries = runqueue.collect(recipes, root, set_ or [], only, keep_going=len(recipes) > 1)
+    if len(entries) != 1 or entries[0].loaded is None:
+        rows = runqueue.run_queue(
+            entries,
+            root,
+            strict=strict,
+            stop_on_error=stop_on_error,
+            until=until,
+            say=typer.echo,
+            warn=lambda line: typer.echo(line, err=True),
+        )
+        typer.echo("")
+        typer.echo(runqueue.summary_table(rows))
+        raise typer.Exit(runqueue.exit_status(rows))
+    checked = pipeline.check_loaded(entries[0].loaded, root)
+    plan = pipeline.require_plan(checked, strict=strict)
+    _echo_problems(checked.warnings)
+    report = pipeline.run(checked, say=typer.echo, until=until)
     took = time.perf_counter() - start
-    if any(s.ran for s in report.stages):
+    if until is not None and until != pipeline.RUN_STAGES[-1]:
+        typer.echo(f"ok: {plan.name}: {', '.join(s.stage for s in report.stages)} up to date ({took:.2f} s)")
+    elif any(s.ran for s in report.stages):
         typer.echo(f"ok: {_outputs_line(plan.name, plan.outputs)} ({took:.1f} s)")
     else:
         typer.echo(f"ok: {plan.name} is up to date ({took:.2f} s)")
@@ -257,10 +446,20 @@ def demo(
     from lorabuild.summary import plan_summary
 
     typer.echo(plan_summary(plan))
-    pipeline.compile_build(plan)
-    pipeline.prepare(plan)
-    pipeline.train(plan)
-    typer.echo(f"demo done, in {plan.build_dir.as_posix()}/: " + ", ".join(plan.outputs))
+    pipeline.run(checked, say=typer.echo)
+
+    # Install the chosen epoch into a webui tree inside the demo folder, as `lorabuild install` does.
+    from lorabuild.install import describe, install, plan_install
+
+    webui = build_dir / "webui"
+    (webui / "models" / "Lora").mkdir(parents=True, exist_ok=True)
+    planned = plan_install(plan, checked.loaded.recipe, display=checked.loaded.display, webui=webui)
+    for line in describe(install(planned, force=True), dry_run=False):
+        typer.echo(line)
+    typer.echo(
+        f"demo done: open {(plan.build_dir / 'report.html').as_posix()} for the loss and the epoch x weight "
+        f"grid; epoch {planned.epoch} is installed in {(webui / 'models' / 'Lora').as_posix()}"
+    )
 
 
 @app.command()
@@ -277,6 +476,287 @@ def version() -> None:
     from lorabuild import KOHYA_COMMIT
 
     typer.echo(f"lorabuild {__version__} (kohya sd-scripts {KOHYA_COMMIT})")
+
+
+@app.command()
+def makefile(
+    recipes: Annotated[
+        list[Path],
+        typer.Argument(help="Recipe TOML files (a sweep's builds each get targets).", show_default=False),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The Makefile to write.")] = Path("Makefile"),
+    set_: SetOpt = None,
+    build_dir: BuildDirOpt = None,
+) -> None:
+    """Write a GNU Makefile with a target per build and stage: `make -j2` runs only stale stages.
+
+    `make` builds everything, `make NAME` one build, `make NAME/prepare` one stage; `make -k`
+    carries on past a failed build. Stamps use the same hashes as `lorabuild run`, so a second
+    `make` with nothing changed trains nothing. Run make in the Makefile's folder.
+    """
+    from lorabuild.makefile import write_makefile
+
+    builds = write_makefile(recipes, output, _build_root(build_dir), set_ or [])
+    targets = ", ".join(b.target for b in builds)
+    typer.echo(f"wrote {output.as_posix()}: {len(builds)} build(s): {targets}")
+    typer.echo("run: make -j2  (or make NAME, make -k; in the Makefile's folder)")
+
+
+@app.command("ls")
+def ls(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe TOML files.", show_default=False)],
+    set_: SetOpt = None,
+    build_dir: BuildDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List the builds recipe files define: name, the files each reads, swept values, build folder.
+
+    A file that extends others reads them too; a file with a [sweep] defines one build per
+    point (pick one in other commands with --only NAME).
+    """
+    from lorabuild.expand import format_value
+    from lorabuild.recipe import LoadedRecipe, load_builds
+
+    root = _build_root(build_dir)
+    found: list[LoadedRecipe] = []
+    problems: list[Problem] = []
+    for path in recipes:
+        try:
+            found += load_builds(path, set_ or [])
+        except RecipeError as exc:
+            problems += exc.problems
+    if problems:
+        raise RecipeError(problems)
+    if as_json:
+        listing = [
+            {
+                "name": b.recipe.name,
+                "recipe": b.path.as_posix(),
+                "sources": [p.as_posix() for p in b.sources or (b.path,)],
+                "sweep": b.sweep_values,
+                "build_dir": (root / b.recipe.name).as_posix(),
+            }
+            for b in found
+        ]
+        typer.echo(json.dumps(listing, indent=2, ensure_ascii=False))
+        return
+    rows = [
+        (
+            b.recipe.name,
+            " < ".join(p.as_posix() for p in b.sources or (b.path,)),
+            " ".join(f"{k}={format_value(v)}" for k, v in b.sweep_values.items()) or "-",
+            (root / b.recipe.name).as_posix() + "/",
+        )
+        for b in found
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join([*(row[i].ljust(widths[i]) for i in range(3)), row[3]]))
+
+
+@app.command()
+def queue(
+    recipes: Annotated[
+        list[Path], typer.Argument(help="Recipe TOML files, in the order to train them.", show_default=False)
+    ],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--output", "-o", help="The folder for queue.sh and queue.ps1 [default: the build root]."
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    build_dir: BuildDirOpt = None,
+    strict: StrictOpt = False,
+    only: OnlyOpt = None,
+) -> None:
+    """Compile and stage builds, and write queue.sh and queue.ps1 that train them in order.
+
+    For a machine without lorabuild: copy the project there and run build/queue.sh (or
+    queue.ps1). Each build's train.sh runs in turn; a failed build is reported and the next one
+    starts; a table at the end lists each build's status, time and LoRA file.
+    """
+    from lorabuild import pipeline, runqueue
+    from lorabuild.writer import write_files
+
+    root = _build_root(build_dir)
+    entries = runqueue.collect(recipes, root, set_ or [], only, keep_going=False)
+    checks = [pipeline.check_loaded(e.loaded, root) for e in entries if e.loaded is not None]
+    problems: list[Problem] = []
+    for checked in checks:
+        try:
+            pipeline.require_plan(checked, strict=strict)
+        except RecipeError as exc:
+            problems += exc.problems
+    if problems:
+        raise RecipeError(problems)
+    plans = []
+    for checked in checks:
+        _echo_problems(checked.warnings)
+        typer.echo(f"== {checked.loaded.recipe.name}")
+        pipeline.run(checked, say=typer.echo, until="prepare")
+        plans.append(pipeline.require_plan(checked))
+    folder = output if output is not None else root
+    command = " ".join(["lorabuild queue", *(p.as_posix() for p in recipes)])
+    artefacts = runqueue.render_queue(runqueue.script_builds(plans, folder), " ".join(command.split()))
+    for written in write_files(folder, artefacts):
+        typer.echo(f"{written.action:>9}  {written.path.as_posix()}")
+    typer.echo(f"queue of {len(plans)} build(s): run {(folder / 'queue.sh').as_posix()} (or queue.ps1)")
+
+
+@app.command()
+def report(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    only: OnlyOpt = None,
+    build_dir: BuildDirOpt = None,
+) -> None:
+    """Write build/<name>/report.html: one self-contained page to open in a browser.
+
+    Recipe summary, dataset (subsets, buckets, tag frequencies), loss plot, grid sheets, the saved
+    files with sizes and hashes, the suggested epoch and the install command.
+    """
+    from lorabuild.report import write_report
+
+    _, plan = _checked(recipe, set_, build_dir, only=only)
+    path = write_report(plan, plan.build_dir)
+    typer.echo(f"wrote {path.as_posix()}")
+
+
+@app.command()
+def install(
+    recipe: RecipeArg,
+    epoch: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            "--epoch",
+            min=1,
+            help="The saved epoch to install (else install.epoch; default: the last).",
+            show_default=False,
+        ),
+    ] = None,
+    weight: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(
+            "--weight",
+            help="Preferred weight on the card and the preview's grid column (else install.weight).",
+            show_default=False,
+        ),
+    ] = None,
+    webui: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--webui",
+            help="The AUTOMATIC1111 webui folder (containing models/Lora) or its Lora folder "
+            "(else install.webui, else env LORABUILD_WEBUI).",
+            show_default=False,
+        ),
+    ] = None,
+    comfyui: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--comfyui",
+            help="The ComfyUI folder (containing models/loras) or its loras folder "
+            "(else install.comfyui, else env LORABUILD_COMFYUI).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace files that differ from what would be installed.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be written; write nothing.")
+    ] = False,
+    set_: SetOpt = None,
+    only: OnlyOpt = None,
+    build_dir: BuildDirOpt = None,
+) -> None:
+    """Copy a chosen epoch into the webui's models/Lora (or ComfyUI's models/loras) with its card.
+
+    Writes NAME.safetensors, NAME.preview.png (the grid cell at the chosen epoch and weight) and
+    NAME.json (the webui's card: activation text = the trigger, preferred weight, notes). A file
+    that differs is never replaced without --force; an identical one is left alone.
+    """
+    from lorabuild.install import describe, plan_install
+    from lorabuild.install import install as install_files
+
+    checked, plan = _checked(recipe, set_, build_dir, only=only)
+    planned = plan_install(
+        plan,
+        checked.loaded.recipe,
+        display=checked.loaded.display,
+        epoch=epoch,
+        weight=weight,
+        webui=webui,
+        comfyui=comfyui,
+    )
+    for note in planned.notes:
+        typer.echo(note, err=True)
+    done = install_files(planned, force=force, dry_run=dry_run)
+    for line in describe(done, dry_run):
+        typer.echo(line)
+    where = f"epoch {planned.epoch} ({planned.source.rel}), weight {planned.weight:g}"
+    if dry_run:
+        typer.echo("card (NAME.json) would read:")
+        typer.echo(json.dumps(planned.card, indent=4, ensure_ascii=False))
+        typer.echo(f"dry run: nothing written; would install {plan.name} {where}")
+    elif all(f.action == "identical" for f in done):
+        typer.echo(f"{plan.name} {where} is already installed")
+    else:
+        typer.echo(f"installed {plan.name} {where}")
+
+
+@app.command()
+def loss(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    only: OnlyOpt = None,
+    build_dir: BuildDirOpt = None,
+) -> None:
+    """Print the loss per epoch from kohya's TensorBoard logs and draw build/<name>/loss.png."""
+    from lorabuild.losslog import summarise
+
+    _, plan = _checked(recipe, set_, build_dir, only=only)
+    summary = summarise(plan.build_dir, title=f"{plan.name}: training loss")
+    _echo_problems([Problem("", note, Severity.WARNING) for note in summary.notes])
+    typer.echo(summary.table())
+    plot = summary.plot
+    typer.echo(f"wrote {plot.path.as_posix()}" if plot.path else f"no loss plot: {plot.reason}")
+
+
+@app.command()
+def grid(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    only: OnlyOpt = None,
+    build_dir: BuildDirOpt = None,
+    epochs: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--epochs", help="Epochs to compare, like 2,4,8 [default: evaluate.epochs].", show_default=False
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Render every cell again.")] = False,
+) -> None:
+    """Render the epoch x weight comparison grid with kohya's gen_img (one model load), then its sheets.
+
+    Only cells whose inputs changed are rendered (build/<name>/grid/cells/); writes grid/grid.json
+    and one labelled sheet per prompt and seed (grid/sheet_<id>.png). gen_img's output goes to
+    build/<name>/logs/grid.log.
+    """
+    from lorabuild.grid import parse_epochs, render_grid
+
+    try:
+        rows = parse_epochs(epochs) if epochs is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    checked, plan = _checked(recipe, set_, build_dir, only=only)
+    report = render_grid(plan, checked.loaded, epochs=rows, force=force, say=typer.echo)
+    from lorabuild.makefile import mark_done
+
+    mark_done(plan.build_dir, "grid")  # for make (lorabuild.makefile)
+    how = f"rendered {report.rendered}" if report.rendered else "rendered nothing (all up to date)"
+    typer.echo(f"ok: {plan.name}: {report.cells} cell(s), {how}; {report.manifest.as_posix()}")
 
 
 def main() -> None:

@@ -14,18 +14,25 @@ a decode). Nothing here writes: a check with no stage yet simply probes everythi
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from pydantic import BaseModel
+
 from lorabuild import __version__
-from lorabuild.autotag import TaggerModel, autotag_sections, probe_model_dir
+from lorabuild.autotag import TAGGER_SCRIPT, TaggerModel, autotag_sections, probe_model_dir
 from lorabuild.captions import CaptionFile, read_caption
+from lorabuild.decodecheck import decode_ahead
 from lorabuild.imagefix import content_hash, dhash
 from lorabuild.images import ImageInfo, list_folder, probe_images, why_kohya_skips
 from lorabuild.modelfile import ModelInfo, probe_model
@@ -46,6 +53,8 @@ PACKAGES = (
     # kohya's WD14 tagger in --onnx mode ([captions.autotag]).
     "onnx",
     "onnxruntime",
+    # kohya's --deepspeed ([launch.deepspeed]).
+    "deepspeed",
 )
 
 # Files kohya itself leaves next to an image under its stem (cache_latents_to_disk writes
@@ -175,6 +184,9 @@ class Facts:
         packages: Which of :data:`PACKAGES` are importable here.
         other_builds: Builds already in the build folder: output name -> recipe file that made it.
         tagger_models: Each ``[captions.autotag]`` model folder and what it holds.
+        tagger_script: kohya's WD14 tagger script and whether it is there, when the recipe sets
+            ``[captions.autotag]`` (None otherwise).
+        platform: ``sys.platform`` of the machine that checks (and, as a rule, trains).
     """
 
     model: ModelInfo
@@ -182,6 +194,8 @@ class Facts:
     packages: Mapping[str, bool]
     other_builds: Mapping[str, str] = field(default_factory=dict)
     tagger_models: Mapping[Path, TaggerModel] = field(default_factory=dict)
+    tagger_script: tuple[Path, bool] | None = None
+    platform: str = field(default_factory=lambda: sys.platform)
 
     @property
     def training_stack(self) -> bool:
@@ -198,10 +212,122 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
     return Facts(
         model=probe_model(recipe.model.base),
         subsets=tuple(fingerprint_images(subsets, recipe.images.duplicates)),
-        packages={name: importlib.util.find_spec(name) is not None for name in PACKAGES},
+        packages=installed_packages(),
         other_builds={name: str(path) for name, path in others.items() if path != mine},
         tagger_models={s.model_dir: probe_model_dir(s.model_dir) for _, s in autotag_sections(recipe)},
+        tagger_script=_tagger_script() if autotag_sections(recipe) else None,
     )
+
+
+def installed_packages() -> dict[str, bool]:
+    """Which of :data:`PACKAGES` are importable here (found, not imported)."""
+    return {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
+
+
+def recipe_paths(value: object) -> Iterator[Path]:
+    """Every path a validated recipe (or any part of it) names, depth first."""
+    if isinstance(value, Path):
+        yield value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from recipe_paths(getattr(value, name))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from recipe_paths(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from recipe_paths(item)
+
+
+def tree_state(path: str | Path, depth: int = 1, newest: list[int] | None = None) -> str:
+    """A line per entry of ``path`` and of its folders down to ``depth``: name, type, size,
+    mtime and inode as ``stat`` tells them (a file: its own line; absent: ``missing``).
+
+    What changes when a file is added, removed, renamed, replaced or written to; no file is read.
+    ``newest``, when given, gets the latest mtime seen appended.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"{path}\tmissing\n"
+    lines = [f"{path}\t{st.st_mode}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\n"]
+    latest = [st.st_mtime_ns]
+    if depth > 0 and stat.S_ISDIR(st.st_mode):
+        _tree_lines(os.fspath(path), depth, lines, latest)
+    if newest is not None:
+        newest.append(max(latest))
+    return "".join(lines)
+
+
+def _tree_lines(folder: str, depth: int, lines: list[str], latest: list[int]) -> None:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        lines.append(f"{folder}\tunreadable {exc.errno}\n")
+        return
+    newest = latest[0]
+    for entry in entries:
+        try:
+            st = entry.stat()
+        except OSError:  # a broken link
+            lines.append(f"{entry.path}\tbroken\n")
+            continue
+        lines.append(f"{entry.path}\t{st.st_mode}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\n")
+        newest = max(newest, st.st_mtime_ns)
+        if depth > 1 and stat.S_ISDIR(st.st_mode):
+            _tree_lines(entry.path, depth - 1, lines, latest)
+    latest[0] = max(latest[0], newest)
+
+
+RACY_NS = 2_000_000_000
+"""A file modified this close to a fingerprint may change again within its mtime's resolution
+(a second on some file systems) without its ``stat`` showing it: such a fingerprint is not kept."""
+
+
+def input_fingerprint(recipe: Recipe, recipe_hash: str, recipe_file: Path, build_root: Path) -> str | None:
+    """A cheap hash of everything :func:`gather`, the rules, the plan and the compiled files read.
+
+    The merged recipe (``recipe_hash``), lorabuild's version, this machine's settings and
+    installed packages, the other builds, and ``stat`` of every file and folder the recipe names
+    (a folder with every entry of its top level: a subset's images and captions, a model folder's
+    files, a sub-folder's own mtime). No image or caption is opened, so a 10,000-image dataset
+    costs one folder listing; any added, removed, replaced or edited file changes the hash.
+    None when a file was modified in the last :data:`RACY_NS` (its next edit might not show).
+    """
+    from lorabuild.settings import TEMPLATES_DIR, sd_scripts_dir
+
+    digest = hashlib.sha256()
+    mine = recipe_file.resolve()
+    head = {
+        "lorabuild": __version__,
+        "probe": PROBE_CACHE_VERSION,
+        "recipe": recipe_hash,
+        "recipe_file": str(mine),
+        "build_root": str(build_root.resolve()),
+        "cwd": os.getcwd(),
+        "platform": sys.platform,
+        "python": sys.executable,
+        "packages": installed_packages(),
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("LORABUILD_")},
+        "sd_scripts": str(sd_scripts_dir()),
+        "tagger_script": list(map(str, _tagger_script())) if autotag_sections(recipe) else None,
+        "other_builds": {n: str(p) for n, p in sorted(existing_builds(build_root).items()) if p != mine},
+    }
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    now = time.time_ns()
+    newest: list[int] = []
+    digest.update(tree_state(TEMPLATES_DIR, newest=newest).encode("utf-8", "surrogateescape"))
+    for path in dict.fromkeys(recipe_paths(recipe)):
+        digest.update(tree_state(path, newest=newest).encode("utf-8", "surrogateescape"))
+    return None if max(newest) > now - RACY_NS else digest.hexdigest()
+
+
+def _tagger_script() -> tuple[Path, bool]:
+    from lorabuild.settings import sd_scripts_dir
+
+    script = sd_scripts_dir() / TAGGER_SCRIPT
+    return script, script.is_file()
 
 
 def probe_subset(
@@ -316,6 +442,8 @@ def _probe_cached(
         record = cache.get(full) if key is not None else None
         results.append(_from_record(path, key, record) if record is not None else None)
     missing = [i for i, result in enumerate(results) if result is None]
+    # New and changed images are the ones staging will decode: start that now, where prepare asked.
+    decode_ahead([paths[i] for i in missing])
     for i, info in zip(missing, probe_images([paths[i] for i in missing]), strict=True):
         results[i] = (info, Fingerprint(keys[i]), None)
     return [result for result in results if result is not None]

@@ -19,15 +19,19 @@ from lorabuild.plan import Plan, build_plan
 from lorabuild.problems import Problem, RecipeError, Severity, errors_of, format_problem
 from lorabuild.recipe import LoadedRecipe, load_recipe
 from lorabuild.rules import run_rules
+from lorabuild.schema import Recipe
 from lorabuild.settings import sd_scripts_dir
 
 if TYPE_CHECKING:
     from lorabuild.stage import StageReport
-    from lorabuild.state import BuildLock
+    from lorabuild.state import BuildLock, Stamp
     from lorabuild.training import TrainingError as TrainingError  # re-exported: train() raises it
     from lorabuild.training import TrainingInterrupted as TrainingInterrupted
     from lorabuild.training import TrainResult
     from lorabuild.writer import Written
+
+# The stages of :func:`run`, in order (``lorabuild run --until STAGE``; a Makefile target each).
+RUN_STAGES = ("compile", "prepare", "train", "grid", "report")
 
 # Stages after the check import what they need when they run, so that `lorabuild check` loads
 # only the check's modules (jinja2 and the process seam are not needed to check a recipe).
@@ -55,15 +59,21 @@ class Checked:
         return [p for p in self.problems if p.severity is Severity.WARNING]
 
 
-def check(recipe_file: Path, overrides: Sequence[str], build_root: Path) -> Checked:
+def check(recipe_file: Path, overrides: Sequence[str], build_root: Path, only: str | None = None) -> Checked:
     """Validate the recipe, probe its files and run every rule; plan when nothing is wrong.
+
+    ``only`` picks one build of a file whose ``[sweep]`` expands to several (``--only NAME``).
 
     Raises:
         RecipeError: When the recipe itself does not validate (nothing else can be checked).
     """
-    loaded = load_recipe(recipe_file, overrides)
-    facts = gather(loaded.recipe, recipe_file, build_root)
-    problems = tuple(p.at(loaded.display) for p in run_rules(loaded.recipe, facts))
+    return check_loaded(load_recipe(recipe_file, overrides, only), build_root)
+
+
+def check_loaded(loaded: LoadedRecipe, build_root: Path) -> Checked:
+    """Probe a loaded build's files and run every rule; plan when nothing is wrong."""
+    facts = gather(loaded.recipe, loaded.path, build_root)
+    problems = tuple(p.at(loaded.file_of(p.key)) for p in run_rules(loaded.recipe, facts))
     plan = None if errors_of(problems) else build_plan(loaded, facts, build_root)
     return Checked(loaded, facts, problems, plan)
 
@@ -84,11 +94,66 @@ def compile_build(plan: Plan, dry_run: bool = False) -> list[Written]:
     return write_files(plan.build_dir, render(plan, sd_scripts_dir()), dry_run=dry_run)
 
 
-def prepare(plan: Plan) -> StageReport:
-    """Stage the dataset into the build folder."""
+def prepare(plan: Plan, recipe: Recipe | None = None) -> StageReport:
+    """Stage the dataset into the build folder, auto-tagging first where ``recipe`` asks for it.
+
+    Raises:
+        AutotagError: kohya's WD14 tagger cannot run or failed (nothing is staged).
+    """
     from lorabuild.stage import stage
 
-    return stage(plan)
+    return stage(autotagged(plan, recipe))
+
+
+def autotagged(plan: Plan, recipe: Recipe | None) -> Plan:
+    """``plan`` with ``[captions.autotag]`` applied (the tagger runs only for images it has not seen)."""
+    from lorabuild.autotag import autotag_plan, autotag_sections
+
+    if recipe is None or not autotag_sections(recipe):
+        return plan
+    return autotag_plan(plan, recipe, sd_scripts=sd_scripts_dir())
+
+
+def prepare_inputs(checked: Checked) -> str:
+    """What the prepare stamp hashes beyond the plan: the recipe sections staging reads and the
+    tagger's settings (model file, tag list, thresholds; :func:`lorabuild.autotag.settings_keys`)."""
+    from lorabuild.autotag import settings_keys
+
+    sections = checked.loaded.section_hash("dataset", "captions", "images")
+    return ",".join([sections, *settings_keys(checked.loaded.recipe)])
+
+
+def prepare_fingerprint(loaded: LoadedRecipe, build_root: Path) -> str | None:
+    """What ``lorabuild prepare`` reads, hashed without opening an image or caption
+    (:func:`lorabuild.facts.input_fingerprint`; None when a file changed too recently to tell);
+    take it before the check, so that a file changed while preparing shows next time."""
+    from lorabuild.facts import input_fingerprint
+
+    return input_fingerprint(loaded.recipe, loaded.section_hash(), loaded.path, build_root)
+
+
+def already_prepared(
+    loaded: LoadedRecipe, build_root: Path, key: str | None, strict: bool = False
+) -> Stamp | None:
+    """The last prepare's stamp when its inputs were ``key`` and the build is as it left it:
+    preparing again would do nothing (:func:`lorabuild.state.prepared`)."""
+    from lorabuild import state
+
+    return None if key is None else state.prepared(build_root / loaded.recipe.name, key, strict)
+
+
+def record_prepared(
+    plan: Plan, key: str | None, written: Sequence[Written], lines: Sequence[str], summary: str
+) -> None:
+    """Remember a finished prepare (its inputs ``key``, the build's state, what it printed)."""
+    from lorabuild import state
+
+    if key is None:
+        return
+    from lorabuild.tags import CSV_NAME
+
+    files = [w.path.relative_to(plan.build_dir).as_posix() for w in written]
+    state.save_prepared(plan.build_dir, key, [*files, CSV_NAME, "autotag"], lines, summary)
 
 
 def train(
@@ -143,8 +208,9 @@ def run(
     fresh: bool = False,
     say: Callable[[str], None] | None = None,
     on_line: Callable[[str], None] | None = None,
+    until: str | None = None,
 ) -> RunReport:
-    """Bring a checked build up to date: compile -> prepare -> train (later: grid, install).
+    """Bring a checked build up to date: compile -> prepare -> train -> grid -> report.
 
     Holding the build's lock, each stage runs only when the inputs it reads changed since it
     last finished (:mod:`lorabuild.state`): compiling rewrites only files whose bytes change;
@@ -157,6 +223,7 @@ def run(
         fresh: Do not resume from a saved state.
         say: Receives a line per stage as it finishes, and lorabuild's notes.
         on_line: Receives kohya's output instead of the progress display.
+        until: Stop after this stage (one of :data:`RUN_STAGES`); all stages when None.
 
     Raises:
         RecipeError: When the check found errors.
@@ -164,6 +231,7 @@ def run(
         TrainingError: When training failed.
     """
     from lorabuild import state
+    from lorabuild.makefile import mark_done
 
     plan = require_plan(checked)
     tell = say or (lambda text: None)
@@ -171,6 +239,7 @@ def run(
 
     def done(stage: str, ran: bool, summary: str) -> None:
         outcomes.append(StageOutcome(stage, ran, summary))
+        mark_done(build, stage)  # for make: this stage is done as of now (lorabuild.makefile)
         tell(f"{stage:<8} {summary}")
 
     build = plan.build_dir
@@ -181,17 +250,17 @@ def run(
             bool(changed),
             ("wrote " + ", ".join(w.path.name for w in changed)) if changed else "up to date",
         )
+        if until == "compile":
+            return RunReport(tuple(outcomes), None)
 
         stamps = state.load_stamps(build)
         digests = state.Digests(build)
-        prepare_key = state.prepare_key(
-            plan, digests, checked.loaded.section_hash("dataset", "captions", "images")
-        )
+        prepare_key = state.prepare_key(plan, digests, prepare_inputs(checked))
         staged = all((build / "dataset" / s.folder).is_dir() for s in plan.subsets)
         if staged and state.is_done(stamps.get("prepare"), prepare_key):
             done("prepare", False, "up to date")
         else:
-            report = prepare(plan)
+            report = prepare(plan, checked.loaded.recipe)
             for problem in report.problems:
                 tell(format_problem(problem))
             state.save_stamp(build, "prepare", state.Stamp(prepare_key, "done"))
@@ -203,6 +272,8 @@ def run(
                 f"{report.converted} converted, {report.unchanged} unchanged, "
                 f"{report.captions_written} caption(s) written",
             )
+        if until == "prepare":
+            return RunReport(tuple(outcomes), None)
 
         sd_scripts = sd_scripts_dir()
         train_key = state.train_key(plan, state.staged_dataset_digest(plan, digests), sd_scripts)
@@ -220,6 +291,30 @@ def run(
             )
             how = f"resumed after epoch {trained.resumed_from.epoch}, " if trained.resumed_from else ""
             done("train", True, f"{how}done in {format_duration(trained.seconds)}")
+        if until == "train":
+            return RunReport(tuple(outcomes), trained)
+
+        if checked.loaded.recipe.evaluate.prompts:
+            from lorabuild.grid import render_grid
+
+            grid = render_grid(plan, checked.loaded, say=tell, on_line=on_line, lock=False)
+            sheets = f", {len(grid.sheets)} sheet(s)" if grid.sheets else ""
+            if grid.rendered:
+                done("grid", True, f"rendered {grid.rendered} of {grid.cells} cell(s){sheets}")
+            else:
+                done("grid", False, f"up to date ({grid.cells} cell(s){sheets})")
+        else:
+            done("grid", False, "skipped: the recipe has no [evaluate] prompts")
+        if until == "grid":
+            return RunReport(tuple(outcomes), trained)
+
+        from lorabuild.report import write_report
+
+        page = build / "report.html"
+        before = page.read_bytes() if page.is_file() else None
+        write_report(plan)  # rewrites the page only when its bytes change
+        rewritten = page.read_bytes() != before
+        done("report", rewritten, f"wrote {page.as_posix()}" if rewritten else "up to date")
     return RunReport(tuple(outcomes), trained)
 
 

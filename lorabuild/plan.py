@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,9 +24,9 @@ from lorabuild.captions import CaptionFile, apply_rules, join_tags, split_tags
 from lorabuild.facts import Facts, Fingerprint
 from lorabuild.imagefix import Conversion, plan_conversion, staged_image_names
 from lorabuild.images import ImageInfo
-from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec
+from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec, accelerate_argv
 from lorabuild.recipe import LoadedRecipe
-from lorabuild.schema import ImagesSection, Recipe
+from lorabuild.schema import DeepSpeedSection, ImagesSection, Recipe
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -121,6 +121,8 @@ class Plan:
         launch: The command that trains.
         on_bad_image: ``images.on_bad_image``: what staging does with an image that fails to
             convert (``error`` or ``skip``).
+        num_processes: Training processes (GPUs) accelerate launches; each takes its share of
+            every epoch's batches, so ``total_steps`` counts the steps of one process.
     """
 
     name: str
@@ -139,6 +141,7 @@ class Plan:
     sample_prompts: str
     launch: LaunchSpec
     on_bad_image: str = "error"
+    num_processes: int = 1
 
     @property
     def steps_per_epoch(self) -> int:
@@ -172,7 +175,7 @@ class Plan:
             "epochs": self.config["training"]["max_train_epochs"],
             "total_steps": self.total_steps,
             "outputs": list(self.outputs),
-        }
+        } | ({"num_processes": self.num_processes} if self.num_processes > 1 else {})
 
 
 def relpath(target: Path, start: Path) -> str:
@@ -404,7 +407,12 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path) -> Plan:
     subsets = plan_subsets(recipe, facts)
     counts = epoch_bucket_counts(subsets)
     batches = batches_per_epoch(counts, recipe.dataset.batch_size)
-    steps = total_steps(batches, recipe.training.epochs, recipe.training.gradient_accumulation_steps)
+    steps = total_steps(
+        batches,
+        recipe.training.epochs,
+        recipe.training.gradient_accumulation_steps,
+        recipe.launch.num_processes,
+    )
     script = SCRIPTS[family]
     return Plan(
         name=recipe.name,
@@ -423,6 +431,7 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path) -> Plan:
         sample_prompts=sample_prompts(recipe),
         launch=launch_spec(recipe, script),
         on_bad_image=recipe.images.on_bad_image,
+        num_processes=recipe.launch.num_processes,
     )
 
 
@@ -543,9 +552,37 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             }
         ),
     }
+    if recipe.launch.deepspeed is not None:
+        config["deepspeed"] = deepspeed_options(recipe.launch.deepspeed, rel)
     if recipe.kohya:
         config["kohya"] = dict(recipe.kohya)
     return {k: v for k, v in config.items() if v}
+
+
+def _device(name: str) -> str | None:
+    return None if name == "none" else name
+
+
+def deepspeed_options(ds: DeepSpeedSection, rel: Callable[[Path], str]) -> dict[str, Any]:
+    """kohya's own DeepSpeed options (``deepspeed_utils.add_deepspeed_arguments``) for the config file.
+
+    kohya builds accelerate's ``DeepSpeedPlugin`` from these itself, so accelerate gets no DeepSpeed
+    options. ``none`` offload devices are left out (kohya's default, None).
+    """
+    optimizer_path, param_path = ds.offload_optimizer_nvme_path, ds.offload_param_nvme_path
+    return _drop_none(
+        {
+            "deepspeed": True,
+            "zero_stage": ds.zero_stage,
+            "offload_optimizer_device": _device(ds.offload_optimizer_device),
+            "offload_optimizer_nvme_path": rel(optimizer_path) if optimizer_path else None,
+            "offload_param_device": _device(ds.offload_param_device),
+            "offload_param_nvme_path": rel(param_path) if param_path else None,
+            "zero3_init_flag": ds.zero3_init_flag,
+            "zero3_save_16bit_model": ds.zero3_save_16bit_model,
+            "fp16_master_weights_and_gradients": ds.fp16_master_weights_and_gradients,
+        }
+    )
 
 
 def warmup_value(warmup: int | float | str) -> int | float:
@@ -649,20 +686,37 @@ def sample_prompts(recipe: Recipe) -> str:
 
 
 def launch_spec(recipe: Recipe, script: str) -> LaunchSpec:
-    """``accelerate launch`` of the family's kohya script with the two compiled TOML files."""
+    """``accelerate launch`` of the family's kohya script with the two compiled TOML files.
+
+    ``[launch] gpus`` becomes accelerate's hardware options: a count above 1 adds ``--multi_gpu``,
+    a list of ids adds ``--gpu_ids`` (and ``--multi_gpu`` for two or more), 0 adds ``--cpu``; the
+    default (one GPU, whichever accelerate picks) adds none of them.
+    """
+    launch = recipe.launch
+    hardware: tuple[str, ...] = ()
+    if launch.gpus == 0:
+        hardware = ("--cpu",)
+    elif launch.num_processes > 1:
+        hardware = ("--multi_gpu",)
+    gpu_ids = ("--gpu_ids", ",".join(map(str, launch.gpus))) if isinstance(launch.gpus, list) else ()
+    port = ("--main_process_port", str(launch.main_process_port)) if launch.main_process_port else ()
     argv = (
         "accelerate",
         "launch",
+        *hardware,
         "--num_cpu_threads_per_process",
-        str(recipe.launch.num_cpu_threads_per_process),
+        str(launch.num_cpu_threads_per_process),
         "--num_processes",
-        "1",
+        str(launch.num_processes),
+        *gpu_ids,
         "--num_machines",
         "1",
         "--mixed_precision",
         recipe.training.mixed_precision,
         "--dynamo_backend",
         "no",
+        *port,
+        *accelerate_argv(launch.accelerate_args),
         SD_SCRIPTS_PREFIX + script,
         "--config_file",
         "config.toml",

@@ -355,8 +355,10 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                     f'(and {have} have "{subset.caption_extension}"): set caption_extension = "{ext}"',
                 )
         missing = [info.path.name for info, c in zip(sf.images, sf.captions, strict=True) if c.path is None]
+        # With [captions.autotag], every mode tags the images without a caption (or an empty one).
+        tagged = recipe.rules_for(subset).autotag is not None
         # When every caption is missing but another extension has them, the error above says why.
-        if missing and not (len(missing) == len(sf.images) and sf.other_caption_files):
+        if missing and not tagged and not (len(missing) == len(sf.images) and sf.other_caption_files):
             what = "the trigger alone" if subset.trigger else "an empty caption"
             yield warning(
                 f"{key}.source",
@@ -366,7 +368,7 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         for c in sf.captions:
             if c.problem and c.path is not None:
                 yield error(str(c.path), c.problem)
-            elif c.path is not None and not c.text.strip():
+            elif c.path is not None and not c.text.strip() and not tagged:
                 holds = (
                     "only the trigger"
                     if subset.trigger and recipe.rules_for(subset).prepend_trigger
@@ -383,20 +385,36 @@ def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     ):
         if not subset.trigger or not planned.images or subset.is_reg:
             continue
+        rules_ = recipe.rules_for(subset)
         staged = [image.caption for image in planned.images]
+        tagger_only = 0
+        if rules_.autotag is not None and not rules_.prepend_trigger:
+            # The tagger's tags replace a caption ("all") or fill an empty one: they hold the
+            # trigger only through a captions.replace entry that maps a tagger tag to it.
+            mode = rules_.autotag.mode
+            from_tagger = [mode == "all" or not split_tags(image.source_caption) for image in planned.images]
+            tagger_only = sum(from_tagger)
+            wanted = normalise(subset.trigger, rules_.tag_style)
+            if any(normalise(v, rules_.tag_style) == wanted for v in rules_.replace.values()):
+                staged = [text for text, tagged in zip(staged, from_tagger, strict=True) if not tagged]
+            else:
+                staged = ["" if tagged else text for text, tagged in zip(staged, from_tagger, strict=True)]
+            if not staged:
+                continue  # every caption comes from the tagger: which tags it gives is not known yet
         with_trigger = sum(1 for text in staged if subset.trigger in [t.strip() for t in text.split(",")])
         key = f"dataset.subsets[{i}].trigger"
+        why = f" (the WD14 tagger's tags, in {tagger_only} caption(s), never hold it)" if tagger_only else ""
         if with_trigger == 0:
             yield error(
                 key,
-                f'"{subset.trigger}" is in none of the staged captions: set captions.prepend_trigger = true '
-                "or add it to the captions",
+                f'"{subset.trigger}" is in none of the staged captions{why}: set captions.prepend_trigger = '
+                "true or add it to the captions",
             )
         elif with_trigger < len(staged):
             yield warning(
                 key,
-                f'"{subset.trigger}" is in only {with_trigger} of {len(staged)} staged captions: add it to the '
-                "others or set captions.prepend_trigger = true",
+                f'"{subset.trigger}" is in only {with_trigger} of {len(staged)} staged captions{why}: add it to '
+                "the others or set captions.prepend_trigger = true",
             )
 
 
@@ -843,6 +861,23 @@ def tagger_model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 
 
 @rule
+def tagger_script(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """``[captions.autotag]`` runs kohya's own tagger script, from the kohya checkout.
+
+    Like :func:`tagger_packages`, only on a machine with kohya's stack (one that only plans may
+    lack the checkout; ``prepare`` says the same there before tagging).
+    """
+    sections = autotag_sections(recipe)
+    if sections and facts.training_stack and facts.tagger_script is not None and not facts.tagger_script[1]:
+        yield error(
+            sections[0][0],
+            f"kohya's WD14 tagger {facts.tagger_script[0].as_posix()} is not there: check out kohya "
+            "sd-scripts at the pinned commit (git submodule update --init, or lorabuild setup --sd-scripts "
+            "CLONE; LORABUILD_SD_SCRIPTS names another checkout)",
+        )
+
+
+@rule
 def tagger_packages(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """kohya's tagger imports onnx and onnxruntime in --onnx mode (ModuleNotFoundError otherwise)."""
     sections = autotag_sections(recipe)
@@ -853,4 +888,73 @@ def tagger_packages(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             sections[0][0],
             f"kohya's WD14 tagger needs {names}, which {'is' if len(missing) == 1 else 'are'} not "
             f"installed: pip install {' '.join(missing)}",
+        )
+
+
+# --- launch ------------------------------------------------------------------------------------
+
+
+@rule
+def deepspeed_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's ``--deepspeed`` imports deepspeed at start-up (kohya: "deepspeed is not installed", exit 1)."""
+    if recipe.launch.deepspeed is not None and facts.training_stack and not facts.packages.get("deepspeed"):
+        yield error(
+            "launch.deepspeed",
+            "DeepSpeed is not installed here: DS_BUILD_OPS=0 pip install deepspeed "
+            "(or remove [launch.deepspeed])",
+        )
+
+
+@rule
+def deepspeed_processes(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's DeepSpeed reads WORLD_SIZE, which accelerate sets only for a multi-process launch.
+
+    With one process ``prepare_deepspeed_plugin`` fails with ``KeyError: 'WORLD_SIZE'``; on the
+    CPU (``gpus = 0``) accelerate has no DeepSpeed at all.
+    """
+    if recipe.launch.deepspeed is not None and (recipe.launch.gpus == 0 or recipe.launch.num_processes < 2):
+        yield error(
+            "launch.deepspeed",
+            "kohya's DeepSpeed runs only in a multi-GPU launch (it reads WORLD_SIZE, which accelerate sets "
+            "for 2 or more processes): set [launch] gpus = 2 or more, or remove [launch.deepspeed]",
+        )
+
+
+@rule
+def deepspeed_offload(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Offload targets only apply to some ZeRO stages; nvme needs a path (accelerate: ignored or error)."""
+    ds = recipe.launch.deepspeed
+    if ds is None:
+        return
+    if ds.offload_optimizer_device != "none" and ds.zero_stage < 2:
+        yield warning(
+            "launch.deepspeed.offload_optimizer_device",
+            f"optimizer offload applies to ZeRO stages 2 and 3 only (zero_stage = {ds.zero_stage}): "
+            "it is ignored; set zero_stage = 2",
+        )
+    if ds.offload_param_device != "none" and ds.zero_stage != 3:
+        yield warning(
+            "launch.deepspeed.offload_param_device",
+            f"parameter offload applies to ZeRO stage 3 only (zero_stage = {ds.zero_stage}): it is ignored",
+        )
+    for what in ("optimizer", "param"):
+        if (
+            getattr(ds, f"offload_{what}_device") == "nvme"
+            and getattr(ds, f"offload_{what}_nvme_path") is None
+        ):
+            yield error(
+                f"launch.deepspeed.offload_{what}_nvme_path",
+                f'offload_{what}_device = "nvme" needs the NVMe folder: set offload_{what}_nvme_path',
+            )
+
+
+@rule
+def multi_gpu_windows(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """NCCL is Linux-only: on Windows kohya falls back to the gloo backend (train_util.py, prepare_accelerator)."""
+    if facts.platform == "win32" and recipe.launch.num_processes > 1:
+        yield warning(
+            "launch.gpus",
+            f"{recipe.launch.num_processes} GPUs on Windows: NCCL does not exist there, so the processes "
+            "synchronise through gloo, which is much slower; PyTorch 2.4+ may also need "
+            'USE_LIBUV = "0" in [launch.env]. WSL2 has NCCL',
         )

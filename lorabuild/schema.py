@@ -530,6 +530,78 @@ class EvaluateSection(_Table):
     )
 
 
+OffloadDevice = Literal["none", "cpu", "nvme"]
+
+# accelerate launch options lorabuild writes itself, and the [launch] key that sets each.
+MANAGED_ACCELERATE_OPTIONS = {
+    "num_processes": "launch.gpus",
+    "gpu_ids": "launch.gpus",
+    "multi_gpu": "launch.gpus",
+    "cpu": "launch.gpus (0 trains on the CPU)",
+    "num_machines": "launch (one machine per build)",
+    "num_cpu_threads_per_process": "launch.num_cpu_threads_per_process",
+    "mixed_precision": "training.mixed_precision",
+    "dynamo_backend": "launch (lorabuild launches with dynamo off)",
+    "main_process_port": "launch.main_process_port",
+    "config_file": "launch (the recipe replaces accelerate's config file)",
+    "use_deepspeed": "[launch.deepspeed] (kohya starts DeepSpeed itself)",
+}
+
+
+class DeepSpeedSection(_Table):
+    """``[launch.deepspeed]``: train with DeepSpeed ZeRO through kohya's own ``--deepspeed`` options."""
+
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage (kohya --zero_stage).")
+    offload_optimizer_device: OffloadDevice = Field(
+        "none",
+        description="Where ZeRO stages 2 and 3 offload optimizer states (kohya --offload_optimizer_device).",
+    )
+    offload_optimizer_nvme_path: RecipePath | None = Field(
+        None, description="NVMe folder for optimizer offload (kohya --offload_optimizer_nvme_path)."
+    )
+    offload_param_device: OffloadDevice = Field(
+        "none", description="Where ZeRO stage 3 offloads parameters (kohya --offload_param_device)."
+    )
+    offload_param_nvme_path: RecipePath | None = Field(
+        None, description="NVMe folder for parameter offload (kohya --offload_param_nvme_path)."
+    )
+    zero3_init_flag: bool = Field(False, description="Build the model under deepspeed.zero.Init (stage 3).")
+    zero3_save_16bit_model: bool = Field(False, description="Save a 16-bit model under stage 3.")
+    fp16_master_weights_and_gradients: bool = Field(
+        False, description="fp16 master weights and gradients (ZeRO-2 with CPU optimizer offload only)."
+    )
+
+
+class SlurmSection(_Table):
+    """``[launch.slurm]``: resources of each build's task in ``lorabuild compile --target slurm``."""
+
+    partition: str | None = Field(None, description="sbatch --partition.")
+    account: str | None = Field(None, description="sbatch --account.")
+    time: str | None = Field(
+        None,
+        pattern=r"^(\d+-)?\d+(:\d{1,2}){0,2}$",
+        description='Time limit per build (sbatch --time), e.g. "04:00:00" or "1-00:00:00".',
+    )
+    mem: str | None = Field(
+        None, pattern=r"^\d+[KMGT]?$", description='Memory per build (sbatch --mem), e.g. "32G".'
+    )
+    cpus_per_task: int | None = Field(None, ge=1, description="CPU cores per build (sbatch --cpus-per-task).")
+    extra: list[str] = Field(
+        default_factory=list,
+        description='More sbatch options, one per #SBATCH line, e.g. ["--qos=high", "--constraint=a100"].',
+    )
+
+    @field_validator("extra")
+    @classmethod
+    def _sbatch_options(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not v.startswith("-") or "\n" in v or "\r" in v]
+        if bad:
+            raise ValueError(
+                f'{bad[0]!r} is not an sbatch option: write each as it follows #SBATCH, e.g. "--qos=high"'
+            )
+        return value
+
+
 class LaunchSection(_Table):
     """``[launch]``: how ``accelerate launch`` starts the trainer."""
 
@@ -540,6 +612,55 @@ class LaunchSection(_Table):
         default_factory=dict,
         description='Environment variables for the trainer, e.g. HF_HOME = "hf" (relative to the build folder).',
     )
+    gpus: int | list[int] = Field(
+        1,
+        description="GPUs to train on: a count (2 launches 2 processes; 0 trains on the CPU) or the ids "
+        "of the GPUs to use, e.g. [0, 1] (accelerate --num_processes, --gpu_ids, --multi_gpu).",
+    )
+    main_process_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port the processes of a multi-GPU run meet on (accelerate --main_process_port; "
+        "default 29500): give builds that train at the same time on one machine different ports.",
+    )
+    accelerate_args: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="More accelerate launch options, e.g. { enable_cpu_affinity = true, dynamo_mode = "
+        '"default" } (true writes a flag, false leaves it out).',
+    )
+    deepspeed: DeepSpeedSection | None = Field(
+        None, description="Train with DeepSpeed ZeRO (needs the deepspeed package and 2 or more GPUs)."
+    )
+    slurm: SlurmSection = Field(
+        default_factory=SlurmSection, description="Resources per build for lorabuild compile --target slurm."
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_ids(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"must be a GPU count of 0 or more, or a list of GPU ids (got {value})")
+        if isinstance(value, list):
+            negative = [i for i in value if i < 0]
+            if negative:
+                raise ValueError(f"GPU ids start at 0 (got {negative[0]}): see nvidia-smi for the ids")
+            if not value:
+                raise ValueError("is an empty list: give GPU ids, e.g. [0, 1], or a count (0 for the CPU)")
+            repeated = sorted({i for i in value if value.count(i) > 1})
+            if repeated:
+                raise ValueError(f"GPU id {repeated[0]} is listed twice: each GPU can run one process")
+        return value
+
+    @field_validator("accelerate_args")
+    @classmethod
+    def _accelerate_args(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        from lorabuild.launch import check_accelerate_args
+
+        check_accelerate_args(value, MANAGED_ACCELERATE_OPTIONS)
+        return value
 
     @field_validator("env")
     @classmethod
@@ -550,6 +671,68 @@ class LaunchSection(_Table):
                 f"{', '.join(bad)} is not a valid environment variable name (letters, digits and _)"
             )
         return value
+
+    @property
+    def num_processes(self) -> int:
+        """Training processes accelerate starts (1 on the CPU)."""
+        return len(self.gpus) if isinstance(self.gpus, list) else max(1, self.gpus)
+
+
+class InstallSection(_Table):
+    """``[install]``: the epoch ``lorabuild install`` copies into the webui or ComfyUI, and its card.
+
+    The webui reads ``NAME.json`` beside ``NAME.safetensors`` for a LoRA's card (description, SD
+    version, activation text, preferred weight, negative text, notes) and ``NAME.preview.png`` as
+    its picture. The install folders are machine settings: prefer ``--webui`` / ``--comfyui`` or
+    ``LORABUILD_WEBUI`` / ``LORABUILD_COMFYUI`` over writing them into a shared recipe.
+    """
+
+    epoch: int | Literal["last"] = Field(
+        "last",
+        description='The epoch to install: a saved epoch\'s number (the tutorial chose 8 from its grid) or "last". '
+        "lorabuild install --epoch N overrides it; lorabuild report suggests the lowest validation loss.",
+    )
+    weight: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description="Preferred weight on the webui's card (its slider goes to 2); the preview is the grid "
+        "cell at this weight. Unset: the middle of evaluate.weights (0.8 with the defaults).",
+    )
+    webui: RecipePath | None = Field(
+        None,
+        description="The AUTOMATIC1111 webui folder (holding models/Lora) or its Lora folder; "
+        "--webui and this key win over LORABUILD_WEBUI.",
+    )
+    comfyui: RecipePath | None = Field(
+        None,
+        description="The ComfyUI folder (holding models/loras) or its loras folder; "
+        "--comfyui and this key win over LORABUILD_COMFYUI.",
+    )
+    notes: str = Field("", description="Notes on the webui's card (the build's provenance is added below).")
+    negative_text: str = Field(
+        "", description="Negative prompt the webui adds with the LoRA (its card's negative text)."
+    )
+    preview: Literal["grid", "none"] | RecipePath = Field(
+        "grid",
+        description='The cover picture: "grid" (the grid cell of the first prompt and seed at the chosen '
+        'epoch and weight), an image file, or "none".',
+    )
+
+    @field_validator("epoch", mode="before")
+    @classmethod
+    def _epoch(cls, value: Any) -> Any:
+        # One message instead of one per member of the union.
+        if value == "last" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f'must be a saved epoch\'s number (1 or more) or "last" (got {value!r})')
+
+    @field_validator("preview", mode="before")
+    @classmethod
+    def _preview(cls, value: Any) -> Any:
+        if isinstance(value, str | Path) and str(value).strip():
+            return value
+        raise ValueError(f'must be "grid", "none" or the path of an image file (got {value!r})')
 
 
 class Recipe(_Table):
@@ -578,6 +761,10 @@ class Recipe(_Table):
     training: TrainingSection = Field(default_factory=TrainingSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     launch: LaunchSection = Field(default_factory=LaunchSection)
+    install: InstallSection = Field(
+        default_factory=InstallSection,
+        description="What lorabuild install copies into the webui's or ComfyUI's LoRA folder, and its card.",
+    )
     kohya: dict[str, KohyaValue] = Field(
         default_factory=dict,
         description="Any other kohya option as option = value; checked against the options the pinned "

@@ -22,3 +22,15 @@ def sd_scripts_dir() -> Path:
 def build_root() -> Path:
     """Where builds go (``LORABUILD_BUILD_DIR``, else ``build`` in the current folder)."""
     return Path(os.environ.get("LORABUILD_BUILD_DIR", "build"))
+
+
+def webui_dir() -> Path | None:
+    """The AUTOMATIC1111 webui folder ``lorabuild install`` copies into (``LORABUILD_WEBUI``), or None."""
+    configured = os.environ.get("LORABUILD_WEBUI")
+    return Path(configured).expanduser() if configured else None
+
+
+def comfyui_dir() -> Path | None:
+    """The ComfyUI folder ``lorabuild install`` copies into (``LORABUILD_COMFYUI``), or None."""
+    configured = os.environ.get("LORABUILD_COMFYUI")
+    return Path(configured).expanduser() if configured else None

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -101,6 +101,57 @@ def save_stamp(build_dir: Path, stage: str, stamp: Stamp) -> None:
 def is_done(stamp: Stamp | None, key: str) -> bool:
     """Whether ``stamp`` records a finished run with inputs ``key``."""
     return stamp is not None and stamp.status == "done" and stamp.key == key
+
+
+PREPARED = "prepare-command"
+"""The stamp of the last ``lorabuild prepare`` that finished: its key is the inputs' fingerprint
+(:func:`lorabuild.facts.input_fingerprint`), its detail the build's state after it
+(:func:`build_state`), the files that state covers, the lines it printed and its summary."""
+
+
+def build_state(build_dir: Path, files: Iterable[str]) -> str:
+    """A hash of ``stat`` of the build's ``files`` and of everything under ``dataset/``, two
+    levels deep (each subset folder's images and captions): any file staged, removed or
+    rewritten since changes it. Reads no file."""
+    from lorabuild.facts import tree_state
+
+    digest = hashlib.sha256()
+    for name in sorted(set(files)):
+        digest.update(tree_state(build_dir / name).encode("utf-8", "surrogateescape"))
+    digest.update(tree_state(build_dir / "dataset", depth=2).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def prepared(build_dir: Path, key: str, strict: bool = False) -> Stamp | None:
+    """The :data:`PREPARED` stamp when the last prepare ran with inputs ``key`` and the build is
+    as it left it (so preparing again would do nothing); None otherwise, and with ``strict``
+    when that run warned (the warnings must fail this one)."""
+    stamp = load_stamps(build_dir).get(PREPARED)
+    if stamp is None or not is_done(stamp, key):
+        return None
+    detail = stamp.detail
+    files, lines = detail.get("files"), detail.get("lines")
+    if not (isinstance(files, list) and isinstance(lines, list) and isinstance(detail.get("summary"), str)):
+        return None
+    if (strict and detail.get("warned")) or detail.get("state") != build_state(build_dir, files):
+        return None
+    return stamp
+
+
+def save_prepared(
+    build_dir: Path, key: str, files: Iterable[str], lines: Iterable[str], summary: str
+) -> None:
+    """Record a finished prepare (see :data:`PREPARED`); ``lines`` are the problems it printed."""
+    files = sorted(set(files))
+    lines = list(lines)
+    detail = {
+        "state": build_state(build_dir, files),
+        "files": files,
+        "lines": lines,
+        "warned": bool(lines),
+        "summary": summary,
+    }
+    save_stamp(build_dir, PREPARED, Stamp(key, "done", detail=detail))
 
 
 class Digests:
@@ -222,22 +273,11 @@ def model_fingerprints_sorted(files: Mapping[str, object]) -> list[list[object]]
 
 
 def path_fingerprint(path: Path) -> list[object]:
-    """(size, mtime) of a file, or of every file in a folder; ``missing`` when absent."""
-    try:
-        st = path.stat()
-    except OSError:
-        return ["missing"]
-    if not path.is_dir():
-        return [st.st_size, st.st_mtime_ns]
-    found: list[object] = []
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for name in sorted(filenames):
-            file = Path(dirpath) / name
-            with contextlib.suppress(OSError):
-                fst = file.stat()
-                found.append([file.relative_to(path).as_posix(), fst.st_size, fst.st_mtime_ns])
-    return found
+    """(size, mtime) of a file, or of every file in a folder; ``missing`` when absent
+    (:func:`lorabuild.makefile.path_state`, which make's input stamps use too)."""
+    from lorabuild.makefile import path_state
+
+    return path_state(path)
 
 
 def git_head(folder: Path) -> str | None:

@@ -52,6 +52,8 @@ def plan_summary(plan: Plan, verbose: bool = False) -> str:
     accumulation = cfg["training"].get("gradient_accumulation_steps", 1)
     per_epoch = plan.total_steps // epochs
     accum_text = f" / {accumulation} accumulation" if accumulation > 1 else ""
+    if plan.num_processes > 1:  # each process takes its share of the batches (kohya: ceil(batches / n / acc))
+        accum_text = f" / {plan.num_processes} GPUs" + accum_text
     lines.append(
         f"  steps    {plan.batches_per_epoch} batches per epoch{accum_text} = {per_epoch} steps per epoch "
         f"x {epochs} epochs = {plan.total_steps} steps"

@@ -1054,3 +1054,120 @@ def test_tagger_packages_not_installed(project: Project) -> None:
         "pip install onnxruntime"
     ]
     assert found(project, rules.tagger_packages, packages={**STACK, "onnx": True, "onnxruntime": True}) == []
+
+
+@covers(rules.caption_files)
+def test_autotag_covers_images_without_captions(project: Project) -> None:
+    (project.root / "data" / "char" / "001.txt").unlink()
+    (project.root / "data" / "char" / "002.txt").write_text("")
+    assert len(found(project, rules.caption_files)) == 2
+    add_autotag(project)  # every mode tags the images without a caption or with an empty one
+    assert found(project, rules.caption_files) == []
+
+
+@covers(rules.trigger_in_captions)
+def test_trigger_in_captions_with_autotag(project: Project) -> None:
+    (project.root / "data" / "char" / "002.txt").write_text("uiharu_kazari, smile")
+    (project.root / "data" / "char" / "003.txt").unlink()
+    add_autotag(project)
+    # "missing": 003's caption comes from the tagger, which knows no trigger.
+    assert found(project, rules.trigger_in_captions, "captions.prepend_trigger=false") == [
+        'recipe.toml: dataset.subsets[0].trigger: warning: "uiharu_kazari" is in only 1 of 4 staged '
+        "captions (the WD14 tagger's tags, in 1 caption(s), never hold it): add it to the others or set "
+        "captions.prepend_trigger = true"
+    ]
+    # "all": the tagger's tags replace 002's caption that held the trigger.
+    off = ("captions.prepend_trigger=false", "captions.autotag.mode=all")
+    assert found(project, rules.trigger_in_captions, *off) == [
+        'recipe.toml: dataset.subsets[0].trigger: "uiharu_kazari" is in none of the staged captions (the '
+        "WD14 tagger's tags, in 4 caption(s), never hold it): set captions.prepend_trigger = true or add it "
+        "to the captions"
+    ]
+    # A replace entry that maps a tagger tag to the trigger: the tagger's captions are not judged.
+    assert found(project, rules.trigger_in_captions, *off, 'captions.replace={"1girl"="uiharu_kazari"}') == []
+    assert found(project, rules.trigger_in_captions, "captions.autotag.mode=all") == []  # prepended
+
+
+@covers(rules.tagger_script)
+def test_tagger_script_missing(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(tmp_path / "kohya"))
+    assert found(project, rules.tagger_script, packages=STACK) == []  # no [captions.autotag]
+    add_autotag(project)
+    assert found(project, rules.tagger_script, packages=NO_STACK) == []  # a machine that only plans
+    assert found(project, rules.tagger_script, packages=STACK) == [
+        f"recipe.toml: captions.autotag: kohya's WD14 tagger {(tmp_path / 'kohya').as_posix()}/finetune/"
+        "tag_images_by_wd14_tagger.py is not there: check out kohya sd-scripts at the pinned commit (git "
+        "submodule update --init, or lorabuild setup --sd-scripts CLONE; LORABUILD_SD_SCRIPTS names another "
+        "checkout)"
+    ]
+    script = tmp_path / "kohya" / "finetune" / "tag_images_by_wd14_tagger.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("", encoding="utf-8")
+    assert found(project, rules.tagger_script, packages=STACK) == []
+
+
+# --- launch ------------------------------------------------------------------------------------
+
+DEEPSPEED = ("launch.gpus=2", "launch.deepspeed.zero_stage=2")
+
+
+@covers(rules.deepspeed_package)
+def test_deepspeed_not_installed(project: Project) -> None:
+    assert found(project, rules.deepspeed_package, packages=STACK) == []  # no [launch.deepspeed]
+    assert found(project, rules.deepspeed_package, *DEEPSPEED, packages=STACK) == [
+        "recipe.toml: launch.deepspeed: DeepSpeed is not installed here: DS_BUILD_OPS=0 pip install "
+        "deepspeed (or remove [launch.deepspeed])"
+    ]
+    assert found(project, rules.deepspeed_package, *DEEPSPEED, packages={**STACK, "deepspeed": True}) == []
+    assert found(project, rules.deepspeed_package, *DEEPSPEED, packages=NO_STACK) == []
+
+
+@covers(rules.deepspeed_processes)
+def test_deepspeed_needs_several_gpus(project: Project) -> None:
+    assert found(project, rules.deepspeed_processes, *DEEPSPEED) == []
+    two_ids = ("launch.gpus=[0, 3]", "launch.deepspeed.zero_stage=1")
+    assert found(project, rules.deepspeed_processes, *two_ids) == []
+    message = (
+        "recipe.toml: launch.deepspeed: kohya's DeepSpeed runs only in a multi-GPU launch (it reads "
+        "WORLD_SIZE, which accelerate sets for 2 or more processes): set [launch] gpus = 2 or more, or "
+        "remove [launch.deepspeed]"
+    )
+    for gpus in ("1", "0", "[1]"):
+        assert found(project, rules.deepspeed_processes, f"launch.gpus={gpus}", DEEPSPEED[1]) == [message]
+
+
+@covers(rules.deepspeed_offload)
+def test_deepspeed_offload(project: Project) -> None:
+    offload = "launch.deepspeed.offload_optimizer_device=cpu"
+    assert found(project, rules.deepspeed_offload, *DEEPSPEED, offload) == []
+    assert found(
+        project,
+        rules.deepspeed_offload,
+        "launch.gpus=2",
+        "launch.deepspeed.zero_stage=1",
+        "launch.deepspeed.offload_optimizer_device=cpu",
+        "launch.deepspeed.offload_param_device=nvme",
+    ) == [
+        "recipe.toml: launch.deepspeed.offload_optimizer_device: warning: optimizer offload applies to ZeRO "
+        "stages 2 and 3 only (zero_stage = 1): it is ignored; set zero_stage = 2",
+        "recipe.toml: launch.deepspeed.offload_param_device: warning: parameter offload applies to ZeRO "
+        "stage 3 only (zero_stage = 1): it is ignored",
+        'recipe.toml: launch.deepspeed.offload_param_nvme_path: offload_param_device = "nvme" needs the NVMe '
+        "folder: set offload_param_nvme_path",
+    ]
+
+
+@covers(rules.multi_gpu_windows)
+def test_multi_gpu_on_windows(project: Project) -> None:
+    def on(platform: str, *overrides: str) -> list[str]:
+        loaded = load_recipe(project.recipe, list(overrides))
+        facts = replace(gather(loaded.recipe, loaded.path, project.build), platform=platform)
+        return [format_problem(p.at(loaded.display)) for p in rules.multi_gpu_windows(loaded.recipe, facts)]
+
+    assert on("win32") == []
+    assert on("linux", "launch.gpus=2") == []
+    assert on("win32", "launch.gpus=[0, 1]") == [
+        "recipe.toml: launch.gpus: warning: 2 GPUs on Windows: NCCL does not exist there, so the processes "
+        'synchronise through gloo, which is much slower; PyTorch 2.4+ may also need USE_LIBUV = "0" in '
+        "[launch.env]. WSL2 has NCCL"
+    ]

@@ -32,11 +32,23 @@ def build(project: Project, *overrides: str, force: bool = False, fresh: bool = 
 
 
 def ran(report: RunReport) -> dict[str, bool]:
-    return {s.stage: s.ran for s in report.stages}
+    """Which of the training stages ran (the grid and report stages have tests of their own)."""
+    return {s.stage: s.ran for s in report.stages if s.stage in ("compile", "prepare", "train")}
 
 
 def build_dir(project: Project) -> Path:
     return project.root / "build" / "Test_v1"
+
+
+def test_a_run_ends_with_the_report_and_skips_the_grid_without_prompts(
+    project: Project, fake_kohya: FakeKohya
+) -> None:
+    stages = {s.stage: s for s in build(project).stages}
+    assert list(stages) == ["compile", "prepare", "train", "grid", "report"]
+    assert not stages["grid"].ran and "no [evaluate] prompts" in stages["grid"].summary
+    assert stages["report"].ran and (build_dir(project) / "report.html").is_file()
+    again = {s.stage: s.ran for s in build(project).stages}
+    assert again == dict.fromkeys(stages, False)  # the same inputs: the same page, not rewritten
 
 
 def test_a_first_run_trains_and_normalises_the_outputs(project: Project, fake_kohya: FakeKohya) -> None:
@@ -63,7 +75,7 @@ def test_an_unchanged_rebuild_is_a_noop_in_well_under_a_second(
     report = build(project)
     took = time.perf_counter() - started
     assert ran(report) == {"compile": False, "prepare": False, "train": False}
-    assert [s.summary for s in report.stages] == ["up to date"] * 3
+    assert [s.summary for s in report.stages if s.stage != "grid"] == ["up to date"] * 4
     assert len(fake_kohya.calls) == 1
     assert took < 1.0
 

@@ -144,8 +144,8 @@ mark = sys.argv[1]
 if len(sys.argv) > 2 and sys.argv[2] == "ignore":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print("ready", os.getpid(), flush=True)
 try:
+    print("ready", os.getpid(), flush=True)  # inside the try: a Ctrl-C right after it is still clean
     while True:
         time.sleep(0.05)
 except KeyboardInterrupt:
