@@ -204,7 +204,8 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
         rows.append(
             (
                 "precision",
-                f"{training['mixed_precision']} training, {saving.get('save_precision', '?')} files",
+                f"mixed precision {training['mixed_precision']}, files saved as "
+                f"{saving.get('save_precision', '?')}",
             )
         )
     rows.append(("recipe", plan.recipe_file.as_posix()))
