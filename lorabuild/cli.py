@@ -214,7 +214,7 @@ def _compile_slurm(
         _build_root(build_dir),
         overrides=overrides,
         settings=settings,
-        stages=slurm.parse_stages(given.get("stages", ",".join(slurm.STAGES[1:]))),
+        stages=slurm.parse_stages(given.get("stages", ",".join(slurm.DEFAULT_STAGES))),
         lorabuild=shlex.split(given["lorabuild"]) if "lorabuild" in given else None,
     )
     gres = f"{used.gpus} GPU(s)" if used.gpus else "no GPU"

@@ -28,7 +28,10 @@ from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
 from lorabuild.writer import write_atomic
 
-STAGES = ("check", "compile", "prepare", "train")
+STAGES = ("check", "compile", "prepare", "train", "grid", "report")
+# What an array task runs unless --slurm stages=… says otherwise: the build up to its LoRA files
+# (the grid and report can follow on the same allocation with stages=compile,…,report).
+DEFAULT_STAGES = ("compile", "prepare", "train")
 # ``lorabuild compile --target slurm --slurm KEY=VALUE`` keys.
 CLI_KEYS = (
     "stages",
@@ -297,7 +300,7 @@ def write_sbatch(
     *,
     overrides: Sequence[str] = (),
     settings: SlurmSettings = SlurmSettings(),
-    stages: Sequence[str] = STAGES[1:],
+    stages: Sequence[str] = DEFAULT_STAGES,
     lorabuild: Sequence[str] | None = None,
 ) -> tuple[list[SlurmBuild], SlurmSettings, bool]:
     """Write the sbatch script for ``recipes`` to ``output`` (only when its bytes change) and make ``logs/``.
