@@ -9,15 +9,11 @@ Targets (``NAME`` is the build's name made safe for make, see :func:`target_name
 
 ``all`` (the default)
     Every build, up to its last stage.
-``NAME``, ``NAME/compile``, ``NAME/prepare``, ``NAME/train``
+``NAME``, ``NAME/compile``, ``NAME/prepare``, ``NAME/train``, ``NAME/grid``, ``NAME/report``
     One build, up to its last stage or up to the stage named. The stages come from
     :data:`lorabuild.pipeline.RUN_STAGES`, so a stage added to ``lorabuild run`` gets a target.
 ``check``, ``NAME/check``
     ``lorabuild check`` of every build, or of one.
-``grids``, ``NAME/grid``
-    Where ``lorabuild grid`` exists (:data:`LATER_STAGES`): every build's comparison grid, or
-    one, after its training. Not part of ``all``/``NAME``, which stop where ``lorabuild run``
-    does: rendering needs kohya's gen_img and a GPU. ``lorabuild grid`` touches ``grid.done``.
 ``clean-stamps``
     Forget make's stamps: the next ``make`` asks lorabuild about every stage (and lorabuild's
     hashes still skip whatever is up to date, so nothing retrains needlessly).
@@ -108,7 +104,6 @@ _RESERVED = {
     "makefile",
     "GNUmakefile",
     "lorabuild-inputs",
-    "grids",
 }
 # The Makefile lists each build's inputs on such a comment line, for `python -m lorabuild.makefile`.
 _MANIFEST = "# lorabuild-build: "
@@ -426,7 +421,6 @@ def render_makefile(
     stages: Sequence[str],
     python: str,
     overrides: Sequence[str] = (),
-    later: Sequence[str] = (),
 ) -> str:
     """The Makefile's text (see the module docstring for its targets and rules).
 
@@ -438,8 +432,6 @@ def render_makefile(
         stages: ``lorabuild run``'s stages, in order.
         python: The Python that runs lorabuild (the Makefile's ``LORABUILD_PYTHON`` default).
         overrides: ``--set`` values for every command (path values already absolute).
-        later: Commands that are stages after the last one, in order (``grid``): target
-            ``NAME/<stage>`` runs ``lorabuild <stage>``, which touches its own marker when done.
 
     Raises:
         MakefileError: When a stamp path cannot be spelt in a Makefile.
@@ -497,12 +489,11 @@ def render_makefile(
         ".DEFAULT_GOAL := all",
         ".SUFFIXES:",
     ]
-    phony = ["all", "check", "clean-stamps", "lorabuild-inputs", *(f"{v}s" for v in later)]
+    phony = ["all", "check", "clean-stamps", "lorabuild-inputs"]
     for b in builds:
-        phony += [b.target, f"{b.target}/check", *(f"{b.target}/{s}" for s in [*stages, *later])]
+        phony += [b.target, f"{b.target}/check", *(f"{b.target}/{s}" for s in stages)]
     lines += [f".PHONY: {' '.join(phony)}", "", f"all: {' '.join(b.target for b in builds)}"]
     lines += [f"check: {' '.join(b.target + '/check' for b in builds)}"]
-    lines += [f"{v}s: {' '.join(f'{b.target}/{v}' for b in builds)}" for v in later]
     lines.append("")
     here = shell_word(output.name)
     lines += [
@@ -533,14 +524,6 @@ def render_makefile(
                 f"{stamp(b, s + '.done')}: {stamp(b, INPUTS_STAMP)}{after}",
                 f"\t{command('run', b, '--until', s)}",
             ]
-        previous = stages[-1]
-        for v in later:
-            lines += [
-                f"{b.target}/{v}: {stamp(b, v + '.done')}",
-                f"{stamp(b, v + '.done')}: {stamp(b, previous + '.done')}",
-                f"\t{command(v, b)}",
-            ]
-            previous = v
         lines.append("")
     sources = list(dict.fromkeys(rel(p) for b in builds for p in b.sources))
     spelt = [s for s in (make_path(p) for p in sources) if s is not None]
@@ -564,18 +547,6 @@ def run_stages() -> tuple[str, ...]:
     from lorabuild import pipeline
 
     return tuple(getattr(pipeline, "RUN_STAGES", DEFAULT_STAGES))
-
-
-# Commands that are stages after ``lorabuild run``'s, when the command line has them.
-LATER_STAGES = ("grid",)
-
-
-def later_stages() -> tuple[str, ...]:
-    """The commands of :data:`LATER_STAGES` that ``lorabuild`` has and ``run`` does not cover."""
-    from lorabuild.cli import app
-
-    commands = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    return tuple(s for s in LATER_STAGES if s in commands and s not in run_stages())
 
 
 def output_problem(output: Path, recipes: Sequence[Path], wanted: str) -> str | None:
@@ -614,7 +585,6 @@ def write_makefile(
         output=output,
         build_root=build_root,
         stages=run_stages(),
-        later=later_stages(),
         python=Path(sys.executable).as_posix(),
         overrides=overrides,
     )

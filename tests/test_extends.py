@@ -228,6 +228,7 @@ def batch_project(root: Path) -> None:
                     image.with_suffix(".txt").write_text(CAPTIONS[i], encoding="utf-8")
 
 
+@pytest.mark.usefixtures("gpu_packages")
 def test_every_batch_recipe_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lorabuild import kohya_options
     from lorabuild.pipeline import check_loaded, compile_build, require_plan

@@ -27,6 +27,7 @@ GOLDEN = REPO / "tests" / "golden"
 # in tests/test_extends.py::test_every_batch_recipe_builds; golden files cover single-file recipes.
 RECIPES = sorted(p for p in (REPO / "recipes").rglob("*.toml") if "batch" not in p.relative_to(REPO).parts)
 UPDATE = os.environ.get("LORABUILD_UPDATE_GOLDEN") == "1"
+pytestmark = pytest.mark.usefixtures("gpu_packages")  # the recipes ask for xformers
 
 
 def shipped_project(root: Path, recipe: Path) -> Path:
