@@ -754,9 +754,9 @@ def grid(
         raise typer.BadParameter(str(exc)) from None
     checked, plan = _checked(recipe, set_, build_dir, only=only)
     report = render_grid(plan, checked.loaded, epochs=rows, force=force, say=typer.echo)
-    from lorabuild.batch.makefile import mark_done
+    from lorabuild.build.markers import mark_done
 
-    mark_done(plan.build_dir, "grid")  # for make (lorabuild.batch.makefile)
+    mark_done(plan.build_dir, "grid")  # for make (lorabuild.build.markers)
     how = f"rendered {report.rendered}" if report.rendered else "rendered nothing (all up to date)"
     typer.echo(f"ok: {plan.name}: {report.cells} cell(s), {how}; {report.manifest.as_posix()}")
 

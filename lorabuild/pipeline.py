@@ -231,8 +231,8 @@ def run(
         BuildLocked: When another lorabuild works on the same build.
         TrainingError: When training failed.
     """
-    from lorabuild.batch.makefile import mark_done
     from lorabuild.build import state
+    from lorabuild.build.markers import mark_done
 
     plan = require_plan(checked)
     tell = say or (lambda text: None)
@@ -240,7 +240,7 @@ def run(
 
     def done(stage: str, ran: bool, summary: str) -> None:
         outcomes.append(StageOutcome(stage, ran, summary))
-        mark_done(build, stage)  # for make: this stage is done as of now (lorabuild.batch.makefile)
+        mark_done(build, stage)  # for make: this stage is done as of now (lorabuild.build.markers)
         tell(f"{stage:<8} {summary}")
 
     build = plan.build_dir

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,6 @@ import pytest
 
 from lorabuild.batch import makefile
 from lorabuild.batch.makefile import make_path, refresh_inputs, shell_word, target_names
-from lorabuild.build import state
 from lorabuild.recipe import load as recipe_module
 from tests.conftest import RECIPE, REPO, Project, run_lorabuild
 from tests.fakekohya import FakeKohya, fake_kohya
@@ -96,8 +96,11 @@ def test_words_and_paths_are_quoted_for_sh_cmd_and_make() -> None:
         shell_word("a\nb")
 
 
-def test_the_state_folder_is_lorabuilds() -> None:
-    assert makefile.STATE_DIR == state.STATE_DIR
+def test_the_fingerprint_helper_loads_no_planner() -> None:
+    """``python -m lorabuild.batch.makefile`` runs on every make: it must not load pydantic or the planner."""
+    code = "import sys, lorabuild.batch.makefile; print(sorted(m for m in ('pydantic', 'lorabuild.plan.plan', 'lorabuild.build.state') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 @needs_make

@@ -84,15 +84,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorabuild import __version__
+from lorabuild.build.markers import STATE_DIR, path_state
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
 from lorabuild.render.writer import write_atomic
 
 if TYPE_CHECKING:
     from lorabuild.recipe.load import LoadedRecipe
 
-# Must equal lorabuild.build.state.STATE_DIR (a test checks); not imported from there because that
-# module loads the planner, and the fingerprint must start fast.
-STATE_DIR = ".lorabuild"
 INPUTS_STAMP = "inputs.stamp"
 DEFAULT_STAGES = ("compile", "prepare", "train")
 _RESERVED = {
@@ -116,43 +114,6 @@ class MakefileError(LorabuildError):
 
 
 # --- what make and lorabuild run share: markers and the inputs fingerprint ------------------------
-
-
-def marker(build_dir: Path, stage: str) -> Path:
-    """``build/<name>/.lorabuild/<stage>.done``: touched whenever ``stage`` is found done."""
-    return build_dir / STATE_DIR / f"{stage}.done"
-
-
-def mark_done(build_dir: Path, stage: str) -> None:
-    """Touch ``stage``'s marker (make compares its mtime with the previous stage's)."""
-    path = marker(build_dir, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-
-
-def path_state(path: Path) -> list[object]:
-    """(size, mtime) of a file, or of every file under a folder; ``["missing"]`` when absent.
-
-    Hidden folders (``.git``, a build's ``.lorabuild``) are left out: they are not training
-    inputs, and a dataset folder that holds the build folder would otherwise never be up to date.
-    """
-    try:
-        st = path.stat()
-    except OSError:
-        return ["missing"]
-    if not path.is_dir():
-        return [st.st_size, st.st_mtime_ns]
-    found: list[object] = []
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            try:
-                fst = os.stat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            rel = os.path.relpath(os.path.join(dirpath, name), path).replace(os.sep, "/")
-            found.append([rel, fst.st_size, fst.st_mtime_ns])
-    return found
 
 
 def fingerprint(states: Sequence[object], key: str = "") -> str:

@@ -3,6 +3,8 @@
 - :mod:`~lorabuild.build.artefacts`: a plan rendered into the bytes of each compiled artefact
   (``config.toml``, ``dataset.toml``, ``train.sh``...).
 - :mod:`~lorabuild.build.state`: stage stamps, content digests and the build lock (``.lorabuild/``).
+- :mod:`~lorabuild.build.markers`: what make and lorabuild share in ``.lorabuild/`` (the folder's
+  name, ``<stage>.done`` markers, the inputs' stat fingerprint); standard library only.
 - :mod:`~lorabuild.build.saved`: the LoRA files a build saved, and their cached hashes.
 - :mod:`~lorabuild.build.gridmanifest`: reading ``grid/grid.json``.
 

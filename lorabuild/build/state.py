@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from lorabuild import KOHYA_COMMIT
+from lorabuild.build.markers import STATE_DIR, path_state
 from lorabuild.plan.plan import Plan
+from lorabuild.probe.facts import tree_state
 from lorabuild.problems import LorabuildError
 from lorabuild.render.writer import write_atomic
 
-STATE_DIR = ".lorabuild"
 STAMPS_VERSION = 1
 _CHUNK = 1 << 20
 
@@ -113,8 +114,6 @@ def build_state(build_dir: Path, files: Iterable[str]) -> str:
     """A hash of ``stat`` of the build's ``files`` and of everything under ``dataset/``, two
     levels deep (each subset folder's images and captions): any file staged, removed or
     rewritten since changes it. Reads no file."""
-    from lorabuild.probe.facts import tree_state
-
     digest = hashlib.sha256()
     for name in sorted(set(files)):
         digest.update(tree_state(build_dir / name).encode("utf-8", "surrogateescape"))
@@ -274,9 +273,7 @@ def model_fingerprints_sorted(files: Mapping[str, object]) -> list[list[object]]
 
 def path_fingerprint(path: Path) -> list[object]:
     """(size, mtime) of a file, or of every file in a folder; ``missing`` when absent
-    (:func:`lorabuild.batch.makefile.path_state`, which make's input stamps use too)."""
-    from lorabuild.batch.makefile import path_state
-
+    (:func:`lorabuild.build.markers.path_state`, which make's input stamps use too)."""
     return path_state(path)
 
 
