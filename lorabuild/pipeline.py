@@ -107,7 +107,8 @@ def prepare(plan: Plan, recipe: Recipe | None = None) -> StageReport:
 
 def autotagged(plan: Plan, recipe: Recipe | None) -> Plan:
     """``plan`` with ``[captions.autotag]`` applied (the tagger runs only for images it has not seen)."""
-    from lorabuild.kohya.tagger import autotag_plan, autotag_sections
+    from lorabuild.kohya.tagger import autotag_sections
+    from lorabuild.stages.prepare import autotag_plan
 
     if recipe is None or not autotag_sections(recipe):
         return plan

@@ -33,12 +33,14 @@ tagging's output is in ``build/<name>/autotag/tagger-<run>.log``.
 :func:`tag_captions` is the verb for staging: it sends the images ``mode`` selects to
 :func:`tag_images` and joins the tags with each caption's own through :func:`merge_tags`; the
 caption rules (:func:`lorabuild.recipe.captions.apply_rules`) then run on the result.
+:func:`lorabuild.stages.prepare.autotag_plan` applies it to a plan (the half that needs the plan).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -48,15 +50,15 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from lorabuild import KOHYA_COMMIT
+from lorabuild.kohya import runner
 from lorabuild.problems import LorabuildError
-from lorabuild.recipe.captions import join_tags, normalise, split_tags
+from lorabuild.recipe.captions import normalise
 from lorabuild.recipe.schema import AutotagSection, Recipe
-
-if TYPE_CHECKING:
-    from lorabuild.plan.plan import Plan
+from lorabuild.render.writer import write_atomic
+from lorabuild.settings import sd_scripts_dir
 
 TAGGER_SCRIPT = "finetune/tag_images_by_wd14_tagger.py"
 """The tagger inside the kohya checkout."""
@@ -356,8 +358,6 @@ def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
         known[name] = [stat.st_size, stat.st_mtime_ns, digests[image]]
         changed = True
     if changed:
-        from lorabuild.render.writer import write_atomic
-
         write_atomic(memo, (json.dumps(known, indent=0, sort_keys=True) + "\n").encode())
     return digests
 
@@ -410,8 +410,6 @@ def tag_images(
             todo.setdefault(digest, image)  # identical images are tagged once
     if todo:
         if sd_scripts is None:
-            from lorabuild.settings import sd_scripts_dir
-
             sd_scripts = sd_scripts_dir()
         tagged = _run_tagger(list(todo.values()), section, work_dir, sd_scripts, python, on_line)
         cache.update({digest: tagged[image] for digest, image in todo.items()})
@@ -474,8 +472,6 @@ def preflight(sd_scripts: Path, python: str = sys.executable) -> None:
         )
     if os.path.abspath(python) != os.path.abspath(sys.executable):
         return  # another interpreter's packages cannot be looked up from here
-    import importlib.util
-
     missing = [name for name in ("torch", *TAGGER_PACKAGES) if importlib.util.find_spec(name) is None]
     if missing:
         install = "pip install -e '.[train]' " if "torch" in missing else "pip install "
@@ -499,51 +495,6 @@ def settings_keys(recipe: Recipe) -> list[str]:
         except OSError as exc:
             keys.append(f"unreadable: {section.model_dir}: {exc.strerror}")
     return keys
-
-
-def autotag_plan(
-    plan: Plan,
-    recipe: Recipe,
-    *,
-    sd_scripts: Path | None = None,
-    python: str = sys.executable,
-    on_line: Callable[[str], None] | None = None,
-) -> Plan:
-    """``plan`` with the tagger's tags merged into the captions of every subset with autotag set.
-
-    Each subset's ``[captions.autotag]`` (its own ``[captions]`` table's, else the recipe's)
-    picks the images by ``mode`` (:func:`tag_captions`); the merged tags become the caption
-    before the rules (:func:`lorabuild.plan.plan.with_raw_captions`), so the staged captions,
-    ``tags.csv`` and ``lorabuild tags`` all show the tagger's tags after the rules. Images the
-    mode leaves alone keep their plan entries.
-
-    Raises:
-        AutotagError: The tagger cannot run, or failed.
-    """
-    from dataclasses import replace
-
-    from lorabuild.plan.plan import with_raw_captions
-
-    if sd_scripts is None:
-        from lorabuild.settings import sd_scripts_dir
-
-        sd_scripts = sd_scripts_dir()
-    if autotag_sections(recipe):
-        preflight(sd_scripts, python)
-    subsets = []
-    for subset in plan.subsets:
-        section = recipe.rules_for(recipe.dataset.subsets[subset.index]).autotag
-        if section is None or not subset.images:
-            subsets.append(subset)
-            continue
-        own = {image.source: split_tags(image.source_caption) for image in subset.images}
-        merged = tag_captions(
-            own, section, plan.build_dir, sd_scripts=sd_scripts, python=python, on_line=on_line
-        )
-        raw = {source: join_tags(tags) for source, tags in merged.items() if tags != own[source]}
-        # One subset at a time: the same source in two subsets may be tagged by two settings.
-        subsets.append(with_raw_captions(replace(plan, subsets=(subset,)), recipe, raw).subsets[0])
-    return replace(plan, subsets=tuple(subsets))
 
 
 def _run_tagger(
@@ -598,9 +549,7 @@ def _run_once(
     names: Mapping[str, Path],
     on_line: Callable[[str], None] | None,
 ) -> dict[Path, list[str]]:
-    from lorabuild.kohya.runner import run
-
-    result = run(argv, cwd, log, tagger_env(sd_scripts), on_line)
+    result = runner.run(argv, cwd, log, tagger_env(sd_scripts), on_line)
     where = log.as_posix()
     if result.interrupted:
         raise AutotagError(f"tagging was interrupted; the log is in {where}")
@@ -644,7 +593,5 @@ def _load_cache(path: Path, key: str) -> dict[str, list[str]]:
 
 
 def _save_cache(path: Path, key: str, cache: Mapping[str, list[str]]) -> None:
-    from lorabuild.render.writer import write_atomic
-
     document = {"version": CACHE_VERSION, "settings": key, "tags": dict(sorted(cache.items()))}
     write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode())

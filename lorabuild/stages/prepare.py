@@ -31,6 +31,10 @@ kohya's own files in the stage are kept while they are valid: ``cache_latents_to
 ``<stem>.npz`` or ``<stem>_<W>x<H>_<arch>.npz`` next to each image and
 ``cache_text_encoder_outputs_to_disk`` ``<stem>_te_outputs.npz``; a re-staged image loses its
 latent caches and a re-written caption its text-encoder caches, so kohya computes them again.
+
+**Auto-tagging** comes first where ``[captions.autotag]`` is set: :func:`autotag_plan` merges the
+tags of kohya's WD14 tagger (:mod:`lorabuild.kohya.tagger`, which runs and caches it) into the
+plan's captions, before the caption rules.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from hashlib import sha256
@@ -48,7 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild import __version__
-from lorabuild.plan.plan import STAGED_CAPTION_EXTENSION, Plan, StagedImage
+from lorabuild.kohya import tagger
+from lorabuild.plan.plan import STAGED_CAPTION_EXTENSION, Plan, StagedImage, with_raw_captions
 from lorabuild.plan.tags import CSV_NAME, tags_csv
 from lorabuild.probe.decodecheck import decode_problems
 from lorabuild.probe.facts import (
@@ -61,7 +67,10 @@ from lorabuild.probe.facts import (
 )
 from lorabuild.probe.imagefix import convert_image
 from lorabuild.problems import Problem, RecipeError, error, warning
+from lorabuild.recipe.captions import join_tags, split_tags
+from lorabuild.recipe.schema import Recipe
 from lorabuild.render.writer import Artefact, write_atomic, write_files
+from lorabuild.settings import sd_scripts_dir
 
 MANIFEST_VERSION = 1
 
@@ -461,3 +470,45 @@ def _failures(plan: Plan, failed: Iterable[tuple[StagedImage, str]]) -> list[Pro
         else:
             problems.append(error(str(image.source), f"{reason}: re-export or delete it"))
     return problems
+
+
+# --- auto-tagging: the tagger's tags merged into the plan's captions before staging ----------------
+
+
+def autotag_plan(
+    plan: Plan,
+    recipe: Recipe,
+    *,
+    sd_scripts: Path | None = None,
+    python: str = sys.executable,
+    on_line: Callable[[str], None] | None = None,
+) -> Plan:
+    """``plan`` with the tagger's tags merged into the captions of every subset with autotag set.
+
+    Each subset's ``[captions.autotag]`` (its own ``[captions]`` table's, else the recipe's)
+    picks the images by ``mode`` (:func:`lorabuild.kohya.tagger.tag_captions`); the merged tags
+    become the caption before the rules (:func:`lorabuild.plan.plan.with_raw_captions`), so the
+    staged captions, ``tags.csv`` and ``lorabuild tags`` all show the tagger's tags after the
+    rules. Images the mode leaves alone keep their plan entries.
+
+    Raises:
+        AutotagError: The tagger cannot run, or failed.
+    """
+    if sd_scripts is None:
+        sd_scripts = sd_scripts_dir()
+    if tagger.autotag_sections(recipe):
+        tagger.preflight(sd_scripts, python)
+    subsets = []
+    for subset in plan.subsets:
+        section = recipe.rules_for(recipe.dataset.subsets[subset.index]).autotag
+        if section is None or not subset.images:
+            subsets.append(subset)
+            continue
+        own = {image.source: split_tags(image.source_caption) for image in subset.images}
+        merged = tagger.tag_captions(
+            own, section, plan.build_dir, sd_scripts=sd_scripts, python=python, on_line=on_line
+        )
+        raw = {source: join_tags(tags) for source, tags in merged.items() if tags != own[source]}
+        # One subset at a time: the same source in two subsets may be tagged by two settings.
+        subsets.append(with_raw_captions(replace(plan, subsets=(subset,)), recipe, raw).subsets[0])
+    return replace(plan, subsets=tuple(subsets))
