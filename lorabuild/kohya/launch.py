@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-import difflib
-import functools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,44 +28,6 @@ class LaunchSpec:
 # argv items that live inside the kohya checkout start with this marker; renderers replace it
 # with the script's own variable ($SD_SCRIPTS in bash, $SdScripts in PowerShell) or a real path.
 SD_SCRIPTS_PREFIX = "{sd_scripts}/"
-
-ACCELERATE_OPTIONS_FILE = Path(__file__).resolve().parent.parent / "data" / "accelerate_options.json"
-
-
-@functools.cache
-def accelerate_options() -> dict[str, dict[str, Any]]:
-    """``accelerate launch``'s options at the pinned accelerate, by name (``tools/extract_accelerate_options.py``)."""
-    document = json.loads(ACCELERATE_OPTIONS_FILE.read_text(encoding="utf-8"))
-    options: dict[str, dict[str, Any]] = document["options"]
-    return options
-
-
-def check_accelerate_args(args: Mapping[str, object], managed: Mapping[str, str]) -> None:
-    """Check ``[launch] accelerate_args`` against accelerate's real option list.
-
-    Args:
-        args: Option name (without ``--``) -> value; ``True`` writes a flag, ``False`` leaves it out.
-        managed: Options lorabuild writes itself -> the recipe key that sets each.
-
-    Raises:
-        ValueError: The first unknown, managed or ill-typed option, saying how to fix it.
-    """
-    known = accelerate_options()
-    for raw, value in args.items():
-        name = raw.removeprefix("--").replace("-", "_")
-        if name in managed:
-            raise ValueError(f"{raw!r} is set by lorabuild: use {managed[name]} instead")
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{raw!r} is not an option of accelerate launch{hint}")
-        option = known[name]
-        if option["flag"] and not isinstance(value, bool):
-            raise ValueError(f"{raw!r} is a flag: write true or false (got {value!r})")
-        if not option["flag"] and isinstance(value, bool):
-            raise ValueError(f"{raw!r} takes a value, not true/false")
-        if option["choices"] and str(value) not in option["choices"]:
-            raise ValueError(f"{raw!r} must be one of {', '.join(option['choices'])} (got {value!r})")
 
 
 def accelerate_argv(args: Mapping[str, str | int | float | bool]) -> tuple[str, ...]:

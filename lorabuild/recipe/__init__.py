@@ -5,6 +5,7 @@
   with every problem at once as ``file: key: message``.
 - :mod:`~lorabuild.recipe.expand`: ``extends`` and ``[sweep]``, on the plain TOML documents.
 - :mod:`~lorabuild.recipe.captions`: the caption tag rules, as pure functions over tags.
+- :mod:`~lorabuild.recipe.accelerate`: ``accelerate launch``'s options, to validate ``[launch] accelerate_args``.
 
 May import: :mod:`lorabuild.render`, :mod:`lorabuild.problems`, :mod:`lorabuild.settings` (import-linter
 contracts in ``pyproject.toml``). Nothing here probes the disk beyond the recipe files themselves.

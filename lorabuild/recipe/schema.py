@@ -13,6 +13,7 @@ warnings can be told apart from errors.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,9 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+
+from lorabuild.problems import did_you_mean
+from lorabuild.recipe.accelerate import check_accelerate_args
 
 Family = Literal["sd15", "sd2", "sdxl"]
 
@@ -82,8 +86,6 @@ def _resolve(path: Path, info: ValidationInfo) -> Path:
 
 def _normpath(path: Path) -> str:
     # os.path.normpath keeps the path relative-free without touching the disk (unlike resolve()).
-    import os.path
-
     return os.path.normpath(path)
 
 
@@ -356,13 +358,11 @@ class ImagesSection(_Table):
     @field_validator("background")
     @classmethod
     def _colour(cls, value: str) -> str:
-        from PIL import ImageColor
+        from PIL import ImageColor  # lazy: Pillow (~12 ms) only for a recipe that sets a background colour
 
         try:
             colour = ImageColor.getrgb(value)
         except ValueError:
-            from lorabuild.problems import did_you_mean
-
             hint = did_you_mean(value.lower(), ImageColor.colormap)
             raise ValueError(
                 f'is not a colour: use a name like "white" or a hex colour like "#RRGGBB" (got {value!r}){hint}'
@@ -657,8 +657,6 @@ class LaunchSection(_Table):
     def _accelerate_args(
         cls, value: dict[str, str | int | float | bool]
     ) -> dict[str, str | int | float | bool]:
-        from lorabuild.kohya.launch import check_accelerate_args
-
         check_accelerate_args(value, MANAGED_ACCELERATE_OPTIONS)
         return value
 
