@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from lorabuild.build import state
-from lorabuild.pipeline import RunReport, TrainingError, check, run
-from lorabuild.stages.train import read_metadata
+from lorabuild.pipeline import RunReport, check, run
+from lorabuild.stages.train import TrainingError, read_metadata
 from tests.conftest import REPO, Project
 from tests.fakekohya import FakeKohya, fake_kohya
 
