@@ -138,8 +138,8 @@ def test_two_builds_of_one_name_are_refused(project: Project) -> None:
     done = run_lorabuild("makefile", "recipe.toml", "other.toml", cwd=project.root)
     assert done.returncode == 2
     assert (
-        "other.toml: name: build 'Test_v1' is also defined by recipe.toml: two builds cannot share "
-        "build/Test_v1/; give one of them another name"
+        "other.toml: name: build 'Test_v1' has the same name as a build of recipe.toml: both would write "
+        "build/Test_v1/; rename one of them"
     ) in done.stderr
     assert not (project.root / "Makefile").exists()
     broken = run_lorabuild("makefile", "missing.toml", "-o", "build", cwd=project.root)

@@ -4,6 +4,7 @@
 - :mod:`~lorabuild.batch.makefile`: ``lorabuild makefile`` and ``python -m lorabuild.batch.makefile``.
 - :mod:`~lorabuild.batch.slurm`: ``lorabuild compile --target slurm``.
 
-May import: :mod:`lorabuild.pipeline` and the layers below it. Keep this file free of imports: the
-Makefile's ``python -m lorabuild.batch.makefile`` must start in a fraction of a second.
+All three load their recipe files with :func:`lorabuild.recipe.many.load_many`, so they agree on
+which builds clash. May import: :mod:`lorabuild.pipeline` and the layers below it. Keep this file
+free of imports: the Makefile's ``python -m lorabuild.batch.makefile`` must start fast.
 """

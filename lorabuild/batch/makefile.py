@@ -85,8 +85,13 @@ from typing import TYPE_CHECKING, Any
 
 from lorabuild import __version__
 from lorabuild.build.markers import STATE_DIR, path_state
-from lorabuild.problems import LorabuildError, Problem, RecipeError, error
+from lorabuild.problems import LorabuildError
 from lorabuild.render.writer import write_atomic
+from lorabuild.settings import sd_scripts_dir
+
+# Only the standard library and light lorabuild modules are imported at the top: a generated
+# Makefile runs `python -m lorabuild.batch.makefile` on every make, which must start fast. What
+# loads pydantic (recipes, facts, the pipeline) is imported by the functions that write a Makefile.
 
 if TYPE_CHECKING:
     from lorabuild.recipe.load import LoadedRecipe
@@ -202,16 +207,6 @@ class MakeBuild:
     select: bool
 
 
-def load_builds(path: Path, overrides: Sequence[str] = ()) -> list[LoadedRecipe]:
-    """Every build a recipe file defines (one, or one per sweep point where sweeps exist)."""
-    from lorabuild.recipe import load as recipe
-
-    loader = getattr(recipe, "load_builds", None)
-    if loader is None:
-        return [recipe.load_recipe(path, overrides)]
-    return list(loader(path, overrides))
-
-
 def recipe_files(loaded: LoadedRecipe) -> tuple[Path, ...]:
     """The recipe file and every file it extends (``LoadedRecipe.sources``), nearest first."""
     sources: Sequence[Path] = getattr(loaded, "sources", ())
@@ -220,7 +215,7 @@ def recipe_files(loaded: LoadedRecipe) -> tuple[Path, ...]:
 
 def named_paths(value: Any) -> Iterator[Path]:
     """Every path a validated recipe names (dataset folders, base model, VAE, tagger folder...)."""
-    from lorabuild.probe.facts import recipe_paths
+    from lorabuild.probe.facts import recipe_paths  # lazy: pydantic (see the imports)
 
     return recipe_paths(value)
 
@@ -270,41 +265,15 @@ def target_names(names: Sequence[str]) -> list[str]:
 def collect_builds(
     recipes: Sequence[Path], build_root: Path, overrides: Sequence[str] = ()
 ) -> list[MakeBuild]:
-    """Load every recipe file and list its builds.
+    """Load every recipe file (:func:`lorabuild.recipe.many.load_many`) and list its builds.
 
     Raises:
-        RecipeError: With every recipe's problems, or when two builds share a name (and folder).
+        RecipeError: With every recipe's problems, or when two builds share a name (or folder).
     """
-    from lorabuild.settings import sd_scripts_dir
+    from lorabuild.recipe.many import load_many  # lazy: pydantic (see the imports)
 
-    problems: list[Problem] = []
-    found: list[tuple[LoadedRecipe, bool]] = []
-    seen: set[str] = set()
-    for path in recipes:
-        key = os.path.normcase(os.path.abspath(path))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            builds = load_builds(path, overrides)
-        except RecipeError as exc:
-            problems += exc.problems
-            continue
-        found += [(one, len(builds) > 1) for one in builds]
-    owners: dict[str, str] = {}
-    for loaded, _ in found:
-        name = loaded.recipe.name
-        if name in owners:
-            problems.append(
-                error(
-                    "name",
-                    f"build {name!r} is also defined by {owners[name]}: two builds cannot share "
-                    f"{(build_root / name).as_posix()}/; give one of them another name",
-                ).at(loaded.display)
-            )
-        owners.setdefault(name, loaded.display)
-    if problems:
-        raise RecipeError(problems)
+    loaded_builds = load_many(recipes, build_root, overrides)
+    found = [(e.loaded, e.select) for e in loaded_builds if e.loaded is not None]
     kohya = kohya_head_files(sd_scripts_dir())
     targets = target_names([loaded.recipe.name for loaded, _ in found])
     made = []
@@ -505,7 +474,7 @@ def render_makefile(
 
 def run_stages() -> tuple[str, ...]:
     """``lorabuild run``'s stages in order (``--until`` accepts each)."""
-    from lorabuild import pipeline
+    from lorabuild import pipeline  # lazy: pydantic (see the imports)
 
     return tuple(getattr(pipeline, "RUN_STAGES", DEFAULT_STAGES))
 
@@ -534,7 +503,7 @@ def write_makefile(
     problem = output_problem(output, recipes, "the Makefile's file name, e.g. -o Makefile")
     if problem:
         raise MakefileError(problem)
-    from lorabuild.recipe.load import _cwd_relative  # the rule --set paths follow everywhere
+    from lorabuild.recipe.load import _cwd_relative  # lazy: pydantic; the rule --set paths follow everywhere
 
     overrides = [_cwd_relative(item) for item in overrides]
     builds = collect_builds(recipes, build_root, overrides)

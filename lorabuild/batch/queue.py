@@ -12,37 +12,21 @@ The scripts are the same queue for a machine without lorabuild: they run each bu
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from lorabuild.problems import LorabuildError, Problem, RecipeError, error, errors_of, format_problem
-from lorabuild.recipe.load import LoadedRecipe, load_builds
-
-if TYPE_CHECKING:
-    from lorabuild.plan.plan import Plan
-    from lorabuild.render.writer import Artefact
+from lorabuild import __version__, pipeline
+from lorabuild.build.artefacts import _environment
+from lorabuild.plan.plan import Plan, relpath
+from lorabuild.problems import LorabuildError, Problem, RecipeError, errors_of, format_problem
+from lorabuild.recipe.many import Entry, load_many
+from lorabuild.render.writer import Artefact
+from lorabuild.stages.train import TrainingInterrupted
 
 # What became of a build.
 OK, UP_TO_DATE, FAILED, STOPPED, NOT_RUN = "ok", "up to date", "failed", "stopped", "not run"
-
-
-@dataclass(frozen=True)
-class QueueEntry:
-    """One build of the queue, or a recipe file that could not be loaded.
-
-    Attributes:
-        label: The build's name, or the recipe file's path when it did not load.
-        loaded: The build; None when its file did not load.
-        problems: Why the file did not load.
-    """
-
-    label: str
-    loaded: LoadedRecipe | None
-    problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,18 +46,14 @@ class QueueRow:
     detail: str
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
-
-
 def collect(
     recipes: Sequence[Path],
     build_root: Path,
     overrides: Sequence[str] = (),
     only: str | None = None,
     keep_going: bool = True,
-) -> list[QueueEntry]:
-    """Load every recipe file, in order, into queue entries.
+) -> list[Entry]:
+    """Load every recipe file, in order, into queue entries (:func:`lorabuild.recipe.many.load_many`).
 
     Args:
         recipes: Recipe files; one named twice is queued once.
@@ -86,53 +66,7 @@ def collect(
         RecipeError: When two builds share a name or folder (naming both files), when ``only``
             matches no build, or (``keep_going=False``) when a file does not load.
     """
-    entries: list[QueueEntry] = []
-    seen: list[Path] = []
-    problems: list[Problem] = []
-    for path in recipes:
-        if any(_same_file(path, p) for p in seen):
-            continue
-        seen.append(path)
-        try:
-            builds = load_builds(path, overrides)
-        except RecipeError as exc:
-            if not keep_going:
-                problems += exc.problems
-            entries.append(QueueEntry(path.as_posix(), None, tuple(exc.problems)))
-            continue
-        entries += [QueueEntry(b.recipe.name, b) for b in builds]
-    if problems:
-        raise RecipeError(problems)
-    if only is not None:
-        picked = [e for e in entries if e.loaded is not None and e.loaded.recipe.name == only]
-        if not picked:
-            names = ", ".join(e.label for e in entries if e.loaded is not None) or "none loaded"
-            files = ", ".join(p.as_posix() for p in seen)
-            raise RecipeError([error("--only", f"no build is named {only!r} in {files} (builds: {names})")])
-        entries = picked
-    owners: dict[str, LoadedRecipe] = {}
-    clashes: list[Problem] = []
-    for entry in entries:
-        if entry.loaded is None:
-            continue
-        name = entry.loaded.recipe.name
-        # One folder per build: names that differ only in case share it on Windows and macOS.
-        key = os.path.normcase(os.path.abspath(build_root / name)).casefold()
-        first = owners.get(key)
-        if first is None:
-            owners[key] = entry.loaded
-            continue
-        same = "name" if first.recipe.name == name else f"build folder ({first.recipe.name!r} and {name!r})"
-        clashes.append(
-            error(
-                "name",
-                f"build {name!r} has the same {same} as a build of {first.display}: both would write "
-                f"{(build_root / name).as_posix()}/; rename one of them",
-            ).at(entry.loaded.display)
-        )
-    if clashes:
-        raise RecipeError(clashes)
-    return entries
+    return load_many(recipes, build_root, overrides, only=only, keep_going=keep_going)
 
 
 def final_output(plan: Plan) -> str:
@@ -148,7 +82,7 @@ def _reason(problems: Sequence[Problem]) -> str:
 
 
 def run_queue(
-    entries: Sequence[QueueEntry],
+    entries: Sequence[Entry],
     build_root: Path,
     *,
     strict: bool = False,
@@ -172,9 +106,6 @@ def run_queue(
         A row per entry, in order. Stopped by Ctrl-C, the running build is ``stopped`` and the
         rest ``not run``; the caller decides the exit status (:func:`exit_status`).
     """
-    from lorabuild import pipeline
-    from lorabuild.stages.train import TrainingInterrupted
-
     rows: list[QueueRow] = []
     halt = False
     for index, entry in enumerate(entries, 1):
@@ -262,8 +193,6 @@ class ScriptBuild:
 
 def script_builds(plans: Sequence[Plan], script_dir: Path) -> list[ScriptBuild]:
     """The builds for :func:`render_queue`, their folders relative to ``script_dir``."""
-    from lorabuild.plan.plan import relpath
-
     made = []
     for plan in plans:
         files = [f for f in plan.outputs if not f.endswith("/")]
@@ -278,10 +207,6 @@ def render_queue(builds: Sequence[ScriptBuild], command: str) -> dict[str, Artef
         builds: In the order to train them.
         command: The lorabuild command that wrote them (shown in their header).
     """
-    from lorabuild import __version__
-    from lorabuild.build.artefacts import _environment
-    from lorabuild.render.writer import Artefact
-
     env = _environment()
     values = {"builds": builds, "version": __version__, "command": command}
     sh = env.get_template("queue.sh.j2").render(values)

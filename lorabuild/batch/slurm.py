@@ -25,8 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild import __version__
-from lorabuild.problems import LorabuildError, Problem, RecipeError, error
+from lorabuild.batch.makefile import kohya_head_files, named_paths, output_problem, recipe_files
+from lorabuild.build.artefacts import _environment
+from lorabuild.plan.plan import expected_outputs
+from lorabuild.problems import LorabuildError
+from lorabuild.recipe.load import _cwd_relative  # the rule --set paths follow everywhere
+from lorabuild.recipe.many import load_many
 from lorabuild.render.writer import write_atomic
+from lorabuild.settings import sd_scripts_dir
 
 STAGES = ("check", "compile", "prepare", "train", "grid", "report")
 # What an array task runs unless --slurm stages=… says otherwise: the build up to its LoRA files
@@ -101,65 +107,41 @@ def parse_stages(text: str) -> tuple[str, ...]:
 def collect(
     recipes: Sequence[Path], build_root: Path, overrides: Sequence[str], last_stage: str
 ) -> list[SlurmBuild]:
-    """Every build of ``recipes``, in order.
+    """Every build of ``recipes``, in order (:func:`lorabuild.recipe.many.load_many`).
 
     Raises:
-        RecipeError: With every recipe's problems, or when two builds share a name.
+        RecipeError: With every recipe's problems, or when two builds share a name (or folder).
     """
-    from lorabuild.batch.makefile import kohya_head_files, named_paths, recipe_files
-    from lorabuild.plan.plan import expected_outputs
-    from lorabuild.recipe.load import load_builds
-    from lorabuild.settings import sd_scripts_dir
-
-    problems: list[Problem] = []
     builds: list[SlurmBuild] = []
-    owners: dict[str, str] = {}
     kohya = [p for p in kohya_head_files(sd_scripts_dir()) if p.exists()]  # none without a .git
-    given = {os.path.abspath(r): r for r in reversed(recipes)}  # each file once, as first written
-    for absolute in dict.fromkeys(os.path.abspath(r) for r in recipes):
-        path = Path(absolute)
-        try:
-            loaded_builds = load_builds(given[absolute], overrides)
-        except RecipeError as exc:
-            problems += exc.problems
-            continue
-        for loaded in loaded_builds:
-            recipe = loaded.recipe
-            if recipe.name in owners:
-                problems.append(
-                    error(
-                        "name",
-                        f"build {recipe.name!r} is also defined by {owners[recipe.name]}: two builds cannot "
-                        f"share {(build_root / recipe.name).as_posix()}/; give one of them another name",
-                    ).at(loaded.display)
-                )
-                continue
-            owners[recipe.name] = loaded.display
-            build_dir = Path(os.path.abspath(build_root / recipe.name))
-            if last_stage == "train":
-                final = build_dir / next(f for f in expected_outputs(recipe) if not f.endswith("/"))
-            else:
-                final = build_dir / _STAGE_OUTPUT.get(last_stage, "config.toml")
-            launch = recipe.launch
-            gpus = 0 if launch.gpus == 0 else launch.num_processes
-            inputs = dict.fromkeys([*recipe_files(loaded), *named_paths(recipe), *kohya])
-            builds.append(
-                SlurmBuild(
-                    name=recipe.name,
-                    recipe=path,
-                    select=len(loaded_builds) > 1,
-                    build_dir=build_dir,
-                    final=final,
-                    inputs=tuple(Path(os.path.abspath(p)) for p in inputs),
-                    gpus=gpus,
-                    gpu_ids=isinstance(launch.gpus, list),
-                    cpus=launch.num_cpu_threads_per_process * launch.num_processes,
-                    slurm=launch.slurm.model_dump(),
-                    display=loaded.display,
-                )
+    for entry in load_many(recipes, build_root, overrides):
+        loaded = entry.loaded
+        if loaded is None:
+            continue  # load_many raises first
+        recipe = loaded.recipe
+        build_dir = Path(os.path.abspath(build_root / recipe.name))
+        if last_stage == "train":
+            final = build_dir / next(f for f in expected_outputs(recipe) if not f.endswith("/"))
+        else:
+            final = build_dir / _STAGE_OUTPUT.get(last_stage, "config.toml")
+        launch = recipe.launch
+        gpus = 0 if launch.gpus == 0 else launch.num_processes
+        inputs = dict.fromkeys([*recipe_files(loaded), *named_paths(recipe), *kohya])
+        builds.append(
+            SlurmBuild(
+                name=recipe.name,
+                recipe=Path(os.path.abspath(entry.file)),
+                select=entry.select,
+                build_dir=build_dir,
+                final=final,
+                inputs=tuple(Path(os.path.abspath(p)) for p in inputs),
+                gpus=gpus,
+                gpu_ids=isinstance(launch.gpus, list),
+                cpus=launch.num_cpu_threads_per_process * launch.num_processes,
+                slurm=launch.slurm.model_dump(),
+                display=loaded.display,
             )
-    if problems:
-        raise RecipeError(problems)
+        )
     return builds
 
 
@@ -225,8 +207,6 @@ def render_sbatch(
         lorabuild: The command that runs lorabuild on the cluster's nodes.
         overrides: ``--set`` values for every build.
     """
-    from lorabuild.build.artefacts import _environment
-
     run_stages = [s for s in stages if s != "check"]
     folder = Path(os.path.abspath(script.parent))
     job_name = settings.job_name or "lorabuild"
@@ -312,13 +292,9 @@ def write_sbatch(
         RecipeError: When a recipe does not load, or two builds share a name.
         SlurmError: When the script cannot be written as asked.
     """
-    from lorabuild.batch.makefile import output_problem
-
     problem = output_problem(output, recipes, "the script's file name, e.g. -o train.sbatch")
     if problem:
         raise SlurmError(problem)
-    from lorabuild.recipe.load import _cwd_relative  # the rule --set paths follow everywhere
-
     overrides = [_cwd_relative(item) for item in overrides]
     run_stages = [s for s in stages if s != "check"]
     builds = collect(recipes, build_root, overrides, run_stages[-1] if run_stages else "compile")
