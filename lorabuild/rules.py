@@ -9,6 +9,7 @@ mirror a kohya failure name the kohya message or behaviour they prevent.
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -607,8 +608,6 @@ def optimizer_known(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -345,7 +346,7 @@ def _write_info(handle: IO[str], info: Mapping[str, Any]) -> None:
 
 def _try_lock(handle: IO[str]) -> bool:
     if os.name == "nt":  # pragma: no cover - Windows
-        import msvcrt
+        import msvcrt  # lazy: Windows only
 
         handle.seek(1 << 20)  # lock a byte past the text, which stays readable by others
         try:
@@ -353,7 +354,7 @@ def _try_lock(handle: IO[str]) -> bool:
         except OSError:
             return False
         return True
-    import fcntl
+    import fcntl  # lazy: POSIX only
 
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -364,21 +365,19 @@ def _try_lock(handle: IO[str]) -> bool:
 
 def _unlock(handle: IO[str]) -> None:
     if os.name == "nt":  # pragma: no cover - Windows
-        import msvcrt
+        import msvcrt  # lazy: Windows only
 
         handle.seek(1 << 20)
         with contextlib.suppress(OSError):
             msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined,unused-ignore]
         return
-    import fcntl
+    import fcntl  # lazy: POSIX only
 
     fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def describe_holder(info: Mapping[str, Any]) -> str:
     """``pid 1234, "lorabuild train recipe.toml", since 20:14:03`` from a lock file's text."""
-    import socket
-
     parts = [f"pid {info.get('pid', '?')}"]
     if info.get("host") and info.get("host") != socket.gethostname():
         parts[0] += f" on {info['host']}"
@@ -418,8 +417,6 @@ def build_lock(build_dir: Path, command: str | None = None) -> Iterator[BuildLoc
                 "wait for it to finish, or stop it (Ctrl-C in its terminal, or kill "
                 f"{info.get('pid', 'its process')}), then run this again"
             )
-        import socket
-
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from lorabuild.demo.synthetic import make_dataset
+from lorabuild.demo.testmodel import ensure_test_model
 from lorabuild.settings import REPO_ROOT
 
 DEMO_RECIPE = REPO_ROOT / "recipes" / "kazari.toml"
@@ -42,9 +44,6 @@ def demo_overrides(model_dir: Path, tokenizer_cache_dir: Path, data_dir: Path) -
 
 def prepare_demo(workdir: Path, images: int = 4) -> list[str]:
     """Make (or reuse) the test model and a synthetic dataset; return the recipe overrides."""
-    from lorabuild.demo.synthetic import make_dataset
-    from lorabuild.demo.testmodel import ensure_test_model
-
     model = ensure_test_model()
     data_dir = workdir / "data" / "kazari"
     make_dataset(data_dir, n=images, size=128, trigger="")

@@ -37,6 +37,7 @@ from lorabuild.probe.images import ImageInfo, list_folder, probe_images, why_koh
 from lorabuild.probe.modelfile import ModelInfo, probe_model
 from lorabuild.recipe.captions import CaptionFile, read_caption
 from lorabuild.recipe.schema import Recipe
+from lorabuild.settings import TEMPLATES_DIR, sd_scripts_dir
 
 # Packages whose presence decides whether an optimizer, network or attention setting can work.
 PACKAGES = (
@@ -295,8 +296,6 @@ def input_fingerprint(recipe: Recipe, recipe_hash: str, recipe_file: Path, build
     costs one folder listing; any added, removed, replaced or edited file changes the hash.
     None when a file was modified in the last :data:`RACY_NS` (its next edit might not show).
     """
-    from lorabuild.settings import TEMPLATES_DIR, sd_scripts_dir
-
     digest = hashlib.sha256()
     mine = recipe_file.resolve()
     head = {
@@ -324,8 +323,6 @@ def input_fingerprint(recipe: Recipe, recipe_hash: str, recipe_file: Path, build
 
 
 def _tagger_script() -> tuple[Path, bool]:
-    from lorabuild.settings import sd_scripts_dir
-
     script = sd_scripts_dir() / TAGGER_SCRIPT
     return script, script.is_file()
 

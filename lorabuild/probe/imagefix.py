@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Final
 
-from PIL import Image
+from PIL import Image, ImageColor
 
 from lorabuild.probe.images import IMAGE_EXTENSIONS, ImageInfo, kohya_reads_name
 from lorabuild.recipe.schema import ImagesSection
@@ -114,8 +114,6 @@ class Conversion:
 
 def background_rgb(colour: str) -> tuple[int, int, int]:
     """The RGB value of an ``images.background`` colour (validated by the schema)."""
-    from PIL import ImageColor
-
     rgb = ImageColor.getrgb(colour)
     return (rgb[0], rgb[1], rgb[2])
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import math
 import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from lorabuild.render.fonts import Font, FontBook, system_book
+from lorabuild.problems import LorabuildError
+from lorabuild.render.fonts import Font, FontBook, FontWarning, system_book
 from lorabuild.render.writer import Artefact, write_files
 
 STEP_LOSS = "loss/current"
@@ -527,7 +530,6 @@ def render_loss_png(
         _draw_panel(draw, panel, small)
     if notes:
         draw.text((left, HEIGHT - 4), "; ".join(notes), font=small, fill=(150, 60, 60), anchor="ld")
-    from io import BytesIO
 
     out = BytesIO()
     img.save(out, "PNG", optimize=False)
@@ -658,11 +660,6 @@ def summarise(build_dir: Path, title: str = "") -> LossSummary:
     Raises:
         LorabuildError: There is no TensorBoard event file under ``build_dir/logs`` (not trained yet).
     """
-    import warnings
-
-    from lorabuild.problems import LorabuildError
-    from lorabuild.render.fonts import FontWarning
-
     logs = build_dir / "logs"
     log = load_scalars(logs)
     if not log.files:

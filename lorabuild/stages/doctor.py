@@ -17,14 +17,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import requires
 from pathlib import Path
 from typing import Any, Literal
 
 from lorabuild import KOHYA_COMMIT, __version__
 from lorabuild.build.state import git_head
+from lorabuild.kohya.runner import capture
 from lorabuild.problems import LorabuildError
 from lorabuild.settings import REPO_ROOT
 
@@ -205,8 +209,6 @@ print("PROBE " + json.dumps(out))
 
 def probe(python: str = sys.executable, timeout: float = 300.0) -> dict[str, Any]:
     """What the training Python has installed (run in a child process)."""
-    from lorabuild.kohya.runner import capture
-
     done = capture([python, "-c", PROBE, json.dumps(PACKAGES)], timeout=timeout)
     for line in done.stdout.splitlines():
         if line.startswith("PROBE "):
@@ -219,14 +221,10 @@ def train_pins() -> dict[str, str]:
     """Package -> pinned version of lorabuild's ``train`` extra (kohya's stack)."""
     requirements: Iterable[str]
     try:
-        from importlib.metadata import requires
-
         requirements = [r for r in (requires("lorabuild") or []) if 'extra == "train"' in r]
     except Exception:
         requirements = []
     if not requirements:
-        import tomllib
-
         try:
             doc = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
             requirements = doc["project"]["optional-dependencies"]["train"]
@@ -464,10 +462,6 @@ def setup_sd_scripts(source: Path, dest: Path, force: bool = False) -> str:
         SetupError: ``source`` is not a clone holding the pinned commit, ``dest`` holds something
             else (without ``force``), or git failed.
     """
-    import shutil
-
-    from lorabuild.kohya.runner import capture
-
     if capture(["git", "--version"]).returncode != 0:
         raise SetupError("git is not installed: install git, then run lorabuild setup again")
     if not source.is_dir():

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,10 +38,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from PIL import Image
+
+from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
+from lorabuild.kohya.diagnose import diagnose
+from lorabuild.kohya.runner import run
 from lorabuild.plan.plan import Plan, epoch_file, first_trigger
 from lorabuild.problems import LorabuildError, Problem, RecipeError
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.recipe.schema import Recipe
+from lorabuild.render.sheets import compose_sheets
+from lorabuild.render.writer import write_atomic
+from lorabuild.settings import sd_scripts_dir
+from lorabuild.stages.train import Layout, failure_message
 
 GRID_DIR = "grid"
 CELLS_DIR = "grid/cells"
@@ -620,8 +630,6 @@ def epoch_files(plan: Plan) -> tuple[list[int], dict[int, str]]:
     The last epoch's numbered file is a link ``lorabuild train`` makes; a build trained with
     ``train.sh`` has only kohya's ``NAME.ext``, which is used then.
     """
-    from lorabuild.stages.train import Layout
-
     layout = Layout.of(plan)
     present: dict[int, str] = {}
     for epoch in layout.saved:
@@ -661,8 +669,6 @@ def is_png(path: Path) -> bool:
 
 def is_blank(path: Path) -> bool:
     """Whether an image is one flat colour (gen_img saves NaN pixels as black)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             extrema: Any = im.convert("RGB").getextrema()
@@ -690,9 +696,6 @@ def plan_build_grid(
         RecipeError: No prompts, a prompt gen_img cannot carry, or an epoch that is never saved.
         GridError: Nothing trained yet, or a wanted epoch's file missing.
     """
-    from lorabuild.build.state import Digests, kohya_revision
-    from lorabuild.settings import sd_scripts_dir
-
     settings = grid_settings(plan, loaded.recipe)
     problems = prompt_problems(settings)
     if problems:
@@ -784,12 +787,6 @@ def render_grid(
         GridError: Nothing trained yet, or gen_img failed or left cells unwritten (exit 2).
         GridInterrupted: Ctrl-C; the finished cells are kept for the next run.
     """
-    import contextlib
-
-    from lorabuild.build.state import Stamp, build_lock, save_stamp
-    from lorabuild.render.writer import write_atomic
-    from lorabuild.settings import sd_scripts_dir
-
     kohya = sd_scripts or sd_scripts_dir()
     tell = say or (lambda text: None)
     build = plan.build_dir
@@ -827,8 +824,6 @@ def render_grid(
 
 
 def _compose(build: Path, doc: Mapping[str, Any], tell: Callable[[str], None]) -> tuple[Path, ...]:
-    from lorabuild.render.sheets import compose_sheets
-
     paths = tuple(compose_sheets(build, doc))
     if paths:
         tell(f"grid: {len(paths)} sheet(s): " + ", ".join(p.relative_to(build).as_posix() for p in paths))
@@ -847,10 +842,6 @@ def _render(
     max_batch: int,
 ) -> tuple[float, Path]:
     """Run gen_img once for ``todo``; move each verified PNG into ``cells/``; raise on anything missing."""
-    from lorabuild.kohya.diagnose import diagnose
-    from lorabuild.kohya.runner import run
-    from lorabuild.stages.train import failure_message
-
     build = plan.build_dir
     settings = grid.settings
     networks = network_order(todo)

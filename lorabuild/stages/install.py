@@ -29,12 +29,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from lorabuild import __version__
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.build.saved import HashCache, SavedFile, epoch_files, output_layout
 from lorabuild.plan.plan import Plan
 from lorabuild.problems import Problem, RecipeError, error
 from lorabuild.recipe.schema import Recipe
+from lorabuild.render.writer import write_atomic
+from lorabuild.settings import comfyui_dir, webui_dir
 
 SD_VERSIONS = {"sd15": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
 """lorabuild's model family -> the webui's ``sd version`` (``network.SdVersion`` names)."""
@@ -212,8 +216,6 @@ def targets(
     Raises:
         RecipeError: No folder is configured, or one does not exist.
     """
-    from lorabuild.settings import comfyui_dir, webui_dir
-
     chosen = {
         "webui": (webui, recipe.install.webui, webui_dir()),
         "comfyui": (comfyui, recipe.install.comfyui, comfyui_dir()),
@@ -331,8 +333,6 @@ def preview_png(source: Path) -> bytes:
     data = source.read_bytes()
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return data
-    from PIL import Image
-
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         out = io.BytesIO()
@@ -512,8 +512,6 @@ def copy_atomic(source: Path, dest: Path) -> None:
 
 def write_bytes_atomic(dest: Path, data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically (the folder must exist: install never creates it)."""
-    from lorabuild.render.writer import write_atomic
-
     write_atomic(dest, data)
 
 

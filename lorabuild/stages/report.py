@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from PIL import Image
 
 from lorabuild import KOHYA_COMMIT, __version__
 from lorabuild.build.gridmanifest import Sheet, read_manifest
@@ -435,8 +436,6 @@ def embed(path: Path, thumb: bool = False) -> Picture | None:
         data = path.read_bytes()
     except OSError:
         return None
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             size = image.size

@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild.build.state import BuildLock, Stamp, load_stamps, save_stamp
+from lorabuild.kohya.diagnose import diagnose, last_error
+from lorabuild.kohya.progress import Display, Tracker
+from lorabuild.kohya.runner import DEFAULT_GRACE, resolve_argv, run
 from lorabuild.plan.plan import Plan, epoch_file, saved_epochs
 from lorabuild.problems import LorabuildError
 
@@ -200,10 +203,6 @@ def train(
         TrainingError: kohya failed or did not save every file; the message says why and what to do.
         TrainingInterrupted: lorabuild was stopped (Ctrl-C, SIGTERM) and stopped kohya.
     """
-    from lorabuild.kohya.diagnose import diagnose
-    from lorabuild.kohya.progress import Display, Tracker
-    from lorabuild.kohya.runner import DEFAULT_GRACE, resolve_argv, run
-
     tell = say or (lambda text: None)
     layout = Layout.of(plan)
     build = plan.build_dir
@@ -330,8 +329,6 @@ def train(
 
 def failure_message(diagnosis: object, lines: list[str], returncode: int, log: str) -> str:
     """The first line says what happened and what to do; the log's place follows."""
-    from lorabuild.kohya.diagnose import last_error
-
     error = last_error(lines)
     if diagnosis is not None:
         text = f"{diagnosis}."

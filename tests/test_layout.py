@@ -1,0 +1,53 @@
+"""The package layout's rules that import-linter cannot check (its contracts are in pyproject.toml)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lorabuild"
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    """An import inside a function hides a dependency; each one carries ``# lazy: <reason>``.
+
+    Imports sit at the top unless they are heavy (Pillow, the stage modules on the check path),
+    platform-only, or would slow a command that must start fast (``lorabuild --help``, the
+    Makefile's ``python -m lorabuild.batch.makefile``).
+    """
+    unexplained = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                if (
+                    isinstance(inner, ast.Import | ast.ImportFrom)
+                    and "# lazy:" not in lines[inner.lineno - 1]
+                ):
+                    unexplained.append(f"{path.relative_to(PACKAGE.parent)}:{inner.lineno}")
+    assert unexplained == []
+
+
+def test_every_package_says_what_it_holds_and_may_import() -> None:
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        if init.parent == PACKAGE:
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        assert "May import:" in doc, init
+
+
+def test_help_and_check_do_not_load_the_later_stages() -> None:
+    """``lorabuild --help`` loads no pipeline; the check path loads no stage module (see pipeline.py)."""
+    code = (
+        "import sys; import lorabuild.cli; help = sorted(m for m in sys.modules if m.startswith('lorabuild.'));"
+        "from lorabuild import pipeline;"
+        "print(help); print(sorted(m for m in sys.modules if m.startswith(('lorabuild.stages.', 'jinja2'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    help_modules, check_modules = done.stdout.splitlines()
+    assert "lorabuild.pipeline" not in help_modules
+    assert check_modules == "[]"
