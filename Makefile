@@ -29,6 +29,7 @@ setup-train: $(VENV)/.setup-train
 lint: setup
 	$(VENV)/bin/ruff check lorabuild tests tools bench
 	$(VENV)/bin/ruff format --check lorabuild tests tools bench
+	$(VENV)/bin/lint-imports
 
 typecheck: setup
 	$(VENV)/bin/mypy
