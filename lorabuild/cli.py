@@ -25,8 +25,8 @@ from lorabuild.render.writer import write_files
 from lorabuild.settings import build_root, sd_scripts_dir
 
 if TYPE_CHECKING:
-    from lorabuild.pipeline import Checked  # lazy: per command
-    from lorabuild.plan.plan import Plan  # lazy: per command
+    from lorabuild.pipeline import Checked
+    from lorabuild.plan.plan import Plan
 
 app = typer.Typer(
     name="lorabuild",

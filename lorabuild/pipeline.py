@@ -38,7 +38,7 @@ RUN_STAGES = ("compile", "prepare", "train", "grid", "report")
 
 # The stage modules (build.artefacts and stages.*) are imported when their stage runs, so that
 # `lorabuild check` and an unchanged `lorabuild prepare` load only what checking needs (importing
-# every stage, jinja2 and Pillow's drawing modules with them, costs about 70 ms, a quarter of a check).
+# every stage, jinja2 and Pillow's drawing modules with them, costs about 60 ms, a fifth of a check).
 
 
 @dataclass(frozen=True)
