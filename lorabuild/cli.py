@@ -759,6 +759,19 @@ def grid(
     typer.echo(f"ok: {plan.name}: {report.cells} cell(s), {how}; {report.manifest.as_posix()}")
 
 
+def _unwritable(exc: OSError) -> str | None:
+    """The one-line message for an :class:`OSError` that only a write can raise (a full disk, a
+    read-only file system) and no stage turned into a :class:`~lorabuild.writer.WriteError`."""
+    import errno
+
+    from lorabuild.writer import NO_SPACE, write_error
+
+    if exc.errno not in (*NO_SPACE, getattr(errno, "EROFS", None), getattr(errno, "EFBIG", None)):
+        return None
+    folder = Path(str(exc.filename)).parent if exc.filename else Path.cwd()
+    return str(write_error(folder, exc))
+
+
 def main() -> None:
     """Run the CLI, turning lorabuild's errors into messages and exit statuses.
 
@@ -776,6 +789,12 @@ def main() -> None:
     except LorabuildError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        message = _unwritable(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
