@@ -7,10 +7,13 @@ lines with exit status 2 and no traceback (:func:`main`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -759,6 +762,41 @@ def grid(
     typer.echo(f"ok: {plan.name}: {report.cells} cell(s), {how}; {report.manifest.as_posix()}")
 
 
+class Terminated(BaseException):
+    """lorabuild was asked to stop (SIGTERM, SIGHUP): raised in the main thread so that every
+    ``finally`` runs (the stage records what it finished, worker processes are stopped, the build
+    lock is released). Not an :class:`Exception`, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _stop_cleanly() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while the command runs; a second signal
+    ends the process at once (the default action). The trainer's process seam forwards them to
+    kohya instead, while kohya runs (:mod:`lorabuild.runner`)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for each in _STOP_SIGNALS:
+            signal.signal(each, signal.SIG_DFL)
+        raise Terminated(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        for signum in _STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _unwritable(exc: OSError) -> str | None:
     """The one-line message for an :class:`OSError` that only a write can raise (a full disk, a
     read-only file system) and no stage turned into a :class:`~lorabuild.writer.WriteError`."""
@@ -776,10 +814,12 @@ def main() -> None:
     """Run the CLI, turning lorabuild's errors into messages and exit statuses.
 
     Typer handles usage errors itself (standalone mode); lorabuild's own errors pass through it
-    and become ``file: key: message`` lines here, with no traceback.
+    and become ``file: key: message`` lines here, with no traceback. SIGTERM and SIGHUP stop
+    the command cleanly with the shell's status for them (143, 129).
     """
     try:
-        app()
+        with _stop_cleanly():
+            app()
     except RecipeError as exc:
         problems = exc.problems
         _echo_problems(problems)
@@ -789,6 +829,10 @@ def main() -> None:
     except LorabuildError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        typer.echo(f"lorabuild stopped ({name}): what was finished is kept; run it again to go on", err=True)
+        sys.exit(128 + exc.signum)
     except OSError as exc:
         message = _unwritable(exc)
         if message is None:
