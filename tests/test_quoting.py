@@ -1,4 +1,4 @@
-"""Tests for lorabuild.quoting: recipe strings reach kohya exactly, through bash, PowerShell and TOML.
+"""Tests for lorabuild.render.quoting: recipe strings reach kohya exactly, through bash, PowerShell and TOML.
 
 bash is tested by running real bash scripts against a stand-in ``accelerate`` that records its argv.
 There is no PowerShell here, so the PowerShell rules are tested on their own: a reference reader
@@ -26,7 +26,7 @@ import pytest
 import toml
 
 from lorabuild.problems import LorabuildError
-from lorabuild.quoting import (
+from lorabuild.render.quoting import (
     QuotingError,
     bash_quote,
     powershell_native_arg,

@@ -1,8 +1,8 @@
-"""Rendering a :class:`~lorabuild.plan.Plan` into the bytes of each build artefact.
+"""Rendering a :class:`~lorabuild.plan.plan.Plan` into the bytes of each build artefact.
 
 Structured files (``dataset.toml``, ``config.toml``, ``plan.json``) are serialised from the plan's
 data; the two scripts come from the jinja2 templates in ``templates/``, which only place values
-through the quoting filters of :mod:`lorabuild.quoting`. Nothing here touches the disk except
+through the quoting filters of :mod:`lorabuild.render.quoting`. Nothing here touches the disk except
 reading the templates.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 import jinja2
 
 from lorabuild import __version__
-from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec
-from lorabuild.plan import Plan, portable_path, relpath
-from lorabuild.quoting import bash_quote, powershell_native_arg, powershell_quote
+from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec
+from lorabuild.plan.plan import Plan, portable_path, relpath
+from lorabuild.render.quoting import bash_quote, powershell_native_arg, powershell_quote
+from lorabuild.render.toml import dumps
+from lorabuild.render.writer import Artefact
 from lorabuild.settings import TEMPLATES_DIR
-from lorabuild.tomlout import dumps
-from lorabuild.writer import Artefact
 
 ARTEFACTS = ("dataset.toml", "config.toml", "sample_prompts.txt", "train.sh", "train.ps1", "plan.json")
 

@@ -2,7 +2,7 @@
 
 kohya parses its TOML with the ``toml`` package (0.10.2). Writing the files ourselves keeps them
 readable (a comment header, one section per topic, keys in a meaningful order) and exact:
-strings go through :func:`lorabuild.quoting.toml_basic_string`, floats keep a decimal point or
+strings go through :func:`lorabuild.render.quoting.toml_basic_string`, floats keep a decimal point or
 exponent so kohya sees a float where its voluptuous schema demands one, and the same data always
 gives the same bytes.
 """
@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lorabuild.quoting import toml_basic_string
+from lorabuild.render.quoting import toml_basic_string
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
