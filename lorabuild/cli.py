@@ -5,23 +5,31 @@ Heavy modules (torch, diffusers) are never imported here, so ``lorabuild --help`
 marked ``# lazy``): at the top they would make ``lorabuild --help`` four times as slow (the
 pipeline alone loads pydantic and the planner, 0.05 s -> 0.2 s). Errors the user can fix are printed as ``file: key: message``
 lines with exit status 2 and no traceback (:func:`main`).
+
+Every command that writes into ``build/<name>/`` holds that build's lock while it does
+(:func:`lorabuild.build.state.build_lock`; ``run``, ``train`` and ``grid`` take it in the pipeline), so
+a second command on the same build stops at once, naming the one at work.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import shlex
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from lorabuild import KOHYA_COMMIT, __version__
 from lorabuild.build.markers import mark_done
 from lorabuild.problems import LorabuildError, Problem, RecipeError, Severity, format_problem
-from lorabuild.render.writer import write_files
+from lorabuild.render.writer import NO_SPACE, write_error, write_files
 from lorabuild.settings import build_root, sd_scripts_dir
 
 if TYPE_CHECKING:
@@ -77,6 +85,15 @@ def _checked(
     plan = pipeline.require_plan(checked, strict=strict)
     _echo_problems(checked.warnings)
     return checked, plan
+
+
+@contextlib.contextmanager
+def _locked(build: Path) -> Iterator[None]:
+    """Hold ``build``'s lock (:func:`lorabuild.build.state.build_lock`) while writing into it."""
+    from lorabuild.build.state import build_lock  # lazy: per command (it loads the planner)
+
+    with build_lock(build):
+        yield
 
 
 def _echo_problems(problems: list[Problem]) -> None:
@@ -174,8 +191,10 @@ def compile_(
         raise SlurmError("-o and --slurm go with --target slurm")
     for recipe in recipes:
         _, plan = _checked(recipe, set_, build_dir, strict=strict, only=only)
-        for written in pipeline.compile_build(plan, dry_run=dry_run):
-            typer.echo(f"{written.action:>9}  {written.path.as_posix()}")
+        with contextlib.nullcontext() if dry_run else _locked(plan.build_dir):
+            written = pipeline.compile_build(plan, dry_run=dry_run)
+        for each in written:
+            typer.echo(f"{each.action:>9}  {each.path.as_posix()}")
 
 
 def _compile_slurm(
@@ -247,30 +266,33 @@ def prepare(
 
     root = _build_root(build_dir)
     loaded = load_recipe(recipe, set_ or [], only)
-    key = pipeline.prepare_fingerprint(loaded, root)
-    done = pipeline.already_prepared(loaded, root, key, strict=strict)
-    if done is not None:
-        for line in done.detail["lines"]:
-            typer.echo(line, err=True)
-        typer.echo(done.detail["summary"])
-        return
-    with ahead():  # the images the check probes first are decoded while it goes on
-        checked = pipeline.check_loaded(loaded, root)
-        plan = pipeline.require_plan(checked, strict=strict)
-        _echo_problems(checked.warnings)
-        written = pipeline.compile_build(plan)
-        report = pipeline.prepare(plan, checked.loaded.recipe)
-    _echo_problems(list(report.problems))
-    dataset = f"staged {plan.build_dir.as_posix()}/dataset: "
-    typer.echo(
-        f"{dataset}{report.linked} linked, {report.copied} copied, "
-        f"{report.converted} converted, {report.unchanged} unchanged, {report.captions_written} captions "
-        f"written, {report.removed} removed; tags.csv {report.tags}"
-    )
-    staged = report.linked + report.copied + report.converted + report.unchanged
-    again = f"{dataset}0 linked, 0 copied, 0 converted, {staged} unchanged, 0 captions written, 0 removed; "
-    lines = [format_problem(p) for p in (*checked.warnings, *report.problems)]
-    pipeline.record_prepared(plan, key, written, lines, again + "tags.csv identical")
+    with _locked(root / loaded.recipe.name):
+        key = pipeline.prepare_fingerprint(loaded, root)
+        done = pipeline.already_prepared(loaded, root, key, strict=strict)
+        if done is not None:
+            for line in done.detail["lines"]:
+                typer.echo(line, err=True)
+            typer.echo(done.detail["summary"])
+            return
+        with ahead():  # the images the check probes first are decoded while it goes on
+            checked = pipeline.check_loaded(loaded, root)
+            plan = pipeline.require_plan(checked, strict=strict)
+            _echo_problems(checked.warnings)
+            written = pipeline.compile_build(plan)
+            report = pipeline.prepare(plan, checked.loaded.recipe)
+        _echo_problems(list(report.problems))
+        dataset = f"staged {plan.build_dir.as_posix()}/dataset: "
+        typer.echo(
+            f"{dataset}{report.linked} linked, {report.copied} copied, "
+            f"{report.converted} converted, {report.unchanged} unchanged, {report.captions_written} captions "
+            f"written, {report.removed} removed; tags.csv {report.tags}"
+        )
+        staged = report.linked + report.copied + report.converted + report.unchanged
+        again = (
+            f"{dataset}0 linked, 0 copied, 0 converted, {staged} unchanged, 0 captions written, 0 removed; "
+        )
+        lines = [format_problem(p) for p in (*checked.warnings, *report.problems)]
+        pipeline.record_prepared(plan, key, written, lines, again + "tags.csv identical")
 
 
 @app.command()
@@ -282,10 +304,15 @@ def tags(
 ) -> None:
     """Print each subset's tag frequencies before and after the caption rules (what to remove or fix)."""
     from lorabuild import pipeline  # lazy: per command
+    from lorabuild.kohya.tagger import autotag_sections  # lazy: per command
     from lorabuild.plan.tags import tags_text  # lazy: per command
 
     checked, plan = _checked(recipe, set_, build_dir, only=only)
-    typer.echo(tags_text(pipeline.autotagged(plan, checked.loaded.recipe)))  # tags as prepare stages them
+    # The tagger caches its output in build/<name>/autotag/; without it nothing is written.
+    tagging = bool(autotag_sections(checked.loaded.recipe))
+    with _locked(plan.build_dir) if tagging else contextlib.nullcontext():
+        tagged = pipeline.autotagged(plan, checked.loaded.recipe)
+    typer.echo(tags_text(tagged))  # tags as prepare stages them
 
 
 FreshOpt = Annotated[
@@ -453,8 +480,10 @@ def demo(
 
     webui = build_dir / "webui"
     (webui / "models" / "Lora").mkdir(parents=True, exist_ok=True)
-    planned = plan_install(plan, checked.loaded.recipe, display=checked.loaded.display, webui=webui)
-    for line in describe(install(planned, force=True), dry_run=False):
+    with _locked(plan.build_dir):  # plan_install records the LoRA's hashes in the build
+        planned = plan_install(plan, checked.loaded.recipe, display=checked.loaded.display, webui=webui)
+        installed = install(planned, force=True)
+    for line in describe(installed, dry_run=False):
         typer.echo(line)
     typer.echo(
         f"demo done: open {(plan.build_dir / 'report.html').as_posix()} for the loss and the epoch x weight "
@@ -617,7 +646,8 @@ def report(
     from lorabuild.stages.report import write_report  # lazy: per command
 
     _, plan = _checked(recipe, set_, build_dir, only=only)
-    path = write_report(plan, plan.build_dir)
+    with _locked(plan.build_dir):
+        path = write_report(plan, plan.build_dir)
     typer.echo(f"wrote {path.as_posix()}")
 
 
@@ -679,18 +709,21 @@ def install(
     from lorabuild.stages.install import install as install_files  # lazy: per command
 
     checked, plan = _checked(recipe, set_, build_dir, only=only)
-    planned = plan_install(
-        plan,
-        checked.loaded.recipe,
-        display=checked.loaded.display,
-        epoch=epoch,
-        weight=weight,
-        webui=webui,
-        comfyui=comfyui,
-    )
-    for note in planned.notes:
-        typer.echo(note, err=True)
-    done = install_files(planned, force=force, dry_run=dry_run)
+    # The build's lock: its LoRA files must not change while they are hashed and copied, and
+    # the hashes are recorded in the build (.lorabuild/hashes.json).
+    with _locked(plan.build_dir):
+        planned = plan_install(
+            plan,
+            checked.loaded.recipe,
+            display=checked.loaded.display,
+            epoch=epoch,
+            weight=weight,
+            webui=webui,
+            comfyui=comfyui,
+        )
+        for note in planned.notes:
+            typer.echo(note, err=True)
+        done = install_files(planned, force=force, dry_run=dry_run)
     for line in describe(done, dry_run):
         typer.echo(line)
     where = f"epoch {planned.epoch} ({planned.source.rel}), weight {planned.weight:g}"
@@ -715,7 +748,8 @@ def loss(
     from lorabuild.render.losslog import summarise  # lazy: per command
 
     _, plan = _checked(recipe, set_, build_dir, only=only)
-    summary = summarise(plan.build_dir, title=f"{plan.name}: training loss")
+    with _locked(plan.build_dir):  # writes loss.png
+        summary = summarise(plan.build_dir, title=f"{plan.name}: training loss")
     _echo_problems([Problem("", note, Severity.WARNING) for note in summary.notes])
     typer.echo(summary.table())
     plot = summary.plot
@@ -749,20 +783,67 @@ def grid(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     checked, plan = _checked(recipe, set_, build_dir, only=only)
-    report = render_grid(plan, checked.loaded, epochs=rows, force=force, say=typer.echo)
-    mark_done(plan.build_dir, "grid")  # for make (lorabuild.build.markers)
+    with _locked(plan.build_dir):
+        report = render_grid(plan, checked.loaded, epochs=rows, force=force, say=typer.echo, lock=False)
+        mark_done(plan.build_dir, "grid")  # for make (lorabuild.build.markers)
     how = f"rendered {report.rendered}" if report.rendered else "rendered nothing (all up to date)"
     typer.echo(f"ok: {plan.name}: {report.cells} cell(s), {how}; {report.manifest.as_posix()}")
+
+
+class Terminated(BaseException):
+    """lorabuild was asked to stop (SIGTERM, SIGHUP): raised in the main thread so that every
+    ``finally`` runs (the stage records what it finished, worker processes are stopped, the build
+    lock is released). Not an :class:`Exception`, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _stop_cleanly() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while the command runs; a second signal
+    ends the process at once (the default action). The trainer's process seam forwards them to
+    kohya instead, while kohya runs (:mod:`lorabuild.kohya.runner`)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for each in _STOP_SIGNALS:
+            signal.signal(each, signal.SIG_DFL)
+        raise Terminated(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        for signum in _STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _unwritable(exc: OSError) -> str | None:
+    """The one-line message for an :class:`OSError` that only a write can raise (a full disk, a
+    read-only file system) and no stage turned into a :class:`~lorabuild.render.writer.WriteError`."""
+    if exc.errno not in (*NO_SPACE, getattr(errno, "EROFS", None), getattr(errno, "EFBIG", None)):
+        return None
+    folder = Path(str(exc.filename)).parent if exc.filename else Path.cwd()
+    return str(write_error(folder, exc))
 
 
 def main() -> None:
     """Run the CLI, turning lorabuild's errors into messages and exit statuses.
 
     Typer handles usage errors itself (standalone mode); lorabuild's own errors pass through it
-    and become ``file: key: message`` lines here, with no traceback.
+    and become ``file: key: message`` lines here, with no traceback. SIGTERM and SIGHUP stop
+    the command cleanly with the shell's status for them (143, 129).
     """
     try:
-        app()
+        with _stop_cleanly():
+            app()
     except RecipeError as exc:
         problems = exc.problems
         _echo_problems(problems)
@@ -772,6 +853,16 @@ def main() -> None:
     except LorabuildError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        typer.echo(f"lorabuild stopped ({name}): what was finished is kept; run it again to go on", err=True)
+        sys.exit(128 + exc.signum)
+    except OSError as exc:
+        message = _unwritable(exc)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,25 @@ def source_folders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 
 
 @rule
+def images_in_subfolders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Images in sub-folders of a folder that has images of its own are never trained: kohya's
+    ``glob_images`` reads only the top of an image folder, and lorabuild stages only that."""
+    for i, (subset, sf) in enumerate(zip(recipe.dataset.subsets, facts.subsets, strict=True)):
+        if not sf.images or not sf.images_below:
+            continue  # no images at the top: source_folders says what to do
+        total = sum(sf.images_below.values())
+        folders = _list(f"{name}/ ({count})" for name, count in sf.images_below.items())
+        top = subset.source.as_posix()
+        first = f"{subset.source.name}/{next(iter(sf.images_below))}"
+        yield warning(
+            f"dataset.subsets[{i}].source",
+            f"{total} image(s) in sub-folders will not be trained: {folders}: kohya reads only the images "
+            f"directly in {top}: add each sub-folder as a subset of its own (a [[dataset.subsets]] whose "
+            f'source ends in "{first}"), or move the images up into {top}',
+        )
+
+
+@rule
 def image_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """Unreadable or truncated images (kohya: OSError while caching latents, minutes in)."""
     for sf in facts.subsets:

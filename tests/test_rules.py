@@ -385,6 +385,21 @@ def test_images_only_in_sub_folders(project: Project) -> None:
         '10_kazari, 1_misc do (kohya would stop with "No data found"): point source at the folder '
         "that holds the images, one subset per folder"
     ]
+    assert found(project, rules.images_in_subfolders) == []  # the error above says it
+
+
+@covers(rules.images_in_subfolders)
+def test_images_in_a_sub_folder_are_never_trained(project: Project) -> None:
+    assert found(project, rules.images_in_subfolders) == []
+    project.add_images("data/char/more", sizes=[(512, 512)] * 3)
+    write_image(project.root / "data" / "char" / ".thumbnails" / "000.png")  # hidden: not counted
+    assert found(project, rules.images_in_subfolders) == [
+        "recipe.toml: dataset.subsets[0].source: warning: 3 image(s) in sub-folders will not be trained: "
+        "more/ (3): kohya reads only the images directly in data/char: add each sub-folder as a subset of "
+        'its own (a [[dataset.subsets]] whose source ends in "char/more"), or move the images up into data/char'
+    ]
+    add_subset(project, 'source = "data/char/more"\n')  # staged as a subset of its own: not lost
+    assert found(project, rules.images_in_subfolders) == []
 
 
 @covers(rules.source_folders)

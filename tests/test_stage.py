@@ -442,6 +442,20 @@ def test_a_failed_conversion_is_an_error_or_skipped(project: Project) -> None:
     assert "004.png" not in staged_files(project)
 
 
+def test_a_source_gone_while_staging_is_a_bad_image(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_of(project)
+    monkeypatch.setattr(stage, "decode_problems", lambda paths: [None] * len(paths))  # checked before
+    (project.root / "data" / "char" / "002.png").unlink()  # deleted after the check
+    with pytest.raises(RecipeError) as caught:
+        stage.stage(plan)
+    (problem,) = caught.value.problems
+    assert problem.key == "data/char/002.png"
+    assert problem.message.startswith("cannot be read any more (No such file or directory): ")
+    assert not [name for name in staged_files(project) if name.endswith(".tmp") or name == "002.png"]
+
+
 def test_autotag_hook_gives_captions_before_the_rules(project: Project) -> None:
     plan = plan_of(project)
     source = Path("data/char/001.png")

@@ -16,12 +16,25 @@ How much decoding a check takes, by format:
 * JPEG: decoded at 1/8 scale (``draft``), which still walks all entropy-coded data: libjpeg
   fails on what it cannot decode and, like kohya's load, passes what it can.
 * Others (WebP, BMP...): a full ``load()``.
+
+**Workers die with lorabuild.** A worker process must never outlive the ``prepare`` that started
+it, however that ends: it would hold the build lock's file and the caller's output pipe open
+(a script reading ``prepare``'s output would wait forever). Each worker (:func:`_worker_init`)
+reads and writes nothing of its parent's standard streams, ignores Ctrl-C (lorabuild decides
+when to stop), asks Linux to kill it when its parent dies (``PR_SET_PDEATHSIG``) and, on every
+POSIX system, watches its parent from a thread and exits once it is gone (``kill -9`` of
+lorabuild). When lorabuild stops on an error, Ctrl-C or SIGTERM, it kills its workers instead
+of waiting for their chunks. (On Windows, :mod:`multiprocessing` workers end when the pipes to
+their parent break.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -51,6 +64,74 @@ def _decode_chunk(paths: Sequence[str]) -> list[str | None]:
     return [decode_problem(path) for path in paths]
 
 
+# How often a worker checks that its parent is still there (seconds).
+_WATCH_EVERY = 0.2
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(parent: int, deathsig: bool) -> None:
+    """Run in each worker as it starts: tie its life to ``parent`` (lorabuild's pid).
+
+    ``deathsig``: the pool was started from the main thread. Linux sends the death signal when
+    the *thread* that started a process ends, so a pool started from another thread relies on
+    the watchdog alone.
+    """
+    if os.name != "posix":
+        return
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # let go of the caller's pipes: they reach EOF when lorabuild ends
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    if deathsig and sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # no libc to load: the watchdog below still works
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    watched = os.getppid()  # lorabuild, or the fork server that started this worker for it
+    if not _alive(parent, watched):  # it died before the lines above could notice
+        os._exit(1)
+    threading.Thread(target=_watch, args=(parent, watched), name="parent-watch", daemon=True).start()
+
+
+def _alive(parent: int, watched: int) -> bool:
+    if os.getppid() != watched:  # re-parented: the process that started this one is gone
+        return False
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else (cannot be ours, but do not guess)
+        return True
+    return True
+
+
+def _watch(parent: int, watched: int) -> None:
+    while _alive(parent, watched):
+        time.sleep(_WATCH_EVERY)
+    os._exit(1)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    deathsig = threading.current_thread() is threading.main_thread()
+    return ProcessPoolExecutor(
+        max_workers=workers, initializer=_worker_init, initargs=(os.getpid(), deathsig)
+    )
+
+
+def _close(pool: ProcessPoolExecutor, failed: bool) -> None:
+    """Shut ``pool`` down: after its running chunks, or (``failed``: an error, Ctrl-C, SIGTERM) at once."""
+    if failed:
+        # Nobody will read the results: do not wait for the chunks under way.
+        processes = getattr(pool, "_processes", None) or {}
+        for process in list(processes.values()):
+            with contextlib.suppress(Exception):
+                process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _Ahead:
     """Decodes started early (:func:`decode_ahead`), by path, until :func:`decode_problems` asks."""
 
@@ -74,12 +155,14 @@ def ahead() -> Iterator[None]:
     global _ahead
     outer, mine = _ahead, _Ahead()
     _ahead = mine
+    failed = True
     try:
         yield
+        failed = False
     finally:
         _ahead = outer
         if mine.pool is not None:
-            mine.pool.shutdown(wait=True, cancel_futures=True)
+            _close(mine.pool, failed)
 
 
 def decode_ahead(paths: Sequence[Path | str]) -> None:
@@ -88,7 +171,7 @@ def decode_ahead(paths: Sequence[Path | str]) -> None:
     if state is None or len(paths) < _POOL_FROM:
         return
     if state.pool is None:
-        state.pool = ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
+        state.pool = _new_pool(os.cpu_count() or 1)
     names = [str(p) for p in paths]
     size = 64
     for start in range(0, len(names), size):
@@ -121,5 +204,11 @@ def _decode_now(paths: Sequence[Path | str], workers: int | None) -> list[str | 
     if workers <= 1 or len(paths) < _POOL_FROM:
         return [decode_problem(path) for path in paths]
     chunk = max(1, len(paths) // (workers * 8))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(decode_problem, [str(p) for p in paths], chunksize=chunk))
+    pool = _new_pool(workers)
+    failed = True
+    try:
+        found = list(pool.map(decode_problem, [str(p) for p in paths], chunksize=chunk))
+        failed = False
+    finally:
+        _close(pool, failed)
+    return found

@@ -21,7 +21,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +33,7 @@ from lorabuild import __version__
 from lorabuild.kohya.tagger import TAGGER_SCRIPT, TaggerModel, autotag_sections, probe_model_dir
 from lorabuild.probe.decodecheck import decode_ahead
 from lorabuild.probe.imagefix import content_hash, dhash
-from lorabuild.probe.images import ImageInfo, list_folder, probe_images, why_kohya_skips
+from lorabuild.probe.images import ImageInfo, images_below, list_folder, probe_images, why_kohya_skips
 from lorabuild.probe.modelfile import ModelInfo, probe_model
 from lorabuild.recipe.captions import CaptionFile, read_caption
 from lorabuild.recipe.schema import Recipe
@@ -159,6 +159,9 @@ class SubsetFacts:
             here), each with the reason and what to do.
         subfolders_with_images: Sub-folders holding images (the "No data found" layout).
         fingerprints: Each image's :class:`Fingerprint` (same order as ``images``).
+        images_below: Image files in sub-folders at any depth, which kohya never reads, per
+            folder relative to ``source`` (:func:`lorabuild.probe.images.images_below`; hidden
+            folders, the build root and other subsets' sources left out).
     """
 
     source: Path
@@ -169,6 +172,7 @@ class SubsetFacts:
     skipped: tuple[tuple[Path, str], ...] = ()
     subfolders_with_images: tuple[str, ...] = ()
     fingerprints: tuple[Fingerprint, ...] = ()
+    images_below: Mapping[str, int] = field(default_factory=dict)
 
     def fingerprint(self, index: int) -> Fingerprint:
         """The fingerprint of ``images[index]`` (an empty one when none was taken)."""
@@ -209,7 +213,14 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
     others = existing_builds(build_root) if build_root else {}
     mine = recipe_file.resolve()
     cache = load_probe_cache(build_root / recipe.name / "dataset" / STAGE_MANIFEST) if build_root else {}
-    subsets = [probe_subset(s.source, s.caption_extension, cache) for s in recipe.dataset.subsets]
+    # Not counted as images lost in a sub-folder: the builds, other subsets' own folders.
+    not_below = {os.path.realpath(s.source) for s in recipe.dataset.subsets}
+    if build_root is not None:
+        not_below.add(os.path.realpath(build_root))
+    subsets = [
+        probe_subset(s.source, s.caption_extension, cache, not_below=not_below)
+        for s in recipe.dataset.subsets
+    ]
     return Facts(
         model=probe_model(recipe.model.base),
         subsets=tuple(fingerprint_images(subsets, recipe.images.duplicates)),
@@ -328,7 +339,11 @@ def _tagger_script() -> tuple[Path, bool]:
 
 
 def probe_subset(
-    source: Path, caption_extension: str, cache: Mapping[str, list[Any]] | None = None
+    source: Path,
+    caption_extension: str,
+    cache: Mapping[str, list[Any]] | None = None,
+    *,
+    not_below: Collection[str] = (),
 ) -> SubsetFacts:
     """List ``source`` the way kohya does and read its image headers and captions.
 
@@ -337,6 +352,8 @@ def probe_subset(
         caption_extension: The subset's caption extension (with its dot).
         cache: Probe records by absolute path (:func:`load_probe_cache`); a record is used for a
             file whose :class:`FileKey` it matches, and its caption text for an unchanged caption.
+        not_below: Real paths of folders whose images are not counted in
+            :attr:`SubsetFacts.images_below` (the build root, the subsets' sources).
 
     Returns:
         The folder's facts.
@@ -404,6 +421,7 @@ def probe_subset(
         skipped=tuple(sorted(skipped, key=lambda item: item[0].name)),
         subfolders_with_images=tuple(sorted(p.name for p in listing.subfolders if _has_images(p))),
         fingerprints=tuple(prints),
+        images_below=images_below(source, not_below, listing.subfolders),
     )
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +145,67 @@ def list_folder(folder: Path, *, case_sensitive: bool | None = None) -> FolderLi
             else:
                 others.append(path)
     return FolderListing(folder, _sorted(images), _sorted(optional), _sorted(others), _sorted(subfolders))
+
+
+_ANY_IMAGE: Final = frozenset({*IMAGE_EXTENSIONS, *OPTIONAL_IMAGE_EXTENSIONS, *_OTHER_IMAGE_EXTENSIONS})
+
+
+def images_below(
+    folder: Path, skip: Collection[str] = (), subfolders: Iterable[Path] | None = None
+) -> dict[str, int]:
+    """Image files in the sub-folders of ``folder``, at any depth: kohya never reads them.
+
+    kohya's ``glob_images`` lists only the top of an image folder (and lorabuild stages only
+    that), so images a user sorted into ``folder/more/`` are silently left out of training.
+    Files are counted by name (any image extension, any case), never opened, so a check stays
+    quick. Hidden files and folders (``.git``, ``.thumbnails``), links to folders and the folders
+    in ``skip`` are left out.
+
+    Args:
+        folder: A subset's source folder.
+        skip: Real paths (:func:`os.path.realpath`) of folders not to count: the build root
+            (when it lies inside), other subsets' sources.
+        subfolders: ``folder``'s sub-folders when already listed (:attr:`FolderListing.subfolders`),
+            which saves listing a large ``folder`` again.
+
+    Returns:
+        Each sub-folder that directly holds images, as a ``/``-separated path relative to
+        ``folder``, with its count; sorted by path.
+    """
+    found: dict[str, int] = {}
+    top = os.fspath(folder)
+    if subfolders is None:
+        stack = [top]
+    else:
+        stack = [
+            os.fspath(p)
+            for p in subfolders
+            if not p.name.startswith(".") and not p.is_symlink() and os.path.realpath(p) not in skip
+        ]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        count = 0
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir:
+                if os.path.realpath(entry.path) not in skip:
+                    stack.append(entry.path)
+            elif current is not top and os.path.splitext(name)[1].lower() in _ANY_IMAGE:
+                count += 1
+        if count:
+            found[os.path.relpath(current, top).replace(os.sep, "/")] = count
+    return dict(sorted(found.items()))
 
 
 def _sorted(paths: Iterable[Path]) -> tuple[Path, ...]:

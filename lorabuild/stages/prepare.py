@@ -27,6 +27,11 @@ already pointing at the source's inode is recognised as it is, a caption is comp
 byte, a conversion is done again. Temporary files left behind are removed with everything else
 the plan does not name.
 
+**A failed write stops cleanly.** When the build's disk is full (or read-only, or forbidden),
+staging raises :class:`~lorabuild.render.writer.WriteError` naming the dataset folder, about how many
+bytes it still had to write and how many are free; the file being written is removed, the
+manifest keeps what was finished, and the rest of the stage is as the last run left it.
+
 kohya's own files in the stage are kept while they are valid: ``cache_latents_to_disk`` writes
 ``<stem>.npz`` or ``<stem>_<W>x<H>_<arch>.npz`` next to each image and
 ``cache_text_encoder_outputs_to_disk`` ``<stem>_te_outputs.npz``; a re-staged image loses its
@@ -69,7 +74,7 @@ from lorabuild.probe.imagefix import convert_image
 from lorabuild.problems import Problem, RecipeError, error, warning
 from lorabuild.recipe.captions import join_tags, split_tags
 from lorabuild.recipe.schema import Recipe
-from lorabuild.render.writer import Artefact, write_atomic, write_files
+from lorabuild.render.writer import Artefact, write_all, write_atomic, write_error, write_files, writing
 from lorabuild.settings import sd_scripts_dir
 
 MANIFEST_VERSION = 1
@@ -165,8 +170,17 @@ def _is_current(image: StagedImage, record: list[Any] | None, staged: Stat | Non
     )
 
 
+class _SourceGone(Exception):
+    """The source image cannot be read any more (deleted or locked since the check)."""
+
+
 def _link_or_copy(source: Path, folder: str, name: str) -> str:
-    """Hard-link ``source`` as ``folder/name`` (a copy where linking is impossible); return which."""
+    """Hard-link ``source`` as ``folder/name`` (a copy where linking is impossible); return which.
+
+    Raises:
+        _SourceGone: The source cannot be read.
+        OSError: The stage cannot be written (the temporary file is removed first).
+    """
     with contextlib.suppress(OSError):  # a new name: linked in one step (nothing to replace)
         os.link(source, os.path.join(folder, name))
         return "link"
@@ -174,12 +188,19 @@ def _link_or_copy(source: Path, folder: str, name: str) -> str:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     try:
-        os.link(source, tmp)
-        how = "link"
-    except OSError:
-        shutil.copy2(source, tmp)
-        how = "copy"
-    os.replace(tmp, os.path.join(folder, name))
+        try:
+            os.link(source, tmp)
+            how = "link"
+        except OSError:
+            shutil.copy2(source, tmp)
+            how = "copy"
+        os.replace(tmp, os.path.join(folder, name))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not (os.path.isfile(source) and os.access(source, os.R_OK)):
+            raise _SourceGone(exc.strerror or str(exc)) from exc
+        raise
     return how
 
 
@@ -198,11 +219,14 @@ def _create(path: str, data: bytes) -> Stat | None:
     except FileExistsError:
         return None
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):  # ours (created exclusively): no half caption stays
+            os.unlink(path)
+        raise
     return _stat(path)  # after closing: some file systems set the mtime then
 
 
@@ -309,7 +333,11 @@ class _Stager:
             if problem is not None:
                 self.failed.append((image, problem))
                 continue
-            how = _link_or_copy(image.source, folder, image.name)
+            try:
+                how = _link_or_copy(image.source, folder, image.name)
+            except _SourceGone as gone:
+                self.failed.append((image, f"cannot be read any more ({gone}): it changed during prepare"))
+                continue
             self.counts[how] += 1
             self._restaged(rel.split("/", 1)[0], image)
             self._record(rel, image, how, _stat(os.path.join(folder, image.name)), base)
@@ -394,6 +422,26 @@ class _Stager:
                 _remove(path)
                 self.counts["removed"] += 1
 
+    def remaining_bytes(self) -> int:
+        """About how many bytes this run still had to write: copies and conversions of the images
+        not staged yet (a hard link takes none), captions not written yet and the manifest."""
+        try:
+            device: int | None = os.stat(self.root).st_dev
+        except OSError:
+            device = None
+        failed = {id(image) for image, _ in self.failed}
+        total = 0
+        for subset in self.plan.subsets:
+            for image in subset.images:
+                if id(image) in failed:
+                    continue
+                if f"{subset.folder}/{image.name}" not in self.images:
+                    total += _image_bytes(image, device)
+                caption = f"{subset.folder}/{image.name.rpartition('.')[0]}{STAGED_CAPTION_EXTENSION}"
+                if caption not in self.captions:
+                    total += len(image.caption.encode("utf-8")) + 1
+        return total + len(_manifest_bytes({**self.old_images, **self.images}, self.captions))
+
     @property
     def changed(self) -> bool:
         return self.images != self.old_images or self.captions != self.old_captions
@@ -410,6 +458,18 @@ class _Stager:
         write_atomic(path, _manifest_bytes(images, captions), durable=False)
 
 
+def _image_bytes(image: StagedImage, device: int | None) -> int:
+    """What staging ``image`` writes: a converted PNG's estimate, a copy's size, or 0 for a link."""
+    try:
+        st = os.stat(image.source)
+    except OSError:
+        return 0
+    if image.conversion is not None:
+        width, height = image.info.pixel_size if image.info is not None else (0, 0)
+        return max(st.st_size, width * height * 3 // 2)  # a PNG of a photo: about half its pixels' bytes
+    return 0 if st.st_dev == device else st.st_size
+
+
 def stage(plan: Plan) -> StageReport:
     """Stage every subset of ``plan`` into ``plan.build_dir / "dataset"`` and write ``tags.csv``.
 
@@ -419,15 +479,22 @@ def stage(plan: Plan) -> StageReport:
     Raises:
         RecipeError: Images failed to convert and ``images.on_bad_image`` is ``error`` (the rest
             is staged first).
+        WriteError: The build folder cannot be written (full, read-only...): what was staged
+            is recorded, nothing half-written is left.
     """
     stager = _Stager(plan)
-    complete = False
     try:
         stager.run()
         stager.remove_unplanned()
-        complete = True
-    finally:
-        stager.save_manifest(complete)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # keep what was finished, if there is room for it
+            stager.save_manifest(complete=False)
+        raise write_error(stager.root, exc, stager.remaining_bytes()) from exc
+    except BaseException:  # Ctrl-C: record what was finished
+        stager.save_manifest(complete=False)
+        raise
+    with writing(stager.root):
+        stager.save_manifest(complete=True)
     staged = plan
     if stager.failed:
         left_out = {id(image) for image, _ in stager.failed}
