@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -78,8 +79,6 @@ def _worker_init(parent: int, deathsig: bool) -> None:
     """
     if os.name != "posix":
         return
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # let go of the caller's pipes: they reach EOF when lorabuild ends
@@ -87,7 +86,7 @@ def _worker_init(parent: int, deathsig: bool) -> None:
     os.close(devnull)
     if deathsig and sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):  # no libc to load: the watchdog below still works
-            import ctypes
+            import ctypes  # lazy: Linux only, and a Python may lack it (suppressed)
 
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     watched = os.getppid()  # lorabuild, or the fork server that started this worker for it
