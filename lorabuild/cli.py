@@ -27,9 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from lorabuild import KOHYA_COMMIT, __version__
-from lorabuild.build.markers import mark_done
 from lorabuild.problems import LorabuildError, Problem, RecipeError, Severity, format_problem
-from lorabuild.render.writer import NO_SPACE, write_error, write_files
 from lorabuild.settings import build_root, sd_scripts_dir
 
 if TYPE_CHECKING:
@@ -605,6 +603,7 @@ def queue(
     """
     from lorabuild import pipeline  # lazy: per command
     from lorabuild.batch import queue as runqueue  # lazy: per command
+    from lorabuild.render.writer import write_files  # lazy: per command
 
     root = _build_root(build_dir)
     entries = runqueue.collect(recipes, root, set_ or [], only, keep_going=False)
@@ -776,6 +775,7 @@ def grid(
     and one labelled sheet per prompt and seed (grid/sheet_<id>.png). gen_img's output goes to
     build/<name>/logs/grid.log.
     """
+    from lorabuild.build.markers import mark_done  # lazy: per command
     from lorabuild.stages.grid import parse_epochs, render_grid  # lazy: per command
 
     try:
@@ -828,6 +828,8 @@ def _stop_cleanly() -> Iterator[None]:
 def _unwritable(exc: OSError) -> str | None:
     """The one-line message for an :class:`OSError` that only a write can raise (a full disk, a
     read-only file system) and no stage turned into a :class:`~lorabuild.render.writer.WriteError`."""
+    from lorabuild.render.writer import NO_SPACE, write_error  # lazy: only after a failed write
+
     if exc.errno not in (*NO_SPACE, getattr(errno, "EROFS", None), getattr(errno, "EFBIG", None)):
         return None
     folder = Path(str(exc.filename)).parent if exc.filename else Path.cwd()

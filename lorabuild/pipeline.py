@@ -14,31 +14,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lorabuild.build import state
-from lorabuild.build.markers import mark_done
-from lorabuild.build.state import BuildLock, Stamp
-from lorabuild.kohya.progress import format_duration
 from lorabuild.kohya.tagger import autotag_sections, settings_keys
 from lorabuild.plan.plan import Plan, build_plan
-from lorabuild.plan.tags import CSV_NAME
 from lorabuild.probe.facts import Facts, gather, input_fingerprint
 from lorabuild.problems import Problem, RecipeError, Severity, errors_of, format_problem
 from lorabuild.recipe.load import LoadedRecipe, load_recipe
 from lorabuild.recipe.schema import Recipe
-from lorabuild.render.writer import Written, write_files
 from lorabuild.rules import run_rules
 from lorabuild.settings import sd_scripts_dir
 
 if TYPE_CHECKING:
+    from lorabuild.build.state import BuildLock, Stamp
+    from lorabuild.render.writer import Written
     from lorabuild.stages.prepare import StageReport
     from lorabuild.stages.train import TrainResult
 
 # The stages of :func:`run`, in order (``lorabuild run --until STAGE``; a Makefile target each).
 RUN_STAGES = ("compile", "prepare", "train", "grid", "report")
 
-# The stage modules (build.artefacts and stages.*) are imported when their stage runs, so that
-# `lorabuild check` and an unchanged `lorabuild prepare` load only what checking needs (importing
-# every stage, jinja2 and Pillow's drawing modules with them, costs about 60 ms, a fifth of a check).
+# Only what checking needs is imported at the top. The later stages' modules (build.artefacts,
+# stages.*) and what they share (the build state, the writer, make's markers) are imported by the
+# function that runs them, so that `lorabuild check` and an unchanged `lorabuild prepare` load none
+# of them: together they cost about 70 ms (jinja2, Pillow's drawing, the process seam), a quarter
+# of a check.
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,8 @@ def require_plan(checked: Checked, strict: bool = False) -> Plan:
 
 def compile_build(plan: Plan, dry_run: bool = False) -> list[Written]:
     """Write the build folder's artefacts (only those whose bytes changed)."""
-    from lorabuild.build.artefacts import render  # lazy: a stage module (see above)
+    from lorabuild.build.artefacts import render  # lazy: not on the check path (see above)
+    from lorabuild.render.writer import write_files  # lazy: not on the check path (see above)
 
     return write_files(plan.build_dir, render(plan, sd_scripts_dir()), dry_run=dry_run)
 
@@ -103,14 +102,14 @@ def prepare(plan: Plan, recipe: Recipe | None = None) -> StageReport:
     Raises:
         AutotagError: kohya's WD14 tagger cannot run or failed (nothing is staged).
     """
-    from lorabuild.stages.prepare import stage  # lazy: a stage module (see above)
+    from lorabuild.stages.prepare import stage  # lazy: not on the check path (see above)
 
     return stage(autotagged(plan, recipe))
 
 
 def autotagged(plan: Plan, recipe: Recipe | None) -> Plan:
     """``plan`` with ``[captions.autotag]`` applied (the tagger runs only for images it has not seen)."""
-    from lorabuild.stages.prepare import autotag_plan  # lazy: a stage module (see above)
+    from lorabuild.stages.prepare import autotag_plan  # lazy: not on the check path (see above)
 
     if recipe is None or not autotag_sections(recipe):
         return plan
@@ -136,6 +135,8 @@ def already_prepared(
 ) -> Stamp | None:
     """The last prepare's stamp when its inputs were ``key`` and the build is as it left it:
     preparing again would do nothing (:func:`lorabuild.build.state.prepared`)."""
+    from lorabuild.build import state  # lazy: not on the check path (see above)
+
     return None if key is None else state.prepared(build_root / loaded.recipe.name, key, strict)
 
 
@@ -143,6 +144,9 @@ def record_prepared(
     plan: Plan, key: str | None, written: Sequence[Written], lines: Sequence[str], summary: str
 ) -> None:
     """Remember a finished prepare (its inputs ``key``, the build's state, what it printed)."""
+    from lorabuild.build import state  # lazy: not on the check path (see above)
+    from lorabuild.plan.tags import CSV_NAME  # lazy: not on the check path (see above)
+
     if key is None:
         return
     files = [w.path.relative_to(plan.build_dir).as_posix() for w in written]
@@ -162,7 +166,8 @@ def train(
     kohya's exit status alone is not trusted: it exits 0 after "No data found". A run stopped
     with its inputs unchanged resumes from its last saved state (see :mod:`lorabuild.stages.train`).
     """
-    from lorabuild.stages import train as training  # lazy: a stage module (see above)
+    from lorabuild.build import state  # lazy: not on the check path (see above)
+    from lorabuild.stages import train as training  # lazy: not on the check path (see above)
 
     sd_scripts = sd_scripts_dir()
     digests = state.Digests(plan.build_dir)
@@ -223,6 +228,10 @@ def run(
         BuildLocked: When another lorabuild works on the same build.
         TrainingError: When training failed.
     """
+    from lorabuild.build import state  # lazy: not on the check path (see above)
+    from lorabuild.build.markers import mark_done  # lazy: not on the check path (see above)
+    from lorabuild.kohya.progress import format_duration  # lazy: not on the check path (see above)
+
     plan = require_plan(checked)
     tell = say or (lambda text: None)
     outcomes: list[StageOutcome] = []
@@ -273,7 +282,7 @@ def run(
         if not force_train and outputs_there and state.is_done(stamps.get("train"), train_key):
             done("train", False, "up to date")
         else:
-            from lorabuild.stages import train as training  # lazy: a stage module (see above)
+            from lorabuild.stages import train as training  # lazy: not on the check path (see above)
 
             trained = training.train(
                 plan, train_key, sd_scripts, on_line=on_line, say=tell, fresh=fresh, lock=lock
@@ -284,7 +293,7 @@ def run(
             return RunReport(tuple(outcomes), trained)
 
         if checked.loaded.recipe.evaluate.prompts:
-            from lorabuild.stages.grid import render_grid  # lazy: a stage module (see above)
+            from lorabuild.stages.grid import render_grid  # lazy: not on the check path (see above)
 
             grid = render_grid(plan, checked.loaded, say=tell, on_line=on_line, lock=False)
             sheets = f", {len(grid.sheets)} sheet(s)" if grid.sheets else ""
@@ -297,7 +306,7 @@ def run(
         if until == "grid":
             return RunReport(tuple(outcomes), trained)
 
-        from lorabuild.stages.report import write_report  # lazy: a stage module (see above)
+        from lorabuild.stages.report import write_report  # lazy: not on the check path (see above)
 
         page = build / "report.html"
         before = page.read_bytes() if page.is_file() else None

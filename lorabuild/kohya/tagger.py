@@ -53,11 +53,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lorabuild import KOHYA_COMMIT
-from lorabuild.kohya import runner
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.captions import normalise
 from lorabuild.recipe.schema import AutotagSection, Recipe
-from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
 
 TAGGER_SCRIPT = "finetune/tag_images_by_wd14_tagger.py"
@@ -358,6 +356,8 @@ def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
         known[name] = [stat.st_size, stat.st_mtime_ns, digests[image]]
         changed = True
     if changed:
+        from lorabuild.render.writer import write_atomic  # lazy: when tagging, not on the check path
+
         write_atomic(memo, (json.dumps(known, indent=0, sort_keys=True) + "\n").encode())
     return digests
 
@@ -549,6 +549,8 @@ def _run_once(
     names: Mapping[str, Path],
     on_line: Callable[[str], None] | None,
 ) -> dict[Path, list[str]]:
+    from lorabuild.kohya import runner  # lazy: when tagging, not on the check path
+
     result = runner.run(argv, cwd, log, tagger_env(sd_scripts), on_line)
     where = log.as_posix()
     if result.interrupted:
@@ -593,5 +595,7 @@ def _load_cache(path: Path, key: str) -> dict[str, list[str]]:
 
 
 def _save_cache(path: Path, key: str, cache: Mapping[str, list[str]]) -> None:
+    from lorabuild.render.writer import write_atomic  # lazy: when tagging, not on the check path
+
     document = {"version": CACHE_VERSION, "settings": key, "tags": dict(sorted(cache.items()))}
     write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode())
