@@ -85,6 +85,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
+from lorabuild.quoting import make_comment
 from lorabuild.writer import write_atomic
 
 if TYPE_CHECKING:
@@ -480,7 +481,9 @@ def render_makefile(
         "#",
         f"# {'target':<{width}}  {'build':<{name_width}}  recipe",
     ]
-    lines += [f"# {b.target:<{width}}  {b.name:<{name_width}}  {rel(b.recipe)}" for b in builds]
+    lines += [
+        "# " + make_comment(f"{b.target:<{width}}  {b.name:<{name_width}}  {rel(b.recipe)}") for b in builds
+    ]
     lines += [
         "",
         f"LORABUILD_PYTHON ?= {shell_word(python)}",
@@ -505,7 +508,7 @@ def render_makefile(
         "",
     ]
     for b in builds:
-        lines.append(f"# --- {b.name} ({rel(b.recipe)})")
+        lines.append("# " + make_comment(f"--- {b.name} ({rel(b.recipe)})"))
         lines.append(f"{b.target}: {b.target}/{stages[-1]}")
         for s in stages:
             lines.append(f"{b.target}/{s}: {stamp(b, s + '.done')}")
@@ -529,7 +532,7 @@ def render_makefile(
     spelt = [s for s in (make_path(p) for p in sources) if s is not None]
     unspelt = [p for p in sources if make_path(p) is None]
     if unspelt:
-        lines.append("# Not prerequisites (make cannot spell them): " + ", ".join(unspelt))
+        lines.append("# " + make_comment("Not prerequisites (make cannot spell them): " + ", ".join(unspelt)))
     regenerate = words(*(rel(r) for r in recipes), *sets, "-o", output.name, "--build-dir", root)
     lines += [
         f"{make_path(output.name) or 'Makefile'}: {' '.join(spelt)}",

@@ -271,12 +271,13 @@ def script_builds(plans: Sequence[Plan], script_dir: Path) -> list[ScriptBuild]:
     return made
 
 
-def render_queue(builds: Sequence[ScriptBuild], command: str) -> dict[str, Artefact]:
+def render_queue(builds: Sequence[ScriptBuild], command: Sequence[str]) -> dict[str, Artefact]:
     """``queue.sh`` and ``queue.ps1`` (UTF-8 with BOM and CRLF, as ``train.ps1``) for ``builds``.
 
     Args:
         builds: In the order to train them.
-        command: The lorabuild command that wrote them (shown in their header).
+        command: The lorabuild command line that wrote them, as argv (shown in their header, quoted
+            for each shell).
     """
     from lorabuild import __version__
     from lorabuild.render import _environment

@@ -225,6 +225,7 @@ def render_sbatch(
         lorabuild: The command that runs lorabuild on the cluster's nodes.
         overrides: ``--set`` values for every build.
     """
+    from lorabuild.quoting import Quoted
     from lorabuild.render import _environment
 
     run_stages = [s for s in stages if s != "check"]
@@ -250,8 +251,9 @@ def render_sbatch(
         raise SlurmError(
             f"sbatch option {bad[0]!r} cannot be written on an #SBATCH line (a newline or a quote)"
         )
-    # sbatch reads a double-quoted value with spaces as one argument
-    sbatch = [_quoted(line) if " " in line else line for line in sbatch]
+    # sbatch reads a double-quoted value with spaces as one argument; for bash the line is a comment,
+    # and nothing but a newline (refused above) ends one.
+    directives = [Quoted(_quoted(line) if " " in line else line) for line in sbatch]
     sets = [w for item in overrides for w in ("--set", item)]
     tasks = [
         {
@@ -269,7 +271,7 @@ def render_sbatch(
         .get_template("slurm.sbatch.j2")
         .render(
             version=__version__,
-            sbatch=sbatch,
+            sbatch=directives,
             tasks=tasks,
             count=len(builds),
             lorabuild=list(lorabuild),
