@@ -608,7 +608,9 @@ def manifest(makefile: Path) -> list[dict[str, Any]]:
     """The builds a generated Makefile lists: ``{"dir", "key", "paths"}`` each."""
     return [
         json.loads(line.removeprefix(_MANIFEST))
-        for line in makefile.read_text(encoding="utf-8").splitlines()
+        # Lines end at \n only, as make reads them: str.splitlines() would also split at U+2028,
+        # U+0085 and others, which json.dumps(ensure_ascii=False) leaves in a path as they are.
+        for line in makefile.read_bytes().decode("utf-8").split("\n")
         if line.startswith(_MANIFEST)
     ]
 

@@ -381,6 +381,21 @@ def test_makefile_shows_an_extended_file_in_comments_only(project: Project, name
         )
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\x85", "\x1e"])
+def test_makefile_fingerprint_reads_paths_with_unicode_line_breaks(project: Project, separator: str) -> None:
+    """The Makefile lists each build's inputs as JSON on a comment line; Python's str.splitlines()
+    would cut that line at U+2028, U+0085 or U+001E (make itself does not)."""
+    folder = f"data/a{separator}b"
+    project.add_images(folder=folder)
+    project.write_recipe(RECIPE.replace('"data/char"', json.dumps(folder)))
+    makefile.write_makefile([Path(PLAIN)], Path("Makefile"), Path("build"))
+    (project.root / "build" / "Test_v1").mkdir(parents=True)
+    assert makefile.main(["inputs", "Makefile"]) == 0
+    assert (project.root / "build" / "Test_v1" / ".lorabuild" / "inputs.stamp").is_file()
+    (entry,) = makefile.manifest(Path("Makefile"))
+    assert any(separator in p for p in entry["paths"])
+
+
 # --- any name at all -----------------------------------------------------------------------------
 
 
