@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from lorabuild import KOHYA_COMMIT, __version__
@@ -199,6 +199,19 @@ def portable_path(target: Path, build_dir: Path) -> str:
     if resolved == project or project in resolved.parents:
         return relpath(resolved, build_dir.resolve())
     return resolved.as_posix()
+
+
+def is_rooted(path: str) -> bool:
+    """Whether a path as :func:`portable_path` writes it names a place without a folder to start from.
+
+    True for an absolute path on any system: ``/opt/sd-scripts``, ``C:/kohya``, ``D:\\kohya``,
+    ``\\\\server\\share\\kohya``, ``//server/share``, and also for ``\\kohya`` and ``C:kohya``, which
+    Windows resolves against the current drive or its current folder, never against a script's
+    folder. A script uses a rooted path as it is; PowerShell's ``Join-Path`` would glue it onto
+    the script's folder (``Join-Path C:\\build D:\\kohya`` is ``C:\\build\\D:\\kohya``).
+    """
+    windows = PureWindowsPath(path)
+    return bool(windows.drive or windows.root) or PurePosixPath(path).is_absolute()
 
 
 def family_of(recipe: Recipe, facts: Facts) -> str:

@@ -16,7 +16,7 @@ import jinja2
 
 from lorabuild import __version__
 from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec
-from lorabuild.plan import Plan, portable_path, relpath
+from lorabuild.plan import Plan, is_rooted, portable_path, relpath
 from lorabuild.quoting import (
     Quoted,
     bash_quote,
@@ -118,6 +118,7 @@ def _environment() -> jinja2.Environment:
 def render_script(template: str, plan: Plan, sd_scripts: Path) -> str:
     """Render ``train.sh.j2`` or ``train.ps1.j2`` for ``plan``'s launch command."""
     launch: LaunchSpec = plan.launch
+    kohya = portable_path(sd_scripts, plan.build_dir)
     return (
         _environment()
         .get_template(template)
@@ -126,7 +127,10 @@ def render_script(template: str, plan: Plan, sd_scripts: Path) -> str:
             script=plan.script,
             version=__version__,
             recipe=relpath(plan.recipe_file, plan.build_dir),
-            sd_scripts=portable_path(sd_scripts, plan.build_dir),
+            sd_scripts=kohya,
+            # An absolute kohya folder (outside the project) is used as it is, a relative one from
+            # the script's folder: train.sh does that by cd-ing there, train.ps1 must decide.
+            sd_scripts_rooted=is_rooted(kohya),
             env=launch.env,
             bash_command=[Quoted(line) for line in _bash_command(launch.argv)],
             ps_program=Quoted(powershell_quote(launch.argv[0])),

@@ -259,6 +259,13 @@ class ScriptBuild:
     folder: str
     output: str
 
+    @property
+    def rooted(self) -> bool:
+        """Whether :attr:`folder` is absolute (on another drive than the scripts), not relative to them."""
+        from lorabuild.plan import is_rooted
+
+        return is_rooted(self.folder)
+
 
 def script_builds(plans: Sequence[Plan], script_dir: Path) -> list[ScriptBuild]:
     """The builds for :func:`render_queue`, their folders relative to ``script_dir``."""

@@ -221,12 +221,12 @@ def test_queue_ps1_is_utf8_with_bom_and_crlf_and_quotes_each_value() -> None:
     text = text.replace("\r\n", "\n")
     assert "#   lorabuild queue a.toml b.toml\n" in text
     assert (
-        "    @{ Name = 'Kazari_v1'; Folder = 'build/Kazari_v1'; Output = 'output/Kazari_v1.safetensors' },\n"
-        in text
+        "    @{ Name = 'Kazari_v1'; Folder = 'build/Kazari_v1'; Output = 'output/Kazari_v1.safetensors'; "
+        "Path = (Join-Path $PSScriptRoot 'build/Kazari_v1') },\n" in text
     )
     assert (
-        "@{ Name = '初春 it''s'; Folder = '../other build/初春 it''s'; Output = 'output/初春 it''s.safetensors' }\n)"
-        in text
+        "@{ Name = '初春 it''s'; Folder = '../other build/初春 it''s'; Output = 'output/初春 it''s.safetensors'; "
+        "Path = (Join-Path $PSScriptRoot '../other build/初春 it''s') }\n)" in text
     )
     assert "& $Shell -NoProfile -ExecutionPolicy Bypass -File (Join-Path $Folder 'train.ps1')" in text
     sh = runqueue.render_queue(builds, ["lorabuild", "queue"])["queue.sh"].data.decode()
