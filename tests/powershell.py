@@ -23,7 +23,31 @@ from typing import Any
 
 import pytest
 
-from tests.test_quoting import read_ps_single_quoted
+# The characters PowerShell's tokenizer accepts as single quotes (CharTraits.IsSingleQuote):
+# ' and the typographic U+2018 left, U+2019 right, U+201A low-9, U+201B high-reversed-9.
+PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+
+
+def read_ps_single_quoted(text: str) -> tuple[str, str]:
+    """Read the single-quoted literal at the start of ``text``; return (value, what follows).
+
+    Follows the tokenizer's ScanStringLiteral: any quote character followed by another quote
+    character stands for the second one; a lone quote character ends the string.
+    """
+    assert text and text[0] in PS_SINGLE_QUOTES, f"not a single-quoted literal: {text!r}"
+    value: list[str] = []
+    index = 1
+    while index < len(text):
+        ch = text[index]
+        if ch in PS_SINGLE_QUOTES:
+            if index + 1 < len(text) and text[index + 1] in PS_SINGLE_QUOTES:
+                value.append(text[index + 1])
+                index += 2
+                continue
+            return "".join(value), text[index + 1 :]
+        value.append(ch)
+        index += 1
+    raise AssertionError(f"unterminated literal: {text!r}")
 
 
 @functools.cache

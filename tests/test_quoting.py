@@ -2,11 +2,12 @@
 
 bash is tested by running real bash scripts against a stand-in ``accelerate`` that records its argv.
 There is no PowerShell here, so the PowerShell rules are tested on their own: a reference reader
-for single-quoted literals, models of how each PowerShell version builds a Windows command line,
-a reference splitter for the Microsoft C runtime rules, and golden literals in
-``tests/golden/quoting/powershell.txt`` (rewritten when ``LORABUILD_UPDATE_GOLDEN=1``).
+for single-quoted literals (in tests/powershell.py, with a PowerShell grammar for whole scripts),
+models of how each PowerShell version builds a Windows command line, a reference splitter for the
+Microsoft C runtime rules, and golden literals in ``tests/golden/quoting/powershell.txt``
+(rewritten when ``LORABUILD_UPDATE_GOLDEN=1``).
 
-The property tests need hypothesis, which is not in the ``test`` extra; they are skipped without it.
+The property tests need hypothesis (in the ``test`` extra); they are skipped without it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from lorabuild.quoting import (
     powershell_word,
     toml_basic_string,
 )
+from tests.powershell import PS_SINGLE_QUOTES, Script, read_ps_single_quoted
 
 try:
     import hypothesis
@@ -230,35 +232,9 @@ def test_bash_property_any_text_arrives_byte_exact(tmp_path_factory: pytest.Temp
 # PowerShell: reference reader for literals, command-line models, reference splitter
 # ---------------------------------------------------------------------------------------------
 
-# The characters PowerShell's tokenizer accepts as single quotes (CharTraits.IsSingleQuote):
-# ' and the typographic U+2018 left, U+2019 right, U+201A low-9, U+201B high-reversed-9.
-PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
-
 # Characters that mean something to PowerShell in argument mode (about_Parsing,
 # about_Special_Characters), plus wildcards (pwsh globs bare words on Unix) and ~ (tilde expansion).
 PS_ARGUMENT_MODE_SPECIAL = set("`$@#'\"(){}[],;|&<>*?~") | set(PS_SINGLE_QUOTES) | set("\u201c\u201d\u201e")
-
-
-def read_ps_single_quoted(text: str) -> tuple[str, str]:
-    """Read the single-quoted literal at the start of ``text``; return (value, what follows).
-
-    Follows the tokenizer's ScanStringLiteral: any quote character followed by another quote
-    character stands for the second one; a lone quote character ends the string.
-    """
-    assert text and text[0] in PS_SINGLE_QUOTES, f"not a single-quoted literal: {text!r}"
-    value: list[str] = []
-    index = 1
-    while index < len(text):
-        ch = text[index]
-        if ch in PS_SINGLE_QUOTES:
-            if index + 1 < len(text) and text[index + 1] in PS_SINGLE_QUOTES:
-                value.append(text[index + 1])
-                index += 2
-                continue
-            return "".join(value), text[index + 1 :]
-        value.append(ch)
-        index += 1
-    raise AssertionError(f"unterminated literal: {text!r}")
 
 
 def is_plain_bareword(token: str) -> bool:
@@ -779,8 +755,6 @@ def _comment_files(text: str) -> dict[str, str]:
 def test_comments_hold_any_value_in_every_file_type(tmp_path: Path, value: str) -> None:
     """A comment holding the value is one comment, and the next line runs, in real bash, real
     make, tomllib and toml, and the PowerShell grammar."""
-    from tests.powershell import Script
-
     files = _comment_files(comment_text(value))
     files["make"] = _comment_files(make_comment(value))["make"]
     assert tomllib.loads(files["toml"]) == toml.loads(files["toml"]) == {"k": 1}

@@ -33,8 +33,13 @@ from lorabuild.quoting import toml_basic_string
 from lorabuild.runqueue import ScriptBuild
 from lorabuild.slurm import write_sbatch
 from tests.conftest import RECIPE, Project
-from tests.powershell import LINE_COMMENT_ENDS, Script, line_comment_at
-from tests.test_quoting import read_ps_single_quoted
+from tests.powershell import (
+    LINE_COMMENT_ENDS,
+    PS_SINGLE_QUOTES,
+    Script,
+    line_comment_at,
+    read_ps_single_quoted,
+)
 from tests.test_sweep import lorabuild
 
 try:
@@ -233,7 +238,7 @@ def test_train_ps1_shows_the_recipe_name_in_comments_only(
         rel = "../../" + name
         assert unescape(shown_as(*pairs[0], "../../" + PLAIN)) == rel
         word = unescape(shown_as(*pairs[1], "../../" + PLAIN))
-        assert (read_ps_single_quoted(word) if word[:1] in "'‘’‚‛" else (word, "")) == (rel, "")
+        assert (read_ps_single_quoted(word) if word[:1] in PS_SINGLE_QUOTES else (word, "")) == (rel, "")
 
 
 # --- config.toml and dataset.toml (issue 10, defect 2) ------------------------------------------
