@@ -98,10 +98,16 @@ FILTERS: dict[str, Callable[[str], str]] = {
 }
 
 
-def _environment() -> jinja2.Environment:
+def _environment(newline: str = "\n") -> jinja2.Environment:
     """The environment of the script templates: every ``{{ value }}`` must come out of a filter of
     :data:`FILTERS` (or be an integer, or text that Python quoted and wrapped in Quoted); anything
-    else raises :class:`UnquotedValueError` when the template is rendered."""
+    else raises :class:`UnquotedValueError` when the template is rendered.
+
+    Args:
+        newline: The template's own line ends (``"\\r\\n"`` for a ``.ps1``). A line break inside a
+            value is part of the value and stays as written: converting the rendered text would
+            turn a quoted ``a<LF>b`` into ``a<CR><LF>b``.
+    """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         undefined=jinja2.StrictUndefined,
@@ -110,17 +116,18 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
         finalize=_placed,
+        newline_sequence=newline,  # type: ignore[arg-type]  # a Literal of the three line ends
     )
     env.filters.update({name: _quoting(function) for name, function in FILTERS.items()})
     return env
 
 
 def render_script(template: str, plan: Plan, sd_scripts: Path) -> str:
-    """Render ``train.sh.j2`` or ``train.ps1.j2`` for ``plan``'s launch command."""
+    """Render ``train.sh.j2`` or ``train.ps1.j2`` (with CRLF line ends) for ``plan``'s launch command."""
     launch: LaunchSpec = plan.launch
     kohya = portable_path(sd_scripts, plan.build_dir)
     return (
-        _environment()
+        _environment("\r\n" if template.endswith(".ps1.j2") else "\n")
         .get_template(template)
         .render(
             name=plan.name,
@@ -164,7 +171,7 @@ def render(plan: Plan, sd_scripts: Path) -> dict[str, Artefact]:
         "sample_prompts.txt": Artefact(plan.sample_prompts.encode()),
         "train.sh": Artefact(render_script("train.sh.j2", plan, sd_scripts).encode(), executable=True),
         # Windows PowerShell 5.1 reads a script without a byte-order mark in the ANSI code page,
-        # which garbles non-ASCII paths and names: write UTF-8 with BOM and CRLF line ends.
-        "train.ps1": Artefact(b"\xef\xbb\xbf" + ps1.replace("\n", "\r\n").encode()),
+        # which garbles non-ASCII paths and names: write UTF-8 with BOM (and CRLF line ends).
+        "train.ps1": Artefact(b"\xef\xbb\xbf" + ps1.encode()),
         "plan.json": Artefact((json.dumps(plan.manifest(), indent=2, ensure_ascii=False) + "\n").encode()),
     }

@@ -290,11 +290,10 @@ def render_queue(builds: Sequence[ScriptBuild], command: Sequence[str]) -> dict[
     from lorabuild.render import _environment
     from lorabuild.writer import Artefact
 
-    env = _environment()
     values = {"builds": builds, "version": __version__, "command": command}
-    sh = env.get_template("queue.sh.j2").render(values)
-    ps1 = env.get_template("queue.ps1.j2").render(values)
+    sh = _environment().get_template("queue.sh.j2").render(values)
+    ps1 = _environment("\r\n").get_template("queue.ps1.j2").render(values)
     return {
         "queue.sh": Artefact(sh.encode(), executable=True),
-        "queue.ps1": Artefact(b"\xef\xbb\xbf" + ps1.replace("\n", "\r\n").encode()),
+        "queue.ps1": Artefact(b"\xef\xbb\xbf" + ps1.encode()),
     }

@@ -496,3 +496,27 @@ def test_any_recipe_file_name_is_shown_safely_everywhere(
             (project.root / name).unlink()
 
     check_name()
+
+
+# --- values with line breaks in the CRLF PowerShell scripts ----------------------------------
+
+
+def test_train_ps1_keeps_line_breaks_inside_values_as_written(project: Project) -> None:
+    """train.ps1 has CRLF line ends; a line break inside a quoted value is part of the value and
+    must stay as the recipe wrote it (turning every LF into CRLF changed "a\\nb" to "a\\r\\nb")."""
+    value = "a\nb\r\nc\rd"
+    project.write_recipe(RECIPE + f"\n[launch]\nenv = {{ HF_HOME = {toml_basic_string(value)} }}\n")
+    plan = compile_recipe(PLAIN)
+    script = Script((plan.build_dir / "train.ps1").read_bytes())
+    assert script.errors() == []
+    (assigned,) = script.assignments("$env:HF_HOME")
+    assert script.evaluate(assigned, {}) == value
+    outside = script.code().replace(script.text(assigned), "")
+    assert "\n" not in outside.replace("\r\n", "") and outside.endswith("\r\n")
+
+
+def test_queue_ps1_keeps_line_breaks_inside_values_as_written() -> None:
+    folder = "build\nA"
+    script = Script(runqueue.render_queue([ScriptBuild("A", folder, "o")], ["lorabuild"])["queue.ps1"].data)
+    (builds,) = script.assignments("$Builds")
+    assert [b["Folder"] for b in script.evaluate(builds, {"$PSScriptRoot": "C:\\q"})] == [folder]
