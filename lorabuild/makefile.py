@@ -85,7 +85,7 @@ from typing import TYPE_CHECKING, Any
 
 from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
-from lorabuild.quoting import make_comment
+from lorabuild.quoting import make_comment, utf8
 from lorabuild.writer import write_atomic
 
 if TYPE_CHECKING:
@@ -464,7 +464,8 @@ def render_makefile(
         return f"$(LORABUILD) {verb} " + words(*arguments(build), *extra)
 
     def key(build: MakeBuild) -> str:  # a change of a build's command lines changes its fingerprint
-        return hashlib.sha256(json.dumps(arguments(build), ensure_ascii=False).encode()).hexdigest()[:16]
+        data = json.dumps(arguments(build), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return hashlib.sha256(data).hexdigest()[:16]
 
     width = max([len(b.target) for b in builds] + [6])
     name_width = max([len(b.name) for b in builds] + [5])
@@ -591,7 +592,7 @@ def write_makefile(
         python=Path(sys.executable).as_posix(),
         overrides=overrides,
     )
-    write_atomic(output, text.encode("utf-8"))
+    write_atomic(output, utf8(text, output.name))
     return builds
 
 

@@ -125,6 +125,7 @@ __all__ = [
     "powershell_quote",
     "powershell_word",
     "toml_basic_string",
+    "utf8",
 ]
 
 
@@ -183,6 +184,32 @@ def comment_text(s: str) -> str:
         name with a newline in it. Never raises.
     """
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
+
+
+def utf8(text: str, file: str) -> bytes:
+    """Encode a whole generated file as UTF-8, refusing what UTF-8 cannot hold with a clear message.
+
+    A file or folder name that is not valid UTF-8 reaches Python as lone surrogates
+    (``os.fsdecode``); no UTF-8 file can hold one, and ``str.encode`` would fail with a traceback.
+
+    Args:
+        text: The file's text.
+        file: Its name, for the message.
+
+    Raises:
+        QuotingError: Naming the line that holds the surrogate; it is a ValueError.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        start = text.rfind("\n", 0, exc.start) + 1
+        end = text.find("\n", exc.start)
+        raise QuotingError(
+            text[start : end if end >= 0 else len(text)].strip(),
+            f"(a line of {file}) contains an unpaired surrogate (U+{ord(text[exc.start]):04X}): a file or "
+            "folder name that is not valid UTF-8, which a UTF-8 file cannot name",
+            "rename the file or folder so that its name is valid UTF-8",
+        ) from None
 
 
 def make_comment(s: str) -> str:

@@ -25,6 +25,7 @@ from lorabuild.quoting import (
     powershell_native_arg,
     powershell_quote,
     powershell_word,
+    utf8,
 )
 from lorabuild.settings import TEMPLATES_DIR
 from lorabuild.tomlout import dumps
@@ -165,13 +166,19 @@ def render(plan: Plan, sd_scripts: Path) -> dict[str, Artefact]:
     ps1 = render_script("train.ps1.j2", plan, sd_scripts)
     return {
         "dataset.toml": Artefact(
-            dumps(plan.dataset_config, _header(plan, "kohya sd-scripts --dataset_config")).encode()
+            utf8(
+                dumps(plan.dataset_config, _header(plan, "kohya sd-scripts --dataset_config")), "dataset.toml"
+            )
         ),
-        "config.toml": Artefact(dumps(plan.config, config_header).encode()),
-        "sample_prompts.txt": Artefact(plan.sample_prompts.encode()),
-        "train.sh": Artefact(render_script("train.sh.j2", plan, sd_scripts).encode(), executable=True),
+        "config.toml": Artefact(utf8(dumps(plan.config, config_header), "config.toml")),
+        "sample_prompts.txt": Artefact(utf8(plan.sample_prompts, "sample_prompts.txt")),
+        "train.sh": Artefact(
+            utf8(render_script("train.sh.j2", plan, sd_scripts), "train.sh"), executable=True
+        ),
         # Windows PowerShell 5.1 reads a script without a byte-order mark in the ANSI code page,
         # which garbles non-ASCII paths and names: write UTF-8 with BOM (and CRLF line ends).
-        "train.ps1": Artefact(b"\xef\xbb\xbf" + ps1.encode()),
-        "plan.json": Artefact((json.dumps(plan.manifest(), indent=2, ensure_ascii=False) + "\n").encode()),
+        "train.ps1": Artefact(b"\xef\xbb\xbf" + utf8(ps1, "train.ps1")),
+        "plan.json": Artefact(
+            utf8(json.dumps(plan.manifest(), indent=2, ensure_ascii=False) + "\n", "plan.json")
+        ),
     }

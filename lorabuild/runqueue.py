@@ -287,6 +287,7 @@ def render_queue(builds: Sequence[ScriptBuild], command: Sequence[str]) -> dict[
             for each shell).
     """
     from lorabuild import __version__
+    from lorabuild.quoting import utf8
     from lorabuild.render import _environment
     from lorabuild.writer import Artefact
 
@@ -294,6 +295,6 @@ def render_queue(builds: Sequence[ScriptBuild], command: Sequence[str]) -> dict[
     sh = _environment().get_template("queue.sh.j2").render(values)
     ps1 = _environment("\r\n").get_template("queue.ps1.j2").render(values)
     return {
-        "queue.sh": Artefact(sh.encode(), executable=True),
-        "queue.ps1": Artefact(b"\xef\xbb\xbf" + ps1.encode()),
+        "queue.sh": Artefact(utf8(sh, "queue.sh"), executable=True),
+        "queue.ps1": Artefact(b"\xef\xbb\xbf" + utf8(ps1, "queue.ps1")),
     }

@@ -26,6 +26,7 @@ from typing import Any
 
 from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
+from lorabuild.quoting import Quoted, utf8
 from lorabuild.writer import write_atomic
 
 STAGES = ("check", "compile", "prepare", "train", "grid", "report")
@@ -225,7 +226,6 @@ def render_sbatch(
         lorabuild: The command that runs lorabuild on the cluster's nodes.
         overrides: ``--set`` values for every build.
     """
-    from lorabuild.quoting import Quoted
     from lorabuild.render import _environment
 
     run_stages = [s for s in stages if s != "check"]
@@ -336,7 +336,7 @@ def write_sbatch(
         lorabuild=lorabuild or default_lorabuild(),
         overrides=overrides,
     )
-    data = text.encode("utf-8")
+    data = utf8(text, output.name)
     (output.parent / "logs").mkdir(parents=True, exist_ok=True)  # sbatch does not create it
     try:
         changed = output.read_bytes() != data

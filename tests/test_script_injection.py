@@ -29,7 +29,7 @@ from lorabuild import makefile, runqueue
 from lorabuild.launch import SD_SCRIPTS_PREFIX
 from lorabuild.pipeline import check, compile_build, require_plan
 from lorabuild.plan import Plan
-from lorabuild.quoting import toml_basic_string
+from lorabuild.quoting import QuotingError, toml_basic_string
 from lorabuild.runqueue import ScriptBuild
 from lorabuild.slurm import write_sbatch
 from tests.conftest import RECIPE, Project
@@ -520,3 +520,19 @@ def test_queue_ps1_keeps_line_breaks_inside_values_as_written() -> None:
     script = Script(runqueue.render_queue([ScriptBuild("A", folder, "o")], ["lorabuild"])["queue.ps1"].data)
     (builds,) = script.assignments("$Builds")
     assert [b["Folder"] for b in script.evaluate(builds, {"$PSScriptRoot": "C:\\q"})] == [folder]
+
+
+def test_a_recipe_name_that_is_not_utf8_is_refused_with_a_message(project: Project) -> None:
+    """A file name that is not valid UTF-8 (lone surrogates through os.fsdecode) cannot be named in
+    a UTF-8 file: refused with a QuotingError, not a UnicodeEncodeError traceback."""
+    name = os.fsdecode(b"bad\xff.toml")
+    project.write_recipe(RECIPE, name)
+    with pytest.raises(QuotingError, match=r"not valid UTF-8.*rename the file or folder"):
+        compile_recipe(name)
+    with pytest.raises(QuotingError, match=r"a line of a\.sbatch"):
+        write_sbatch([Path(name)], project.root / "a.sbatch", Path("build"))
+    with pytest.raises(QuotingError, match=r"a line of Makefile"):
+        makefile.write_makefile([Path(name)], Path("Makefile"), Path("build"))
+    # Where it only appears in a comment, it is shown escaped instead.
+    queue = runqueue.render_queue([ScriptBuild("A", "A", "o")], ["lorabuild", "queue", name])
+    assert "#   lorabuild queue 'bad\\udcff.toml'\n" in queue["queue.sh"].data.decode()
