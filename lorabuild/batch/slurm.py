@@ -26,6 +26,7 @@ from typing import Any
 
 from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
+from lorabuild.quoting import Quoted, utf8
 from lorabuild.writer import write_atomic
 
 STAGES = ("check", "compile", "prepare", "train", "grid", "report")
@@ -250,8 +251,9 @@ def render_sbatch(
         raise SlurmError(
             f"sbatch option {bad[0]!r} cannot be written on an #SBATCH line (a newline or a quote)"
         )
-    # sbatch reads a double-quoted value with spaces as one argument
-    sbatch = [_quoted(line) if " " in line else line for line in sbatch]
+    # sbatch reads a double-quoted value with spaces as one argument; for bash the line is a comment,
+    # and nothing but a newline (refused above) ends one.
+    directives = [Quoted(_quoted(line) if " " in line else line) for line in sbatch]
     sets = [w for item in overrides for w in ("--set", item)]
     tasks = [
         {
@@ -269,7 +271,7 @@ def render_sbatch(
         .get_template("slurm.sbatch.j2")
         .render(
             version=__version__,
-            sbatch=sbatch,
+            sbatch=directives,
             tasks=tasks,
             count=len(builds),
             lorabuild=list(lorabuild),
@@ -334,7 +336,7 @@ def write_sbatch(
         lorabuild=lorabuild or default_lorabuild(),
         overrides=overrides,
     )
-    data = text.encode("utf-8")
+    data = utf8(text, output.name)
     (output.parent / "logs").mkdir(parents=True, exist_ok=True)  # sbatch does not create it
     try:
         changed = output.read_bytes() != data
