@@ -1,4 +1,4 @@
-"""Time ``lorabuild.images.probe_images`` over a folder of small images.
+"""Time ``lorabuild.probe.images.probe_images`` over a folder of small images.
 
 ``lorabuild check`` probes every image of a dataset, and must finish 10,000 images in under
 3 s on 2 cores. This script makes N 512-px images (half PNG, half JPEG) once, in a cache folder
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorabuild.images import list_folder, probe_images
+from lorabuild.probe.images import list_folder, probe_images
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -29,9 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lorabuild.demo import DEMO_RECIPE, prepare_demo  # noqa: E402
+from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo  # noqa: E402
+from lorabuild.kohya.runner import resolve_argv  # noqa: E402
 from lorabuild.pipeline import check, compile_build, prepare, require_plan  # noqa: E402
-from lorabuild.runner import resolve_argv  # noqa: E402
 from lorabuild.settings import sd_scripts_dir  # noqa: E402
 
 

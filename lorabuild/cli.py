@@ -5,7 +5,7 @@ Heavy modules (torch, diffusers) are never imported here, so ``lorabuild --help`
 lines with exit status 2 and no traceback (:func:`main`).
 
 Every command that writes into ``build/<name>/`` holds that build's lock while it does
-(:func:`lorabuild.state.build_lock`; ``run``, ``train`` and ``grid`` take it in the pipeline), so
+(:func:`lorabuild.build.state.build_lock`; ``run``, ``train`` and ``grid`` take it in the pipeline), so
 a second command on the same build stops at once, naming the one at work.
 """
 
@@ -26,7 +26,7 @@ from lorabuild.problems import LorabuildError, Problem, RecipeError, Severity, f
 
 if TYPE_CHECKING:
     from lorabuild.pipeline import Checked
-    from lorabuild.plan import Plan
+    from lorabuild.plan.plan import Plan
 
 app = typer.Typer(
     name="lorabuild",
@@ -83,8 +83,8 @@ def _checked(
 
 @contextlib.contextmanager
 def _locked(build: Path) -> Iterator[None]:
-    """Hold ``build``'s lock (:func:`lorabuild.state.build_lock`) while writing into it."""
-    from lorabuild.state import build_lock
+    """Hold ``build``'s lock (:func:`lorabuild.build.state.build_lock`) while writing into it."""
+    from lorabuild.build.state import build_lock
 
     with build_lock(build):
         yield
@@ -109,8 +109,8 @@ def check(
     A recipe whose [sweep] defines several builds has each of them checked (or the one --only names).
     """
     from lorabuild import pipeline
-    from lorabuild.recipe import load_builds, load_recipe
-    from lorabuild.summary import plan_summary
+    from lorabuild.plan.summary import plan_summary
+    from lorabuild.recipe.load import load_builds, load_recipe
 
     root = _build_root(build_dir)
     builds = [load_recipe(recipe, set_ or [], only)] if only is not None else load_builds(recipe, set_ or [])
@@ -176,11 +176,11 @@ def compile_(
         _compile_slurm(recipes, output or Path("lorabuild.sbatch"), set_ or [], build_dir, slurm or [])
         return
     if target != "local":
-        from lorabuild.slurm import SlurmError
+        from lorabuild.batch.slurm import SlurmError
 
         raise SlurmError(f"--target {target!r} is not a target: use local or slurm")
     if output is not None or slurm:
-        from lorabuild.slurm import SlurmError
+        from lorabuild.batch.slurm import SlurmError
 
         raise SlurmError("-o and --slurm go with --target slurm")
     for recipe in recipes:
@@ -196,7 +196,7 @@ def _compile_slurm(
 ) -> None:
     import shlex
 
-    from lorabuild import slurm
+    from lorabuild.batch import slurm
 
     given: dict[str, str] = {}
     extra: list[str] = []
@@ -257,8 +257,8 @@ def prepare(
     lists the folders and repeats that run's warnings.
     """
     from lorabuild import pipeline
-    from lorabuild.decodecheck import ahead
-    from lorabuild.recipe import load_recipe
+    from lorabuild.probe.decodecheck import ahead
+    from lorabuild.recipe.load import load_recipe
 
     root = _build_root(build_dir)
     loaded = load_recipe(recipe, set_ or [], only)
@@ -300,8 +300,8 @@ def tags(
 ) -> None:
     """Print each subset's tag frequencies before and after the caption rules (what to remove or fix)."""
     from lorabuild import pipeline
-    from lorabuild.autotag import autotag_sections
-    from lorabuild.tags import tags_text
+    from lorabuild.kohya.tagger import autotag_sections
+    from lorabuild.plan.tags import tags_text
 
     checked, plan = _checked(recipe, set_, build_dir, only=only)
     # The tagger caches its output in build/<name>/autotag/; without it nothing is written.
@@ -375,7 +375,8 @@ def run(
     """
     import time
 
-    from lorabuild import pipeline, runqueue
+    from lorabuild import pipeline
+    from lorabuild.batch import queue as runqueue
 
     if until is not None and until not in pipeline.RUN_STAGES:
         raise typer.BadParameter(f"{until!r} is not a stage: use one of {', '.join(pipeline.RUN_STAGES)}")
@@ -415,8 +416,8 @@ def doctor() -> None:
     Looks at Python, torch and CUDA, xformers, bitsandbytes, accelerate and its config, kohya's
     packages and the kohya checkout's commit. Exit status 1 when something would stop training.
     """
-    from lorabuild.doctor import findings, format_findings, probe, train_pins
     from lorabuild.settings import sd_scripts_dir
+    from lorabuild.stages.doctor import findings, format_findings, probe, train_pins
 
     typer.echo(f"lorabuild doctor: probing {sys.executable} (importing torch takes a few seconds)")
     items = findings(probe(), sd_scripts_dir(), train_pins())
@@ -443,8 +444,8 @@ def setup(
 
     Checks the commit out into vendor/sd-scripts (or LORABUILD_SD_SCRIPTS) and verifies it.
     """
-    from lorabuild.doctor import setup_sd_scripts
     from lorabuild.settings import sd_scripts_dir
+    from lorabuild.stages.doctor import setup_sd_scripts
 
     typer.echo(setup_sd_scripts(sd_scripts, sd_scripts_dir(), force=force))
 
@@ -460,7 +461,7 @@ def demo(
     It shows that the pipeline works, not image quality: the model's weights are random.
     """
     from lorabuild import pipeline
-    from lorabuild.demo import DEMO_RECIPE, prepare_demo
+    from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo
 
     typer.echo(
         "lorabuild demo: trains recipes/kazari.toml on a random-weight SD1.5-shaped model (CPU, 64 px)."
@@ -469,13 +470,13 @@ def demo(
     overrides = prepare_demo(build_dir)
     checked = pipeline.check(DEMO_RECIPE, overrides, build_dir)
     plan = pipeline.require_plan(checked)
-    from lorabuild.summary import plan_summary
+    from lorabuild.plan.summary import plan_summary
 
     typer.echo(plan_summary(plan))
     pipeline.run(checked, say=typer.echo)
 
     # Install the chosen epoch into a webui tree inside the demo folder, as `lorabuild install` does.
-    from lorabuild.install import describe, install, plan_install
+    from lorabuild.stages.install import describe, install, plan_install
 
     webui = build_dir / "webui"
     (webui / "models" / "Lora").mkdir(parents=True, exist_ok=True)
@@ -493,7 +494,7 @@ def demo(
 @app.command()
 def schema() -> None:
     """Print the recipe's JSON Schema (for editor completion and validation)."""
-    from lorabuild.schema import Recipe
+    from lorabuild.recipe.schema import Recipe
 
     typer.echo(json.dumps(Recipe.model_json_schema(), indent=2, ensure_ascii=False))
 
@@ -522,7 +523,7 @@ def makefile(
     carries on past a failed build. Stamps use the same hashes as `lorabuild run`, so a second
     `make` with nothing changed trains nothing. Run make in the Makefile's folder.
     """
-    from lorabuild.makefile import write_makefile
+    from lorabuild.batch.makefile import write_makefile
 
     builds = write_makefile(recipes, output, _build_root(build_dir), set_ or [])
     targets = ", ".join(b.target for b in builds)
@@ -542,8 +543,8 @@ def ls(
     A file that extends others reads them too; a file with a [sweep] defines one build per
     point (pick one in other commands with --only NAME).
     """
-    from lorabuild.expand import format_value
-    from lorabuild.recipe import LoadedRecipe, load_builds
+    from lorabuild.recipe.expand import format_value
+    from lorabuild.recipe.load import LoadedRecipe, load_builds
 
     root = _build_root(build_dir)
     found: list[LoadedRecipe] = []
@@ -604,8 +605,9 @@ def queue(
     queue.ps1). Each build's train.sh runs in turn; a failed build is reported and the next one
     starts; a table at the end lists each build's status, time and LoRA file.
     """
-    from lorabuild import pipeline, runqueue
-    from lorabuild.writer import write_files
+    from lorabuild import pipeline
+    from lorabuild.batch import queue as runqueue
+    from lorabuild.render.writer import write_files
 
     root = _build_root(build_dir)
     entries = runqueue.collect(recipes, root, set_ or [], only, keep_going=False)
@@ -644,7 +646,7 @@ def report(
     Recipe summary, dataset (subsets, buckets, tag frequencies), loss plot, grid sheets, the saved
     files with sizes and hashes, the suggested epoch and the install command.
     """
-    from lorabuild.report import write_report
+    from lorabuild.stages.report import write_report
 
     _, plan = _checked(recipe, set_, build_dir, only=only)
     with _locked(plan.build_dir):
@@ -706,8 +708,8 @@ def install(
     NAME.json (the webui's card: activation text = the trigger, preferred weight, notes). A file
     that differs is never replaced without --force; an identical one is left alone.
     """
-    from lorabuild.install import describe, plan_install
-    from lorabuild.install import install as install_files
+    from lorabuild.stages.install import describe, plan_install
+    from lorabuild.stages.install import install as install_files
 
     checked, plan = _checked(recipe, set_, build_dir, only=only)
     # The build's lock: its LoRA files must not change while they are hashed and copied, and
@@ -746,7 +748,7 @@ def loss(
     build_dir: BuildDirOpt = None,
 ) -> None:
     """Print the loss per epoch from kohya's TensorBoard logs and draw build/<name>/loss.png."""
-    from lorabuild.losslog import summarise
+    from lorabuild.render.losslog import summarise
 
     _, plan = _checked(recipe, set_, build_dir, only=only)
     with _locked(plan.build_dir):  # writes loss.png
@@ -777,18 +779,18 @@ def grid(
     and one labelled sheet per prompt and seed (grid/sheet_<id>.png). gen_img's output goes to
     build/<name>/logs/grid.log.
     """
-    from lorabuild.grid import parse_epochs, render_grid
+    from lorabuild.stages.grid import parse_epochs, render_grid
 
     try:
         rows = parse_epochs(epochs) if epochs is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    from lorabuild.makefile import mark_done
+    from lorabuild.batch.makefile import mark_done
 
     checked, plan = _checked(recipe, set_, build_dir, only=only)
     with _locked(plan.build_dir):
         report = render_grid(plan, checked.loaded, epochs=rows, force=force, say=typer.echo, lock=False)
-        mark_done(plan.build_dir, "grid")  # for make (lorabuild.makefile)
+        mark_done(plan.build_dir, "grid")  # for make (lorabuild.batch.makefile)
     how = f"rendered {report.rendered}" if report.rendered else "rendered nothing (all up to date)"
     typer.echo(f"ok: {plan.name}: {report.cells} cell(s), {how}; {report.manifest.as_posix()}")
 
@@ -810,7 +812,7 @@ _STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if
 def _stop_cleanly() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into :class:`Terminated` while the command runs; a second signal
     ends the process at once (the default action). The trainer's process seam forwards them to
-    kohya instead, while kohya runs (:mod:`lorabuild.runner`)."""
+    kohya instead, while kohya runs (:mod:`lorabuild.kohya.runner`)."""
 
     def stop(signum: int, frame: Any) -> None:
         for each in _STOP_SIGNALS:
@@ -830,10 +832,10 @@ def _stop_cleanly() -> Iterator[None]:
 
 def _unwritable(exc: OSError) -> str | None:
     """The one-line message for an :class:`OSError` that only a write can raise (a full disk, a
-    read-only file system) and no stage turned into a :class:`~lorabuild.writer.WriteError`."""
+    read-only file system) and no stage turned into a :class:`~lorabuild.render.writer.WriteError`."""
     import errno
 
-    from lorabuild.writer import NO_SPACE, write_error
+    from lorabuild.render.writer import NO_SPACE, write_error
 
     if exc.errno not in (*NO_SPACE, getattr(errno, "EROFS", None), getattr(errno, "EFBIG", None)):
         return None

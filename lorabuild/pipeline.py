@@ -14,21 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lorabuild.facts import Facts, gather
-from lorabuild.plan import Plan, build_plan
+from lorabuild.plan.plan import Plan, build_plan
+from lorabuild.probe.facts import Facts, gather
 from lorabuild.problems import Problem, RecipeError, Severity, errors_of, format_problem
-from lorabuild.recipe import LoadedRecipe, load_recipe
+from lorabuild.recipe.load import LoadedRecipe, load_recipe
+from lorabuild.recipe.schema import Recipe
 from lorabuild.rules import run_rules
-from lorabuild.schema import Recipe
 from lorabuild.settings import sd_scripts_dir
 
 if TYPE_CHECKING:
-    from lorabuild.stage import StageReport
-    from lorabuild.state import BuildLock, Stamp
-    from lorabuild.training import TrainingError as TrainingError  # re-exported: train() raises it
-    from lorabuild.training import TrainingInterrupted as TrainingInterrupted
-    from lorabuild.training import TrainResult
-    from lorabuild.writer import Written
+    from lorabuild.build.state import BuildLock, Stamp
+    from lorabuild.render.writer import Written
+    from lorabuild.stages.prepare import StageReport
+    from lorabuild.stages.train import TrainingError as TrainingError  # re-exported: train() raises it
+    from lorabuild.stages.train import TrainingInterrupted as TrainingInterrupted
+    from lorabuild.stages.train import TrainResult
 
 # The stages of :func:`run`, in order (``lorabuild run --until STAGE``; a Makefile target each).
 RUN_STAGES = ("compile", "prepare", "train", "grid", "report")
@@ -88,8 +88,8 @@ def require_plan(checked: Checked, strict: bool = False) -> Plan:
 
 def compile_build(plan: Plan, dry_run: bool = False) -> list[Written]:
     """Write the build folder's artefacts (only those whose bytes changed)."""
-    from lorabuild.render import render
-    from lorabuild.writer import write_files
+    from lorabuild.build.artefacts import render
+    from lorabuild.render.writer import write_files
 
     return write_files(plan.build_dir, render(plan, sd_scripts_dir()), dry_run=dry_run)
 
@@ -100,14 +100,14 @@ def prepare(plan: Plan, recipe: Recipe | None = None) -> StageReport:
     Raises:
         AutotagError: kohya's WD14 tagger cannot run or failed (nothing is staged).
     """
-    from lorabuild.stage import stage
+    from lorabuild.stages.prepare import stage
 
     return stage(autotagged(plan, recipe))
 
 
 def autotagged(plan: Plan, recipe: Recipe | None) -> Plan:
     """``plan`` with ``[captions.autotag]`` applied (the tagger runs only for images it has not seen)."""
-    from lorabuild.autotag import autotag_plan, autotag_sections
+    from lorabuild.kohya.tagger import autotag_plan, autotag_sections
 
     if recipe is None or not autotag_sections(recipe):
         return plan
@@ -116,8 +116,8 @@ def autotagged(plan: Plan, recipe: Recipe | None) -> Plan:
 
 def prepare_inputs(checked: Checked) -> str:
     """What the prepare stamp hashes beyond the plan: the recipe sections staging reads and the
-    tagger's settings (model file, tag list, thresholds; :func:`lorabuild.autotag.settings_keys`)."""
-    from lorabuild.autotag import settings_keys
+    tagger's settings (model file, tag list, thresholds; :func:`lorabuild.kohya.tagger.settings_keys`)."""
+    from lorabuild.kohya.tagger import settings_keys
 
     sections = checked.loaded.section_hash("dataset", "captions", "images")
     return ",".join([sections, *settings_keys(checked.loaded.recipe)])
@@ -125,9 +125,9 @@ def prepare_inputs(checked: Checked) -> str:
 
 def prepare_fingerprint(loaded: LoadedRecipe, build_root: Path) -> str | None:
     """What ``lorabuild prepare`` reads, hashed without opening an image or caption
-    (:func:`lorabuild.facts.input_fingerprint`; None when a file changed too recently to tell);
+    (:func:`lorabuild.probe.facts.input_fingerprint`; None when a file changed too recently to tell);
     take it before the check, so that a file changed while preparing shows next time."""
-    from lorabuild.facts import input_fingerprint
+    from lorabuild.probe.facts import input_fingerprint
 
     return input_fingerprint(loaded.recipe, loaded.section_hash(), loaded.path, build_root)
 
@@ -136,8 +136,8 @@ def already_prepared(
     loaded: LoadedRecipe, build_root: Path, key: str | None, strict: bool = False
 ) -> Stamp | None:
     """The last prepare's stamp when its inputs were ``key`` and the build is as it left it:
-    preparing again would do nothing (:func:`lorabuild.state.prepared`)."""
-    from lorabuild import state
+    preparing again would do nothing (:func:`lorabuild.build.state.prepared`)."""
+    from lorabuild.build import state
 
     return None if key is None else state.prepared(build_root / loaded.recipe.name, key, strict)
 
@@ -146,11 +146,11 @@ def record_prepared(
     plan: Plan, key: str | None, written: Sequence[Written], lines: Sequence[str], summary: str
 ) -> None:
     """Remember a finished prepare (its inputs ``key``, the build's state, what it printed)."""
-    from lorabuild import state
+    from lorabuild.build import state
 
     if key is None:
         return
-    from lorabuild.tags import CSV_NAME
+    from lorabuild.plan.tags import CSV_NAME
 
     files = [w.path.relative_to(plan.build_dir).as_posix() for w in written]
     state.save_prepared(plan.build_dir, key, [*files, CSV_NAME, "autotag"], lines, summary)
@@ -167,9 +167,10 @@ def train(
     """Run kohya for a compiled and staged build; fail unless every expected file exists.
 
     kohya's exit status alone is not trusted: it exits 0 after "No data found". A run stopped
-    with its inputs unchanged resumes from its last saved state (see :mod:`lorabuild.training`).
+    with its inputs unchanged resumes from its last saved state (see :mod:`lorabuild.stages.train`).
     """
-    from lorabuild import state, training
+    from lorabuild.build import state
+    from lorabuild.stages import train as training
 
     sd_scripts = sd_scripts_dir()
     digests = state.Digests(plan.build_dir)
@@ -213,7 +214,7 @@ def run(
     """Bring a checked build up to date: compile -> prepare -> train -> grid -> report.
 
     Holding the build's lock, each stage runs only when the inputs it reads changed since it
-    last finished (:mod:`lorabuild.state`): compiling rewrites only files whose bytes change;
+    last finished (:mod:`lorabuild.build.state`): compiling rewrites only files whose bytes change;
     staging runs when the images, captions or caption rules changed; training when what the
     weights depend on changed (not, say, the ``[evaluate]`` table), or when its files are gone.
 
@@ -230,8 +231,8 @@ def run(
         BuildLocked: When another lorabuild works on the same build.
         TrainingError: When training failed.
     """
-    from lorabuild import state
-    from lorabuild.makefile import mark_done
+    from lorabuild.batch.makefile import mark_done
+    from lorabuild.build import state
 
     plan = require_plan(checked)
     tell = say or (lambda text: None)
@@ -239,7 +240,7 @@ def run(
 
     def done(stage: str, ran: bool, summary: str) -> None:
         outcomes.append(StageOutcome(stage, ran, summary))
-        mark_done(build, stage)  # for make: this stage is done as of now (lorabuild.makefile)
+        mark_done(build, stage)  # for make: this stage is done as of now (lorabuild.batch.makefile)
         tell(f"{stage:<8} {summary}")
 
     build = plan.build_dir
@@ -283,8 +284,8 @@ def run(
         if not force_train and outputs_there and state.is_done(stamps.get("train"), train_key):
             done("train", False, "up to date")
         else:
-            from lorabuild import training
-            from lorabuild.progress import format_duration
+            from lorabuild.kohya.progress import format_duration
+            from lorabuild.stages import train as training
 
             trained = training.train(
                 plan, train_key, sd_scripts, on_line=on_line, say=tell, fresh=fresh, lock=lock
@@ -295,7 +296,7 @@ def run(
             return RunReport(tuple(outcomes), trained)
 
         if checked.loaded.recipe.evaluate.prompts:
-            from lorabuild.grid import render_grid
+            from lorabuild.stages.grid import render_grid
 
             grid = render_grid(plan, checked.loaded, say=tell, on_line=on_line, lock=False)
             sheets = f", {len(grid.sheets)} sheet(s)" if grid.sheets else ""
@@ -308,7 +309,7 @@ def run(
         if until == "grid":
             return RunReport(tuple(outcomes), trained)
 
-        from lorabuild.report import write_report
+        from lorabuild.stages.report import write_report
 
         page = build / "report.html"
         before = page.read_bytes() if page.is_file() else None
@@ -321,7 +322,7 @@ def run(
 def __getattr__(name: str) -> object:
     """``TrainingError`` and ``TrainingInterrupted`` without importing the train stage on the check path."""
     if name in ("TrainingError", "TrainingInterrupted"):
-        from lorabuild import training
+        from lorabuild.stages import train as training
 
         return getattr(training, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

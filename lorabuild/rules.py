@@ -13,13 +13,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lorabuild import kohya_options
-from lorabuild.autotag import MODEL_FILES, autotag_sections
-from lorabuild.buckets import adjusted_settings
-from lorabuild.captions import normalise, split_tags
-from lorabuild.facts import Facts
-from lorabuild.imagefix import near_duplicates
-from lorabuild.plan import (
+from lorabuild.kohya import options as kohya_options
+from lorabuild.kohya.buckets import adjusted_settings
+from lorabuild.kohya.tagger import MODEL_FILES, autotag_sections
+from lorabuild.plan.plan import (
     NETWORK_MODULES,
     SCRIPTS,
     bad_image,
@@ -29,8 +26,11 @@ from lorabuild.plan import (
     first_trigger,
     plan_subsets,
 )
+from lorabuild.probe.facts import Facts
+from lorabuild.probe.imagefix import near_duplicates
 from lorabuild.problems import Problem, did_you_mean, error, warning
-from lorabuild.schema import Recipe
+from lorabuild.recipe.captions import normalise, split_tags
+from lorabuild.recipe.schema import Recipe
 
 Rule = Callable[[Recipe, Facts], Iterable[Problem]]
 RULES: list[Rule] = []

@@ -189,7 +189,7 @@ def gpu_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shipped recipes are written for an NVIDIA GPU (xformers): on a machine with kohya's
     stack but no GPU packages, the check would refuse them. Tests of what they compile to count
     xformers as installed (the rule that refuses it has its own test)."""
-    from lorabuild import facts
+    from lorabuild.probe import facts
 
     found = facts.installed_packages
     monkeypatch.setattr(facts, "installed_packages", lambda: {**found(), "xformers": True})

@@ -18,7 +18,7 @@ from PIL import Image
 
 from lorabuild import pipeline
 from lorabuild.pipeline import Checked
-from lorabuild.plan import Plan
+from lorabuild.plan.plan import Plan
 from tests.conftest import Project, write_safetensors
 
 WEIGHTS = (0.6, 0.8, 1.0)
@@ -72,7 +72,7 @@ def finished_build(
 
 
 def write_grid(build: Path, name: str, epochs: tuple[int, ...], *, sheet: bool = True) -> None:
-    """``grid/grid.json`` with one sheet (and cells) as lorabuild.grid writes it."""
+    """``grid/grid.json`` with one sheet (and cells) as lorabuild.stages.grid writes it."""
     columns = [{"weight": None, "label": "no LoRA"}] + [{"weight": w, "label": f"{w:g}"} for w in WEIGHTS]
     cells = []
     for epoch in epochs:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import autotag, runner
-from lorabuild.autotag import (
+from lorabuild.kohya import runner
+from lorabuild.kohya import tagger as autotag
+from lorabuild.kohya.runner import RunResult
+from lorabuild.kohya.tagger import (
     AutotagError,
     TaggerPass,
     characters_as_general,
@@ -31,11 +33,10 @@ from lorabuild.autotag import (
     tagger_env,
     tagger_passes,
 )
-from lorabuild.captions import apply_rules, join_tags
 from lorabuild.problems import RecipeError
-from lorabuild.recipe import load_recipe
-from lorabuild.runner import RunResult
-from lorabuild.schema import AutotagSection, CaptionRules
+from lorabuild.recipe.captions import apply_rules, join_tags
+from lorabuild.recipe.load import load_recipe
+from lorabuild.recipe.schema import AutotagSection, CaptionRules
 from tests.conftest import RECIPE, SD_SCRIPTS, Project, write_image
 
 TAG_LIST = """\

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import autotag, pipeline, runner
-from lorabuild.autotag import AutotagError, preflight
+from lorabuild import pipeline
+from lorabuild.kohya import runner
+from lorabuild.kohya import tagger as autotag
+from lorabuild.kohya.tagger import AutotagError, preflight
 from tests.conftest import SD_SCRIPTS, Project
 from tests.test_autotag import FakeTagger, colour_images, kohya_tagger_stack, write_model_folder
 

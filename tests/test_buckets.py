@@ -1,4 +1,4 @@
-"""kohya's bucketing and step counting (lorabuild.buckets), by hand and against kohya itself."""
+"""kohya's bucketing and step counting (lorabuild.kohya.buckets), by hand and against kohya itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from lorabuild.buckets import (
+from lorabuild.kohya.buckets import (
     BucketChoice,
     BucketSettings,
     adjusted_settings,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import cli, state
+from lorabuild import cli
+from lorabuild.build import state
 from tests.conftest import REPO, Project, run_lorabuild
 from tests.test_autotag import FakeTagger
 from tests.test_autotag_prepare import fake
@@ -95,7 +96,7 @@ def test_tags_locks_the_build_when_it_runs_the_tagger(
 HOLDER = """
 import sys, time
 from pathlib import Path
-from lorabuild.state import build_lock
+from lorabuild.build.state import build_lock
 with build_lock(Path(sys.argv[1]), "lorabuild prepare recipe.toml"):
     print("held", flush=True)
     time.sleep(60)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lorabuild.captions import apply_rules, read_caption, split_tags
-from lorabuild.schema import CaptionRules
+from lorabuild.recipe.captions import apply_rules, read_caption, split_tags
+from lorabuild.recipe.schema import CaptionRules
 
 
 def rules(**kw: object) -> CaptionRules:

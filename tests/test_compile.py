@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import toml
 
+from lorabuild.build.artefacts import ARTEFACTS, argument_lines
 from lorabuild.pipeline import check, compile_build, require_plan
-from lorabuild.plan import Plan
-from lorabuild.render import ARTEFACTS, argument_lines
+from lorabuild.plan.plan import Plan
 from tests.conftest import Project
 
 NASTY = '初春 it\'s "quoted" $HOME `id`; a && b\\ \t end'

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild import decodecheck, pipeline, stage
-from lorabuild.decodecheck import decode_problem, decode_problems
-from lorabuild.images import probe_image
+from lorabuild import pipeline
+from lorabuild.probe import decodecheck
+from lorabuild.probe.decodecheck import decode_problem, decode_problems
+from lorabuild.probe.images import probe_image
 from lorabuild.problems import RecipeError
+from lorabuild.stages import prepare as stage
 from tests.conftest import Project
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lorabuild.diagnose import diagnose, last_error
+from lorabuild.kohya.diagnose import diagnose, last_error
 
 
 def lines(text: str) -> list[str]:

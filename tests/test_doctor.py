@@ -11,9 +11,16 @@ from typing import Any
 
 import pytest
 
-from lorabuild import doctor
-from lorabuild.doctor import Finding, SetupError, check_kohya, findings, format_findings, setup_sd_scripts
-from lorabuild.state import git_head
+from lorabuild.build.state import git_head
+from lorabuild.stages import doctor
+from lorabuild.stages.doctor import (
+    Finding,
+    SetupError,
+    check_kohya,
+    findings,
+    format_findings,
+    setup_sd_scripts,
+)
 from tests.conftest import REPO, SD_SCRIPTS
 
 PINS = {

@@ -9,7 +9,7 @@ import pytest
 import toml
 
 from lorabuild.problems import RecipeError, format_problem
-from lorabuild.recipe import load_builds, load_recipe
+from lorabuild.recipe.load import load_builds, load_recipe
 from tests.conftest import CAPTIONS, REPO, Project, run_lorabuild, write_checkpoint, write_image
 
 BASE = """\
@@ -230,7 +230,7 @@ def batch_project(root: Path) -> None:
 
 @pytest.mark.usefixtures("gpu_packages")
 def test_every_batch_recipe_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lorabuild import kohya_options
+    from lorabuild.kohya import options as kohya_options
     from lorabuild.pipeline import check_loaded, compile_build, require_plan
 
     monkeypatch.chdir(tmp_path)

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild import cli, stage
+from lorabuild import cli
+from lorabuild.stages import prepare as stage
 from tests.conftest import Project, run_lorabuild, write_image
 
 BUILD = Path("build/Test_v1")

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import toml
 
-from lorabuild import kohya_options
+from lorabuild.build.artefacts import ARTEFACTS
+from lorabuild.kohya import options as kohya_options
 from lorabuild.pipeline import check, compile_build, require_plan
-from lorabuild.plan import Plan
-from lorabuild.render import ARTEFACTS
+from lorabuild.plan.plan import Plan
 from tests.conftest import CAPTIONS, REPO, write_checkpoint, write_image
 
 GOLDEN = REPO / "tests" / "golden"

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild import grid
-from lorabuild.gridmanifest import read_manifest
-from lorabuild.kohya_options import options
+from lorabuild.build.gridmanifest import read_manifest
+from lorabuild.kohya.options import options
 from lorabuild.pipeline import check, require_plan
 from lorabuild.problems import RecipeError
-from lorabuild.recipe import LoadedRecipe
+from lorabuild.recipe.load import LoadedRecipe
+from lorabuild.stages import grid
 from tests.conftest import RECIPE, SD_SCRIPTS, Project, run_lorabuild, write_safetensors
 from tests.fakekohya import FAKE_GEN_IMG
 
@@ -259,7 +259,7 @@ def test_argv_uses_only_gen_img_options() -> None:
 def test_every_recipe_sampler_is_a_gen_img_sampler() -> None:
     from typing import get_args
 
-    from lorabuild.schema import Sampler
+    from lorabuild.recipe.schema import Sampler
 
     assert set(get_args(Sampler)) <= set(options("gen_img.py")["sampler"].choices or ())
 
@@ -467,7 +467,7 @@ def test_real_gen_img_renders_a_small_grid(project: Project, monkeypatch: pytest
         )
     import numpy as np
 
-    from lorabuild.testmodel import ensure_test_model
+    from lorabuild.demo.testmodel import ensure_test_model
 
     model = ensure_test_model()
     monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(SD_SCRIPTS))

@@ -1,4 +1,4 @@
-"""Image facts (lorabuild.images) on files made with Pillow, and against kohya's own readers."""
+"""Image facts (lorabuild.probe.images) on files made with Pillow, and against kohya's own readers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from types import ModuleType
 import pytest
 from PIL import Image
 
-from lorabuild.buckets import BucketSettings, batches_per_epoch, bucket_for
-from lorabuild.images import (
+from lorabuild.kohya.buckets import BucketSettings, batches_per_epoch, bucket_for
+from lorabuild.probe.images import (
     IMAGE_EXTENSIONS,
     ImageInfo,
     kohya_reads_name,
@@ -415,7 +415,7 @@ def test_dataset_matches_kohyas_dreambooth_dataset(tmp_path: Path, settings: Buc
 
 
 def test_exif_parser_reads_big_endian_blocks() -> None:
-    from lorabuild.images import _exif_orientation
+    from lorabuild.probe.images import _exif_orientation
 
     entry = struct.pack(">HHI", 0x0112, 3, 1) + struct.pack(">H", 8) + b"\0\0"
     block = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + b"\0\0\0\0"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild.install import install, plan_install
 from lorabuild.problems import RecipeError, format_problem
+from lorabuild.stages.install import install, plan_install
 from tests.conftest import RECIPE, Project, run_lorabuild
 from tests.finished_build import Finished, finished_build
 
@@ -19,7 +19,7 @@ from tests.finished_build import Finished, finished_build
 def _no_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LORABUILD_WEBUI", raising=False)
     monkeypatch.delenv("LORABUILD_COMFYUI", raising=False)
-    monkeypatch.setitem(sys.modules, "lorabuild.losslog", None)  # no suggestion unless a test adds one
+    monkeypatch.setitem(sys.modules, "lorabuild.render.losslog", None)  # no suggestion unless a test adds one
 
 
 def webui_tree(root: Path) -> Path:
@@ -238,10 +238,10 @@ def test_preview_from_an_image_file_is_converted_to_png(project: Project) -> Non
 def test_suggested_epoch_is_a_note_not_a_choice(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
-    module = types.ModuleType("lorabuild.losslog")
+    module = types.ModuleType("lorabuild.render.losslog")
     module.read_scalars = lambda logs: {"loss/validation": [(1, 0.3), (2, 0.1)]}  # type: ignore[attr-defined]
     module.suggest_epoch = lambda scalars: 2  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lorabuild.losslog", module)
+    monkeypatch.setitem(sys.modules, "lorabuild.render.losslog", module)
     f = finished_build(project)
     planned = plan_install(
         f.plan, f.checked.loaded.recipe, display="recipe.toml", webui=webui_tree(project.root / "w")
@@ -274,7 +274,7 @@ def test_cli_install(project: Project) -> None:
 
 
 def test_install_table_errors_are_one_line_each(project: Project) -> None:
-    from lorabuild.recipe import load_recipe
+    from lorabuild.recipe.load import load_recipe
 
     project.write_recipe(RECIPE + "\n[install]\nepoch = 0\npreview = 3\nweight = 3\n")
     with pytest.raises(RecipeError) as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lorabuild import KOHYA_COMMIT
-from lorabuild.kohya_options import (
+from lorabuild.kohya.options import (
     SCRIPTS,
     OptionSpec,
     check_config_value,

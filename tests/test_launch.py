@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import facts, kohya_options
-from lorabuild.buckets import total_steps
-from lorabuild.launch import SD_SCRIPTS_PREFIX, accelerate_options
+from lorabuild.kohya import options as kohya_options
+from lorabuild.kohya.buckets import total_steps
+from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, accelerate_options
 from lorabuild.pipeline import check, compile_build, require_plan
-from lorabuild.plan import Plan
+from lorabuild.plan.plan import Plan
+from lorabuild.plan.summary import plan_summary
+from lorabuild.probe import facts
 from lorabuild.problems import RecipeError
-from lorabuild.schema import MANAGED_ACCELERATE_OPTIONS
-from lorabuild.summary import plan_summary
+from lorabuild.recipe.schema import MANAGED_ACCELERATE_OPTIONS
 from tests.conftest import REPO, Project, run_lorabuild
 
 

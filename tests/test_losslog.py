@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild import losslog
-from lorabuild.fonts import FontBook
-from lorabuild.losslog import (
+from lorabuild.render import losslog
+from lorabuild.render.fonts import FontBook
+from lorabuild.render.losslog import (
     EPOCH_LOSS,
     STEP_AVERAGE,
     STEP_LOSS,

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import makefile, state
-from lorabuild import recipe as recipe_module
-from lorabuild.makefile import make_path, refresh_inputs, shell_word, target_names
+from lorabuild.batch import makefile
+from lorabuild.batch.makefile import make_path, refresh_inputs, shell_word, target_names
+from lorabuild.build import state
+from lorabuild.recipe import load as recipe_module
 from tests.conftest import RECIPE, REPO, Project, run_lorabuild
 from tests.fakekohya import FakeKohya, fake_kohya
 
@@ -120,7 +121,7 @@ def test_make_reads_the_generated_makefile_with_spaces_and_odd_names(project: Pr
     assert '-m lorabuild run "my recipes/初春 a.toml" --build-dir build --until report' in dry.stdout
     assert "-m lorabuild run 'my recipes/it'\\''s $5.toml' --build-dir build --until report" in dry.stdout
     # the shell gets each path as one argument
-    assert "-m lorabuild.makefile inputs Makefile" in dry.stdout  # one fingerprint for all builds
+    assert "-m lorabuild.batch.makefile inputs Makefile" in dry.stdout  # one fingerprint for all builds
     builds = makefile.manifest(project.root / "Makefile")
     assert [(b["dir"], b["paths"][0]) for b in builds] == [
         ("build/My LoRA", "my recipes/初春 a.toml"),
@@ -325,6 +326,6 @@ def test_the_grid_and_the_report_are_stages_of_every_build(project: Project) -> 
     assert dry.returncode == 0, dry.stderr
     commands = [line.split(" -m ")[1] for line in dry.stdout.splitlines()]
     assert commands == [
-        "lorabuild.makefile inputs Makefile",
+        "lorabuild.batch.makefile inputs Makefile",
         "lorabuild run recipe.toml --build-dir build --until grid",
     ]

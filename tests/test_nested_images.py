@@ -75,7 +75,7 @@ def test_a_folder_with_no_images_at_its_top_keeps_its_error(project: Project) ->
 
 
 def test_images_are_counted_by_name_below_the_top_only(tmp_path: Path) -> None:
-    from lorabuild.images import images_below
+    from lorabuild.probe.images import images_below
 
     for i in range(3):
         (tmp_path / "a" / "b").mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """``prepare``'s decode-check workers die with it, however it is stopped (issue 10, defect 9).
 
 A real ``lorabuild prepare`` runs on enough images for the process pool
-(:data:`lorabuild.decodecheck._POOL_FROM`), its output read through a pipe as a script would;
+(:data:`lorabuild.probe.decodecheck._POOL_FROM`), its output read through a pipe as a script would;
 it is killed (SIGTERM, SIGKILL) while its workers decode. Within a few seconds no worker may be
 left, and the pipe must reach EOF (a worker holding it would hang the reader).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild.decodecheck import _POOL_FROM
+from lorabuild.probe.decodecheck import _POOL_FROM
 from tests.conftest import REPO, Project, write_image
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 WRAPPER = """
 import os, sys, time
 from pathlib import Path
-from lorabuild import decodecheck
+from lorabuild.probe import decodecheck
 real = decodecheck.decode_problem
 def slow(path):
     Path("decoding").touch()

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from lorabuild.progress import Display, Kind, Progress, Tracker, format_duration, parse_bar
+from lorabuild.kohya.progress import Display, Kind, Progress, Tracker, format_duration, parse_bar
 
 # Recorded from `lorabuild demo` (kohya 48d368f, CPU), after the pump split it on \r and \n.
 RECORDED = [

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import pipeline, runqueue
+from lorabuild import pipeline
+from lorabuild.batch import queue as runqueue
+from lorabuild.batch.queue import QueueRow, ScriptBuild
 from lorabuild.problems import RecipeError, format_problem
-from lorabuild.runqueue import QueueRow, ScriptBuild
 from tests.conftest import RECIPE, Project
 from tests.fakekohya import FakeKohya, fake_kohya
 from tests.test_sweep import lorabuild

@@ -1,4 +1,4 @@
-"""Tests for lorabuild.quoting: recipe strings reach kohya exactly, through bash, PowerShell and TOML.
+"""Tests for lorabuild.render.quoting: recipe strings reach kohya exactly, through bash, PowerShell and TOML.
 
 bash is tested by running real bash scripts against a stand-in ``accelerate`` that records its argv.
 There is no PowerShell here, so the PowerShell rules are tested on their own: a reference reader
@@ -27,7 +27,7 @@ import pytest
 import toml
 
 from lorabuild.problems import LorabuildError
-from lorabuild.quoting import (
+from lorabuild.render.quoting import (
     Quoted,
     QuotingError,
     bash_quote,
@@ -802,7 +802,7 @@ def test_env_name_takes_only_names_both_shells_can_set() -> None:
 
 
 def test_templates_refuse_a_value_placed_without_a_quoting_filter() -> None:
-    from lorabuild.render import UnquotedValueError, _environment
+    from lorabuild.build.artefacts import UnquotedValueError, _environment
 
     env = _environment()
     assert (

@@ -2,7 +2,7 @@
 
 These tests need kohya's Python stack (``pip install -e '.[train]'``) and skip, saying so,
 without it or without the checkout. The training test builds (once, cached) the CPU test model
-of ``lorabuild.testmodel`` and trains the shipped tutorial recipe with CPU overrides.
+of ``lorabuild.demo.testmodel`` and trains the shipped tutorial recipe with CPU overrides.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from lorabuild.facts import gather
 from lorabuild.pipeline import check, compile_build, prepare, require_plan, train
-from lorabuild.plan import build_plan
-from lorabuild.recipe import load_recipe
+from lorabuild.plan.plan import build_plan
+from lorabuild.probe.facts import gather
+from lorabuild.recipe.load import load_recipe
 from tests.conftest import REPO, SD_SCRIPTS
 from tests.test_golden import shipped_project
 
@@ -128,7 +128,7 @@ def test_tutorial_recipe_trains_with_the_real_kohya(tmp_path: Path, monkeypatch:
     """The Done-when of the compiler: recipes/kazari.toml with CPU overrides trains, and kohya
     reports every other value of the tutorial unchanged (in its log and in the saved files)."""
     kohya("library.train_util")
-    from lorabuild.demo import prepare_demo
+    from lorabuild.demo.demo import prepare_demo
 
     monkeypatch.chdir(tmp_path)
     overrides = prepare_demo(tmp_path, images=2)  # 2 images x 2 repeats / batch 2: 20 steps in 10 epochs

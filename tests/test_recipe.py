@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lorabuild.problems import RecipeError, format_problem
-from lorabuild.recipe import apply_override, load_recipe, parse_value
+from lorabuild.recipe.load import apply_override, load_recipe, parse_value
 from tests.conftest import Project
 
 

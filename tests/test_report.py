@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild.report import REPORT_NAME, collect, write_report
-from lorabuild.saved import HashCache
+from lorabuild.build.saved import HashCache
+from lorabuild.stages.report import REPORT_NAME, collect, write_report
 from tests.conftest import Project, run_lorabuild
 from tests.finished_build import NASTY_PROMPT, cell_colour, finished_build
 
@@ -79,13 +79,13 @@ SECTIONS = ["Recipe", "Dataset", "Tags", "Loss", "Grid", "Saved files", "Install
 
 @pytest.fixture
 def no_losslog(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make lorabuild.losslog unimportable (a None entry in sys.modules raises ImportError)."""
-    monkeypatch.setitem(sys.modules, "lorabuild.losslog", None)
+    """Make lorabuild.render.losslog unimportable (a None entry in sys.modules raises ImportError)."""
+    monkeypatch.setitem(sys.modules, "lorabuild.render.losslog", None)
 
 
 def fake_losslog(monkeypatch: pytest.MonkeyPatch, *, plot: bool, suggest: int | None) -> None:
-    """Install a stand-in lorabuild.losslog with the agreed functions."""
-    module = types.ModuleType("lorabuild.losslog")
+    """Install a stand-in lorabuild.render.losslog with the agreed functions."""
+    module = types.ModuleType("lorabuild.render.losslog")
 
     def read_scalars(logs_dir: Path) -> dict[str, list[tuple[int, float]]]:
         return {
@@ -102,7 +102,7 @@ def fake_losslog(monkeypatch: pytest.MonkeyPatch, *, plot: bool, suggest: int | 
     module.read_scalars = read_scalars  # type: ignore[attr-defined]
     module.plot_loss = plot_loss  # type: ignore[attr-defined]
     module.suggest_epoch = lambda scalars: suggest  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lorabuild.losslog", module)
+    monkeypatch.setitem(sys.modules, "lorabuild.render.losslog", module)
 
 
 def test_report_shows_every_section_and_escapes_user_text(project: Project, no_losslog: None) -> None:
@@ -261,8 +261,8 @@ def test_chromium_shows_the_report(project: Project, no_losslog: None, tmp_path:
 
 
 def test_real_losslog_plot_and_suggestion(project: Project) -> None:
-    """With lorabuild.losslog itself: kohya-like event files give a plot and the suggested epoch."""
-    losslog = pytest.importorskip("lorabuild.losslog")
+    """With lorabuild.render.losslog itself: kohya-like event files give a plot and the suggested epoch."""
+    losslog = pytest.importorskip("lorabuild.render.losslog")
     from tests.test_losslog import event, simple_value, write_events
 
     f = finished_build(project)

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import render, runqueue
-from lorabuild.plan import Plan
-from lorabuild.runqueue import ScriptBuild
+from lorabuild.batch import queue as runqueue
+from lorabuild.batch.queue import ScriptBuild
+from lorabuild.build import artefacts as render
+from lorabuild.plan.plan import Plan
 from tests.conftest import Project
 from tests.powershell import Script, join_path
 from tests.test_script_injection import compile_recipe, expected_argv, recorded, run_bash, stand_in
@@ -47,7 +48,7 @@ def where_powershell_finds(path: str, root: str = SCRIPT_ROOT) -> str:
 
 @pytest.mark.parametrize("path", PATHS.values(), ids=PATHS.keys())
 def test_is_rooted_on_any_system(path: str) -> None:
-    from lorabuild.plan import is_rooted
+    from lorabuild.plan.plan import is_rooted
 
     assert is_rooted(path) == (path in ROOTED.values())
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from lorabuild import rules
-from lorabuild.facts import PACKAGES, Facts, gather
+from lorabuild.probe.facts import PACKAGES, Facts, gather
 from lorabuild.problems import Problem, format_problem
-from lorabuild.recipe import load_recipe
-from lorabuild.schema import Recipe
+from lorabuild.recipe.load import load_recipe
+from lorabuild.recipe.schema import Recipe
 from tests.conftest import RECIPE, Project, write_checkpoint, write_image, write_safetensors
 
 Rule = Callable[[Recipe, Facts], Iterable[Problem]]
@@ -521,7 +521,7 @@ def test_exact_duplicate_images(project: Project) -> None:
 def test_near_duplicate_images(project: Project) -> None:
     from PIL import Image
 
-    from lorabuild.synthetic import make_dataset
+    from lorabuild.demo.synthetic import make_dataset
 
     folder = project.root / "data" / "drawn"
     images = make_dataset(folder, n=6, size=128, trigger="")

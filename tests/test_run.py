@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import state
+from lorabuild.build import state
 from lorabuild.pipeline import RunReport, TrainingError, check, run
-from lorabuild.training import read_metadata
+from lorabuild.stages.train import read_metadata
 from tests.conftest import REPO, Project
 from tests.fakekohya import FakeKohya, fake_kohya
 
@@ -255,7 +255,7 @@ def test_a_second_run_on_the_same_build_is_refused_naming_the_first(
 HOLDER = """
 import sys, time
 from pathlib import Path
-from lorabuild.state import build_lock
+from lorabuild.build.state import build_lock
 with build_lock(Path(sys.argv[1]), "lorabuild train other.toml") as lock:
     lock.note(trainer_pid=4242)
     print("held", flush=True)
@@ -392,7 +392,7 @@ def test_digests_read_each_file_once_and_again_only_after_it_changed(tmp_path: P
 
 
 def test_correcting_ss_steps_rewrites_the_header_only(tmp_path: Path) -> None:
-    from lorabuild.training import correct_steps
+    from lorabuild.stages.train import correct_steps
     from tests.conftest import write_safetensors
 
     path = write_safetensors(tmp_path / "x.safetensors", ["a", "b"])

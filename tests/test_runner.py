@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild.launch import LaunchSpec
-from lorabuild.runner import capture, resolve_argv, run
+from lorabuild.kohya.launch import LaunchSpec
+from lorabuild.kohya.runner import capture, resolve_argv, run
 from tests.conftest import REPO
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
@@ -157,7 +157,7 @@ except KeyboardInterrupt:
 DRIVER = r"""
 import json, sys
 from pathlib import Path
-from lorabuild.runner import run
+from lorabuild.kohya.runner import run
 argv, log, grace = json.loads(sys.argv[1])
 result = run(argv, Path.cwd(), Path(log), on_line=lambda l: print(l, flush=True), grace=grace)
 print("RESULT " + json.dumps([result.returncode, result.interrupted, result.signal]), flush=True)

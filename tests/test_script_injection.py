@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 import toml
 
-from lorabuild import makefile, runqueue
-from lorabuild.launch import SD_SCRIPTS_PREFIX
+from lorabuild.batch import makefile
+from lorabuild.batch import queue as runqueue
+from lorabuild.batch.queue import ScriptBuild
+from lorabuild.batch.slurm import write_sbatch
+from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX
 from lorabuild.pipeline import check, compile_build, require_plan
-from lorabuild.plan import Plan
-from lorabuild.quoting import QuotingError, toml_basic_string
-from lorabuild.runqueue import ScriptBuild
-from lorabuild.slurm import write_sbatch
+from lorabuild.plan.plan import Plan
+from lorabuild.render.quoting import QuotingError, toml_basic_string
 from tests.conftest import RECIPE, Project
 from tests.powershell import (
     LINE_COMMENT_ENDS,

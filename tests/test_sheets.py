@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from lorabuild import fonts as fontmod
-from lorabuild.fonts import UNMAPPED, FontBook, FontWarning, install_hint, sort_fonts
 from lorabuild.problems import RecipeError
-from lorabuild.sheets import (
+from lorabuild.render import fonts as fontmod
+from lorabuild.render.fonts import UNMAPPED, FontBook, FontWarning, install_hint, sort_fonts
+from lorabuild.render.sheets import (
     BACKGROUND,
     PLACEHOLDER,
     SheetStyle,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild.slurm import SlurmError, SlurmSettings, parse_stages, write_sbatch
+from lorabuild.batch.slurm import SlurmError, SlurmSettings, parse_stages, write_sbatch
 from tests import slurm_cluster
 from tests.conftest import RECIPE, SD_SCRIPTS, Project, run_lorabuild
 
@@ -239,7 +239,7 @@ def test_array_checks_and_compiles_each_build_then_skips_them(
 )
 def test_cpu_demo_trains_as_an_array_task(project: Project, slurm: slurm_cluster.Cluster) -> None:
     """The tutorial's recipe on the demo's random-weight model, trained by an array task (minutes, 8 GB)."""
-    from lorabuild.demo import DEMO_RECIPE, prepare_demo
+    from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo
 
     assert (SD_SCRIPTS / "train_network.py").is_file()
     build_root = project.root / "demo"

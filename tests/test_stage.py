@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps, features
 
-from lorabuild import facts, stage
-from lorabuild.imagefix import dhash, hamming, near_duplicates, staged_image_names
-from lorabuild.images import ImageInfo, kohya_reads_name
 from lorabuild.pipeline import check, require_plan
-from lorabuild.plan import Plan, with_raw_captions
+from lorabuild.plan.plan import Plan, with_raw_captions
+from lorabuild.probe import facts
+from lorabuild.probe.imagefix import dhash, hamming, near_duplicates, staged_image_names
+from lorabuild.probe.images import ImageInfo, kohya_reads_name
 from lorabuild.problems import RecipeError
-from lorabuild.stage import StageReport
+from lorabuild.stages import prepare as stage
+from lorabuild.stages.prepare import StageReport
 from tests.conftest import Project, run_lorabuild, write_image
 
 FOLDER = "build/Test_v1/dataset/2_uiharu_kazari"
@@ -346,9 +347,9 @@ def test_exif_orientation_is_applied_and_bucketed_by_the_staged_size(project: Pr
 
 
 def test_every_orientation_matches_pillows_exif_transpose(tmp_path: Path) -> None:
-    from lorabuild.imagefix import convert_image, plan_conversion
-    from lorabuild.images import probe_image
-    from lorabuild.schema import ImagesSection
+    from lorabuild.probe.imagefix import convert_image, plan_conversion
+    from lorabuild.probe.images import probe_image
+    from lorabuild.recipe.schema import ImagesSection
 
     for orientation in range(2, 9):
         path = sideways_photo(tmp_path / f"{orientation}.jpg", orientation)
@@ -470,7 +471,7 @@ def test_autotag_hook_gives_captions_before_the_rules(project: Project) -> None:
 
 
 def test_dhash_sees_through_resizing_and_reencoding(tmp_path: Path) -> None:
-    from lorabuild.synthetic import make_dataset
+    from lorabuild.demo.synthetic import make_dataset
 
     a, b = make_dataset(tmp_path, n=2, size=128, trigger="")
     Image.open(b).convert("RGB").resize((90, 90)).save(tmp_path / "b.jpg", quality=60)

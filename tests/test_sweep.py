@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lorabuild.problems import RecipeError, format_problem
-from lorabuild.recipe import load_builds, load_recipe
+from lorabuild.recipe.load import load_builds, load_recipe
 from tests.conftest import RECIPE, Project
 
 CLI_RESULT = tuple[int, str, str]

@@ -1,4 +1,4 @@
-"""The offline CPU test model (lorabuild.testmodel) and the synthetic dataset (lorabuild.synthetic)."""
+"""The offline CPU test model (lorabuild.demo.testmodel) and the synthetic dataset (lorabuild.demo.synthetic)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import testmodel
+from lorabuild.demo import testmodel
+from lorabuild.demo.synthetic import make_dataset
 from lorabuild.problems import LorabuildError
-from lorabuild.synthetic import make_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SD_SCRIPTS = REPO_ROOT / "vendor" / "sd-scripts"
@@ -31,7 +31,7 @@ def test_importing_testmodel_is_cheap() -> None:
     import sys
 
     heavy = "{'torch', 'diffusers', 'transformers', 'open_clip'}"
-    code = f"import sys, lorabuild.testmodel; print(sorted({heavy} & set(sys.modules)))"
+    code = f"import sys, lorabuild.demo.testmodel; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, check=True, capture_output=True, text=True
     ).stdout

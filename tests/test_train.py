@@ -1,6 +1,6 @@
 """``lorabuild train`` against the real kohya sd-scripts (vendor/sd-scripts) on the CPU.
 
-A tiny build: the cached random-weight SD1.5-shaped test model (lorabuild.testmodel), 4
+A tiny build: the cached random-weight SD1.5-shaped test model (lorabuild.demo.testmodel), 4
 synthetic images at 64 px, batch 2, 2 epochs (4 steps), state saving on. One uninterrupted run
 (shared by the tests of this module) is compared with a run that is SIGKILLed after its first
 epoch's state was saved and then resumed by running ``lorabuild train`` again. Each kohya run
@@ -99,8 +99,8 @@ class TinyProject:
 
 
 def make_tiny_project(root: Path) -> TinyProject:
-    from lorabuild.synthetic import make_dataset
-    from lorabuild.testmodel import ensure_test_model
+    from lorabuild.demo.synthetic import make_dataset
+    from lorabuild.demo.testmodel import ensure_test_model
 
     model = ensure_test_model()
     root.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def make_tiny_project(root: Path) -> TinyProject:
 
 
 def metadata(path: Path) -> dict[str, str]:
-    from lorabuild.training import read_metadata
+    from lorabuild.stages.train import read_metadata
 
     return read_metadata(path)
 
@@ -181,7 +181,7 @@ def test_an_unchanged_rebuild_does_not_run_kohya(trained: Trained) -> None:
 
 
 def state_saved(build: Path, epoch: int) -> bool:
-    from lorabuild.training import state_is_complete
+    from lorabuild.stages.train import state_is_complete
 
     return state_is_complete(build / f"output/{NAME}-{epoch:06d}-state")
 

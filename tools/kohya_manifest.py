@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lorabuild import KOHYA_COMMIT  # noqa: E402
-from lorabuild.doctor import MANIFEST_PATH, is_source_file  # noqa: E402
+from lorabuild.stages.doctor import MANIFEST_PATH, is_source_file  # noqa: E402
 
 
 def main() -> None:

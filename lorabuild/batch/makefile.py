@@ -1,7 +1,7 @@
 """``lorabuild makefile``: a GNU Makefile with a target per build and stage, for ``make -j``/``-k``.
 
 The Makefile is a thin scheduler over ``lorabuild run``. make decides *which* builds and stages
-to look at, and in what order; lorabuild's own hash stamps (:mod:`lorabuild.state`) decide
+to look at, and in what order; lorabuild's own hash stamps (:mod:`lorabuild.build.state`) decide
 whether a stage really has to run. That split keeps make's mtime logic from ever deciding
 staleness wrongly, while a no-op ``make`` starts no ``lorabuild run`` at all.
 
@@ -26,7 +26,7 @@ Per build, these files live in ``build/<name>/.lorabuild/``:
     each folder it names (dataset folders, base model, VAE, tagger), kohya's checked-out commit,
     lorabuild's version and the build's command lines. The Makefile lists these per build on
     ``# lorabuild-build: {json}`` comment lines; one phony rule, ``lorabuild-inputs``, runs
-    ``python -m lorabuild.makefile inputs Makefile`` (stdlib only: one Python start-up, ~0.15 s,
+    ``python -m lorabuild.batch.makefile inputs Makefile`` (stdlib only: one Python start-up, ~0.15 s,
     for all builds) and every stamp is its target with an empty recipe, so make re-reads the
     stamps' mtimes afterwards ("move if changed"). A build not made yet gets no stamp (nor a
     folder); make runs its stages because the stamp is missing. A stamp written for the first
@@ -67,7 +67,7 @@ with ``/``. Arguments are double-quoted where that is enough for both ``sh`` and
 safe; file prerequisites escape spaces (``\\ ``), and a recipe path make cannot spell at all
 (``:``, ``#``, ``%``...) is left out of the Makefile's own prerequisites (the fingerprint still
 covers it; rerun ``lorabuild makefile`` after editing which files it extends). Only the
-``lorabuild-inputs`` and ``clean-stamps`` rules run ``python -m lorabuild.makefile`` instead of
+``lorabuild-inputs`` and ``clean-stamps`` rules run ``python -m lorabuild.batch.makefile`` instead of
 the ``lorabuild`` command, to start in a third of the time.
 """
 
@@ -85,13 +85,13 @@ from typing import TYPE_CHECKING, Any
 
 from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
-from lorabuild.quoting import make_comment, utf8
-from lorabuild.writer import write_atomic
+from lorabuild.render.quoting import make_comment, utf8
+from lorabuild.render.writer import write_atomic
 
 if TYPE_CHECKING:
-    from lorabuild.recipe import LoadedRecipe
+    from lorabuild.recipe.load import LoadedRecipe
 
-# Must equal lorabuild.state.STATE_DIR (a test checks); not imported from there because that
+# Must equal lorabuild.build.state.STATE_DIR (a test checks); not imported from there because that
 # module loads the planner, and the fingerprint must start fast.
 STATE_DIR = ".lorabuild"
 INPUTS_STAMP = "inputs.stamp"
@@ -106,7 +106,7 @@ _RESERVED = {
     "GNUmakefile",
     "lorabuild-inputs",
 }
-# The Makefile lists each build's inputs on such a comment line, for `python -m lorabuild.makefile`.
+# The Makefile lists each build's inputs on such a comment line, for `python -m lorabuild.batch.makefile`.
 _MANIFEST = "# lorabuild-build: "
 
 
@@ -244,7 +244,7 @@ class MakeBuild:
 
 def load_builds(path: Path, overrides: Sequence[str] = ()) -> list[LoadedRecipe]:
     """Every build a recipe file defines (one, or one per sweep point where sweeps exist)."""
-    from lorabuild import recipe
+    from lorabuild.recipe import load as recipe
 
     loader = getattr(recipe, "load_builds", None)
     if loader is None:
@@ -260,7 +260,7 @@ def recipe_files(loaded: LoadedRecipe) -> tuple[Path, ...]:
 
 def named_paths(value: Any) -> Iterator[Path]:
     """Every path a validated recipe names (dataset folders, base model, VAE, tagger folder...)."""
-    from lorabuild.facts import recipe_paths
+    from lorabuild.probe.facts import recipe_paths
 
     return recipe_paths(value)
 
@@ -504,7 +504,7 @@ def render_makefile(
         "# One process fingerprints every build's inputs (the `lorabuild-build:` lines below) and",
         "# rewrites the inputs.stamp of those that changed; make then compares mtimes.",
         "lorabuild-inputs:",
-        f"\t@$(LORABUILD_PYTHON) -m lorabuild.makefile inputs {here}",
+        f"\t@$(LORABUILD_PYTHON) -m lorabuild.batch.makefile inputs {here}",
         f"{' '.join(stamp(b, INPUTS_STAMP) for b in builds)}: lorabuild-inputs ;",
         "",
     ]
@@ -540,7 +540,7 @@ def render_makefile(
         f"\t$(LORABUILD) makefile {regenerate}",
         "",
         "clean-stamps:",
-        f"\t@$(LORABUILD_PYTHON) -m lorabuild.makefile clean-stamps {here}",
+        f"\t@$(LORABUILD_PYTHON) -m lorabuild.batch.makefile clean-stamps {here}",
         "",
     ]
     return "\n".join(lines)
@@ -577,7 +577,7 @@ def write_makefile(
     problem = output_problem(output, recipes, "the Makefile's file name, e.g. -o Makefile")
     if problem:
         raise MakefileError(problem)
-    from lorabuild.recipe import _cwd_relative  # the rule --set paths follow everywhere
+    from lorabuild.recipe.load import _cwd_relative  # the rule --set paths follow everywhere
 
     overrides = [_cwd_relative(item) for item in overrides]
     builds = collect_builds(recipes, build_root, overrides)
@@ -596,11 +596,11 @@ def write_makefile(
     return builds
 
 
-# --- python -m lorabuild.makefile: the Makefile's fast helpers -------------------------------------
+# --- python -m lorabuild.batch.makefile: the Makefile's fast helpers -------------------------------------
 
 _USAGE = (
-    "usage: python -m lorabuild.makefile inputs MAKEFILE        (rewrite the inputs stamps that changed)\n"
-    "       python -m lorabuild.makefile clean-stamps MAKEFILE  (forget make's stamps)\n"
+    "usage: python -m lorabuild.batch.makefile inputs MAKEFILE        (rewrite the inputs stamps that changed)\n"
+    "       python -m lorabuild.batch.makefile clean-stamps MAKEFILE  (forget make's stamps)\n"
     "A Makefile that `lorabuild makefile` wrote runs these in its folder."
 )
 
@@ -617,7 +617,7 @@ def manifest(makefile: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m lorabuild.makefile`` (no typer, no pydantic: it must start fast)."""
+    """Entry point of ``python -m lorabuild.batch.makefile`` (no typer, no pydantic: it must start fast)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) == 2 and args[0] == "inputs":
         for build in manifest(Path(args[1])):

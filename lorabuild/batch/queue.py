@@ -1,6 +1,6 @@
 """Several builds in a row: ``lorabuild run a.toml b.toml …`` and the ``queue.sh`` / ``queue.ps1`` scripts.
 
-Every recipe file is loaded first (each may expand to several builds, :mod:`lorabuild.expand`);
+Every recipe file is loaded first (each may expand to several builds, :mod:`lorabuild.recipe.expand`);
 two builds with one name or build folder stop the queue before anything runs. Builds then run in
 order with :func:`lorabuild.pipeline.run`; a failed build is reported and the queue goes on (unless
 ``--stop-on-error``), and a table says what became of each. Ctrl-C stops the queue: the build
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error, errors_of, format_problem
-from lorabuild.recipe import LoadedRecipe, load_builds
+from lorabuild.recipe.load import LoadedRecipe, load_builds
 
 if TYPE_CHECKING:
-    from lorabuild.plan import Plan
-    from lorabuild.writer import Artefact
+    from lorabuild.plan.plan import Plan
+    from lorabuild.render.writer import Artefact
 
 # What became of a build.
 OK, UP_TO_DATE, FAILED, STOPPED, NOT_RUN = "ok", "up to date", "failed", "stopped", "not run"
@@ -173,7 +173,7 @@ def run_queue(
         rest ``not run``; the caller decides the exit status (:func:`exit_status`).
     """
     from lorabuild import pipeline
-    from lorabuild.training import TrainingInterrupted
+    from lorabuild.stages.train import TrainingInterrupted
 
     rows: list[QueueRow] = []
     halt = False
@@ -262,14 +262,14 @@ class ScriptBuild:
     @property
     def rooted(self) -> bool:
         """Whether :attr:`folder` is absolute (on another drive than the scripts), not relative to them."""
-        from lorabuild.plan import is_rooted
+        from lorabuild.plan.plan import is_rooted
 
         return is_rooted(self.folder)
 
 
 def script_builds(plans: Sequence[Plan], script_dir: Path) -> list[ScriptBuild]:
     """The builds for :func:`render_queue`, their folders relative to ``script_dir``."""
-    from lorabuild.plan import relpath
+    from lorabuild.plan.plan import relpath
 
     made = []
     for plan in plans:
@@ -287,9 +287,9 @@ def render_queue(builds: Sequence[ScriptBuild], command: Sequence[str]) -> dict[
             for each shell).
     """
     from lorabuild import __version__
-    from lorabuild.quoting import utf8
-    from lorabuild.render import _environment
-    from lorabuild.writer import Artefact
+    from lorabuild.build.artefacts import _environment
+    from lorabuild.render.quoting import utf8
+    from lorabuild.render.writer import Artefact
 
     values = {"builds": builds, "version": __version__, "command": command}
     sh = _environment().get_template("queue.sh.j2").render(values)

@@ -26,8 +26,8 @@ from typing import Any
 
 from lorabuild import __version__
 from lorabuild.problems import LorabuildError, Problem, RecipeError, error
-from lorabuild.quoting import Quoted, utf8
-from lorabuild.writer import write_atomic
+from lorabuild.render.quoting import Quoted, utf8
+from lorabuild.render.writer import write_atomic
 
 STAGES = ("check", "compile", "prepare", "train", "grid", "report")
 # What an array task runs unless --slurm stages=… says otherwise: the build up to its LoRA files
@@ -107,9 +107,9 @@ def collect(
     Raises:
         RecipeError: With every recipe's problems, or when two builds share a name.
     """
-    from lorabuild.makefile import kohya_head_files, named_paths, recipe_files
-    from lorabuild.plan import expected_outputs
-    from lorabuild.recipe import load_builds
+    from lorabuild.batch.makefile import kohya_head_files, named_paths, recipe_files
+    from lorabuild.plan.plan import expected_outputs
+    from lorabuild.recipe.load import load_builds
     from lorabuild.settings import sd_scripts_dir
 
     problems: list[Problem] = []
@@ -226,7 +226,7 @@ def render_sbatch(
         lorabuild: The command that runs lorabuild on the cluster's nodes.
         overrides: ``--set`` values for every build.
     """
-    from lorabuild.render import _environment
+    from lorabuild.build.artefacts import _environment
 
     run_stages = [s for s in stages if s != "check"]
     folder = Path(os.path.abspath(script.parent))
@@ -314,12 +314,12 @@ def write_sbatch(
         RecipeError: When a recipe does not load, or two builds share a name.
         SlurmError: When the script cannot be written as asked.
     """
-    from lorabuild.makefile import output_problem
+    from lorabuild.batch.makefile import output_problem
 
     problem = output_problem(output, recipes, "the script's file name, e.g. -o train.sbatch")
     if problem:
         raise SlurmError(problem)
-    from lorabuild.recipe import _cwd_relative  # the rule --set paths follow everywhere
+    from lorabuild.recipe.load import _cwd_relative  # the rule --set paths follow everywhere
 
     overrides = [_cwd_relative(item) for item in overrides]
     run_stages = [s for s in stages if s != "check"]

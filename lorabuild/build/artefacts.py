@@ -1,8 +1,8 @@
-"""Rendering a :class:`~lorabuild.plan.Plan` into the bytes of each build artefact.
+"""Rendering a :class:`~lorabuild.plan.plan.Plan` into the bytes of each build artefact.
 
 Structured files (``dataset.toml``, ``config.toml``, ``plan.json``) are serialised from the plan's
 data; the two scripts come from the jinja2 templates in ``templates/``, which only place values
-through the quoting filters of :mod:`lorabuild.quoting` (the template environment refuses any other
+through the quoting filters of :mod:`lorabuild.render.quoting` (the template environment refuses any other
 text, see :func:`_environment`). Nothing here touches the disk except reading the templates.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import jinja2
 
 from lorabuild import __version__
-from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec
-from lorabuild.plan import Plan, is_rooted, portable_path, relpath
-from lorabuild.quoting import (
+from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec
+from lorabuild.plan.plan import Plan, is_rooted, portable_path, relpath
+from lorabuild.render.quoting import (
     Quoted,
     bash_quote,
     comment_text,
@@ -27,9 +27,9 @@ from lorabuild.quoting import (
     powershell_word,
     utf8,
 )
+from lorabuild.render.toml import dumps
+from lorabuild.render.writer import Artefact
 from lorabuild.settings import TEMPLATES_DIR
-from lorabuild.tomlout import dumps
-from lorabuild.writer import Artefact
 
 ARTEFACTS = ("dataset.toml", "config.toml", "sample_prompts.txt", "train.sh", "train.ps1", "plan.json")
 
@@ -78,7 +78,7 @@ def _placed(value: object) -> object:
         return value
     raise UnquotedValueError(
         f"a template places {value!r} without a quoting filter: pass it through one of "
-        f"{', '.join(sorted(FILTERS))} (lorabuild/quoting.py), or quote it in Python and wrap it in Quoted"
+        f"{', '.join(sorted(FILTERS))} (lorabuild/render/quoting.py), or quote it in Python and wrap it in Quoted"
     )
 
 

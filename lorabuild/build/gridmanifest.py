@@ -1,6 +1,6 @@
 """Reading ``build/<name>/grid/grid.json``, the evaluation grid's manifest, for the report and install.
 
-:mod:`lorabuild.grid` writes the manifest (version 1)::
+:mod:`lorabuild.stages.grid` writes the manifest (version 1)::
 
     {"version": 1, "name": ..., "sheets": [{"id": "p00_s1234", "prompt": ..., "negative_prompt": ...,
      "seed": 1234, "rows": [{"epoch": 1, "label": "epoch 1"}, ...],
@@ -53,7 +53,7 @@ class Sheet:
 
     @property
     def image(self) -> str:
-        """The composed sheet (:mod:`lorabuild.sheets`), relative to the build folder."""
+        """The composed sheet (:mod:`lorabuild.render.sheets`), relative to the build folder."""
         return f"grid/sheet_{self.id}.png"
 
     def cell(self, epoch: int, weight: float) -> str | None:

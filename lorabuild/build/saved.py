@@ -1,7 +1,7 @@
 """The LoRA files a build saved, and their hashes (cached, so that a report or install is fast).
 
 kohya saves each epoch as ``output/NAME-0000EE.ext`` and the last one as ``output/NAME.ext``
-(``lorabuild train`` links the last to its numbered name too; see :mod:`lorabuild.training`).
+(``lorabuild train`` links the last to its numbered name too; see :mod:`lorabuild.stages.train`).
 :func:`saved_files` lists them by epoch. :class:`HashCache` gives each file's SHA-256 and, for
 ``.safetensors``, the hash the AUTOMATIC1111 webui shows for a LoRA: the SHA-256 of the bytes
 after the safetensors header (kohya writes the same value into the file as
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorabuild.plan import Plan
-from lorabuild.writer import write_atomic
+from lorabuild.plan.plan import Plan
+from lorabuild.render.writer import write_atomic
 
 HASH_CACHE = ".lorabuild/hashes.json"
 """The hash cache, relative to the build folder."""

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from lorabuild import KOHYA_COMMIT
-from lorabuild.plan import Plan
+from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError
-from lorabuild.writer import write_atomic
+from lorabuild.render.writer import write_atomic
 
 STATE_DIR = ".lorabuild"
 STAMPS_VERSION = 1
@@ -105,7 +105,7 @@ def is_done(stamp: Stamp | None, key: str) -> bool:
 
 PREPARED = "prepare-command"
 """The stamp of the last ``lorabuild prepare`` that finished: its key is the inputs' fingerprint
-(:func:`lorabuild.facts.input_fingerprint`), its detail the build's state after it
+(:func:`lorabuild.probe.facts.input_fingerprint`), its detail the build's state after it
 (:func:`build_state`), the files that state covers, the lines it printed and its summary."""
 
 
@@ -113,7 +113,7 @@ def build_state(build_dir: Path, files: Iterable[str]) -> str:
     """A hash of ``stat`` of the build's ``files`` and of everything under ``dataset/``, two
     levels deep (each subset folder's images and captions): any file staged, removed or
     rewritten since changes it. Reads no file."""
-    from lorabuild.facts import tree_state
+    from lorabuild.probe.facts import tree_state
 
     digest = hashlib.sha256()
     for name in sorted(set(files)):
@@ -274,8 +274,8 @@ def model_fingerprints_sorted(files: Mapping[str, object]) -> list[list[object]]
 
 def path_fingerprint(path: Path) -> list[object]:
     """(size, mtime) of a file, or of every file in a folder; ``missing`` when absent
-    (:func:`lorabuild.makefile.path_state`, which make's input stamps use too)."""
-    from lorabuild.makefile import path_state
+    (:func:`lorabuild.batch.makefile.path_state`, which make's input stamps use too)."""
+    from lorabuild.batch.makefile import path_state
 
     return path_state(path)
 

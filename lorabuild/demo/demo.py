@@ -1,7 +1,7 @@
 """The offline demo: the tutorial's recipe trained end to end on a CPU in a few minutes.
 
 It builds (once, cached) a random-weight model with SD1.5's U-Net and a tiny text encoder and VAE
-(:mod:`lorabuild.testmodel`), draws a small synthetic dataset (:mod:`lorabuild.synthetic`), and
+(:mod:`lorabuild.demo.testmodel`), draws a small synthetic dataset (:mod:`lorabuild.demo.synthetic`), and
 runs ``recipes/kazari.toml`` with ``--set`` overrides for a CPU: 64 px, no mixed precision, sdpa.
 Every other value is the tutorial's. It shows that the pipeline works, not image quality: the
 model's weights are random.
@@ -42,8 +42,8 @@ def demo_overrides(model_dir: Path, tokenizer_cache_dir: Path, data_dir: Path) -
 
 def prepare_demo(workdir: Path, images: int = 4) -> list[str]:
     """Make (or reuse) the test model and a synthetic dataset; return the recipe overrides."""
-    from lorabuild.synthetic import make_dataset
-    from lorabuild.testmodel import ensure_test_model
+    from lorabuild.demo.synthetic import make_dataset
+    from lorabuild.demo.testmodel import ensure_test_model
 
     model = ensure_test_model()
     data_dir = workdir / "data" / "kazari"

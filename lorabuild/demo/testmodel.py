@@ -9,7 +9,7 @@ kohya's ``--tokenizer_cache_dir`` expects.
 
 The model is built once (about a minute on 2 cores, 3.5 GB on disk, 8 GB of memory) and cached;
 see :func:`ensure_test_model`.
-Run ``python -m lorabuild.testmodel [--cache-dir DIR]`` to build it and print its paths.
+Run ``python -m lorabuild.demo.testmodel [--cache-dir DIR]`` to build it and print its paths.
 
 Heavy packages (torch, diffusers, transformers) are imported inside the functions that need
 them, so importing this module is cheap. :func:`build_tokenizer` needs none of them, only the
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m lorabuild.testmodel",
+        prog="python -m lorabuild.demo.testmodel",
         description="Build (once) the offline CPU test model for kohya and print its paths.",
     )
     parser.add_argument(

@@ -34,7 +34,7 @@ class LaunchSpec:
 # with the script's own variable ($SD_SCRIPTS in bash, $SdScripts in PowerShell) or a real path.
 SD_SCRIPTS_PREFIX = "{sd_scripts}/"
 
-ACCELERATE_OPTIONS_FILE = Path(__file__).resolve().parent / "data" / "accelerate_options.json"
+ACCELERATE_OPTIONS_FILE = Path(__file__).resolve().parent.parent / "data" / "accelerate_options.json"
 
 
 @functools.cache

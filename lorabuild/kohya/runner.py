@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec
+from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec
 
 # How long a stopping child may take before it is killed.
 DEFAULT_GRACE = 30.0

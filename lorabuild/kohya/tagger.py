@@ -32,7 +32,7 @@ tagging's output is in ``build/<name>/autotag/tagger-<run>.log``.
 
 :func:`tag_captions` is the verb for staging: it sends the images ``mode`` selects to
 :func:`tag_images` and joins the tags with each caption's own through :func:`merge_tags`; the
-caption rules (:func:`lorabuild.captions.apply_rules`) then run on the result.
+caption rules (:func:`lorabuild.recipe.captions.apply_rules`) then run on the result.
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from lorabuild import KOHYA_COMMIT
-from lorabuild.captions import join_tags, normalise, split_tags
 from lorabuild.problems import LorabuildError
-from lorabuild.schema import AutotagSection, Recipe
+from lorabuild.recipe.captions import join_tags, normalise, split_tags
+from lorabuild.recipe.schema import AutotagSection, Recipe
 
 if TYPE_CHECKING:
-    from lorabuild.plan import Plan
+    from lorabuild.plan.plan import Plan
 
 TAGGER_SCRIPT = "finetune/tag_images_by_wd14_tagger.py"
 """The tagger inside the kohya checkout."""
@@ -356,7 +356,7 @@ def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
         known[name] = [stat.st_size, stat.st_mtime_ns, digests[image]]
         changed = True
     if changed:
-        from lorabuild.writer import write_atomic
+        from lorabuild.render.writer import write_atomic
 
         write_atomic(memo, (json.dumps(known, indent=0, sort_keys=True) + "\n").encode())
     return digests
@@ -488,7 +488,7 @@ def preflight(sd_scripts: Path, python: str = sys.executable) -> None:
 def settings_keys(recipe: Recipe) -> list[str]:
     """:func:`settings_key` of every autotag table in ``recipe`` (empty when none is set).
 
-    Part of the prepare stamp (:func:`lorabuild.state.prepare_key`): a new threshold, model file
+    Part of the prepare stamp (:func:`lorabuild.build.state.prepare_key`): a new threshold, model file
     or tag list makes ``lorabuild run`` prepare again. A model folder that cannot be read counts
     as a setting of its own (the check reports it).
     """
@@ -513,7 +513,7 @@ def autotag_plan(
 
     Each subset's ``[captions.autotag]`` (its own ``[captions]`` table's, else the recipe's)
     picks the images by ``mode`` (:func:`tag_captions`); the merged tags become the caption
-    before the rules (:func:`lorabuild.plan.with_raw_captions`), so the staged captions,
+    before the rules (:func:`lorabuild.plan.plan.with_raw_captions`), so the staged captions,
     ``tags.csv`` and ``lorabuild tags`` all show the tagger's tags after the rules. Images the
     mode leaves alone keep their plan entries.
 
@@ -522,7 +522,7 @@ def autotag_plan(
     """
     from dataclasses import replace
 
-    from lorabuild.plan import with_raw_captions
+    from lorabuild.plan.plan import with_raw_captions
 
     if sd_scripts is None:
         from lorabuild.settings import sd_scripts_dir
@@ -598,7 +598,7 @@ def _run_once(
     names: Mapping[str, Path],
     on_line: Callable[[str], None] | None,
 ) -> dict[Path, list[str]]:
-    from lorabuild.runner import run
+    from lorabuild.kohya.runner import run
 
     result = run(argv, cwd, log, tagger_env(sd_scripts), on_line)
     where = log.as_posix()
@@ -644,7 +644,7 @@ def _load_cache(path: Path, key: str) -> dict[str, list[str]]:
 
 
 def _save_cache(path: Path, key: str, cache: Mapping[str, list[str]]) -> None:
-    from lorabuild.writer import write_atomic
+    from lorabuild.render.writer import write_atomic
 
     document = {"version": CACHE_VERSION, "settings": key, "tags": dict(sorted(cache.items()))}
     write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode())

@@ -1,11 +1,11 @@
 """The build plan: everything a build will stage, compile and produce, computed purely.
 
-:func:`build_plan` takes a validated recipe and the probed :class:`~lorabuild.facts.Facts` and
+:func:`build_plan` takes a validated recipe and the probed :class:`~lorabuild.probe.facts.Facts` and
 returns a frozen :class:`Plan`: the staged dataset layout with each image's caption and bucket,
 kohya's step counts (its own bucketing and batch rounding), the ``--config_file`` and
 ``--dataset_config`` documents as data, the sample prompts, the launch command and the files
-training will save. It does no I/O; rendering and writing live in :mod:`lorabuild.render` and
-:mod:`lorabuild.writer`.
+training will save. It does no I/O; rendering and writing live in :mod:`lorabuild.build.artefacts` and
+:mod:`lorabuild.render.writer`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from lorabuild import KOHYA_COMMIT, __version__
-from lorabuild.buckets import BucketSettings, batches_per_epoch, bucket_for, total_steps
-from lorabuild.captions import CaptionFile, apply_rules, join_tags, split_tags
-from lorabuild.facts import Facts, Fingerprint
-from lorabuild.imagefix import Conversion, plan_conversion, staged_image_names
-from lorabuild.images import ImageInfo
-from lorabuild.launch import SD_SCRIPTS_PREFIX, LaunchSpec, accelerate_argv
-from lorabuild.quoting import comment_text
-from lorabuild.recipe import LoadedRecipe
-from lorabuild.schema import DeepSpeedSection, ImagesSection, Recipe
+from lorabuild.kohya.buckets import BucketSettings, batches_per_epoch, bucket_for, total_steps
+from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec, accelerate_argv
+from lorabuild.probe.facts import Facts, Fingerprint
+from lorabuild.probe.imagefix import Conversion, plan_conversion, staged_image_names
+from lorabuild.probe.images import ImageInfo
+from lorabuild.recipe.captions import CaptionFile, apply_rules, join_tags, split_tags
+from lorabuild.recipe.load import LoadedRecipe
+from lorabuild.recipe.schema import DeepSpeedSection, ImagesSection, Recipe
+from lorabuild.render.quoting import comment_text
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -334,7 +334,7 @@ def with_raw_captions(plan: Plan, recipe: Recipe, raw: Mapping[Path, str]) -> Pl
     """The plan with new captions, before the rules, for some images (by source path).
 
     The hook for a caption source other than the caption files, such as an auto-tagger: the
-    rules run on ``raw`` exactly as on a caption file's text, and :func:`lorabuild.stage.stage`
+    rules run on ``raw`` exactly as on a caption file's text, and :func:`lorabuild.stages.prepare.stage`
     then writes what changed.
     """
     subsets = []

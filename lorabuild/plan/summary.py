@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lorabuild.plan import Plan, relpath
+from lorabuild.plan.plan import Plan, relpath
 from lorabuild.problems import Problem, format_problem
 
 _FAMILY_NAMES = {"sd15": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}

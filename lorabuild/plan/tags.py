@@ -14,8 +14,8 @@ import io
 from collections import Counter
 from dataclasses import dataclass
 
-from lorabuild.captions import split_tags
-from lorabuild.plan import Plan, SubsetPlan
+from lorabuild.plan.plan import Plan, SubsetPlan
+from lorabuild.recipe.captions import split_tags
 
 CSV_NAME = "tags.csv"
 """The table's file in the build folder."""

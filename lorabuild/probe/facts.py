@@ -2,10 +2,10 @@
 
 This is the imperative shell around the pure core: :func:`gather` touches the disk (folder
 listings, image headers, caption files, the model header, which packages are installed) and
-returns frozen values; :mod:`lorabuild.rules` and :mod:`lorabuild.plan` only read them.
+returns frozen values; :mod:`lorabuild.rules` and :mod:`lorabuild.plan.plan` only read them.
 
 Image facts are cached. The stage manifest (``build/<name>/dataset/.stage.json``, written by
-:mod:`lorabuild.stage`) records, for every staged image, the header facts and hashes of its
+:mod:`lorabuild.stages.prepare`) records, for every staged image, the header facts and hashes of its
 source together with the source's :class:`FileKey`; :func:`gather` reuses a record when the
 source's size, mtime and inode are unchanged, so a check of an unchanged 10,000-image dataset
 costs a ``stat`` per image instead of a header parse (and, with ``images.duplicates = "near"``,
@@ -30,13 +30,13 @@ from typing import Any, NamedTuple, TypeVar
 from pydantic import BaseModel
 
 from lorabuild import __version__
-from lorabuild.autotag import TAGGER_SCRIPT, TaggerModel, autotag_sections, probe_model_dir
-from lorabuild.captions import CaptionFile, read_caption
-from lorabuild.decodecheck import decode_ahead
-from lorabuild.imagefix import content_hash, dhash
-from lorabuild.images import ImageInfo, images_below, list_folder, probe_images, why_kohya_skips
-from lorabuild.modelfile import ModelInfo, probe_model
-from lorabuild.schema import Recipe
+from lorabuild.kohya.tagger import TAGGER_SCRIPT, TaggerModel, autotag_sections, probe_model_dir
+from lorabuild.probe.decodecheck import decode_ahead
+from lorabuild.probe.imagefix import content_hash, dhash
+from lorabuild.probe.images import ImageInfo, images_below, list_folder, probe_images, why_kohya_skips
+from lorabuild.probe.modelfile import ModelInfo, probe_model
+from lorabuild.recipe.captions import CaptionFile, read_caption
+from lorabuild.recipe.schema import Recipe
 
 # Packages whose presence decides whether an optimizer, network or attention setting can work.
 PACKAGES = (
@@ -91,7 +91,7 @@ PROBE_FIELDS = (
 STAGED_FIELDS = ("how", "method", "staged")
 """What the stage manifest records about a staged image before its probe record: how it was
 staged (``link``, ``copy`` or ``convert``), what decides its bytes (``link`` or the conversion's
-key) and the staged file's ``[size, mtime_ns, inode]``. :mod:`lorabuild.stage` writes them."""
+key) and the staged file's ``[size, mtime_ns, inode]``. :mod:`lorabuild.stages.prepare` writes them."""
 
 # Where each probe field sits in a manifest entry (the cache keeps whole entries, not copies).
 _R = {name: len(STAGED_FIELDS) + index for index, name in enumerate(PROBE_FIELDS)}
@@ -130,7 +130,7 @@ class Fingerprint:
         key: The image file's :class:`FileKey` when probed; None when it could not be read.
         sha256: Content hash; computed only where another image has the same size (an exact
             duplicate must), with ``images.duplicates`` on.
-        dhash: 64-bit perceptual hash (:func:`lorabuild.imagefix.dhash`), with
+        dhash: 64-bit perceptual hash (:func:`lorabuild.probe.imagefix.dhash`), with
             ``images.duplicates = "near"``.
         caption_key: The caption file's key when it was read (None: no caption file).
     """
@@ -159,7 +159,7 @@ class SubsetFacts:
         subfolders_with_images: Sub-folders holding images (the "No data found" layout).
         fingerprints: Each image's :class:`Fingerprint` (same order as ``images``).
         images_below: Image files in sub-folders at any depth, which kohya never reads, per
-            folder relative to ``source`` (:func:`lorabuild.images.images_below`; hidden
+            folder relative to ``source`` (:func:`lorabuild.probe.images.images_below`; hidden
             folders, the build root and other subsets' sources left out).
     """
 

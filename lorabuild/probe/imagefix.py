@@ -2,7 +2,7 @@
 
 kohya reads an image with ``Image.open(path).convert("RGB")`` (``load_image`` in
 ``library/train_util.py``) and lists only ``.png .jpg .jpeg .webp .bmp`` names
-(:mod:`lorabuild.images`). Three things therefore go wrong silently, and each is fixed in the
+(:mod:`lorabuild.probe.images`). Three things therefore go wrong silently, and each is fixed in the
 staged copy, never in the source:
 
 * **EXIF orientation.** A camera's portrait photo is stored sideways with an orientation tag;
@@ -45,8 +45,8 @@ from typing import Final
 
 from PIL import Image
 
-from lorabuild.images import IMAGE_EXTENSIONS, ImageInfo, kohya_reads_name
-from lorabuild.schema import ImagesSection
+from lorabuild.probe.images import IMAGE_EXTENSIONS, ImageInfo, kohya_reads_name
+from lorabuild.recipe.schema import ImagesSection
 
 CONVERTED_EXTENSION: Final = ".png"
 """Converted images are PNG: lossless, and read by every kohya install."""

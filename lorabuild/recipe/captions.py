@@ -1,6 +1,6 @@
 """Caption tag rules: the tutorial's tag editing as pure functions over lists of tags.
 
-The order is fixed and documented in :class:`lorabuild.schema.CaptionRules`:
+The order is fixed and documented in :class:`lorabuild.recipe.schema.CaptionRules`:
 split on commas -> normalise -> replace -> remove -> dedupe -> move_to_front / move_to_end
 -> prepend_trigger. The same functions serve ``lorabuild check`` (which caption will contain
 the trigger), ``lorabuild tags`` and staging.
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorabuild.schema import CaptionRules
+from lorabuild.recipe.schema import CaptionRules
 
 
 def split_tags(caption: str) -> list[str]:

@@ -1,12 +1,12 @@
 """Recipe files that extend others (``extends``) and sweeps (``[sweep]``), as plain TOML documents.
 
-Runs before validation: :func:`lorabuild.recipe.load_builds` validates what this module returns.
+Runs before validation: :func:`lorabuild.recipe.load.load_builds` validates what this module returns.
 
 ``extends = "base.toml"`` (or a list, later files winning) deep-merges the base under the file:
 tables merge key by key; arrays (``dataset.subsets`` included) and scalars are replaced whole,
 so a file never has to guess how its list combines with the base's. Chains are allowed; a cycle is
 an error that shows it (``a.toml → b.toml → a.toml``). Relative paths written in a base stay
-relative to the base: every value the schema types :data:`~lorabuild.schema.RecipePath` is rebased
+relative to the base: every value the schema types :data:`~lorabuild.recipe.schema.RecipePath` is rebased
 onto the extending file's folder when the base is merged.
 
 ``[sweep]`` maps dotted keys (the syntax of ``--set``) to lists of values and expands into one build
@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from lorabuild.problems import Problem, RecipeError, did_you_mean, error
-from lorabuild.schema import Recipe, RecipePath
+from lorabuild.recipe.schema import Recipe, RecipePath
 
 Loc = tuple[str | int, ...]
 

@@ -19,9 +19,9 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from lorabuild.expand import Build, Expansion, Override, builds_of, expand, parse_key, set_key
 from lorabuild.problems import Problem, RecipeError, did_you_mean, error
-from lorabuild.schema import Recipe
+from lorabuild.recipe.expand import Build, Expansion, Override, builds_of, expand, parse_key, set_key
+from lorabuild.recipe.schema import Recipe
 
 
 @dataclass(frozen=True)

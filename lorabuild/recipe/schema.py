@@ -657,7 +657,7 @@ class LaunchSection(_Table):
     def _accelerate_args(
         cls, value: dict[str, str | int | float | bool]
     ) -> dict[str, str | int | float | bool]:
-        from lorabuild.launch import check_accelerate_args
+        from lorabuild.kohya.launch import check_accelerate_args
 
         check_accelerate_args(value, MANAGED_ACCELERATE_OPTIONS)
         return value

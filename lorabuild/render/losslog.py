@@ -25,8 +25,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from lorabuild.fonts import Font, FontBook, system_book
-from lorabuild.writer import Artefact, write_files
+from lorabuild.render.fonts import Font, FontBook, system_book
+from lorabuild.render.writer import Artefact, write_files
 
 STEP_LOSS = "loss/current"
 STEP_AVERAGE = "loss/average"
@@ -660,8 +660,8 @@ def summarise(build_dir: Path, title: str = "") -> LossSummary:
     """
     import warnings
 
-    from lorabuild.fonts import FontWarning
     from lorabuild.problems import LorabuildError
+    from lorabuild.render.fonts import FontWarning
 
     logs = build_dir / "logs"
     log = load_scalars(logs)

@@ -101,7 +101,7 @@ Comments (:func:`comment_text`, :func:`make_comment`)
 
 Templates (:class:`Quoted`)
     The script templates place only :class:`Quoted` text (what the template filters return, or what
-    Python code wrapped after quoting it itself) and integers; :mod:`lorabuild.render`'s template
+    Python code wrapped after quoting it itself) and integers; :mod:`lorabuild.build.artefacts`'s template
     environment refuses anything else. So every value a template places has gone through a choice
     of quoting, and a template that forgets one fails the first time it is rendered.
 """

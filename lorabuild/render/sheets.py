@@ -12,7 +12,7 @@ The grid stage writes its cells and a manifest, ``build/<name>/grid/grid.json``:
 seed as a title, the column labels above, the row labels on the left, and the cells at native
 size (scaled down to ``max_cell``) with small gutters; a missing cell is a grey placeholder
 saying so. :func:`compose_sheet` does the drawing from images and labels, without files.
-Labels are drawn with a font that has every glyph they use (:mod:`lorabuild.fonts`), so
+Labels are drawn with a font that has every glyph they use (:mod:`lorabuild.render.fonts`), so
 Japanese and Chinese prompts and trigger words read as text, not boxes.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from lorabuild.fonts import Font, FontBook, system_book
 from lorabuild.problems import Problem, RecipeError
-from lorabuild.writer import Artefact, write_files
+from lorabuild.render.fonts import Font, FontBook, system_book
+from lorabuild.render.writer import Artefact, write_files
 
 MANIFEST_VERSION = 1
 BACKGROUND = (255, 255, 255)

@@ -2,7 +2,7 @@
 
 kohya parses its TOML with the ``toml`` package (0.10.2). Writing the files ourselves keeps them
 readable (a comment header, one section per topic, keys in a meaningful order) and exact:
-strings go through :func:`lorabuild.quoting.toml_basic_string`, floats keep a decimal point or
+strings go through :func:`lorabuild.render.quoting.toml_basic_string`, floats keep a decimal point or
 exponent so kohya sees a float where its voluptuous schema demands one, and the same data always
 gives the same bytes.
 """
@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lorabuild.quoting import comment_text, toml_basic_string
+from lorabuild.render.quoting import comment_text, toml_basic_string
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -53,7 +53,7 @@ def dumps(doc: Mapping[str, Any], header: str = "") -> str:
     Args:
         doc: The document; nested mappings become tables, lists of mappings arrays of tables.
         header: Comment lines put at the top, separated by ``\\n``; each is prefixed with ``# ``
-            and made one visible line by :func:`~lorabuild.quoting.comment_text` (a TOML comment
+            and made one visible line by :func:`~lorabuild.render.quoting.comment_text` (a TOML comment
             may not hold a control character, and a line break would end it).
     """
     lines = [f"# {comment_text(line)}".rstrip() for line in header.split("\n")] if header else []

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lorabuild import KOHYA_COMMIT, __version__
+from lorabuild.build.state import git_head
 from lorabuild.problems import LorabuildError
 from lorabuild.settings import REPO_ROOT
-from lorabuild.state import git_head
 
-MANIFEST_PATH = Path(__file__).resolve().parent / "data" / "kohya_sources.json"
+MANIFEST_PATH = Path(__file__).resolve().parent.parent / "data" / "kohya_sources.json"
 KOHYA_URL = "https://github.com/kohya-ss/sd-scripts"
 
 Status = Literal["ok", "warn", "fail"]
@@ -205,7 +205,7 @@ print("PROBE " + json.dumps(out))
 
 def probe(python: str = sys.executable, timeout: float = 300.0) -> dict[str, Any]:
     """What the training Python has installed (run in a child process)."""
-    from lorabuild.runner import capture
+    from lorabuild.kohya.runner import capture
 
     done = capture([python, "-c", PROBE, json.dumps(PACKAGES)], timeout=timeout)
     for line in done.stdout.splitlines():
@@ -466,7 +466,7 @@ def setup_sd_scripts(source: Path, dest: Path, force: bool = False) -> str:
     """
     import shutil
 
-    from lorabuild.runner import capture
+    from lorabuild.kohya.runner import capture
 
     if capture(["git", "--version"]).returncode != 0:
         raise SetupError("git is not installed: install git, then run lorabuild setup again")

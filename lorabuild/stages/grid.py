@@ -15,8 +15,8 @@
   baseline does not depend on the epoch, so its one cell per prompt and seed serves every row.
 - **Truthful results.** gen_img writes into a temporary folder under ``grid/``; every expected
   PNG must be there and decode before it is moved into ``cells/`` (kohya's exit status alone is
-  not trusted). ``grid/grid.json`` (:mod:`lorabuild.gridmanifest` reads it) lists each prompt
-  and seed's sheet: rows by epoch, columns by weight; :mod:`lorabuild.sheets` draws them.
+  not trusted). ``grid/grid.json`` (:mod:`lorabuild.build.gridmanifest` reads it) lists each prompt
+  and seed's sheet: rows by epoch, columns by weight; :mod:`lorabuild.render.sheets` draws them.
 
 :func:`plan_grid`, :func:`prompt_file_text`, :func:`gen_img_argv` and :func:`manifest` are pure;
 :func:`render_grid` is the stage's verb.
@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lorabuild.plan import Plan, epoch_file, first_trigger
+from lorabuild.plan.plan import Plan, epoch_file, first_trigger
 from lorabuild.problems import LorabuildError, Problem, RecipeError
-from lorabuild.recipe import LoadedRecipe
-from lorabuild.schema import Recipe
+from lorabuild.recipe.load import LoadedRecipe
+from lorabuild.recipe.schema import Recipe
 
 GRID_DIR = "grid"
 CELLS_DIR = "grid/cells"
@@ -500,7 +500,7 @@ def gen_img_argv(
 
 
 def manifest(grid: GridPlan, name: str) -> dict[str, Any]:
-    """The ``grid/grid.json`` document (version 1; see :mod:`lorabuild.gridmanifest`)."""
+    """The ``grid/grid.json`` document (version 1; see :mod:`lorabuild.build.gridmanifest`)."""
     s = grid.settings
     return {
         "version": MANIFEST_VERSION,
@@ -537,7 +537,7 @@ def choose_epochs(
     """The grid's rows: the wanted epochs, which must be saved by the training and on disk.
 
     Args:
-        saved: The epochs the training saves (:func:`lorabuild.plan.saved_epochs`).
+        saved: The epochs the training saves (:func:`lorabuild.plan.plan.saved_epochs`).
         present: The epochs whose LoRA file exists now.
         wanted: ``"all"`` (every present epoch) or a list.
         key: How messages name where ``wanted`` came from.
@@ -620,7 +620,7 @@ def epoch_files(plan: Plan) -> tuple[list[int], dict[int, str]]:
     The last epoch's numbered file is a link ``lorabuild train`` makes; a build trained with
     ``train.sh`` has only kohya's ``NAME.ext``, which is used then.
     """
-    from lorabuild.training import Layout
+    from lorabuild.stages.train import Layout
 
     layout = Layout.of(plan)
     present: dict[int, str] = {}
@@ -690,8 +690,8 @@ def plan_build_grid(
         RecipeError: No prompts, a prompt gen_img cannot carry, or an epoch that is never saved.
         GridError: Nothing trained yet, or a wanted epoch's file missing.
     """
+    from lorabuild.build.state import Digests, kohya_revision
     from lorabuild.settings import sd_scripts_dir
-    from lorabuild.state import Digests, kohya_revision
 
     settings = grid_settings(plan, loaded.recipe)
     problems = prompt_problems(settings)
@@ -786,9 +786,9 @@ def render_grid(
     """
     import contextlib
 
+    from lorabuild.build.state import Stamp, build_lock, save_stamp
+    from lorabuild.render.writer import write_atomic
     from lorabuild.settings import sd_scripts_dir
-    from lorabuild.state import Stamp, build_lock, save_stamp
-    from lorabuild.writer import write_atomic
 
     kohya = sd_scripts or sd_scripts_dir()
     tell = say or (lambda text: None)
@@ -827,7 +827,7 @@ def render_grid(
 
 
 def _compose(build: Path, doc: Mapping[str, Any], tell: Callable[[str], None]) -> tuple[Path, ...]:
-    from lorabuild.sheets import compose_sheets
+    from lorabuild.render.sheets import compose_sheets
 
     paths = tuple(compose_sheets(build, doc))
     if paths:
@@ -847,9 +847,9 @@ def _render(
     max_batch: int,
 ) -> tuple[float, Path]:
     """Run gen_img once for ``todo``; move each verified PNG into ``cells/``; raise on anything missing."""
-    from lorabuild.diagnose import diagnose
-    from lorabuild.runner import run
-    from lorabuild.training import failure_message
+    from lorabuild.kohya.diagnose import diagnose
+    from lorabuild.kohya.runner import run
+    from lorabuild.stages.train import failure_message
 
     build = plan.build_dir
     settings = grid.settings

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorabuild import __version__
-from lorabuild.gridmanifest import read_manifest
-from lorabuild.plan import Plan
+from lorabuild.build.gridmanifest import read_manifest
+from lorabuild.build.saved import HashCache, SavedFile, epoch_files, output_layout
+from lorabuild.plan.plan import Plan
 from lorabuild.problems import Problem, RecipeError, error
-from lorabuild.saved import HashCache, SavedFile, epoch_files, output_layout
-from lorabuild.schema import Recipe
+from lorabuild.recipe.schema import Recipe
 
 SD_VERSIONS = {"sd15": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
 """lorabuild's model family -> the webui's ``sd version`` (``network.SdVersion`` names)."""
@@ -452,7 +452,7 @@ def _suggestion(plan: Plan, recipe: Recipe, display: str, flag: int | None, chos
     if flag is not None or "epoch" in recipe.install.model_fields_set:
         return []
     try:
-        losslog = importlib.import_module("lorabuild.losslog")
+        losslog = importlib.import_module("lorabuild.render.losslog")
         suggested = losslog.suggest_epoch(losslog.read_scalars(plan.build_dir / "logs"))
     except Exception:  # no loss module or no readable logs: no suggestion
         return []
@@ -512,7 +512,7 @@ def copy_atomic(source: Path, dest: Path) -> None:
 
 def write_bytes_atomic(dest: Path, data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically (the folder must exist: install never creates it)."""
-    from lorabuild.writer import write_atomic
+    from lorabuild.render.writer import write_atomic
 
     write_atomic(dest, data)
 

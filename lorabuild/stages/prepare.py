@@ -4,17 +4,17 @@ Each subset becomes ``build/<name>/dataset/<repeats>_<trigger>/`` holding its im
 ``.txt`` caption per image, after the caption rules. An image is a hard link to the source
 where the file system allows (no admin rights needed on Windows), else a copy; an image kohya
 would misread (EXIF orientation, transparency, a format it cannot list) is a converted PNG
-(:mod:`lorabuild.imagefix`). An image is staged only once it decodes (:mod:`lorabuild.decodecheck`;
-checked for new and changed sources only). ``build/<name>/tags.csv`` gets the tag table of :mod:`lorabuild.tags`.
+(:mod:`lorabuild.probe.imagefix`). An image is staged only once it decodes (:mod:`lorabuild.probe.decodecheck`;
+checked for new and changed sources only). ``build/<name>/tags.csv`` gets the tag table of :mod:`lorabuild.plan.tags`.
 
 Sources are never written to: every write goes to a temporary file in the stage and is renamed
-into place (:func:`lorabuild.writer.write_atomic`), so replacing a staged hard link replaces the
+into place (:func:`lorabuild.render.writer.write_atomic`), so replacing a staged hard link replaces the
 link, never the file it shares with the source. A caption under a name not yet in the stage is
 created exclusively instead (``O_EXCL``: it cannot be a link), saving the rename.
 
 **Incremental.** ``dataset/.stage.json`` (the stage manifest) records every staged file: for an
-image, its source's path and :class:`~lorabuild.facts.FileKey` (size, mtime, inode) with its
-header facts and hashes (the probe cache :func:`lorabuild.facts.gather` reads), how it was staged
+image, its source's path and :class:`~lorabuild.probe.facts.FileKey` (size, mtime, inode) with its
+header facts and hashes (the probe cache :func:`lorabuild.probe.facts.gather` reads), how it was staged
 (link, copy, or the conversion's key) and the staged file's own key; for a caption, the sha256 of
 its text and its key. A file whose record matches the plan and whose staged key is unchanged is
 left alone, so a second ``prepare`` with nothing changed costs a ``stat`` per file and writes
@@ -28,7 +28,7 @@ byte, a conversion is done again. Temporary files left behind are removed with e
 the plan does not name.
 
 **A failed write stops cleanly.** When the build's disk is full (or read-only, or forbidden),
-staging raises :class:`~lorabuild.writer.WriteError` naming the dataset folder, about how many
+staging raises :class:`~lorabuild.render.writer.WriteError` naming the dataset folder, about how many
 bytes it still had to write and how many are free; the file being written is removed, the
 manifest keeps what was finished, and the rest of the stage is as the last run left it.
 
@@ -53,8 +53,10 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild import __version__
-from lorabuild.decodecheck import decode_problems
-from lorabuild.facts import (
+from lorabuild.plan.plan import STAGED_CAPTION_EXTENSION, Plan, StagedImage
+from lorabuild.plan.tags import CSV_NAME, tags_csv
+from lorabuild.probe.decodecheck import decode_problems
+from lorabuild.probe.facts import (
     PROBE_CACHE_VERSION,
     PROBE_FIELDS,
     STAGE_MANIFEST,
@@ -62,11 +64,9 @@ from lorabuild.facts import (
     probe_record,
     read_stage_manifest,
 )
-from lorabuild.imagefix import convert_image
-from lorabuild.plan import STAGED_CAPTION_EXTENSION, Plan, StagedImage
+from lorabuild.probe.imagefix import convert_image
 from lorabuild.problems import Problem, RecipeError, error, warning
-from lorabuild.tags import CSV_NAME, tags_csv
-from lorabuild.writer import Artefact, write_all, write_atomic, write_error, write_files, writing
+from lorabuild.render.writer import Artefact, write_all, write_atomic, write_error, write_files, writing
 
 MANIFEST_VERSION = 1
 
@@ -318,7 +318,7 @@ class _Stager:
         self.stale[folder].add((Path(image.name).stem, "latents"))
 
     def _link_all(self, jobs: list[tuple[str, StagedImage, str, str]]) -> None:
-        """Link new and changed images once they decode (:mod:`lorabuild.decodecheck`)."""
+        """Link new and changed images once they decode (:mod:`lorabuild.probe.decodecheck`)."""
         problems = decode_problems([image.source for _, image, _, _ in jobs]) if jobs else []
         for (rel, image, folder, base), problem in zip(jobs, problems, strict=True):
             if problem is not None:

@@ -8,8 +8,8 @@ offline, from ``file://``, mailed or copied alone. Everything a user wrote (prom
 reaches the page through jinja2's autoescaping.
 
 Each section reads what earlier stages left and says what to run when it is not there yet: the
-grid (:mod:`lorabuild.grid`, :mod:`lorabuild.sheets`) and the loss (:mod:`lorabuild.losslog`) are
-optional. Hashes come from :class:`lorabuild.saved.HashCache`, so a second report reads no model
+grid (:mod:`lorabuild.stages.grid`, :mod:`lorabuild.render.sheets`) and the loss (:mod:`lorabuild.render.losslog`) are
+optional. Hashes come from :class:`lorabuild.build.saved.HashCache`, so a second report reads no model
 file again; the page has no timestamp, so an unchanged build gives the same bytes (and the file
 is not rewritten).
 """
@@ -28,19 +28,19 @@ from typing import Any
 import jinja2
 
 from lorabuild import KOHYA_COMMIT, __version__
-from lorabuild.gridmanifest import Sheet, read_manifest
-from lorabuild.install import activation_text, human_size
-from lorabuild.plan import Plan
-from lorabuild.saved import HashCache, output_layout, saved_files
+from lorabuild.build.gridmanifest import Sheet, read_manifest
+from lorabuild.build.saved import HashCache, output_layout, saved_files
+from lorabuild.plan.plan import Plan
+from lorabuild.plan.tags import CSV_NAME
+from lorabuild.render.writer import Artefact, write_files
 from lorabuild.settings import TEMPLATES_DIR
-from lorabuild.tags import CSV_NAME
-from lorabuild.writer import Artefact, write_files
+from lorabuild.stages.install import activation_text, human_size
 
 REPORT_NAME = "report.html"
 """The report's file in the build folder."""
 
 LOSS_PNG = "loss.png"
-"""The loss plot :func:`write_report` asks :mod:`lorabuild.losslog` for, in the build folder."""
+"""The loss plot :func:`write_report` asks :mod:`lorabuild.render.losslog` for, in the build folder."""
 
 TAGS_SHOWN = 40
 """Tags listed per subset (the most frequent); the rest are counted."""
@@ -280,7 +280,7 @@ def tag_tables(plan: Plan, build: Path) -> tuple[list[dict[str, Any]], str]:
 
 def _losslog() -> Any:
     try:
-        return importlib.import_module("lorabuild.losslog")
+        return importlib.import_module("lorabuild.render.losslog")
     except ImportError:
         return None
 
@@ -313,7 +313,7 @@ def _loss(
     """The loss plot: losslog's PNG, else an inline SVG of the loss series, else why there is none."""
     if not scalars:
         if _losslog() is None:
-            return None, None, "no loss plot: lorabuild.losslog is not available in this version"
+            return None, None, "no loss plot: lorabuild.render.losslog is not available in this version"
         return None, None, "no training logs yet: run lorabuild train"
     losslog = _losslog()
     reason = ""

@@ -2,11 +2,11 @@
 
 - **Truthful results.** kohya's exit status is not trusted (it exits 0 after "No data found"):
   the run succeeded only when every file this run should have written exists and was written by
-  it. Known failures get a one-line diagnosis and fix (:mod:`lorabuild.diagnose`); a NaN loss
+  it. Known failures get a one-line diagnosis and fix (:mod:`lorabuild.kohya.diagnose`); a NaN loss
   fails the build, since its files are unusable.
 - **Normalised outputs.** kohya saves the last epoch only as ``NAME.ext``; once training
   succeeded it is linked (hard link, else copy) to ``NAME-0000EE.ext`` too, so every epoch has its
-  numbered file (:func:`lorabuild.plan.expected_outputs` lists both names).
+  numbered file (:func:`lorabuild.plan.plan.expected_outputs` lists both names).
 - **Resume.** With ``training.save_state`` a run that stopped (Ctrl-C, a crash, SIGKILL, a power
   cut) with the inputs unchanged continues from its last complete epoch state:
   ``--resume output/NAME-0000EE-state --initial_epoch E+1``. The state restores the network,
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorabuild.plan import Plan, epoch_file, saved_epochs
+from lorabuild.build.state import BuildLock, Stamp, load_stamps, save_stamp
+from lorabuild.plan.plan import Plan, epoch_file, saved_epochs
 from lorabuild.problems import LorabuildError
-from lorabuild.state import BuildLock, Stamp, load_stamps, save_stamp
 
 # Files of an accelerate state folder that kohya's resume needs; random_states is written last.
 STATE_FILES = ("train_state.json", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
@@ -187,7 +187,7 @@ def train(
 
     Args:
         plan: A compiled and staged build.
-        key: The hash of the training inputs (:func:`lorabuild.state.train_key`).
+        key: The hash of the training inputs (:func:`lorabuild.build.state.train_key`).
         sd_scripts: The kohya checkout.
         on_line: Receives each line of kohya's output; without it, the output and a progress
             display go to stdout.
@@ -200,9 +200,9 @@ def train(
         TrainingError: kohya failed or did not save every file; the message says why and what to do.
         TrainingInterrupted: lorabuild was stopped (Ctrl-C, SIGTERM) and stopped kohya.
     """
-    from lorabuild.diagnose import diagnose
-    from lorabuild.progress import Display, Tracker
-    from lorabuild.runner import DEFAULT_GRACE, resolve_argv, run
+    from lorabuild.kohya.diagnose import diagnose
+    from lorabuild.kohya.progress import Display, Tracker
+    from lorabuild.kohya.runner import DEFAULT_GRACE, resolve_argv, run
 
     tell = say or (lambda text: None)
     layout = Layout.of(plan)
@@ -330,7 +330,7 @@ def train(
 
 def failure_message(diagnosis: object, lines: list[str], returncode: int, log: str) -> str:
     """The first line says what happened and what to do; the log's place follows."""
-    from lorabuild.diagnose import last_error
+    from lorabuild.kohya.diagnose import last_error
 
     error = last_error(lines)
     if diagnosis is not None:

@@ -1,0 +1,14 @@
+"""The pinned kohya sd-scripts' interface: what lorabuild knows about kohya, and the one process seam.
+
+- :mod:`~lorabuild.kohya.options`: the options kohya accepts (``lorabuild/data/kohya_options.json``) and
+  checks of values against them.
+- :mod:`~lorabuild.kohya.launch`: the launch command as data (:class:`LaunchSpec`).
+- :mod:`~lorabuild.kohya.buckets`: kohya's aspect-ratio bucketing and step counting, reimplemented.
+- :mod:`~lorabuild.kohya.runner`: the one place lorabuild starts processes.
+- :mod:`~lorabuild.kohya.progress`: kohya's progress output, parsed and shown.
+- :mod:`~lorabuild.kohya.diagnose`: known ways a kohya run fails, each as one sentence and a fix.
+- :mod:`~lorabuild.kohya.tagger`: kohya's WD14 tagger (``[captions.autotag]``), run and cached.
+
+May import: :mod:`lorabuild.recipe` and the layers below it. Nothing here knows the plan or the build
+folder's layout; kohya's Python stack (torch...) is never imported, only run in kohya's processes.
+"""

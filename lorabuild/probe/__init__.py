@@ -1,0 +1,11 @@
+"""Facts about the world a recipe points at, probed once before any rule or plan runs.
+
+- :mod:`~lorabuild.probe.facts`: :func:`gather`, the imperative shell: folder listings, captions, the
+  model header, installed packages, other builds, returned as frozen :class:`Facts`.
+- :mod:`~lorabuild.probe.images`: image headers (sizes, transparency, EXIF orientation, damage).
+- :mod:`~lorabuild.probe.modelfile`: what a base model file is, from its header.
+- :mod:`~lorabuild.probe.decodecheck`: whether an image decodes all the way, on every core.
+- :mod:`~lorabuild.probe.imagefix`: what a staged image needs so kohya trains on what the user sees.
+
+May import: :mod:`lorabuild.kohya` and the layers below it.
+"""
