@@ -623,8 +623,8 @@ def queue(
         pipeline.run(checked, say=typer.echo, until="prepare")
         plans.append(pipeline.require_plan(checked))
     folder = output if output is not None else root
-    command = " ".join(["lorabuild queue", *(p.as_posix() for p in recipes)])
-    artefacts = runqueue.render_queue(runqueue.script_builds(plans, folder), " ".join(command.split()))
+    command = ["lorabuild", "queue", *(p.as_posix() for p in recipes)]
+    artefacts = runqueue.render_queue(runqueue.script_builds(plans, folder), command)
     for written in write_files(folder, artefacts):
         typer.echo(f"{written.action:>9}  {written.path.as_posix()}")
     typer.echo(f"queue of {len(plans)} build(s): run {(folder / 'queue.sh').as_posix()} (or queue.ps1)")

@@ -40,9 +40,15 @@ def test_every_package_says_what_it_holds_and_may_import() -> None:
 
 
 def test_help_and_check_do_not_load_the_later_stages() -> None:
-    """``lorabuild --help`` loads no pipeline; the check path loads no stage, build-folder or
-    process module (see pipeline.py): they would slow every ``lorabuild check``."""
-    later = ("lorabuild.stages", "lorabuild.build", "lorabuild.kohya.runner", "lorabuild.render", "jinja2")
+    """``lorabuild --help`` loads no pipeline; the check path loads no stage, build-folder,
+    process or writer module (see pipeline.py): they would slow every ``lorabuild check``."""
+    later = (
+        "lorabuild.stages",
+        "lorabuild.build",
+        "lorabuild.kohya.runner",
+        "lorabuild.render.writer",
+        "jinja2",
+    )
     code = (
         "import sys; import lorabuild.cli; print(sorted(m for m in sys.modules if m.startswith('lorabuild.')));"
         "from lorabuild import pipeline;"

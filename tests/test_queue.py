@@ -175,7 +175,7 @@ def write_stand_ins(root: Path) -> list[ScriptBuild]:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_queue_sh_runs_every_build_and_prints_the_summary(tmp_path: Path) -> None:
     builds = write_stand_ins(tmp_path)
-    artefacts = runqueue.render_queue(builds, "lorabuild queue a.toml")
+    artefacts = runqueue.render_queue(builds, ["lorabuild", "queue", "a.toml"])
     (tmp_path / "queue.sh").write_bytes(artefacts["queue.sh"].data)
     result = subprocess.run(
         ["bash", str(tmp_path / "queue.sh")], cwd="/", capture_output=True, text=True, timeout=60
@@ -202,7 +202,9 @@ def test_queue_sh_runs_every_build_and_prints_the_summary(tmp_path: Path) -> Non
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_queue_sh_exits_0_when_every_build_trained(tmp_path: Path) -> None:
     builds = [b for b in write_stand_ins(tmp_path) if b.name in ("Good_one", "Last")]
-    (tmp_path / "queue.sh").write_bytes(runqueue.render_queue(builds, "lorabuild queue")["queue.sh"].data)
+    (tmp_path / "queue.sh").write_bytes(
+        runqueue.render_queue(builds, ["lorabuild", "queue"])["queue.sh"].data
+    )
     result = subprocess.run(["bash", "queue.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "2 build(s): 2 ok, 0 not ok"
@@ -213,22 +215,22 @@ def test_queue_ps1_is_utf8_with_bom_and_crlf_and_quotes_each_value() -> None:
         ScriptBuild("Kazari_v1", "build/Kazari_v1", "output/Kazari_v1.safetensors"),
         ScriptBuild("初春 it's", "../other build/初春 it's", "output/初春 it's.safetensors"),
     ]
-    data = runqueue.render_queue(builds, "lorabuild queue a.toml b.toml")["queue.ps1"].data
+    data = runqueue.render_queue(builds, ["lorabuild", "queue", "a.toml", "b.toml"])["queue.ps1"].data
     assert data.startswith(b"\xef\xbb\xbf")
     text = data[3:].decode("utf-8")
     assert "\n" not in text.replace("\r\n", "")
     text = text.replace("\r\n", "\n")
     assert "#   lorabuild queue a.toml b.toml\n" in text
     assert (
-        "    @{ Name = 'Kazari_v1'; Folder = 'build/Kazari_v1'; Output = 'output/Kazari_v1.safetensors' },\n"
-        in text
+        "    @{ Name = 'Kazari_v1'; Folder = 'build/Kazari_v1'; Output = 'output/Kazari_v1.safetensors'; "
+        "Path = (Join-Path $PSScriptRoot 'build/Kazari_v1') },\n" in text
     )
     assert (
-        "@{ Name = '初春 it''s'; Folder = '../other build/初春 it''s'; Output = 'output/初春 it''s.safetensors' }\n)"
-        in text
+        "@{ Name = '初春 it''s'; Folder = '../other build/初春 it''s'; Output = 'output/初春 it''s.safetensors'; "
+        "Path = (Join-Path $PSScriptRoot '../other build/初春 it''s') }\n)" in text
     )
     assert "& $Shell -NoProfile -ExecutionPolicy Bypass -File (Join-Path $Folder 'train.ps1')" in text
-    sh = runqueue.render_queue(builds, "lorabuild queue")["queue.sh"].data.decode()
+    sh = runqueue.render_queue(builds, ["lorabuild", "queue"])["queue.sh"].data.decode()
     assert "  '../other build/初春 it'\\''s'\n" in sh
 
 
@@ -246,7 +248,9 @@ def test_queue_ps1_runs_under_powershell(tmp_path: Path) -> None:
         (folder / "train.ps1").write_text(
             f"Set-Location -LiteralPath $PSScriptRoot\n{body}\n", encoding="utf-8"
         )
-    (tmp_path / "queue.ps1").write_bytes(runqueue.render_queue(builds, "lorabuild queue")["queue.ps1"].data)
+    (tmp_path / "queue.ps1").write_bytes(
+        runqueue.render_queue(builds, ["lorabuild", "queue"])["queue.ps1"].data
+    )
     result = subprocess.run(
         ["pwsh", "-NoProfile", "-File", str(tmp_path / "queue.ps1")],
         capture_output=True,

@@ -2,11 +2,12 @@
 
 bash is tested by running real bash scripts against a stand-in ``accelerate`` that records its argv.
 There is no PowerShell here, so the PowerShell rules are tested on their own: a reference reader
-for single-quoted literals, models of how each PowerShell version builds a Windows command line,
-a reference splitter for the Microsoft C runtime rules, and golden literals in
-``tests/golden/quoting/powershell.txt`` (rewritten when ``LORABUILD_UPDATE_GOLDEN=1``).
+for single-quoted literals (in tests/powershell.py, with a PowerShell grammar for whole scripts),
+models of how each PowerShell version builds a Windows command line, a reference splitter for the
+Microsoft C runtime rules, and golden literals in ``tests/golden/quoting/powershell.txt``
+(rewritten when ``LORABUILD_UPDATE_GOLDEN=1``).
 
-The property tests need hypothesis, which is not in the ``test`` extra; they are skipped without it.
+The property tests need hypothesis (in the ``test`` extra); they are skipped without it.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ import toml
 
 from lorabuild.problems import LorabuildError
 from lorabuild.render.quoting import (
+    Quoted,
     QuotingError,
     bash_quote,
+    comment_text,
+    env_name,
+    make_comment,
     powershell_native_arg,
     powershell_quote,
+    powershell_word,
     toml_basic_string,
 )
+from tests.powershell import PS_SINGLE_QUOTES, Script, read_ps_single_quoted
 
 try:
     import hypothesis
@@ -225,35 +232,9 @@ def test_bash_property_any_text_arrives_byte_exact(tmp_path_factory: pytest.Temp
 # PowerShell: reference reader for literals, command-line models, reference splitter
 # ---------------------------------------------------------------------------------------------
 
-# The characters PowerShell's tokenizer accepts as single quotes (CharTraits.IsSingleQuote):
-# ' and the typographic U+2018 left, U+2019 right, U+201A low-9, U+201B high-reversed-9.
-PS_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
-
 # Characters that mean something to PowerShell in argument mode (about_Parsing,
 # about_Special_Characters), plus wildcards (pwsh globs bare words on Unix) and ~ (tilde expansion).
 PS_ARGUMENT_MODE_SPECIAL = set("`$@#'\"(){}[],;|&<>*?~") | set(PS_SINGLE_QUOTES) | set("\u201c\u201d\u201e")
-
-
-def read_ps_single_quoted(text: str) -> tuple[str, str]:
-    """Read the single-quoted literal at the start of ``text``; return (value, what follows).
-
-    Follows the tokenizer's ScanStringLiteral: any quote character followed by another quote
-    character stands for the second one; a lone quote character ends the string.
-    """
-    assert text and text[0] in PS_SINGLE_QUOTES, f"not a single-quoted literal: {text!r}"
-    value: list[str] = []
-    index = 1
-    while index < len(text):
-        ch = text[index]
-        if ch in PS_SINGLE_QUOTES:
-            if index + 1 < len(text) and text[index + 1] in PS_SINGLE_QUOTES:
-                value.append(text[index + 1])
-                index += 2
-                continue
-            return "".join(value), text[index + 1 :]
-        value.append(ch)
-        index += 1
-    raise AssertionError(f"unterminated literal: {text!r}")
 
 
 def is_plain_bareword(token: str) -> bool:
@@ -727,3 +708,109 @@ def test_toml_0_10_2_misreads_the_plain_escapes_that_the_workarounds_avoid(docum
 def test_toml_basic_string_refuses_lone_surrogates() -> None:
     with pytest.raises(QuotingError, match="surrogate"):
         toml_basic_string("bad\udcffname")
+
+
+# ---------------------------------------------------------------------------------------------
+# Comments: one visible line in bash, PowerShell, TOML and make; templates place nothing unquoted
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("../../recipes/kazari.toml", "../../recipes/kazari.toml"),
+        ("C:\\sd\\models", "C:\\sd\\models"),  # backslashes stay: Windows paths read as written
+        ("初春 🌸 'it' \"q\" $HOME `id` #x", "初春 🌸 'it' \"q\" $HOME `id` #x"),
+        ("evil\necho PWNED>x\n.toml", "evil\\necho PWNED>x\\n.toml"),
+        ("a\rb\r\nc\td", "a\\rb\\r\\nc\\td"),
+        ("\x01\x1b[31m\x7f", "\\x01\\x1b[31m\\x7f"),
+        ("a\x85b\u2028c\u2029d\x0be\x0cf", "a\\x85b\\u2028c\\u2029d\\x0be\\x0cf"),
+        ("gnp\u202etxt\u200b\ufeff", "gnp\\u202etxt\\u200b\\ufeff"),  # bidi override, zero-width
+        ("a\u3000b\u00a0c", "a\\u3000b\\xa0c"),  # spaces other than U+0020 are visible too
+        ("bad\udcffname", "bad\\udcffname"),
+    ],
+)
+def test_comment_text_escapes_what_could_end_or_hide_in_a_comment(value: str, expected: str) -> None:
+    assert comment_text(value) == expected
+    assert comment_text(expected) == expected  # already one visible line: unchanged
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("a\\", "a\\x5c"), ("a\\\\", "a\\\\x5c"), ("C:\\a", "C:\\a")]
+)
+def test_make_comment_keeps_the_comment_on_its_line(value: str, expected: str) -> None:
+    assert make_comment(value) == expected
+    assert make_comment("x\ny\\") == "x\\ny\\x5c"
+
+
+def _comment_files(text: str) -> dict[str, str]:
+    return {
+        "bash": f"# {text}\necho ok\n",
+        "toml": f"# {text}\nk = 1\n",
+        "make": f"# {text}\nall:\n\t@echo ok\n",
+    }
+
+
+@pytest.mark.parametrize("value", [*NASTY_VALUES, "a\\", "evil\\\\"], ids=[*NASTY_IDS, "backslash", "two"])
+def test_comments_hold_any_value_in_every_file_type(tmp_path: Path, value: str) -> None:
+    """A comment holding the value is one comment, and the next line runs, in real bash, real
+    make, tomllib and toml, and the PowerShell grammar."""
+    files = _comment_files(comment_text(value))
+    files["make"] = _comment_files(make_comment(value))["make"]
+    assert tomllib.loads(files["toml"]) == toml.loads(files["toml"]) == {"k": 1}
+    script = Script(f"# {comment_text(value)}\r\nexit 0\r\n".encode())
+    assert script.errors() == [] and len(script.comments()) == 1
+    assert script.code().strip() == "exit 0"
+    if shutil.which("bash"):
+        done = subprocess.run(["bash", "-c", files["bash"]], capture_output=True, text=True, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+    if shutil.which("make"):
+        (tmp_path / "Makefile").write_text(files["make"], encoding="utf-8")
+        done = subprocess.run(["make", "-s"], capture_output=True, text=True, cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("../../recipes/kazari.toml", "../../recipes/kazari.toml"),
+        ("C:\\sd\\a.toml", "C:\\sd\\a.toml"),
+        ("lorabuild", "lorabuild"),
+        ("my recipe.toml", "'my recipe.toml'"),
+        ("it's.toml", "'it''s.toml'"),
+        ("‘q’.toml", "'‘‘q’’.toml'"),
+        ("$HOME.toml", "'$HOME.toml'"),
+        ("1kb", "'1kb'"),
+        (".5", "'.5'"),
+        ("-rf", "'-rf'"),
+        ("~/a", "'~/a'"),
+        ("", "''"),
+    ],
+)
+def test_powershell_word_is_bare_only_when_powershell_reads_it_so(value: str, expected: str) -> None:
+    word = powershell_word(value)
+    assert word == expected
+    if word.startswith("'"):
+        assert read_ps_single_quoted(word) == (value, "")
+
+
+def test_env_name_takes_only_names_both_shells_can_set() -> None:
+    assert env_name("HF_HOME") == "HF_HOME"
+    for bad in ("", "1X", "A-B", "A B", "A=B", "É", "A\nB"):
+        with pytest.raises(QuotingError, match="environment variable name"):
+            env_name(bad)
+
+
+def test_templates_refuse_a_value_placed_without_a_quoting_filter() -> None:
+    from lorabuild.build.artefacts import UnquotedValueError, _environment
+
+    env = _environment()
+    assert (
+        env.from_string("{{ x | bash }} {{ x | comment }} {{ n }}").render(x="a\nb", n=3) == "'a\nb' a\\nb 3"
+    )
+    for placed in ("{{ x }}", "{{ x | upper }}", "{{ x | bash | upper }}", "{{ [x] | join(' ') }}"):
+        with pytest.raises(UnquotedValueError, match="without a quoting filter"):
+            env.from_string(placed).render(x="a")
+    assert env.from_string("{{ x }}").render(x=Quoted("quoted in Python")) == "quoted in Python"
+    with pytest.raises(UnquotedValueError):
+        env.from_string("{{ flag }}").render(flag=True)  # a bool is not a number to place

@@ -86,6 +86,7 @@ from typing import TYPE_CHECKING, Any
 from lorabuild import __version__
 from lorabuild.build.markers import STATE_DIR, path_state
 from lorabuild.problems import LorabuildError
+from lorabuild.render.quoting import make_comment, utf8
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
 
@@ -393,7 +394,8 @@ def render_makefile(
         return f"$(LORABUILD) {verb} " + words(*arguments(build), *extra)
 
     def key(build: MakeBuild) -> str:  # a change of a build's command lines changes its fingerprint
-        return hashlib.sha256(json.dumps(arguments(build), ensure_ascii=False).encode()).hexdigest()[:16]
+        data = json.dumps(arguments(build), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return hashlib.sha256(data).hexdigest()[:16]
 
     width = max([len(b.target) for b in builds] + [6])
     name_width = max([len(b.name) for b in builds] + [5])
@@ -410,7 +412,9 @@ def render_makefile(
         "#",
         f"# {'target':<{width}}  {'build':<{name_width}}  recipe",
     ]
-    lines += [f"# {b.target:<{width}}  {b.name:<{name_width}}  {rel(b.recipe)}" for b in builds]
+    lines += [
+        "# " + make_comment(f"{b.target:<{width}}  {b.name:<{name_width}}  {rel(b.recipe)}") for b in builds
+    ]
     lines += [
         "",
         f"LORABUILD_PYTHON ?= {shell_word(python)}",
@@ -435,7 +439,7 @@ def render_makefile(
         "",
     ]
     for b in builds:
-        lines.append(f"# --- {b.name} ({rel(b.recipe)})")
+        lines.append("# " + make_comment(f"--- {b.name} ({rel(b.recipe)})"))
         lines.append(f"{b.target}: {b.target}/{stages[-1]}")
         for s in stages:
             lines.append(f"{b.target}/{s}: {stamp(b, s + '.done')}")
@@ -459,7 +463,7 @@ def render_makefile(
     spelt = [s for s in (make_path(p) for p in sources) if s is not None]
     unspelt = [p for p in sources if make_path(p) is None]
     if unspelt:
-        lines.append("# Not prerequisites (make cannot spell them): " + ", ".join(unspelt))
+        lines.append("# " + make_comment("Not prerequisites (make cannot spell them): " + ", ".join(unspelt)))
     regenerate = words(*(rel(r) for r in recipes), *sets, "-o", output.name, "--build-dir", root)
     lines += [
         f"{make_path(output.name) or 'Makefile'}: {' '.join(spelt)}",
@@ -518,7 +522,7 @@ def write_makefile(
         python=Path(sys.executable).as_posix(),
         overrides=overrides,
     )
-    write_atomic(output, text.encode("utf-8"))
+    write_atomic(output, utf8(text, output.name))
     return builds
 
 
@@ -535,7 +539,9 @@ def manifest(makefile: Path) -> list[dict[str, Any]]:
     """The builds a generated Makefile lists: ``{"dir", "key", "paths"}`` each."""
     return [
         json.loads(line.removeprefix(_MANIFEST))
-        for line in makefile.read_text(encoding="utf-8").splitlines()
+        # Lines end at \n only, as make reads them: str.splitlines() would also split at U+2028,
+        # U+0085 and others, which json.dumps(ensure_ascii=False) leaves in a path as they are.
+        for line in makefile.read_bytes().decode("utf-8").split("\n")
         if line.startswith(_MANIFEST)
     ]
 

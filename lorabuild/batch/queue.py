@@ -19,9 +19,10 @@ from pathlib import Path
 
 from lorabuild import __version__, pipeline
 from lorabuild.build.artefacts import _environment
-from lorabuild.plan.plan import Plan, relpath
+from lorabuild.plan.plan import Plan, is_rooted, relpath
 from lorabuild.problems import LorabuildError, Problem, RecipeError, errors_of, format_problem
 from lorabuild.recipe.many import Entry, load_many
+from lorabuild.render.quoting import utf8
 from lorabuild.render.writer import Artefact
 from lorabuild.stages.train import TrainingInterrupted
 
@@ -190,6 +191,11 @@ class ScriptBuild:
     folder: str
     output: str
 
+    @property
+    def rooted(self) -> bool:
+        """Whether :attr:`folder` is absolute (on another drive than the scripts), not relative to them."""
+        return is_rooted(self.folder)
+
 
 def script_builds(plans: Sequence[Plan], script_dir: Path) -> list[ScriptBuild]:
     """The builds for :func:`render_queue`, their folders relative to ``script_dir``."""
@@ -200,18 +206,18 @@ def script_builds(plans: Sequence[Plan], script_dir: Path) -> list[ScriptBuild]:
     return made
 
 
-def render_queue(builds: Sequence[ScriptBuild], command: str) -> dict[str, Artefact]:
+def render_queue(builds: Sequence[ScriptBuild], command: Sequence[str]) -> dict[str, Artefact]:
     """``queue.sh`` and ``queue.ps1`` (UTF-8 with BOM and CRLF, as ``train.ps1``) for ``builds``.
 
     Args:
         builds: In the order to train them.
-        command: The lorabuild command that wrote them (shown in their header).
+        command: The lorabuild command line that wrote them, as argv (shown in their header, quoted
+            for each shell).
     """
-    env = _environment()
     values = {"builds": builds, "version": __version__, "command": command}
-    sh = env.get_template("queue.sh.j2").render(values)
-    ps1 = env.get_template("queue.ps1.j2").render(values)
+    sh = _environment().get_template("queue.sh.j2").render(values)
+    ps1 = _environment("\r\n").get_template("queue.ps1.j2").render(values)
     return {
-        "queue.sh": Artefact(sh.encode(), executable=True),
-        "queue.ps1": Artefact(b"\xef\xbb\xbf" + ps1.replace("\n", "\r\n").encode()),
+        "queue.sh": Artefact(utf8(sh, "queue.sh"), executable=True),
+        "queue.ps1": Artefact(b"\xef\xbb\xbf" + utf8(ps1, "queue.ps1")),
     }

@@ -31,6 +31,7 @@ from lorabuild.plan.plan import expected_outputs
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.load import _cwd_relative  # the rule --set paths follow everywhere
 from lorabuild.recipe.many import load_many
+from lorabuild.render.quoting import Quoted, utf8
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
 
@@ -230,8 +231,9 @@ def render_sbatch(
         raise SlurmError(
             f"sbatch option {bad[0]!r} cannot be written on an #SBATCH line (a newline or a quote)"
         )
-    # sbatch reads a double-quoted value with spaces as one argument
-    sbatch = [_quoted(line) if " " in line else line for line in sbatch]
+    # sbatch reads a double-quoted value with spaces as one argument; for bash the line is a comment,
+    # and nothing but a newline (refused above) ends one.
+    directives = [Quoted(_quoted(line) if " " in line else line) for line in sbatch]
     sets = [w for item in overrides for w in ("--set", item)]
     tasks = [
         {
@@ -249,7 +251,7 @@ def render_sbatch(
         .get_template("slurm.sbatch.j2")
         .render(
             version=__version__,
-            sbatch=sbatch,
+            sbatch=directives,
             tasks=tasks,
             count=len(builds),
             lorabuild=list(lorabuild),
@@ -310,7 +312,7 @@ def write_sbatch(
         lorabuild=lorabuild or default_lorabuild(),
         overrides=overrides,
     )
-    data = text.encode("utf-8")
+    data = utf8(text, output.name)
     (output.parent / "logs").mkdir(parents=True, exist_ok=True)  # sbatch does not create it
     try:
         changed = output.read_bytes() != data

@@ -76,6 +76,34 @@ TOML (``config.toml``, ``dataset.toml``)
 
     Non-ASCII text stays as UTF-8 (both parsers read it; kohya opens TOML files as UTF-8), and
     control characters are escaped so that nothing invisible sits in the file.
+
+Comments (:func:`comment_text`, :func:`make_comment`)
+    The generated files say where they came from (recipe file, build name, the command that wrote
+    them) in comments. A comment is not a literal: nothing can be quoted there, and a value that
+    ends the comment's line turns the rest of the value into code. So a value shown in a comment is
+    made one visible line: every character that ``str.isprintable()`` rejects (control characters,
+    line and paragraph separators, format characters such as the bidirectional overrides, spaces
+    other than U+0020) is written as Python writes it in a string literal, ``\\n``, ``\\r``,
+    ``\\t``, ``\\x01``, ``\\u2028``, as :class:`QuotingError` messages show values. A backslash is
+    left alone, so that Windows paths stay readable (a name holding a real backslash-n reads the same
+    as one holding a newline: in a comment that can only mislead a reader, never the shell). What
+    ends a line comment in each file type:
+
+    * bash: ``\\n`` only.
+    * PowerShell: ``\\r`` or ``\\n`` (``ScanToEndOfCommentLine`` in
+      ``engine/parser/tokenizer.cs``): a lone CR ends the comment, although editors show one line.
+      U+0085, U+2028 and U+2029 do not; they are escaped anyway, since editors break lines there.
+    * TOML: a newline; and a comment may not hold a control character other than tab at all
+      (TOML 1.0, "Comment"), which ``tomllib`` enforces and ``toml`` 0.10.2 does not.
+    * make: a newline, unless the line ends with a backslash, which continues the comment onto the
+      next line, so :func:`make_comment` also writes a final backslash as ``\\x5c``. ``$`` and ``#``
+      mean nothing in a make comment.
+
+Templates (:class:`Quoted`)
+    The script templates place only :class:`Quoted` text (what the template filters return, or what
+    Python code wrapped after quoting it itself) and integers; :mod:`lorabuild.build.artefacts`'s template
+    environment refuses anything else. So every value a template places has gone through a choice
+    of quoting, and a template that forgets one fails the first time it is rendered.
 """
 
 from __future__ import annotations
@@ -87,11 +115,17 @@ from collections.abc import Callable
 from lorabuild.problems import LorabuildError
 
 __all__ = [
+    "Quoted",
     "QuotingError",
     "bash_quote",
+    "comment_text",
+    "env_name",
+    "make_comment",
     "powershell_native_arg",
     "powershell_quote",
+    "powershell_word",
     "toml_basic_string",
+    "utf8",
 ]
 
 
@@ -116,12 +150,82 @@ class QuotingError(LorabuildError, ValueError):
         super().__init__(f"{_show(value)} {problem}; {fix}")
 
 
+class Quoted(str):
+    """Text already written in the syntax of the place it goes: a quoted word, an escaped comment.
+
+    The script templates place nothing else (and integers): see "Templates" in the module docstring.
+    Wrap a string in it only right after quoting it for where it goes.
+    """
+
+    __slots__ = ()
+
+
 def _show(value: str) -> str:
     """Show a value in an error message: as written, but with invisible characters escaped.
 
     Not ``repr()``, which doubles every backslash and so misquotes every Windows path.
     """
-    return "'" + "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in value) + "'"
+    return "'" + comment_text(value) + "'"
+
+
+def comment_text(s: str) -> str:
+    """Write ``s`` as one visible line of text, for a comment in bash, PowerShell or TOML.
+
+    Every character that ``str.isprintable()`` rejects is escaped the way Python writes it in a
+    string literal (``\\n``, ``\\r``, ``\\t``, ``\\x01``, ``\\x85``, ``\\u2028``, ``\\u202e``, a lone
+    surrogate as ``\\udcff``); everything else, backslashes and non-ASCII text included, is kept. See
+    "Comments" in the module docstring for why that is enough in each file type.
+
+    Args:
+        s: Any text: a recipe path, a build name, a command line.
+
+    Returns:
+        Text without line breaks or control characters, e.g. ``evil\\necho PWNED.toml`` for a file
+        name with a newline in it. Never raises.
+    """
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
+
+
+def utf8(text: str, file: str) -> bytes:
+    """Encode a whole generated file as UTF-8, refusing what UTF-8 cannot hold with a clear message.
+
+    A file or folder name that is not valid UTF-8 reaches Python as lone surrogates
+    (``os.fsdecode``); no UTF-8 file can hold one, and ``str.encode`` would fail with a traceback.
+
+    Args:
+        text: The file's text.
+        file: Its name, for the message.
+
+    Raises:
+        QuotingError: Naming the line that holds the surrogate; it is a ValueError.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        start = text.rfind("\n", 0, exc.start) + 1
+        end = text.find("\n", exc.start)
+        raise QuotingError(
+            text[start : end if end >= 0 else len(text)].strip(),
+            f"(a line of {file}) contains an unpaired surrogate (U+{ord(text[exc.start]):04X}): a file or "
+            "folder name that is not valid UTF-8, which a UTF-8 file cannot name",
+            "rename the file or folder so that its name is valid UTF-8",
+        ) from None
+
+
+def make_comment(s: str) -> str:
+    """Write ``s`` as the text of a Makefile comment line (after ``# ``), on one line.
+
+    As :func:`comment_text`, and a backslash at the very end, which would carry the comment on to
+    the next line of the Makefile (and so comment out a rule), is written ``\\x5c``.
+
+    Args:
+        s: The whole comment line's text: only its end can continue the line.
+
+    Returns:
+        Text that ends the comment where the line ends. Never raises.
+    """
+    text = comment_text(s)
+    return text[:-1] + "\\x5c" if text.endswith("\\") else text
 
 
 # Characters bash never treats specially in an argument (nor in the value of an assignment).
@@ -232,6 +336,49 @@ def powershell_quote(s: str) -> str:
     _reject_nul(s, "cannot be written into a PowerShell script", "remove it from the value")
     _reject_surrogates(s, "cannot be written into a UTF-8 PowerShell script")
     return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in s) + "'"
+
+
+# Words PowerShell reads as that very string in argument mode: no quotes, no $ ` @ # ( ) { } , ; | & < >,
+# no wildcard or ~, not a number (no digit first, nor a dot then a digit), not a parameter (no dash first).
+_PS_WORD = re.compile(r"(?!\.[0-9])[A-Za-z_./\\][A-Za-z0-9_./\\:=+-]*")
+
+
+def powershell_word(s: str) -> str:
+    """Write ``s`` as a word of a PowerShell command line shown to a person, e.g. in a comment.
+
+    A bare word when PowerShell reads it as exactly ``s`` (``../../recipes/kazari.toml``), else a
+    single-quoted literal as :func:`powershell_quote` writes it. Unlike that function it never
+    refuses: the result is for reading and copying, and what it shows still goes through
+    :func:`comment_text` (a NUL or a lone surrogate comes out escaped there). Not for arguments
+    that a script passes: use :func:`powershell_native_arg`.
+    """
+    if _PS_WORD.fullmatch(s):
+        return s
+    return "'" + "".join(ch * 2 if ch in _PS_SINGLE_QUOTES else ch for ch in s) + "'"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_name(s: str) -> str:
+    """Check that ``s`` can be written bare as an environment variable's name.
+
+    bash's ``export NAME=...`` and PowerShell's ``$env:NAME = ...`` both take a name of ASCII
+    letters, digits and ``_`` that does not start with a digit; nothing in either can quote one.
+
+    Returns:
+        ``s`` itself.
+
+    Raises:
+        QuotingError: For any other name; it is a ValueError.
+    """
+    if not _ENV_NAME.fullmatch(s):
+        raise QuotingError(
+            s,
+            "is not an environment variable name that bash and PowerShell scripts can set",
+            "use ASCII letters, digits and _ only, not starting with a digit",
+        )
+    return s
 
 
 def powershell_native_arg(s: str) -> str:

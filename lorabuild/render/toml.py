@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lorabuild.render.quoting import toml_basic_string
+from lorabuild.render.quoting import comment_text, toml_basic_string
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -52,9 +52,11 @@ def dumps(doc: Mapping[str, Any], header: str = "") -> str:
 
     Args:
         doc: The document; nested mappings become tables, lists of mappings arrays of tables.
-        header: Comment lines put at the top (each prefixed with ``# ``).
+        header: Comment lines put at the top, separated by ``\\n``; each is prefixed with ``# ``
+            and made one visible line by :func:`~lorabuild.render.quoting.comment_text` (a TOML comment
+            may not hold a control character, and a line break would end it).
     """
-    lines = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
+    lines = [f"# {comment_text(line)}".rstrip() for line in header.split("\n")] if header else []
     _emit(doc, (), lines)
     return "\n".join(lines).strip("\n") + "\n"
 
