@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Sequence
@@ -272,21 +273,37 @@ _TYPE_WORDS = {
     "str": "a text string",
     "list": "a list",
     "dict": "a table",
+    "model": "a table",
     "tuple": "a list",
+    "path": "a path",
 }
 
 
 def _describe_input(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # inf, -inf, nan: as TOML writes them
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _is_type_error(kind: str) -> bool:
+    """Whether an error only says the value has the wrong type (not which constraint it breaks)."""
+    return kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "literal_error")
+
+
 def _message(err: ErrorDetails, loc: tuple[str | int, ...]) -> str:
+    """The message for one pydantic error: what the key must be, and what it got.
+
+    Every constraint's message states the constraint (the bound, the length, the pattern, the
+    choices) with the value given, so that the user can tell what to change without the docs.
+    """
     kind = err["type"]
     ctx: dict[str, Any] = dict(err.get("ctx") or {})
-    got = _describe_input(err.get("input"))
+    value = err.get("input")
+    got = _describe_input(value)
+    size = len(value) if isinstance(value, str | list | tuple | dict) else None
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
@@ -303,20 +320,32 @@ def _message(err: ErrorDetails, loc: tuple[str | int, ...]) -> str:
         return f"must be {words[0]} {ctx[words[1]]} (got {got})"
     if kind == "multiple_of":
         return f"must be a multiple of {ctx['multiple_of']} (got {got})"
+    if kind == "finite_number":
+        return f"must be a finite number (got {got})"
     if kind == "literal_error":
         hint = ""
-        if isinstance(err.get("input"), str):
+        if isinstance(value, str):
             options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-            hint = did_you_mean(err["input"], options)
+            hint = did_you_mean(value, options)
         return f"must be one of {ctx.get('expected')} (got {got}){hint}"
-    if kind == "too_short":
-        return f"must have at least {ctx.get('min_length')} item(s)"
-    if kind == "too_long":
-        return f"must have at most {ctx.get('max_length')} item(s)"
-    if kind == "string_too_short":
+    if kind in ("too_short", "too_long") and isinstance(value, str):
+        kind = "string_" + kind
+    if kind in ("too_short", "too_long"):
+        bound = (
+            ("at least", ctx.get("min_length")) if kind == "too_short" else ("at most", ctx.get("max_length"))
+        )
+        return f"must have {bound[0]} {bound[1]} item(s) (got {ctx.get('actual_length', size)})"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
         return "must not be empty"
+    if kind in ("string_too_short", "string_too_long"):
+        bound = (
+            ("at least", ctx.get("min_length"))
+            if kind == "string_too_short"
+            else ("at most", ctx.get("max_length"))
+        )
+        return f"must be {bound[0]} {bound[1]} characters long (got {size} characters: {got})"
     if kind == "string_pattern_mismatch":
-        return f"contains characters that are not allowed (got {got})"
+        return f"must match the pattern {ctx.get('pattern')} (got {got})"
     if kind in ("value_error", "assertion_error"):
         return str(ctx.get("error", err["msg"]))
     for word, text in _TYPE_WORDS.items():
@@ -339,12 +368,16 @@ def problems_from_validation(
         grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
     problems = []
     for loc, errs in grouped.items():
+        inner = any(other[: len(loc)] == loc and len(other) > len(loc) for other in grouped)
+        if inner and all(_is_type_error(e["type"]) for e in errs):
+            continue  # a union member that got further reports the problem inside the value
         if len(errs) == 1:
             text = _message(errs[0], loc)
         else:
             # A union (e.g. "int | float | str"): say what would be accepted instead of every branch.
-            specific = [
-                e for e in errs if e["type"] in ("value_error", "literal_error", "greater_than_equal")
+            # A constraint that one member broke says more than the members' type mismatches.
+            specific = [e for e in errs if not _is_type_error(e["type"])] or [
+                e for e in errs if e["type"] == "literal_error"
             ]
             if specific:
                 text = _message(specific[0], loc)

@@ -94,7 +94,8 @@ RecipePath = Annotated[Path, AfterValidator(_resolve)]
 class _Table(BaseModel):
     """Base of every recipe table: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # No inf or nan: neither is a TOML value kohya's parser reads, nor a setting anyone means.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class ModelSection(_Table):
@@ -743,7 +744,9 @@ class Recipe(_Table):
         description="Output name (kohya output_name): files are saved as NAME-000001.safetensors … "
         "Letters, digits, '.', '_', '-' and spaces.",
     )
-    title: str | None = Field(None, description="Human title written into the LoRA's metadata.")
+    title: str | None = Field(
+        None, min_length=1, description="Human title written into the LoRA's metadata (the name when unset)."
+    )
     description: str | None = Field(None, description="Description written into the LoRA's metadata.")
     author: str | None = Field(None, description="Author written into the LoRA's metadata.")
     model: ModelSection

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
+from lorabuild import tomlout
+from lorabuild.expand import _model_of
 from lorabuild.problems import RecipeError, format_problem
 from lorabuild.recipe import apply_override, load_recipe, parse_value
+from lorabuild.schema import Recipe
 from tests.conftest import Project
 
 
@@ -149,3 +159,149 @@ def test_override_creates_tables_and_indexes_lists() -> None:
 def test_malformed_overrides(project: Project, item: str, message: str) -> None:
     (msg,) = messages(project.recipe, [item])
     assert msg.startswith("--set: ") and msg.endswith(message)
+
+
+# --- every constraint's message states the constraint ---------------------------------------------
+
+
+def _constraints(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, object, object, str]]:
+    """``(key, key of the message, bad value, constraint, words the message must hold)`` for every constraint.
+
+    Found from the models themselves (pydantic's field metadata, ``Literal`` choices, item
+    constraints of lists), so a constraint added to the schema is tested without editing this.
+    """
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        inner = _model_of(info.annotation)
+        if inner is not None:
+            is_list = get_origin(info.annotation) is list
+            yield from _constraints(inner, f"{key}[0]." if is_list else f"{key}.")
+        items = [(key, info.metadata, False)]
+        if get_origin(info.annotation) is list:
+            (item,) = get_args(info.annotation)
+            if get_origin(item) is Annotated:
+                items += [(key, m.metadata, True) for m in get_args(item)[1:] if isinstance(m, FieldInfo)]
+        for where, metadata, in_list in items:
+            for constraint in metadata:
+                case = _violation(constraint, info.annotation, list(metadata))
+                if case is not None:
+                    bad, text = case
+                    yield (
+                        where,
+                        f"{where}[0]" if in_list else where,
+                        [bad] if in_list else bad,
+                        constraint,
+                        text,
+                    )
+        union = get_origin(info.annotation) in (Union, UnionType)
+        members = (
+            [a for a in get_args(info.annotation) if a is not type(None)] if union else [info.annotation]
+        )
+        literals = [m for m in members if get_origin(m) is Literal]
+        if literals and not any(m in (str, Path) or get_origin(m) is Annotated for m in members):
+            choices = [c for m in literals for c in get_args(m)]
+            bad = 99 if all(isinstance(c, int) for c in choices) else "not-a-choice"
+            yield key, key, bad, f"Literal{choices}", " ".join(str(c) for c in choices)
+
+
+def _violation(constraint: object, annotation: object, metadata: list[object]) -> tuple[object, str] | None:
+    """A value that breaks ``constraint`` (and only it) and the words a message about it must hold."""
+    text_field = "str" in str(annotation) and "list" not in str(annotation)
+    step: Any = next((m.multiple_of for m in metadata if isinstance(m, annotated_types.MultipleOf)), 1)
+    if isinstance(constraint, annotated_types.Ge):
+        return constraint.ge - step, f"at least {constraint.ge}"  # type: ignore[operator]
+    if isinstance(constraint, annotated_types.Gt):
+        return constraint.gt, f"greater than {constraint.gt}"
+    if isinstance(constraint, annotated_types.Le):
+        return constraint.le + step, f"at most {constraint.le}"  # type: ignore[operator]
+    if isinstance(constraint, annotated_types.Lt):
+        return constraint.lt, f"less than {constraint.lt}"
+    if isinstance(constraint, annotated_types.MultipleOf):
+        step = constraint.multiple_of
+        return step * 1000 + 1, f"multiple of {step}"  # type: ignore[operator]
+    if isinstance(constraint, annotated_types.MinLen):
+        if text_field:
+            short = "a" * (constraint.min_length - 1)
+            return short, "not be empty" if not short else f"at least {constraint.min_length} characters"
+        return [], f"at least {constraint.min_length} item(s)"
+    if isinstance(constraint, annotated_types.MaxLen):
+        if text_field:
+            return "a" * (constraint.max_length + 1), f"at most {constraint.max_length} characters"
+        return [1] * (constraint.max_length + 1), f"at most {constraint.max_length} item(s)"
+    pattern = getattr(constraint, "pattern", None)
+    if isinstance(pattern, str):
+        bad = "no good: value!"
+        assert not re.search(pattern, bad)
+        return bad, pattern
+    return None
+
+
+CONSTRAINTS = list(_constraints(Recipe))
+
+
+def test_the_schema_has_constraints_to_check() -> None:
+    """Guard the discovery: the walk must find the constraints known to be there."""
+    keys = {key for key, *_ in CONSTRAINTS}
+    assert {
+        "name",
+        "dataset.subsets[0].repeats",
+        "evaluate.seeds",
+        "launch.slurm.mem",
+        "evaluate.width",
+    } <= keys
+    assert "dataset.subsets[0].captions.autotag.general_threshold" in keys
+    assert len(CONSTRAINTS) > 60
+
+
+@pytest.mark.parametrize(
+    ("key", "at", "bad", "constraint", "text"),
+    CONSTRAINTS,
+    ids=[f"{key}-{constraint}" for key, _, _, constraint, _ in CONSTRAINTS],
+)
+def test_every_constraint_message_states_the_constraint(
+    project: Project, key: str, at: str, bad: object, constraint: object, text: str
+) -> None:
+    name = key.rsplit(".", 1)[-1]
+    # A table that the fixture leaves out is added whole (its required keys included).
+    if key.startswith("dataset.subsets[0].captions.autotag."):
+        setting = (
+            f'dataset.subsets[0].captions.autotag={{ model_dir = "tagger", {name} = {tomlout.value(bad)} }}'
+        )
+    elif key.startswith("captions.autotag."):
+        setting = f'captions.autotag={{ model_dir = "tagger", {name} = {tomlout.value(bad)} }}'
+    else:
+        setting = f"{key}={tomlout.value(bad)}"
+    found = messages(project.recipe, [setting])
+    here = [m for m in found if m.startswith(f"recipe.toml: {at}: ")]
+    assert here, found
+    (message,) = here
+    if isinstance(constraint, str):  # Literal choices: each one is listed
+        assert all(choice in message for choice in text.split(" ")), message
+    else:
+        assert text in message, message
+    if "not be empty" not in text:
+        assert "(got " in message, message
+
+
+def test_a_long_name_states_the_limit(project: Project) -> None:
+    assert messages(project.recipe, ["name=" + "a" * 300]) == [
+        'recipe.toml: name: must be at most 100 characters long (got 300 characters: "' + "a" * 56 + "...)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("optimizer.lr=inf", "optimizer.lr: must be a finite number (got inf)"),
+        ("network.alpha=nan", "network.alpha: must be a finite number (got nan)"),
+        ("network.args={ a = inf }", "network.args.a: must be a finite number (got inf)"),
+        (
+            "optimizer.args={ betas = [0.9, -inf] }",
+            "optimizer.args.betas[1]: must be a finite number (got -inf)",
+        ),
+        ("kohya.max_grad_norm=inf", "kohya.max_grad_norm: must be a finite number (got inf)"),
+    ],
+)
+def test_non_finite_numbers_are_refused(project: Project, setting: str, message: str) -> None:
+    """TOML writes inf and nan, which kohya's toml parser cannot read back; compile used to crash on them."""
+    assert messages(project.recipe, [setting]) == [f"recipe.toml: {message}"]
