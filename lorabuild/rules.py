@@ -378,7 +378,8 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         tagged = recipe.rules_for(subset).autotag is not None
         # When every caption is missing but another extension has them, the error above says why.
         if missing and not tagged and not (len(missing) == len(sf.images) and sf.other_caption_files):
-            what = "the trigger alone" if subset.trigger else "an empty caption"
+            rules_ = recipe.rules_for(subset)
+            what = "the trigger alone" if subset.trigger and rules_.prepend_trigger else "an empty caption"
             yield warning(
                 f"{key}.source",
                 f"{len(missing)} of {len(sf.images)} image(s) have no {subset.caption_extension} caption "
@@ -423,17 +424,17 @@ def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         with_trigger = sum(1 for text in staged if subset.trigger in [t.strip() for t in text.split(",")])
         key = f"dataset.subsets[{i}].trigger"
         why = f" (the WD14 tagger's tags, in {tagger_only} caption(s), never hold it)" if tagger_only else ""
+        # The advice names the captions table that applies to this subset, and only what would help.
+        table = f"dataset.subsets[{i}].captions" if subset.captions is not None else "captions"
+        prepend = "" if rules_.prepend_trigger else f"{table}.prepend_trigger = true"
         if with_trigger == 0:
-            yield error(
-                key,
-                f'"{subset.trigger}" is in none of the staged captions{why}: set captions.prepend_trigger = '
-                "true or add it to the captions",
-            )
+            fix = f"set {prepend} or add it to the captions" if prepend else "add it to the captions"
+            yield error(key, f'"{subset.trigger}" is in none of the staged captions{why}: {fix}')
         elif with_trigger < len(staged):
+            fix = f"add it to the others or set {prepend}" if prepend else "add it to the others"
             yield warning(
                 key,
-                f'"{subset.trigger}" is in only {with_trigger} of {len(staged)} staged captions{why}: add it to '
-                "the others or set captions.prepend_trigger = true",
+                f'"{subset.trigger}" is in only {with_trigger} of {len(staged)} staged captions{why}: {fix}',
             )
 
 

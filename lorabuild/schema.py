@@ -14,6 +14,7 @@ warnings can be told apart from errors.
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -90,6 +91,39 @@ def _normpath(path: Path) -> str:
 RecipePath = Annotated[Path, AfterValidator(_resolve)]
 """A path written in a recipe: relative paths are relative to the recipe file."""
 
+# What ends a line for one of kohya's readers: a caption or a sample-prompt file read with
+# readlines() (\n, \r), gen_img's prompt file read with str.splitlines() (also \v, \f, \x1c-\x1e,
+# \x85, U+2028, U+2029). Those and every other control character are refused in a line of text.
+_LINE_NAMES = {"\n": "a line break (U+000A)", "\r": "a carriage return (U+000D)", "\t": "a tab (U+0009)"}
+
+
+def line_problem(text: str) -> str | None:
+    """Why ``text`` cannot be one line of a file kohya reads (a caption, a prompt line), or None.
+
+    Refused: line breaks of any kind (``str.splitlines`` splits at each) and every other control
+    character (Unicode category Cc: invisible, and a line break for some reader or other).
+    """
+    for index, ch in enumerate(text):
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            name = _LINE_NAMES.get(ch) or (
+                f"{unicodedata.name(ch)} (U+{ord(ch):04X})"
+                if unicodedata.category(ch) != "Cc"
+                else f"a control character (U+{ord(ch):04X})"
+            )
+            return f"must be one line of text without control characters: it has {name} at position {index}"
+    return None
+
+
+def _one_line(value: str) -> str:
+    why = line_problem(value)
+    if why:
+        raise ValueError(f"{why} (got {value!r})")
+    return value
+
+
+Line = Annotated[str, AfterValidator(_one_line)]
+"""Text that kohya reads as (part of) one line: a caption tag, a trigger, a prompt."""
+
 
 class _Table(BaseModel):
     """Base of every recipe table: unknown keys are errors, values are immutable."""
@@ -151,7 +185,7 @@ class AutotagSection(_Table):
         description="Confidence needed for a character tag; above 1 turns character tags off "
         "(kohya --character_threshold).",
     )
-    undesired_tags: list[str] = Field(
+    undesired_tags: list[Line] = Field(
         default_factory=list,
         description="Tags the tagger never writes, exactly as the tagger spells them; short_hair and "
         "short hair both match (kohya --undesired_tags). Use captions.remove for glob patterns.",
@@ -188,19 +222,19 @@ class CaptionRules(_Table):
         "keep",
         description="Rewrite tags with underscores (short_hair) or spaces (short hair); keep leaves them.",
     )
-    replace: dict[str, str] = Field(
+    replace: dict[Line, Line] = Field(
         default_factory=dict, description='Tags to rename, as {wrong = "right"} (fix a tagger\'s mistakes).'
     )
-    remove: list[str] = Field(
+    remove: list[Line] = Field(
         default_factory=list,
         description="Tags to delete: exact tags or glob patterns like '*_hair'. Remove the character's "
         "inherent traits so that the trigger learns them.",
     )
     dedupe: bool = Field(True, description="Drop repeated tags, keeping the first.")
-    move_to_front: list[str] = Field(
+    move_to_front: list[Line] = Field(
         default_factory=list, description="Tags (or globs) moved to the front, in this order."
     )
-    move_to_end: list[str] = Field(
+    move_to_end: list[Line] = Field(
         default_factory=list,
         description="Tags (or globs) pushed to the end, such as transparent_background.",
     )
@@ -226,7 +260,7 @@ class Subset(_Table):
     source: RecipePath = Field(
         description="Folder with the images and their caption files, directly inside. Never modified."
     )
-    trigger: str | None = Field(
+    trigger: Line | None = Field(
         None,
         min_length=1,
         description="Trigger word the LoRA learns (kohya class_tokens); also names the staged folder.",
@@ -248,6 +282,26 @@ class Subset(_Table):
     captions: CaptionRules | None = Field(
         None, description="Caption rules for this subset; replaces the recipe's [captions] table for it."
     )
+
+    @field_validator("trigger")
+    @classmethod
+    def _one_tag(cls, value: str | None) -> str | None:
+        # The trigger is prepended to captions as one tag; kohya splits a caption into tags at
+        # commas (shuffle_caption, keep_tokens) and lorabuild trims each tag, so anything else
+        # would not be the word the LoRA learns.
+        if value is None:
+            return value
+        if "," in value:
+            raise ValueError(
+                f"must be one caption tag, without a comma (got {value!r}): kohya splits captions into "
+                "tags at commas; write it with spaces or underscores, e.g. uiharu_kazari"
+            )
+        if value != value.strip():
+            raise ValueError(
+                f"must not start or end with a space (got {value!r}): each caption tag is trimmed, so "
+                "the captions would hold it without them"
+            )
+        return value
 
     @field_validator("caption_extension")
     @classmethod
@@ -503,10 +557,10 @@ class TrainingSection(_Table):
 class EvaluateSection(_Table):
     """``[evaluate]``: prompts for samples during training and for the epoch x weight grid."""
 
-    prompts: list[str] = Field(
+    prompts: list[Line] = Field(
         default_factory=list, description="Prompts; {trigger} is replaced by the first subset's trigger."
     )
-    negative_prompt: str = Field("", description="Negative prompt for every image.")
+    negative_prompt: Line = Field("", description="Negative prompt for every image.")
     seeds: list[int] = Field(
         default_factory=lambda: [1234], min_length=1, description="Seeds, one image each."
     )

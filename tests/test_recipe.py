@@ -305,3 +305,62 @@ def test_a_long_name_states_the_limit(project: Project) -> None:
 def test_non_finite_numbers_are_refused(project: Project, setting: str, message: str) -> None:
     """TOML writes inf and nan, which kohya's toml parser cannot read back; compile used to crash on them."""
     assert messages(project.recipe, [setting]) == [f"recipe.toml: {message}"]
+
+
+# --- text that ends up in a caption or a prompt line: one line, no control characters ---------------
+
+CAPTION_KEYS = [
+    ("dataset.subsets[0].trigger={}", "dataset.subsets[0].trigger"),
+    ("captions.replace={{ smile = {} }}", "captions.replace.smile"),
+    ("captions.replace={{ {} = 'smile' }}", "captions.replace"),
+    ("captions.remove=[{}]", "captions.remove[0]"),
+    ("captions.move_to_front=[{}]", "captions.move_to_front[0]"),
+    ("captions.move_to_end=[{}]", "captions.move_to_end[0]"),
+    (
+        "dataset.subsets[0].captions={{ replace = {{ smile = {} }} }}",
+        "dataset.subsets[0].captions.replace.smile",
+    ),
+    (
+        "captions.autotag={{ model_dir = 'tagger', undesired_tags = [{}] }}",
+        "captions.autotag.undesired_tags[0]",
+    ),
+    ("evaluate.prompts=[{}]", "evaluate.prompts[0]"),
+    ("evaluate.negative_prompt={}", "evaluate.negative_prompt"),
+]
+BREAKS = ["\n", "\r", "\r\n", "\t", "\0", "\x0b", "\x1e", "\x7f", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize(("template", "key"), CAPTION_KEYS)
+@pytest.mark.parametrize("char", BREAKS, ids=[f"U+{ord(c[-1]):04X}" for c in BREAKS])
+def test_caption_and_prompt_text_refuses_line_breaks_and_control_characters(
+    project: Project, template: str, key: str, char: str
+) -> None:
+    """kohya reads only a caption file's first line: ``uiharu\\nkazari`` trained every image on "uiharu"."""
+    value = f"uiharu{char}kazari"
+    found = messages(project.recipe, [template.format(tomlout.value(value))])
+    (message,) = [m for m in found if m.startswith(f"recipe.toml: {key}")]
+    assert "must be one line of text without control characters" in message
+    assert f"U+{ord(char[0]):04X}) at position 6" in message
+
+
+@pytest.mark.parametrize(
+    ("trigger", "message"),
+    [
+        (
+            "uiharu, kazari",
+            "must be one caption tag, without a comma (got 'uiharu, kazari'): kohya splits captions into tags "
+            "at commas; write it with spaces or underscores, e.g. uiharu_kazari",
+        ),
+        (
+            " uiharu",
+            "must not start or end with a space (got ' uiharu'): each caption tag is trimmed, so the "
+            "captions would hold it without them",
+        ),
+        ("uiharu ", "must not start or end with a space (got 'uiharu ')"),
+    ],
+)
+def test_trigger_must_be_one_tag(project: Project, trigger: str, message: str) -> None:
+    """The recipe already prepends the trigger: the advice was to set prepend_trigger = true."""
+    (found,) = messages(project.recipe, [f"dataset.subsets[0].trigger={tomlout.value(trigger)}"])
+    assert found.startswith(f"recipe.toml: dataset.subsets[0].trigger: {message}")
+    assert "prepend_trigger" not in found

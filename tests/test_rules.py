@@ -574,6 +574,11 @@ def test_images_without_captions(project: Project) -> None:
         "recipe.toml: dataset.subsets[0].source: warning: 2 of 4 image(s) have no .txt caption and will "
         "get the trigger alone: 001.png, 003.png"
     ]
+    # Without prepend_trigger, an image without a caption gets an empty one, not the trigger.
+    assert found(project, rules.caption_files, "captions.prepend_trigger=false") == [
+        "recipe.toml: dataset.subsets[0].source: warning: 2 of 4 image(s) have no .txt caption and will "
+        "get an empty caption: 001.png, 003.png"
+    ]
     project.add_images("data/bare", captions=[])
     project.write_recipe(RECIPE.replace('trigger = "uiharu_kazari"\n', "").replace("data/char", "data/bare"))
     assert found(project, rules.caption_files) == [
@@ -600,6 +605,17 @@ def test_trigger_in_no_staged_caption(project: Project) -> None:
     assert found(project, rules.trigger_in_captions, "captions.prepend_trigger=false") == [
         'recipe.toml: dataset.subsets[0].trigger: "uiharu_kazari" is in none of the staged captions: '
         "set captions.prepend_trigger = true or add it to the captions"
+    ]
+
+
+@covers(rules.trigger_in_captions)
+def test_trigger_advice_names_the_captions_table_that_applies(project: Project) -> None:
+    """A subset with its own [captions] table: the recipe's captions.prepend_trigger does nothing for it."""
+    assert found(
+        project, rules.trigger_in_captions, "dataset.subsets[0].captions={ prepend_trigger = false }"
+    ) == [
+        'recipe.toml: dataset.subsets[0].trigger: "uiharu_kazari" is in none of the staged captions: '
+        "set dataset.subsets[0].captions.prepend_trigger = true or add it to the captions"
     ]
 
 
