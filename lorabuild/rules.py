@@ -28,6 +28,8 @@ from lorabuild.plan import (
     family_of,
     first_trigger,
     plan_subsets,
+    prompt_text,
+    prompt_text_problem,
 )
 from lorabuild.problems import Problem, did_you_mean, error, warning
 from lorabuild.schema import Recipe
@@ -739,13 +741,22 @@ def save_interval(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 
 @rule
 def prompt_placeholders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
-    """{trigger} needs a trigger; ' --' would split kohya's prompt line."""
+    """{trigger} needs a trigger, and each prompt must reach kohya as written.
+
+    The text checked is the one kohya reads, ``{trigger}`` replaced: a trigger such as
+    ``kazari --w 4096`` would turn ``"{trigger}, smile"`` into the prompt ``kazari`` and two options.
+    """
+    trigger = first_trigger(recipe)
+    trigger_key = next(
+        (f"dataset.subsets[{i}].trigger" for i, s in enumerate(recipe.dataset.subsets) if s.trigger), ""
+    )
     for i, prompt in enumerate(recipe.evaluate.prompts):
         key = f"evaluate.prompts[{i}]"
-        if "{trigger}" in prompt and not first_trigger(recipe):
+        if "{trigger}" in prompt and not trigger:
             yield error(
                 key, "uses {trigger} but no subset has a trigger: set a subset's trigger or write the word"
             )
+            continue
         unknown = sorted(set(re.findall(r"\{[^{}]*\}", prompt)) - {"{trigger}"})
         if unknown:
             yield error(
@@ -753,10 +764,23 @@ def prompt_placeholders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 f"{', '.join(unknown)} {'is not a placeholder' if len(unknown) == 1 else 'are not placeholders'}: "
                 "only {trigger} is replaced",
             )
-        if " --" in prompt or "\n" in prompt:
-            yield error(key, "must not contain ' --' or a line break (kohya reads ' --' as an option)")
-    if " --" in recipe.evaluate.negative_prompt or "\n" in recipe.evaluate.negative_prompt:
-        yield error("evaluate.negative_prompt", "must not contain ' --' or a line break")
+            continue
+        text = prompt_text(recipe, prompt)
+        why = prompt_text_problem(text)
+        if why is None:
+            continue
+        if text != prompt and prompt_text_problem(prompt.replace("{trigger}", "trigger")) is None:
+            # The prompt is fine as written: the trigger put in its place breaks it.
+            yield error(
+                trigger_key,
+                f"replaces {{trigger}} in {key}, and the prompt kohya would read, {text!r}, {why}",
+            )
+        else:
+            shown = f" (with {{trigger}} replaced: {text!r})" if text != prompt else ""
+            yield error(key, f"{why}{shown}")
+    why = prompt_text_problem(recipe.evaluate.negative_prompt, negative=True)
+    if why:
+        yield error("evaluate.negative_prompt", why)
 
 
 # --- [kohya] passthrough ----------------------------------------------------------------------

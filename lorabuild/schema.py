@@ -561,7 +561,7 @@ class EvaluateSection(_Table):
         default_factory=list, description="Prompts; {trigger} is replaced by the first subset's trigger."
     )
     negative_prompt: Line = Field("", description="Negative prompt for every image.")
-    seeds: list[int] = Field(
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
         default_factory=lambda: [1234], min_length=1, description="Seeds, one image each."
     )
     weights: list[float] = Field(

@@ -952,14 +952,80 @@ def test_prompt_placeholders(project: Project) -> None:
         'evaluate.negative_prompt="lowres --s 4"',
     ) == [
         "recipe.toml: evaluate.prompts[0]: {style} is not a placeholder: only {trigger} is replaced",
-        "recipe.toml: evaluate.prompts[1]: must not contain ' --' or a line break "
-        "(kohya reads ' --' as an option)",
-        "recipe.toml: evaluate.negative_prompt: must not contain ' --' or a line break",
+        "recipe.toml: evaluate.prompts[1]: must not contain ' --': kohya reads ' --' as the start of an "
+        "option (--w, --n, --d…)",
+        "recipe.toml: evaluate.negative_prompt: must not contain ' --': kohya reads ' --' as the start of an "
+        "option (--w, --n, --d…)",
     ]
     project.write_recipe(RECIPE.replace('trigger = "uiharu_kazari"\n', ""))
     assert found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile"]') == [
         "recipe.toml: evaluate.prompts[0]: uses {trigger} but no subset has a trigger: "
         "set a subset's trigger or write the word"
+    ]
+
+
+@covers(rules.prompt_placeholders)
+def test_prompt_is_checked_as_kohya_reads_it_with_the_trigger_in_place(project: Project) -> None:
+    """``trigger = "kazari --w 4096 --s 1000"`` made kohya read the prompt "kazari" and two options."""
+    edit_recipe(project, 'trigger = "uiharu_kazari"', 'trigger = "kazari --w 4096 --s 1000"')
+    assert found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile", "smile"]') == [
+        "recipe.toml: dataset.subsets[0].trigger: replaces {trigger} in evaluate.prompts[0], and the prompt "
+        "kohya would read, 'kazari --w 4096 --s 1000, smile', must not contain ' --': kohya reads ' --' as "
+        "the start of an option (--w, --n, --d…)"
+    ]
+    edit_recipe(project, 'trigger = "kazari --w 4096 --s 1000"', 'trigger = "#kazari {a|b}"')
+    assert found(
+        project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile", "a {trigger}"]'
+    ) == [
+        "recipe.toml: dataset.subsets[0].trigger: replaces {trigger} in evaluate.prompts[0], and the prompt "
+        "kohya would read, '#kazari {a|b}, smile', must not contain { or } (other than {trigger}): gen_img "
+        "reads braces as a dynamic prompt ({a|b}); use ( ) for emphasis",
+        "recipe.toml: dataset.subsets[0].trigger: replaces {trigger} in evaluate.prompts[1], and the prompt "
+        "kohya would read, 'a #kazari {a|b}', must not contain { or } (other than {trigger}): gen_img reads "
+        "braces as a dynamic prompt ({a|b}); use ( ) for emphasis",
+    ]
+
+
+@covers(rules.prompt_placeholders)
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("#1girl", "must not start with '#': kohya skips such lines as comments"),
+        (" 1girl", "must not start or end with a space: kohya strips the spaces off each prompt line"),
+        ("1girl\u3000", "must not start or end with a space: kohya strips the spaces off each prompt line"),
+        ("", "must not be empty: kohya would read the line's first option as the prompt"),
+        (
+            "n sfw, 1girl",
+            "must not start with 'n s': kohya's sampler reads the start of a prompt line as the option --n too",
+        ),
+        (
+            "W 512 1girl",
+            "must not start with 'W 5': kohya's sampler reads the start of a prompt line as the option --W too",
+        ),
+        (
+            "1girl --n lowres",
+            "must not contain ' --': kohya reads ' --' as the start of an option (--w, --n, --d…)",
+        ),
+        (
+            "{a|b} 1girl",
+            "{a|b} is not a placeholder: only {trigger} is replaced",
+        ),
+    ],
+)
+def test_prompts_kohya_would_misread(project: Project, prompt: str, message: str) -> None:
+    assert found(project, rules.prompt_placeholders, f'evaluate.prompts=["{prompt}"]') == [
+        f"recipe.toml: evaluate.prompts[0]: {message}"
+    ]
+
+
+@covers(rules.prompt_placeholders)
+def test_prompts_kohya_reads_as_written(project: Project) -> None:
+    fine = ["{trigger}, smile", "1girl - solo", "a--b -", "nw 512", "(smile:1.2), 初春", "sweep w/ 5"]
+    assert found(project, rules.prompt_placeholders, f"evaluate.prompts={json.dumps(fine)}") == []
+    assert found(project, rules.prompt_placeholders, 'evaluate.negative_prompt="n 4, lowres"') == []
+    assert found(project, rules.prompt_placeholders, 'evaluate.negative_prompt="lowres "') == [
+        "recipe.toml: evaluate.negative_prompt: must not start or end with a space: kohya strips the spaces "
+        "off each prompt line"
     ]
 
 
