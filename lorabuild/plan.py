@@ -775,7 +775,8 @@ def launch_spec(recipe: Recipe, script: str) -> LaunchSpec:
         hardware = ("--multi_gpu",)
     gpu_ids = ("--gpu_ids", ",".join(map(str, launch.gpus))) if isinstance(launch.gpus, list) else ()
     port = ("--main_process_port", str(launch.main_process_port)) if launch.main_process_port else ()
-    argv = (
+    extra = accelerate_argv(launch.accelerate_args)
+    head = (
         "accelerate",
         "launch",
         *hardware,
@@ -791,11 +792,10 @@ def launch_spec(recipe: Recipe, script: str) -> LaunchSpec:
         "--dynamo_backend",
         "no",
         *port,
-        *accelerate_argv(launch.accelerate_args),
-        SD_SCRIPTS_PREFIX + script,
-        "--config_file",
-        "config.toml",
-        "--dataset_config",
-        "dataset.toml",
     )
-    return LaunchSpec(argv=argv, env=tuple(sorted(recipe.launch.env.items())))
+    tail = (SD_SCRIPTS_PREFIX + script, "--config_file", "config.toml", "--dataset_config", "dataset.toml")
+    return LaunchSpec(
+        argv=(*head, *(item for item, _ in extra), *tail),
+        env=tuple(sorted(recipe.launch.env.items())),
+        origins=(*[""] * len(head), *(key for _, key in extra), *[""] * len(tail)),
+    )

@@ -19,6 +19,7 @@ from lorabuild.buckets import adjusted_settings
 from lorabuild.captions import normalise, split_tags
 from lorabuild.facts import Facts
 from lorabuild.imagefix import near_duplicates
+from lorabuild.launch import script_value_errors
 from lorabuild.plan import (
     NETWORK_MODULES,
     SCRIPTS,
@@ -27,6 +28,7 @@ from lorabuild.plan import (
     epoch_bucket_counts,
     family_of,
     first_trigger,
+    launch_spec,
     plan_subsets,
     prompt_text,
     prompt_text_problem,
@@ -990,6 +992,22 @@ def deepspeed_offload(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 f"launch.deepspeed.offload_{what}_nvme_path",
                 f'offload_{what}_device = "nvme" needs the NVMe folder: set offload_{what}_nvme_path',
             )
+
+
+@rule
+def launch_values_quote(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Values ``train.sh`` and ``train.ps1`` cannot pass exactly: compiling would refuse them.
+
+    The check is the scripts' own quoting (:func:`lorabuild.launch.script_value_errors`), so
+    ``check`` and ``compile`` refuse the same values; only the advice is the recipe's.
+    """
+    spec = launch_spec(recipe, SCRIPTS[family_of(recipe, facts)])
+    for key, exc in script_value_errors(spec):
+        fix = exc.fix
+        if key.startswith("launch.accelerate_args."):
+            # accelerate reads its options only from its command line: config.toml cannot carry them.
+            fix = "accelerate_args are passed on accelerate's command line: change the value or leave the option out"
+        yield error(key, str(exc).removesuffix(exc.fix) + fix)
 
 
 @rule

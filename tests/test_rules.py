@@ -1254,6 +1254,59 @@ def test_deepspeed_offload(project: Project) -> None:
     ]
 
 
+@covers(rules.launch_values_quote)
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            """launch.accelerate_args={ rdzv_conf = 'a="1 2"' }""",
+            'launch.accelerate_args.rdzv_conf: \'a="1 2"\' contains a double quote (") at position 2, which '
+            "Windows PowerShell 5.1 does not escape when it starts a program, so the program would lose it or "
+            "split the argument there; accelerate_args are passed on accelerate's command line: change the value "
+            "or leave the option out",
+        ),
+        (
+            "launch.accelerate_args={ rdzv_conf = '' }",
+            "launch.accelerate_args.rdzv_conf: '' is empty, and Windows PowerShell 5.1 leaves empty arguments out "
+            "of the command line; accelerate_args are passed on accelerate's command line: change the value or "
+            "leave the option out",
+        ),
+        (
+            "launch.accelerate_args={ rdzv_conf = '--%' }",
+            "launch.accelerate_args.rdzv_conf: '--%' is PowerShell's stop-parsing token, which PowerShell keeps "
+            "for itself instead of passing it on; accelerate_args are passed on accelerate's command line: change "
+            "the value or leave the option out",
+        ),
+        (
+            "launch.accelerate_args={ rdzv_conf = 'a b\\' }",
+            "launch.accelerate_args.rdzv_conf: 'a b\\' ends with a backslash (\\) and has whitespace, so Windows "
+            'PowerShell 5.1 passes it as "...\\" and the program reads a double quote instead of the backslash; '
+            "accelerate_args are passed on accelerate's command line: change the value or leave the option out",
+        ),
+        (
+            'launch.env.HF_HOME="a\\u0000b"',
+            "launch.env.HF_HOME: 'a\\x00b' contains a NUL character (U+0000) at position 1, which no "
+            "command-line argument can contain; remove it from the value",
+        ),
+    ],
+)
+def test_values_the_scripts_cannot_carry(project: Project, setting: str, message: str) -> None:
+    """`compile` refused these with a message that named no key (and told to rename a folder)."""
+    assert found(project, rules.launch_values_quote) == []
+    assert found(project, rules.launch_values_quote, setting) == [f"recipe.toml: {message}"]
+
+
+def test_check_refuses_everything_compile_would(project: Project) -> None:
+    """Each value above passes the schema, so only the rule stands between it and a failed compile."""
+    from lorabuild.pipeline import check
+
+    checked = check(project.recipe, ["launch.accelerate_args={ rdzv_conf = 'a=\"1 2\"' }"], project.build)
+    assert checked.plan is None
+    assert [p.key for p in checked.problems if p.severity == "error"] == ["launch.accelerate_args.rdzv_conf"]
+    fine = check(project.recipe, ["launch.accelerate_args={ rdzv_conf = 'a=1 b=2' }"], project.build)
+    assert fine.plan is not None
+
+
 @covers(rules.multi_gpu_windows)
 def test_multi_gpu_on_windows(project: Project) -> None:
     def on(platform: str, *overrides: str) -> list[str]:
