@@ -10,17 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from lorabuild.expand import Build, Expansion, Override, builds_of, expand, parse_key, set_key
+from lorabuild import tomlout
+from lorabuild.expand import Build, Expansion, Override, builds_of, expand, parse_key, rebase_at, set_key
 from lorabuild.problems import Problem, RecipeError, did_you_mean, error
 from lorabuild.schema import Recipe
 
@@ -143,11 +145,11 @@ def _expand(path: Path, overrides: Sequence[str]) -> tuple[Expansion, list[Build
     parsed: list[Override] = []
     problems: list[Problem] = []
     for item in overrides:
-        override = parse_override(_cwd_relative(item))
+        override = parse_override(item)
         if isinstance(override, Problem):
             problems.append(override.at("--set"))
         else:
-            parsed.append(override)
+            parsed.append(replace(override, value=rebase_at(override.loc, override.value, _from_cwd)))
     expansion = expand(path)
     if problems:
         raise RecipeError(problems)
@@ -196,23 +198,27 @@ def apply_override(doc: dict[str, Any], item: str) -> Problem | None:
     return error(override.key, why) if why else None
 
 
-def _cwd_relative(item: str) -> str:
-    """Make a relative path in a ``--set`` of a path key absolute from the current folder.
+def _from_cwd(path: str) -> str:
+    """A relative path given on the command line, made absolute from the current folder."""
+    if not path or path.startswith("~") or Path(path).is_absolute():
+        return path
+    return os.path.normpath(Path.cwd() / path)
+
+
+def cwd_relative(item: str) -> str:
+    """A ``--set`` item with every recipe path in its value made absolute from the current folder.
 
     In the recipe file, relative paths are relative to the file; on the command line they are
-    relative to where the user types the command, as every other command-line path is.
+    relative to where the user types the command, as every other command-line path is. That
+    holds for a path anywhere in the value: ``--set model.base=m.safetensors`` as much as
+    ``--set 'dataset.subsets=[{source = "data/x"}]'``. The loader applies the same rule itself;
+    this form is for command lines that run elsewhere (the Makefile's, the sbatch script's).
     """
-    key, sep, text = item.partition("=")
-    value = parse_value(text.strip())
-    if not sep or not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+    override = parse_override(item)
+    if isinstance(override, Problem):
         return item
-    parts = [p for p in re.split(r"[.\[\]]+", key.strip()) if p]
-    loc: list[str | int] = [int(p) if p.isdigit() else p for p in parts]
-    model = _model_at(loc)
-    field = model.model_fields.get(str(loc[-1])) if model else None
-    if field is None or "Path" not in str(field.annotation):
-        return item
-    return f"{key}={json.dumps(str(Path.cwd() / value))}"
+    value = rebase_at(override.loc, override.value, _from_cwd)
+    return item if value == override.value else f"{override.key}={tomlout.value(value)}"
 
 
 def parse_value(text: str) -> Any:

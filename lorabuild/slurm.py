@@ -319,9 +319,9 @@ def write_sbatch(
     problem = output_problem(output, recipes, "the script's file name, e.g. -o train.sbatch")
     if problem:
         raise SlurmError(problem)
-    from lorabuild.recipe import _cwd_relative  # the rule --set paths follow everywhere
+    from lorabuild.recipe import cwd_relative  # the rule --set paths follow everywhere
 
-    overrides = [_cwd_relative(item) for item in overrides]
+    overrides = [cwd_relative(item) for item in overrides]
     run_stages = [s for s in stages if s != "check"]
     builds = collect(recipes, build_root, overrides, run_stages[-1] if run_stages else "compile")
     if not builds:

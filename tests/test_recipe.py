@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,9 @@ from pydantic.fields import FieldInfo
 from lorabuild import tomlout
 from lorabuild.expand import _model_of
 from lorabuild.problems import RecipeError, format_problem
-from lorabuild.recipe import apply_override, load_recipe, parse_value
+from lorabuild.recipe import apply_override, cwd_relative, load_recipe, parse_value
 from lorabuild.schema import Recipe
-from tests.conftest import Project
+from tests.conftest import RECIPE, Project
 
 
 def messages(path: Path, overrides: list[str] | None = None) -> list[str]:
@@ -364,3 +365,71 @@ def test_trigger_must_be_one_tag(project: Project, trigger: str, message: str) -
     (found,) = messages(project.recipe, [f"dataset.subsets[0].trigger={tomlout.value(trigger)}"])
     assert found.startswith(f"recipe.toml: dataset.subsets[0].trigger: {message}")
     assert "prepend_trigger" not in found
+
+
+# --- --set: paths are relative to the current folder, wherever they are in the value --------------
+
+
+@pytest.fixture
+def elsewhere(project: Project, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The recipe in recipes/, the user in work/: recipe paths are relative to recipes/, --set paths to work/."""
+    (project.root / "recipes").mkdir()
+    text = RECIPE.replace('"models/', '"../models/').replace('"data/', '"../data/')
+    (project.root / "recipes" / "r.toml").write_text(text, encoding="utf-8")
+    (project.root / "work").mkdir()
+    monkeypatch.chdir(project.root / "work")
+    return Path("../recipes/r.toml")
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        'dataset.subsets=[{ source = "../data/char", trigger = "x" }]',
+        'dataset.subsets[0]={ source = "../data/char" }',
+        'dataset.subsets[0].source="../data/char"',
+        "dataset.subsets[0].source=../data/char",
+        'dataset={ subsets = [{ source = "../data/char" }] }',
+    ],
+)
+def test_set_paths_are_relative_to_the_current_folder_anywhere_in_the_value(
+    project: Project, elsewhere: Path, setting: str
+) -> None:
+    """README: "in --set, [relative paths are relative] to the current folder" — for a path inside
+    an array of tables too, not only for a --set of the path key itself."""
+    recipe = load_recipe(elsewhere, [setting]).recipe
+    assert recipe.dataset.subsets[0].source == project.root / "data" / "char"
+
+
+def test_set_paths_nested_in_tables(project: Project, elsewhere: Path) -> None:
+    recipe = load_recipe(
+        elsewhere,
+        [
+            'model={ base = "../models/base.safetensors", vae = "vae" }',
+            'launch.deepspeed={ offload_param_nvme_path = "nvme" }',
+            'captions.autotag={ model_dir = "tagger" }',
+        ],
+    ).recipe
+    work = project.root / "work"
+    assert recipe.model.base == project.root / "models" / "base.safetensors"
+    assert recipe.model.vae == work / "vae"
+    assert recipe.launch.deepspeed is not None
+    assert recipe.launch.deepspeed.offload_param_nvme_path == work / "nvme"
+    assert recipe.captions.autotag is not None and recipe.captions.autotag.model_dir == work / "tagger"
+
+
+@pytest.mark.parametrize("choice", ["grid", "none"])
+def test_set_keeps_a_choice_that_is_not_a_path(project: Project, elsewhere: Path, choice: str) -> None:
+    assert load_recipe(elsewhere, [f"install.preview={choice}"]).recipe.install.preview == choice
+    assert load_recipe(elsewhere, [f"install={{ preview = '{choice}' }}"]).recipe.install.preview == choice
+
+
+def test_command_lines_that_run_elsewhere_get_absolute_paths(project: Project, elsewhere: Path) -> None:
+    """The Makefile and the sbatch script pass --set on to commands run in other folders."""
+    data = (project.root / "data" / "char").as_posix()
+    assert cwd_relative('dataset.subsets=[{ source = "../data/char" }]') == (
+        f'dataset.subsets=[{{ source = "{data}" }}]'
+    )
+    assert cwd_relative("dataset.subsets[0].source=../data/char") == f'dataset.subsets[0].source="{data}"'
+    assert cwd_relative("training.epochs=4") == "training.epochs=4"
+    assert cwd_relative(f"model.base={json.dumps(data)}") == f"model.base={json.dumps(data)}"
+    assert cwd_relative("install.preview=grid") == "install.preview=grid"
