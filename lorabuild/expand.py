@@ -223,7 +223,7 @@ def rebase_paths(doc: dict[str, Any], from_dir: Path, to_dir: Path) -> None:
         return
 
     def fix(value: str) -> str:
-        if not value or Path(value).expanduser().is_absolute() or value.startswith("~"):
+        if not value or value.startswith("~") or Path(value).is_absolute():
             return value
         joined = os.path.normpath(os.path.join(from_dir, value))
         try:
@@ -303,7 +303,16 @@ def _layers(path: Path, stack: tuple[Path, ...], top_dir: Path) -> list[Layer]:
         )
     layers: list[Layer] = []
     for name in bases:
-        base = Path(name).expanduser()
+        try:
+            base = Path(name).expanduser()
+        except RuntimeError:  # ~name of no user here, or no home folder
+            raise RecipeError(
+                [
+                    error("extends", f"{name!r} starts with ~ but names no user's home folder").at(
+                        path.as_posix()
+                    )
+                ]
+            ) from None
         if not base.is_absolute():
             base = Path(os.path.normpath(path.parent / base))
         chain = (*stack, path)

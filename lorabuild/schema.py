@@ -74,8 +74,17 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$"
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
     """Resolve a relative recipe path against the recipe file's folder (``context['base']``)."""
+    if "\0" in str(path):
+        raise ValueError(
+            f"must not contain a NUL character (U+0000), which no file path can hold (got {str(path)!r})"
+        )
     base = (info.context or {}).get("base")
-    path = path.expanduser()
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # ~name of no user here, or no home folder
+        raise ValueError(
+            f"{str(path)!r} starts with ~ but names no user's home folder on this machine"
+        ) from None
     if base is not None and not path.is_absolute():
         path = Path(base) / path
     return Path(_normpath(path))
@@ -457,6 +466,18 @@ class NetworkSection(_Table):
         description='More network_args as key = value (e.g. for LyCORIS: preset = "attn-mlp").',
     )
 
+    @field_validator("args")
+    @classmethod
+    def _network_args(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        # kohya reads each network_args item as key, value = item.split("=", 1) (train_network.py).
+        bad = [k for k in value if "=" in k or not k.strip()]
+        if bad:
+            raise ValueError(
+                f"key {bad[0]!r} must be a name without '=': kohya splits each network_args item at "
+                "the first '=' into key and value"
+            )
+        return value
+
 
 class OptimizerSection(_Table):
     """``[optimizer]``: optimizer, learning rates and schedule."""
@@ -495,6 +516,25 @@ class OptimizerSection(_Table):
         default_factory=dict,
         description="Optimizer keyword arguments, e.g. weight_decay = 0.01 (kohya optimizer_args).",
     )
+
+    @field_validator("args")
+    @classmethod
+    def _optimizer_args(
+        cls, value: dict[str, str | int | float | bool | list[float]]
+    ) -> dict[str, str | int | float | bool | list[float]]:
+        # kohya reads each optimizer_args item as key, value = item.split("=") and then
+        # ast.literal_eval(value) (train_util.get_optimizer): a second '=' stops it with a ValueError.
+        for key, item in value.items():
+            if "=" in key or not key.strip():
+                raise ValueError(
+                    f"key {key!r} must be a name without '=': kohya splits each optimizer_args item at '='"
+                )
+            if isinstance(item, str) and "=" in item:
+                raise ValueError(
+                    f"{key} = {item!r}: a value must not contain '=': kohya splits each optimizer_args item "
+                    "at every '=' and stops on a second one"
+                )
+        return value
 
     @field_validator("warmup_steps")
     @classmethod

@@ -367,6 +367,39 @@ def test_trigger_must_be_one_tag(project: Project, trigger: str, message: str) -
     assert "prepend_trigger" not in found
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "optimizer.args={ 'a=b' = 1 }",
+            "optimizer.args: key 'a=b' must be a name without '=': kohya splits each optimizer_args item at '='",
+        ),
+        (
+            "optimizer.args={ decouple = 'x=y' }",
+            "optimizer.args: decouple = 'x=y': a value must not contain '=': kohya splits each optimizer_args "
+            "item at every '=' and stops on a second one",
+        ),
+        (
+            "network.args={ 'a=b' = 1 }",
+            "network.args: key 'a=b' must be a name without '=': kohya splits each network_args item at the "
+            "first '=' into key and value",
+        ),
+    ],
+)
+def test_optimizer_and_network_args_split_at_equals(project: Project, setting: str, message: str) -> None:
+    assert messages(project.recipe, [setting]) == [f"recipe.toml: {message}"]
+
+
+@pytest.mark.parametrize("key", ["model.base", "model.vae", "network.weights", "model.tokenizer_cache_dir"])
+def test_a_path_cannot_hold_nul(project: Project, key: str) -> None:
+    """It crashed the check (ValueError: embedded null byte) for the paths the check resolves."""
+    (found,) = messages(project.recipe, [f'{key}="a\\u0000b"'])
+    assert found.startswith(
+        f"recipe.toml: {key}: must not contain a NUL character (U+0000), which no file path can hold (got '"
+    )
+    assert found.endswith("a\\x00b')")
+
+
 # --- --set: paths are relative to the current folder, wherever they are in the value --------------
 
 
