@@ -771,14 +771,14 @@ def prompt_placeholders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         why = prompt_text_problem(text)
         if why is None:
             continue
-        if text != prompt and prompt_text_problem(prompt.replace("{trigger}", "trigger")) is None:
+        if "{trigger}" in prompt and prompt_text_problem(prompt.replace("{trigger}", "trigger")) is None:
             # The prompt is fine as written: the trigger put in its place breaks it.
             yield error(
                 trigger_key,
                 f"replaces {{trigger}} in {key}, and the prompt kohya would read, {text!r}, {why}",
             )
         else:
-            shown = f" (with {{trigger}} replaced: {text!r})" if text != prompt else ""
+            shown = f" (with {{trigger}} replaced: {text!r})" if "{trigger}" in prompt else ""
             yield error(key, f"{why}{shown}")
     why = prompt_text_problem(recipe.evaluate.negative_prompt, negative=True)
     if why:

@@ -984,6 +984,11 @@ def test_prompt_is_checked_as_kohya_reads_it_with_the_trigger_in_place(project: 
         "kohya would read, 'a #kazari {a|b}', must not contain { or } (other than {trigger}): gen_img reads "
         "braces as a dynamic prompt ({a|b}); use ( ) for emphasis",
     ]
+    # Found by tests/test_free_text.py: a trigger that leaves the prompt unchanged is still the cause.
+    edit_recipe(project, 'trigger = "#kazari {a|b}"', 'trigger = "{trigger}"')
+    assert [
+        p.split(": ")[1] for p in found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}"]')
+    ] == ["dataset.subsets[0].trigger"]
 
 
 @covers(rules.prompt_placeholders)
