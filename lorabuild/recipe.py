@@ -186,6 +186,15 @@ def parse_override(item: str) -> Override | Problem:
     loc = parse_key(key)
     if isinstance(loc, str):
         return error(key, loc)
+    bad = next((i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)
+    if bad is not None:
+        # The command line held bytes that are not UTF-8 (os.fsdecode makes them lone surrogates):
+        # no file lorabuild writes, all UTF-8, could hold the value.
+        return error(
+            key,
+            f"is not UTF-8 text: byte 0x{ord(text[bad]) - 0xDC00:02X} at position {bad} of the value; "
+            "write it in UTF-8",
+        )
     return Override(key, loc, parse_value(text.strip()))
 
 

@@ -760,11 +760,15 @@ class LaunchSection(_Table):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
-        if bad:
-            raise ValueError(
-                f"{', '.join(bad)} is not a valid environment variable name (letters, digits and _)"
-            )
+        # The scripts' own test (train.sh's export NAME=, train.ps1's $env:NAME =), so that check
+        # refuses exactly the names compile would.
+        from lorabuild.quoting import QuotingError, env_name
+
+        for name in value:
+            try:
+                env_name(name)
+            except QuotingError as exc:
+                raise ValueError(f"{name!r} {exc.problem}: {exc.fix}") from None
         return value
 
     @property

@@ -466,3 +466,20 @@ def test_command_lines_that_run_elsewhere_get_absolute_paths(project: Project, e
     assert cwd_relative("training.epochs=4") == "training.epochs=4"
     assert cwd_relative(f"model.base={json.dumps(data)}") == f"model.base={json.dumps(data)}"
     assert cwd_relative("install.preview=grid") == "install.preview=grid"
+
+
+def test_a_set_value_that_is_not_utf8_is_refused(project: Project) -> None:
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates; staging the
+    caption crashed on them with UnicodeEncodeError."""
+    assert messages(project.recipe, ["dataset.subsets[0].trigger=a\udcffb"]) == [
+        "--set: dataset.subsets[0].trigger: is not UTF-8 text: byte 0xFF at position 1 of the value; "
+        "write it in UTF-8"
+    ]
+
+
+def test_an_environment_name_the_scripts_cannot_set(project: Project) -> None:
+    """The schema asks the scripts' own quoting (quoting.env_name), so check and compile agree."""
+    assert messages(project.recipe, ['launch.env={ "1A" = "x" }']) == [
+        "recipe.toml: launch.env: '1A' is not an environment variable name that bash and PowerShell scripts "
+        "can set: use ASCII letters, digits and _ only, not starting with a digit"
+    ]
