@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lorabuild.kohya import options as kohya_options
 from lorabuild.kohya.buckets import adjusted_settings
+from lorabuild.kohya.launch import script_value_errors
 from lorabuild.kohya.tagger import MODEL_FILES, autotag_sections
 from lorabuild.plan.plan import (
     NETWORK_MODULES,
@@ -25,7 +26,10 @@ from lorabuild.plan.plan import (
     epoch_bucket_counts,
     family_of,
     first_trigger,
+    launch_spec,
     plan_subsets,
+    prompt_text,
+    prompt_text_problem,
 )
 from lorabuild.probe.facts import Facts
 from lorabuild.probe.imagefix import near_duplicates
@@ -379,7 +383,8 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         tagged = recipe.rules_for(subset).autotag is not None
         # When every caption is missing but another extension has them, the error above says why.
         if missing and not tagged and not (len(missing) == len(sf.images) and sf.other_caption_files):
-            what = "the trigger alone" if subset.trigger else "an empty caption"
+            rules_ = recipe.rules_for(subset)
+            what = "the trigger alone" if subset.trigger and rules_.prepend_trigger else "an empty caption"
             yield warning(
                 f"{key}.source",
                 f"{len(missing)} of {len(sf.images)} image(s) have no {subset.caption_extension} caption "
@@ -424,17 +429,17 @@ def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         with_trigger = sum(1 for text in staged if subset.trigger in [t.strip() for t in text.split(",")])
         key = f"dataset.subsets[{i}].trigger"
         why = f" (the WD14 tagger's tags, in {tagger_only} caption(s), never hold it)" if tagger_only else ""
+        # The advice names the captions table that applies to this subset, and only what would help.
+        table = f"dataset.subsets[{i}].captions" if subset.captions is not None else "captions"
+        prepend = "" if rules_.prepend_trigger else f"{table}.prepend_trigger = true"
         if with_trigger == 0:
-            yield error(
-                key,
-                f'"{subset.trigger}" is in none of the staged captions{why}: set captions.prepend_trigger = '
-                "true or add it to the captions",
-            )
+            fix = f"set {prepend} or add it to the captions" if prepend else "add it to the captions"
+            yield error(key, f'"{subset.trigger}" is in none of the staged captions{why}: {fix}')
         elif with_trigger < len(staged):
+            fix = f"add it to the others or set {prepend}" if prepend else "add it to the others"
             yield warning(
                 key,
-                f'"{subset.trigger}" is in only {with_trigger} of {len(staged)} staged captions{why}: add it to '
-                "the others or set captions.prepend_trigger = true",
+                f'"{subset.trigger}" is in only {with_trigger} of {len(staged)} staged captions{why}: {fix}',
             )
 
 
@@ -737,13 +742,22 @@ def save_interval(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 
 @rule
 def prompt_placeholders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
-    """{trigger} needs a trigger; ' --' would split kohya's prompt line."""
+    """{trigger} needs a trigger, and each prompt must reach kohya as written.
+
+    The text checked is the one kohya reads, ``{trigger}`` replaced: a trigger such as
+    ``kazari --w 4096`` would turn ``"{trigger}, smile"`` into the prompt ``kazari`` and two options.
+    """
+    trigger = first_trigger(recipe)
+    trigger_key = next(
+        (f"dataset.subsets[{i}].trigger" for i, s in enumerate(recipe.dataset.subsets) if s.trigger), ""
+    )
     for i, prompt in enumerate(recipe.evaluate.prompts):
         key = f"evaluate.prompts[{i}]"
-        if "{trigger}" in prompt and not first_trigger(recipe):
+        if "{trigger}" in prompt and not trigger:
             yield error(
                 key, "uses {trigger} but no subset has a trigger: set a subset's trigger or write the word"
             )
+            continue
         unknown = sorted(set(re.findall(r"\{[^{}]*\}", prompt)) - {"{trigger}"})
         if unknown:
             yield error(
@@ -751,10 +765,23 @@ def prompt_placeholders(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 f"{', '.join(unknown)} {'is not a placeholder' if len(unknown) == 1 else 'are not placeholders'}: "
                 "only {trigger} is replaced",
             )
-        if " --" in prompt or "\n" in prompt:
-            yield error(key, "must not contain ' --' or a line break (kohya reads ' --' as an option)")
-    if " --" in recipe.evaluate.negative_prompt or "\n" in recipe.evaluate.negative_prompt:
-        yield error("evaluate.negative_prompt", "must not contain ' --' or a line break")
+            continue
+        text = prompt_text(recipe, prompt)
+        why = prompt_text_problem(text)
+        if why is None:
+            continue
+        if "{trigger}" in prompt and prompt_text_problem(prompt.replace("{trigger}", "trigger")) is None:
+            # The prompt is fine as written: the trigger put in its place breaks it.
+            yield error(
+                trigger_key,
+                f"replaces {{trigger}} in {key}, and the prompt kohya would read, {text!r}, {why}",
+            )
+        else:
+            shown = f" (with {{trigger}} replaced: {text!r})" if "{trigger}" in prompt else ""
+            yield error(key, f"{why}{shown}")
+    why = prompt_text_problem(recipe.evaluate.negative_prompt, negative=True)
+    if why:
+        yield error("evaluate.negative_prompt", why)
 
 
 # --- [kohya] passthrough ----------------------------------------------------------------------
@@ -964,6 +991,22 @@ def deepspeed_offload(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 f"launch.deepspeed.offload_{what}_nvme_path",
                 f'offload_{what}_device = "nvme" needs the NVMe folder: set offload_{what}_nvme_path',
             )
+
+
+@rule
+def launch_values_quote(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Values ``train.sh`` and ``train.ps1`` cannot pass exactly: compiling would refuse them.
+
+    The check is the scripts' own quoting (:func:`lorabuild.launch.script_value_errors`), so
+    ``check`` and ``compile`` refuse the same values; only the advice is the recipe's.
+    """
+    spec = launch_spec(recipe, SCRIPTS[family_of(recipe, facts)])
+    for key, exc in script_value_errors(spec):
+        fix = exc.fix
+        if key.startswith("launch.accelerate_args."):
+            # accelerate reads its options only from its command line: config.toml cannot carry them.
+            fix = "accelerate_args are passed on accelerate's command line: change the value or leave the option out"
+        yield error(key, str(exc).removesuffix(exc.fix) + fix)
 
 
 @rule

@@ -103,3 +103,20 @@ def test_check_path_imports_no_heavy_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert lorabuild("--help").returncode == 0
+
+
+def test_check_and_compile_refuse_an_argument_the_scripts_cannot_carry_alike(project: Project) -> None:
+    """`check` passed it; `compile` refused it with no file or key and told to rename a folder."""
+    setting = """launch.accelerate_args={ rdzv_conf = 'a="1 2"' }"""
+    expected = [
+        'recipe.toml: launch.accelerate_args.rdzv_conf: \'a="1 2"\' contains a double quote (") at position 2, '
+        "which Windows PowerShell 5.1 does not escape when it starts a program, so the program would lose it "
+        "or split the argument there; accelerate_args are passed on accelerate's command line: change the "
+        "value or leave the option out",
+        "1 error(s), 0 warning(s)",
+    ]
+    for command in ("check", "compile"):
+        result = lorabuild(command, "recipe.toml", "--set", setting, cwd=project.root)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == expected
+        assert not (project.root / "build" / "Test_v1" / "train.ps1").exists()

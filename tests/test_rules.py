@@ -574,6 +574,11 @@ def test_images_without_captions(project: Project) -> None:
         "recipe.toml: dataset.subsets[0].source: warning: 2 of 4 image(s) have no .txt caption and will "
         "get the trigger alone: 001.png, 003.png"
     ]
+    # Without prepend_trigger, an image without a caption gets an empty one, not the trigger.
+    assert found(project, rules.caption_files, "captions.prepend_trigger=false") == [
+        "recipe.toml: dataset.subsets[0].source: warning: 2 of 4 image(s) have no .txt caption and will "
+        "get an empty caption: 001.png, 003.png"
+    ]
     project.add_images("data/bare", captions=[])
     project.write_recipe(RECIPE.replace('trigger = "uiharu_kazari"\n', "").replace("data/char", "data/bare"))
     assert found(project, rules.caption_files) == [
@@ -600,6 +605,17 @@ def test_trigger_in_no_staged_caption(project: Project) -> None:
     assert found(project, rules.trigger_in_captions, "captions.prepend_trigger=false") == [
         'recipe.toml: dataset.subsets[0].trigger: "uiharu_kazari" is in none of the staged captions: '
         "set captions.prepend_trigger = true or add it to the captions"
+    ]
+
+
+@covers(rules.trigger_in_captions)
+def test_trigger_advice_names_the_captions_table_that_applies(project: Project) -> None:
+    """A subset with its own [captions] table: the recipe's captions.prepend_trigger does nothing for it."""
+    assert found(
+        project, rules.trigger_in_captions, "dataset.subsets[0].captions={ prepend_trigger = false }"
+    ) == [
+        'recipe.toml: dataset.subsets[0].trigger: "uiharu_kazari" is in none of the staged captions: '
+        "set dataset.subsets[0].captions.prepend_trigger = true or add it to the captions"
     ]
 
 
@@ -936,14 +952,85 @@ def test_prompt_placeholders(project: Project) -> None:
         'evaluate.negative_prompt="lowres --s 4"',
     ) == [
         "recipe.toml: evaluate.prompts[0]: {style} is not a placeholder: only {trigger} is replaced",
-        "recipe.toml: evaluate.prompts[1]: must not contain ' --' or a line break "
-        "(kohya reads ' --' as an option)",
-        "recipe.toml: evaluate.negative_prompt: must not contain ' --' or a line break",
+        "recipe.toml: evaluate.prompts[1]: must not contain ' --': kohya reads ' --' as the start of an "
+        "option (--w, --n, --d…)",
+        "recipe.toml: evaluate.negative_prompt: must not contain ' --': kohya reads ' --' as the start of an "
+        "option (--w, --n, --d…)",
     ]
     project.write_recipe(RECIPE.replace('trigger = "uiharu_kazari"\n', ""))
     assert found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile"]') == [
         "recipe.toml: evaluate.prompts[0]: uses {trigger} but no subset has a trigger: "
         "set a subset's trigger or write the word"
+    ]
+
+
+@covers(rules.prompt_placeholders)
+def test_prompt_is_checked_as_kohya_reads_it_with_the_trigger_in_place(project: Project) -> None:
+    """``trigger = "kazari --w 4096 --s 1000"`` made kohya read the prompt "kazari" and two options."""
+    edit_recipe(project, 'trigger = "uiharu_kazari"', 'trigger = "kazari --w 4096 --s 1000"')
+    assert found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile", "smile"]') == [
+        "recipe.toml: dataset.subsets[0].trigger: replaces {trigger} in evaluate.prompts[0], and the prompt "
+        "kohya would read, 'kazari --w 4096 --s 1000, smile', must not contain ' --': kohya reads ' --' as "
+        "the start of an option (--w, --n, --d…)"
+    ]
+    edit_recipe(project, 'trigger = "kazari --w 4096 --s 1000"', 'trigger = "#kazari {a|b}"')
+    assert found(
+        project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}, smile", "a {trigger}"]'
+    ) == [
+        "recipe.toml: dataset.subsets[0].trigger: replaces {trigger} in evaluate.prompts[0], and the prompt "
+        "kohya would read, '#kazari {a|b}, smile', must not contain { or } (other than {trigger}): gen_img "
+        "reads braces as a dynamic prompt ({a|b}); use ( ) for emphasis",
+        "recipe.toml: dataset.subsets[0].trigger: replaces {trigger} in evaluate.prompts[1], and the prompt "
+        "kohya would read, 'a #kazari {a|b}', must not contain { or } (other than {trigger}): gen_img reads "
+        "braces as a dynamic prompt ({a|b}); use ( ) for emphasis",
+    ]
+    # Found by tests/test_free_text.py: a trigger that leaves the prompt unchanged is still the cause.
+    edit_recipe(project, 'trigger = "#kazari {a|b}"', 'trigger = "{trigger}"')
+    assert [
+        p.split(": ")[1] for p in found(project, rules.prompt_placeholders, 'evaluate.prompts=["{trigger}"]')
+    ] == ["dataset.subsets[0].trigger"]
+
+
+@covers(rules.prompt_placeholders)
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("#1girl", "must not start with '#': kohya skips such lines as comments"),
+        (" 1girl", "must not start or end with a space: kohya strips the spaces off each prompt line"),
+        ("1girl\u3000", "must not start or end with a space: kohya strips the spaces off each prompt line"),
+        ("", "must not be empty: kohya would read the line's first option as the prompt"),
+        (
+            "n sfw, 1girl",
+            "must not start with 'n s': kohya's sampler reads the start of a prompt line as the option --n too",
+        ),
+        (
+            "W 512 1girl",
+            "must not start with 'W 5': kohya's sampler reads the start of a prompt line as the option --W too",
+        ),
+        (
+            "1girl --n lowres",
+            "must not contain ' --': kohya reads ' --' as the start of an option (--w, --n, --d…)",
+        ),
+        (
+            "{a|b} 1girl",
+            "{a|b} is not a placeholder: only {trigger} is replaced",
+        ),
+    ],
+)
+def test_prompts_kohya_would_misread(project: Project, prompt: str, message: str) -> None:
+    assert found(project, rules.prompt_placeholders, f'evaluate.prompts=["{prompt}"]') == [
+        f"recipe.toml: evaluate.prompts[0]: {message}"
+    ]
+
+
+@covers(rules.prompt_placeholders)
+def test_prompts_kohya_reads_as_written(project: Project) -> None:
+    fine = ["{trigger}, smile", "1girl - solo", "a--b -", "nw 512", "(smile:1.2), 初春", "sweep w/ 5"]
+    assert found(project, rules.prompt_placeholders, f"evaluate.prompts={json.dumps(fine)}") == []
+    assert found(project, rules.prompt_placeholders, 'evaluate.negative_prompt="n 4, lowres"') == []
+    assert found(project, rules.prompt_placeholders, 'evaluate.negative_prompt="lowres "') == [
+        "recipe.toml: evaluate.negative_prompt: must not start or end with a space: kohya strips the spaces "
+        "off each prompt line"
     ]
 
 
@@ -1170,6 +1257,59 @@ def test_deepspeed_offload(project: Project) -> None:
         'recipe.toml: launch.deepspeed.offload_param_nvme_path: offload_param_device = "nvme" needs the NVMe '
         "folder: set offload_param_nvme_path",
     ]
+
+
+@covers(rules.launch_values_quote)
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            """launch.accelerate_args={ rdzv_conf = 'a="1 2"' }""",
+            'launch.accelerate_args.rdzv_conf: \'a="1 2"\' contains a double quote (") at position 2, which '
+            "Windows PowerShell 5.1 does not escape when it starts a program, so the program would lose it or "
+            "split the argument there; accelerate_args are passed on accelerate's command line: change the value "
+            "or leave the option out",
+        ),
+        (
+            "launch.accelerate_args={ rdzv_conf = '' }",
+            "launch.accelerate_args.rdzv_conf: '' is empty, and Windows PowerShell 5.1 leaves empty arguments out "
+            "of the command line; accelerate_args are passed on accelerate's command line: change the value or "
+            "leave the option out",
+        ),
+        (
+            "launch.accelerate_args={ rdzv_conf = '--%' }",
+            "launch.accelerate_args.rdzv_conf: '--%' is PowerShell's stop-parsing token, which PowerShell keeps "
+            "for itself instead of passing it on; accelerate_args are passed on accelerate's command line: change "
+            "the value or leave the option out",
+        ),
+        (
+            "launch.accelerate_args={ rdzv_conf = 'a b\\' }",
+            "launch.accelerate_args.rdzv_conf: 'a b\\' ends with a backslash (\\) and has whitespace, so Windows "
+            'PowerShell 5.1 passes it as "...\\" and the program reads a double quote instead of the backslash; '
+            "accelerate_args are passed on accelerate's command line: change the value or leave the option out",
+        ),
+        (
+            'launch.env.HF_HOME="a\\u0000b"',
+            "launch.env.HF_HOME: 'a\\x00b' contains a NUL character (U+0000) at position 1, which no "
+            "command-line argument can contain; remove it from the value",
+        ),
+    ],
+)
+def test_values_the_scripts_cannot_carry(project: Project, setting: str, message: str) -> None:
+    """`compile` refused these with a message that named no key (and told to rename a folder)."""
+    assert found(project, rules.launch_values_quote) == []
+    assert found(project, rules.launch_values_quote, setting) == [f"recipe.toml: {message}"]
+
+
+def test_check_refuses_everything_compile_would(project: Project) -> None:
+    """Each value above passes the schema, so only the rule stands between it and a failed compile."""
+    from lorabuild.pipeline import check
+
+    checked = check(project.recipe, ["launch.accelerate_args={ rdzv_conf = 'a=\"1 2\"' }"], project.build)
+    assert checked.plan is None
+    assert [p.key for p in checked.problems if p.severity == "error"] == ["launch.accelerate_args.rdzv_conf"]
+    fine = check(project.recipe, ["launch.accelerate_args={ rdzv_conf = 'a=1 b=2' }"], project.build)
+    assert fine.plan is not None
 
 
 @covers(rules.multi_gpu_windows)

@@ -507,9 +507,9 @@ def write_makefile(
     problem = output_problem(output, recipes, "the Makefile's file name, e.g. -o Makefile")
     if problem:
         raise MakefileError(problem)
-    from lorabuild.recipe.load import _cwd_relative  # lazy: pydantic; the rule --set paths follow everywhere
+    from lorabuild.recipe.load import cwd_relative  # lazy: pydantic; the rule --set paths follow everywhere
 
-    overrides = [_cwd_relative(item) for item in overrides]
+    overrides = [cwd_relative(item) for item in overrides]
     builds = collect_builds(recipes, build_root, overrides)
     if not builds:
         raise MakefileError("no builds: name at least one recipe file")

@@ -29,7 +29,7 @@ from lorabuild.batch.makefile import kohya_head_files, named_paths, output_probl
 from lorabuild.build.artefacts import _environment
 from lorabuild.plan.plan import expected_outputs
 from lorabuild.problems import LorabuildError
-from lorabuild.recipe.load import _cwd_relative  # the rule --set paths follow everywhere
+from lorabuild.recipe.load import cwd_relative  # the rule --set paths follow everywhere
 from lorabuild.recipe.many import load_many
 from lorabuild.render.quoting import Quoted, utf8
 from lorabuild.render.writer import write_atomic
@@ -297,7 +297,7 @@ def write_sbatch(
     problem = output_problem(output, recipes, "the script's file name, e.g. -o train.sbatch")
     if problem:
         raise SlurmError(problem)
-    overrides = [_cwd_relative(item) for item in overrides]
+    overrides = [cwd_relative(item) for item in overrides]
     run_stages = [s for s in stages if s != "check"]
     builds = collect(recipes, build_root, overrides, run_stages[-1] if run_stages else "compile")
     if not builds:

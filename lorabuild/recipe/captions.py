@@ -17,14 +17,17 @@ from pathlib import Path
 
 from lorabuild.recipe.schema import CaptionRules
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
 
 def split_tags(caption: str) -> list[str]:
     """Split a caption's first line on commas into trimmed, non-empty tags.
 
     kohya reads only the first line of a caption file (unless wildcards are on), so lorabuild
-    does too.
+    does too, with kohya's line ends: ``readlines()`` in text mode ends a line at ``\n``, ``\r``
+    and ``\r\n`` only (not at U+2028 or the other breaks ``str.splitlines`` knows).
     """
-    first_line = caption.splitlines()[0] if caption else ""
+    first_line = _LINE_END.split(caption, maxsplit=1)[0]
     return [t for t in (" ".join(part.split()) for part in first_line.split(",")) if t]
 
 

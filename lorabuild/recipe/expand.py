@@ -29,7 +29,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -177,27 +177,40 @@ def field_at(loc: Loc) -> tuple[FieldInfo | None, str]:
     return info, ""
 
 
-def is_path_key(loc: Loc) -> bool:
-    """Whether the key at ``loc`` holds a recipe path (relative to the file that writes it)."""
-    info, _ = field_at(loc)
-    return info is not None and _is_recipe_path(info)
+def _choices(annotation: Any) -> set[Any]:
+    """The ``Literal`` values a field accepts besides a path (``install.preview``: "grid", "none")."""
+    if get_origin(annotation) is Literal:
+        return set(get_args(annotation))
+    return {choice for arg in get_args(annotation) for choice in _choices(arg)}
+
+
+def _rebase_value(info: FieldInfo, value: Any, fix: Callable[[str], str]) -> Any:
+    """``value`` of the field ``info`` (or an item of it) with every recipe path in it passed through ``fix``."""
+    if isinstance(value, list):
+        return [_rebase_value(info, item, fix) for item in value]
+    if _is_recipe_path(info):
+        return fix(value) if isinstance(value, str) and value not in _choices(info.annotation) else value
+    inner = _model_of(info.annotation)
+    if inner is not None and isinstance(value, dict):
+        _rebase_tree(value, inner, fix)
+    return value
 
 
 def _rebase_tree(node: dict[str, Any], model: type[BaseModel], fix: Callable[[str], str]) -> None:
     for key, value in node.items():
         info = model.model_fields.get(key)
-        if info is None:
-            continue
-        if _is_recipe_path(info):
-            if isinstance(value, str):
-                node[key] = fix(value)
-            continue
-        inner = _model_of(info.annotation)
-        if inner is None:
-            continue
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, dict):
-                _rebase_tree(item, inner, fix)
+        if info is not None:
+            node[key] = _rebase_value(info, value, fix)
+
+
+def rebase_at(loc: Loc, value: Any, fix: Callable[[str], str]) -> Any:
+    """A copy of ``value``, to be set at ``loc``, with every recipe path inside it passed through ``fix``.
+
+    The value may be a path, a table or an array of tables holding paths at any depth
+    (``dataset.subsets = [{source = "..."}]``), or hold none.
+    """
+    info, _ = field_at(loc)
+    return value if info is None else _rebase_value(info, copy.deepcopy(value), fix)
 
 
 def rebase_paths(doc: dict[str, Any], from_dir: Path, to_dir: Path) -> None:
@@ -210,7 +223,7 @@ def rebase_paths(doc: dict[str, Any], from_dir: Path, to_dir: Path) -> None:
         return
 
     def fix(value: str) -> str:
-        if not value or Path(value).expanduser().is_absolute() or value.startswith("~"):
+        if not value or value.startswith("~") or Path(value).is_absolute():
             return value
         joined = os.path.normpath(os.path.join(from_dir, value))
         try:
@@ -224,8 +237,8 @@ def rebase_paths(doc: dict[str, Any], from_dir: Path, to_dir: Path) -> None:
     if isinstance(sweep, dict):
         for key, values in sweep.items():
             loc = parse_key(key) if key not in _SWEEP_SETTINGS else ""
-            if isinstance(loc, tuple) and isinstance(values, list) and is_path_key(loc):
-                sweep[key] = [fix(v) if isinstance(v, str) else v for v in values]
+            if isinstance(loc, tuple) and isinstance(values, list):
+                sweep[key] = [rebase_at(loc, v, fix) for v in values]
 
 
 # --- extends -----------------------------------------------------------------------------------
@@ -290,7 +303,16 @@ def _layers(path: Path, stack: tuple[Path, ...], top_dir: Path) -> list[Layer]:
         )
     layers: list[Layer] = []
     for name in bases:
-        base = Path(name).expanduser()
+        try:
+            base = Path(name).expanduser()
+        except RuntimeError:  # ~name of no user here, or no home folder
+            raise RecipeError(
+                [
+                    error("extends", f"{name!r} starts with ~ but names no user's home folder").at(
+                        path.as_posix()
+                    )
+                ]
+            ) from None
         if not base.is_absolute():
             base = Path(os.path.normpath(path.parent / base))
         chain = (*stack, path)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -20,8 +22,18 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from lorabuild.problems import Problem, RecipeError, did_you_mean, error
-from lorabuild.recipe.expand import Build, Expansion, Override, builds_of, expand, parse_key, set_key
+from lorabuild.recipe.expand import (
+    Build,
+    Expansion,
+    Override,
+    builds_of,
+    expand,
+    parse_key,
+    rebase_at,
+    set_key,
+)
 from lorabuild.recipe.schema import Recipe
+from lorabuild.render import toml as tomlout
 
 
 @dataclass(frozen=True)
@@ -142,11 +154,11 @@ def _expand(path: Path, overrides: Sequence[str]) -> tuple[Expansion, list[Build
     parsed: list[Override] = []
     problems: list[Problem] = []
     for item in overrides:
-        override = parse_override(_cwd_relative(item))
+        override = parse_override(item)
         if isinstance(override, Problem):
             problems.append(override.at("--set"))
         else:
-            parsed.append(override)
+            parsed.append(replace(override, value=rebase_at(override.loc, override.value, _from_cwd)))
     expansion = expand(path)
     if problems:
         raise RecipeError(problems)
@@ -183,6 +195,15 @@ def parse_override(item: str) -> Override | Problem:
     loc = parse_key(key)
     if isinstance(loc, str):
         return error(key, loc)
+    bad = next((i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)
+    if bad is not None:
+        # The command line held bytes that are not UTF-8 (os.fsdecode makes them lone surrogates):
+        # no file lorabuild writes, all UTF-8, could hold the value.
+        return error(
+            key,
+            f"is not UTF-8 text: byte 0x{ord(text[bad]) - 0xDC00:02X} at position {bad} of the value; "
+            "write it in UTF-8",
+        )
     return Override(key, loc, parse_value(text.strip()))
 
 
@@ -195,23 +216,27 @@ def apply_override(doc: dict[str, Any], item: str) -> Problem | None:
     return error(override.key, why) if why else None
 
 
-def _cwd_relative(item: str) -> str:
-    """Make a relative path in a ``--set`` of a path key absolute from the current folder.
+def _from_cwd(path: str) -> str:
+    """A relative path given on the command line, made absolute from the current folder."""
+    if not path or path.startswith("~") or Path(path).is_absolute():
+        return path
+    return os.path.normpath(Path.cwd() / path)
+
+
+def cwd_relative(item: str) -> str:
+    """A ``--set`` item with every recipe path in its value made absolute from the current folder.
 
     In the recipe file, relative paths are relative to the file; on the command line they are
-    relative to where the user types the command, as every other command-line path is.
+    relative to where the user types the command, as every other command-line path is. That
+    holds for a path anywhere in the value: ``--set model.base=m.safetensors`` as much as
+    ``--set 'dataset.subsets=[{source = "data/x"}]'``. The loader applies the same rule itself;
+    this form is for command lines that run elsewhere (the Makefile's, the sbatch script's).
     """
-    key, sep, text = item.partition("=")
-    value = parse_value(text.strip())
-    if not sep or not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+    override = parse_override(item)
+    if isinstance(override, Problem):
         return item
-    parts = [p for p in re.split(r"[.\[\]]+", key.strip()) if p]
-    loc: list[str | int] = [int(p) if p.isdigit() else p for p in parts]
-    model = _model_at(loc)
-    field = model.model_fields.get(str(loc[-1])) if model else None
-    if field is None or "Path" not in str(field.annotation):
-        return item
-    return f"{key}={json.dumps(str(Path.cwd() / value))}"
+    value = rebase_at(override.loc, override.value, _from_cwd)
+    return item if value == override.value else f"{override.key}={tomlout.value(value)}"
 
 
 def parse_value(text: str) -> Any:
@@ -272,21 +297,37 @@ _TYPE_WORDS = {
     "str": "a text string",
     "list": "a list",
     "dict": "a table",
+    "model": "a table",
     "tuple": "a list",
+    "path": "a path",
 }
 
 
 def _describe_input(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # inf, -inf, nan: as TOML writes them
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _is_type_error(kind: str) -> bool:
+    """Whether an error only says the value has the wrong type (not which constraint it breaks)."""
+    return kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "literal_error")
+
+
 def _message(err: ErrorDetails, loc: tuple[str | int, ...]) -> str:
+    """The message for one pydantic error: what the key must be, and what it got.
+
+    Every constraint's message states the constraint (the bound, the length, the pattern, the
+    choices) with the value given, so that the user can tell what to change without the docs.
+    """
     kind = err["type"]
     ctx: dict[str, Any] = dict(err.get("ctx") or {})
-    got = _describe_input(err.get("input"))
+    value = err.get("input")
+    got = _describe_input(value)
+    size = len(value) if isinstance(value, str | list | tuple | dict) else None
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
@@ -303,20 +344,32 @@ def _message(err: ErrorDetails, loc: tuple[str | int, ...]) -> str:
         return f"must be {words[0]} {ctx[words[1]]} (got {got})"
     if kind == "multiple_of":
         return f"must be a multiple of {ctx['multiple_of']} (got {got})"
+    if kind == "finite_number":
+        return f"must be a finite number (got {got})"
     if kind == "literal_error":
         hint = ""
-        if isinstance(err.get("input"), str):
+        if isinstance(value, str):
             options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-            hint = did_you_mean(err["input"], options)
+            hint = did_you_mean(value, options)
         return f"must be one of {ctx.get('expected')} (got {got}){hint}"
-    if kind == "too_short":
-        return f"must have at least {ctx.get('min_length')} item(s)"
-    if kind == "too_long":
-        return f"must have at most {ctx.get('max_length')} item(s)"
-    if kind == "string_too_short":
+    if kind in ("too_short", "too_long") and isinstance(value, str):
+        kind = "string_" + kind
+    if kind in ("too_short", "too_long"):
+        bound = (
+            ("at least", ctx.get("min_length")) if kind == "too_short" else ("at most", ctx.get("max_length"))
+        )
+        return f"must have {bound[0]} {bound[1]} item(s) (got {ctx.get('actual_length', size)})"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
         return "must not be empty"
+    if kind in ("string_too_short", "string_too_long"):
+        bound = (
+            ("at least", ctx.get("min_length"))
+            if kind == "string_too_short"
+            else ("at most", ctx.get("max_length"))
+        )
+        return f"must be {bound[0]} {bound[1]} characters long (got {size} characters: {got})"
     if kind == "string_pattern_mismatch":
-        return f"contains characters that are not allowed (got {got})"
+        return f"must match the pattern {ctx.get('pattern')} (got {got})"
     if kind in ("value_error", "assertion_error"):
         return str(ctx.get("error", err["msg"]))
     for word, text in _TYPE_WORDS.items():
@@ -339,12 +392,16 @@ def problems_from_validation(
         grouped.setdefault(_clean_loc(err["loc"]), []).append(err)
     problems = []
     for loc, errs in grouped.items():
+        inner = any(other[: len(loc)] == loc and len(other) > len(loc) for other in grouped)
+        if inner and all(_is_type_error(e["type"]) for e in errs):
+            continue  # a union member that got further reports the problem inside the value
         if len(errs) == 1:
             text = _message(errs[0], loc)
         else:
             # A union (e.g. "int | float | str"): say what would be accepted instead of every branch.
-            specific = [
-                e for e in errs if e["type"] in ("value_error", "literal_error", "greater_than_equal")
+            # A constraint that one member broke says more than the members' type mismatches.
+            specific = [e for e in errs if not _is_type_error(e["type"])] or [
+                e for e in errs if e["type"] == "literal_error"
             ]
             if specific:
                 text = _message(specific[0], loc)

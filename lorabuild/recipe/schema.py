@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from pydantic import (
 
 from lorabuild.problems import did_you_mean
 from lorabuild.recipe.accelerate import check_accelerate_args
+from lorabuild.render.quoting import QuotingError, env_name
 
 Family = Literal["sd15", "sd2", "sdxl"]
 
@@ -77,8 +79,17 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$"
 
 def _resolve(path: Path, info: ValidationInfo) -> Path:
     """Resolve a relative recipe path against the recipe file's folder (``context['base']``)."""
+    if "\0" in str(path):
+        raise ValueError(
+            f"must not contain a NUL character (U+0000), which no file path can hold (got {str(path)!r})"
+        )
     base = (info.context or {}).get("base")
-    path = path.expanduser()
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # ~name of no user here, or no home folder
+        raise ValueError(
+            f"{str(path)!r} starts with ~ but names no user's home folder on this machine"
+        ) from None
     if base is not None and not path.is_absolute():
         path = Path(base) / path
     return Path(_normpath(path))
@@ -92,11 +103,45 @@ def _normpath(path: Path) -> str:
 RecipePath = Annotated[Path, AfterValidator(_resolve)]
 """A path written in a recipe: relative paths are relative to the recipe file."""
 
+# What ends a line for one of kohya's readers: a caption or a sample-prompt file read with
+# readlines() (\n, \r), gen_img's prompt file read with str.splitlines() (also \v, \f, \x1c-\x1e,
+# \x85, U+2028, U+2029). Those and every other control character are refused in a line of text.
+_LINE_NAMES = {"\n": "a line break (U+000A)", "\r": "a carriage return (U+000D)", "\t": "a tab (U+0009)"}
+
+
+def line_problem(text: str) -> str | None:
+    """Why ``text`` cannot be one line of a file kohya reads (a caption, a prompt line), or None.
+
+    Refused: line breaks of any kind (``str.splitlines`` splits at each) and every other control
+    character (Unicode category Cc: invisible, and a line break for some reader or other).
+    """
+    for index, ch in enumerate(text):
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            name = _LINE_NAMES.get(ch) or (
+                f"{unicodedata.name(ch)} (U+{ord(ch):04X})"
+                if unicodedata.category(ch) != "Cc"
+                else f"a control character (U+{ord(ch):04X})"
+            )
+            return f"must be one line of text without control characters: it has {name} at position {index}"
+    return None
+
+
+def _one_line(value: str) -> str:
+    why = line_problem(value)
+    if why:
+        raise ValueError(f"{why} (got {value!r})")
+    return value
+
+
+Line = Annotated[str, AfterValidator(_one_line)]
+"""Text that kohya reads as (part of) one line: a caption tag, a trigger, a prompt."""
+
 
 class _Table(BaseModel):
     """Base of every recipe table: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # No inf or nan: neither is a TOML value kohya's parser reads, nor a setting anyone means.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class ModelSection(_Table):
@@ -152,7 +197,7 @@ class AutotagSection(_Table):
         description="Confidence needed for a character tag; above 1 turns character tags off "
         "(kohya --character_threshold).",
     )
-    undesired_tags: list[str] = Field(
+    undesired_tags: list[Line] = Field(
         default_factory=list,
         description="Tags the tagger never writes, exactly as the tagger spells them; short_hair and "
         "short hair both match (kohya --undesired_tags). Use captions.remove for glob patterns.",
@@ -189,19 +234,19 @@ class CaptionRules(_Table):
         "keep",
         description="Rewrite tags with underscores (short_hair) or spaces (short hair); keep leaves them.",
     )
-    replace: dict[str, str] = Field(
+    replace: dict[Line, Line] = Field(
         default_factory=dict, description='Tags to rename, as {wrong = "right"} (fix a tagger\'s mistakes).'
     )
-    remove: list[str] = Field(
+    remove: list[Line] = Field(
         default_factory=list,
         description="Tags to delete: exact tags or glob patterns like '*_hair'. Remove the character's "
         "inherent traits so that the trigger learns them.",
     )
     dedupe: bool = Field(True, description="Drop repeated tags, keeping the first.")
-    move_to_front: list[str] = Field(
+    move_to_front: list[Line] = Field(
         default_factory=list, description="Tags (or globs) moved to the front, in this order."
     )
-    move_to_end: list[str] = Field(
+    move_to_end: list[Line] = Field(
         default_factory=list,
         description="Tags (or globs) pushed to the end, such as transparent_background.",
     )
@@ -227,7 +272,7 @@ class Subset(_Table):
     source: RecipePath = Field(
         description="Folder with the images and their caption files, directly inside. Never modified."
     )
-    trigger: str | None = Field(
+    trigger: Line | None = Field(
         None,
         min_length=1,
         description="Trigger word the LoRA learns (kohya class_tokens); also names the staged folder.",
@@ -249,6 +294,26 @@ class Subset(_Table):
     captions: CaptionRules | None = Field(
         None, description="Caption rules for this subset; replaces the recipe's [captions] table for it."
     )
+
+    @field_validator("trigger")
+    @classmethod
+    def _one_tag(cls, value: str | None) -> str | None:
+        # The trigger is prepended to captions as one tag; kohya splits a caption into tags at
+        # commas (shuffle_caption, keep_tokens) and lorabuild trims each tag, so anything else
+        # would not be the word the LoRA learns.
+        if value is None:
+            return value
+        if "," in value:
+            raise ValueError(
+                f"must be one caption tag, without a comma (got {value!r}): kohya splits captions into "
+                "tags at commas; write it with spaces or underscores, e.g. uiharu_kazari"
+            )
+        if value != value.strip():
+            raise ValueError(
+                f"must not start or end with a space (got {value!r}): each caption tag is trimmed, so "
+                "the captions would hold it without them"
+            )
+        return value
 
     @field_validator("caption_extension")
     @classmethod
@@ -402,6 +467,18 @@ class NetworkSection(_Table):
         description='More network_args as key = value (e.g. for LyCORIS: preset = "attn-mlp").',
     )
 
+    @field_validator("args")
+    @classmethod
+    def _network_args(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        # kohya reads each network_args item as key, value = item.split("=", 1) (train_network.py).
+        bad = [k for k in value if "=" in k or not k.strip()]
+        if bad:
+            raise ValueError(
+                f"key {bad[0]!r} must be a name without '=': kohya splits each network_args item at "
+                "the first '=' into key and value"
+            )
+        return value
+
 
 class OptimizerSection(_Table):
     """``[optimizer]``: optimizer, learning rates and schedule."""
@@ -440,6 +517,25 @@ class OptimizerSection(_Table):
         default_factory=dict,
         description="Optimizer keyword arguments, e.g. weight_decay = 0.01 (kohya optimizer_args).",
     )
+
+    @field_validator("args")
+    @classmethod
+    def _optimizer_args(
+        cls, value: dict[str, str | int | float | bool | list[float]]
+    ) -> dict[str, str | int | float | bool | list[float]]:
+        # kohya reads each optimizer_args item as key, value = item.split("=") and then
+        # ast.literal_eval(value) (train_util.get_optimizer): a second '=' stops it with a ValueError.
+        for key, item in value.items():
+            if "=" in key or not key.strip():
+                raise ValueError(
+                    f"key {key!r} must be a name without '=': kohya splits each optimizer_args item at '='"
+                )
+            if isinstance(item, str) and "=" in item:
+                raise ValueError(
+                    f"{key} = {item!r}: a value must not contain '=': kohya splits each optimizer_args item "
+                    "at every '=' and stops on a second one"
+                )
+        return value
 
     @field_validator("warmup_steps")
     @classmethod
@@ -502,11 +598,11 @@ class TrainingSection(_Table):
 class EvaluateSection(_Table):
     """``[evaluate]``: prompts for samples during training and for the epoch x weight grid."""
 
-    prompts: list[str] = Field(
+    prompts: list[Line] = Field(
         default_factory=list, description="Prompts; {trigger} is replaced by the first subset's trigger."
     )
-    negative_prompt: str = Field("", description="Negative prompt for every image.")
-    seeds: list[int] = Field(
+    negative_prompt: Line = Field("", description="Negative prompt for every image.")
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
         default_factory=lambda: [1234], min_length=1, description="Seeds, one image each."
     )
     weights: list[float] = Field(
@@ -663,11 +759,13 @@ class LaunchSection(_Table):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
-        if bad:
-            raise ValueError(
-                f"{', '.join(bad)} is not a valid environment variable name (letters, digits and _)"
-            )
+        # The scripts' own test (train.sh's export NAME=, train.ps1's $env:NAME =), so that check
+        # refuses exactly the names compile would.
+        for name in value:
+            try:
+                env_name(name)
+            except QuotingError as exc:
+                raise ValueError(f"{name!r} {exc.problem}: {exc.fix}") from None
         return value
 
     @property
@@ -741,7 +839,9 @@ class Recipe(_Table):
         description="Output name (kohya output_name): files are saved as NAME-000001.safetensors … "
         "Letters, digits, '.', '_', '-' and spaces.",
     )
-    title: str | None = Field(None, description="Human title written into the LoRA's metadata.")
+    title: str | None = Field(
+        None, min_length=1, description="Human title written into the LoRA's metadata (the name when unset)."
+    )
     description: str | None = Field(None, description="Description written into the LoRA's metadata.")
     author: str | None = Field(None, description="Author written into the LoRA's metadata.")
     model: ModelSection

@@ -43,7 +43,13 @@ from PIL import Image
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya.diagnose import diagnose
 from lorabuild.kohya.runner import run
-from lorabuild.plan.plan import Plan, epoch_file, first_trigger
+from lorabuild.plan.plan import (
+    Plan,
+    epoch_file,
+    plain_number,
+    prompt_text,
+    prompt_text_problem,
+)
 from lorabuild.problems import LorabuildError, Problem, RecipeError
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.recipe.schema import Recipe
@@ -158,7 +164,6 @@ def grid_settings(plan: Plan, recipe: Recipe) -> GridSettings:
     model = plan.config.get("model", {})
     training = recipe.training
     e = recipe.evaluate
-    trigger = first_trigger(recipe) or ""
     cpu = recipe.launch.gpus == 0
     dtype: Dtype = "fp32" if cpu or training.mixed_precision == "no" else training.mixed_precision
     return GridSettings(
@@ -173,7 +178,7 @@ def grid_settings(plan: Plan, recipe: Recipe) -> GridSettings:
         dtype=dtype,
         # SDXL's VAE overflows in fp16 (black images): keep it in fp32 as training does.
         no_half_vae=training.no_half_vae or (plan.family == "sdxl" and dtype == "fp16"),
-        prompts=tuple(p.replace("{trigger}", trigger) for p in e.prompts),
+        prompts=tuple(prompt_text(recipe, p) for p in e.prompts),
         negative_prompt=e.negative_prompt,
         seeds=tuple(e.seeds),
         weights=tuple(e.weights),
@@ -200,30 +205,14 @@ def prompt_problems(settings: GridSettings) -> list[Problem]:
     texts = [(f"evaluate.prompts[{i}]", p) for i, p in enumerate(settings.prompts)]
     texts.append(("evaluate.negative_prompt", settings.negative_prompt))
     for key, text in texts:
-        why = _unsafe_text(text, allow_empty=key == "evaluate.negative_prompt")
+        # The check's own test (rules.prompt_placeholders), on the text gen_img reads.
+        why = prompt_text_problem(text, negative=key == "evaluate.negative_prompt")
         if why:
             problems.append(Problem(key, f"{why} (got {text!r})"))
     for i, seed in enumerate(settings.seeds):
         if not 0 <= seed < 2**32:
             problems.append(Problem(f"evaluate.seeds[{i}]", f"must be between 0 and 4294967295 (got {seed})"))
     return problems
-
-
-def _unsafe_text(text: str, allow_empty: bool) -> str | None:
-    if "\n" in text or "\r" in text:
-        return "must be one line: gen_img reads one prompt per line"
-    if " --" in text:
-        return "must not contain ' --': gen_img starts a per-prompt option there"
-    if "{" in text or "}" in text:
-        return (
-            "must not contain { or } (other than {trigger}): gen_img reads braces as a dynamic prompt; "
-            "use ( ) for emphasis"
-        )
-    if not allow_empty and not text.strip():
-        return "must not be empty"
-    if text.strip().startswith("#"):
-        return "must not start with '#': gen_img skips such lines as comments"
-    return None
 
 
 @dataclass(frozen=True)
@@ -386,7 +375,7 @@ def plan_grid(
 
 def _number(value: float) -> str:
     """A float as gen_img parses it back exactly (``0.8``, ``7.0``)."""
-    return repr(float(value))
+    return plain_number(repr(float(value)))
 
 
 def network_order(cells: Sequence[Cell]) -> tuple[int, ...]:
