@@ -30,9 +30,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +38,11 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from lorabuild.build.saved import output_layout
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
-from lorabuild.kohya.diagnose import diagnose
-from lorabuild.kohya.runner import run
+from lorabuild.kohya.scriptrun import run_script
 from lorabuild.plan.plan import (
     Plan,
-    epoch_file,
     plain_number,
     prompt_text,
     prompt_text_problem,
@@ -56,7 +53,6 @@ from lorabuild.recipe.schema import Recipe
 from lorabuild.render.sheets import compose_sheets
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
-from lorabuild.stages.train import Layout, failure_message
 
 GRID_DIR = "grid"
 CELLS_DIR = "grid/cells"
@@ -66,7 +62,8 @@ MANIFEST_VERSION = 1
 # Bump when what a key covers, or how a cell is rendered, changes: old cells are then not reused.
 KEY_VERSION = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TAIL_LINES = 400
+GEN_IMG = "gen_img"
+"""How messages name gen_img."""
 
 # [training] max_token_length -> gen_img --max_embeddings_multiples (75 tokens each).
 EMBEDDINGS_MULTIPLES = {75: 1, 150: 2, 225: 3}
@@ -619,10 +616,10 @@ def epoch_files(plan: Plan) -> tuple[list[int], dict[int, str]]:
     The last epoch's numbered file is a link ``lorabuild train`` makes; a build trained with
     ``train.sh`` has only kohya's ``NAME.ext``, which is used then.
     """
-    layout = Layout.of(plan)
+    layout = output_layout(plan)
     present: dict[int, str] = {}
     for epoch in layout.saved:
-        for rel in dict.fromkeys((epoch_file(layout.name, epoch, layout.ext), layout.kohya_file(epoch))):
+        for rel in dict.fromkeys((layout.numbered_file(epoch), layout.kohya_file(epoch))):
             if (plan.build_dir / rel).is_file():
                 present[epoch] = rel
                 break
@@ -861,11 +858,9 @@ def _render(
         # wraps lines at 80 columns when not on a terminal: wider lines keep messages whole.
         "COLUMNS": os.environ.get("COLUMNS", "200"),
     }
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
     total = len(todo)
 
     def handle(line: str) -> None:
-        tail.append(line)
         if on_line is not None:
             on_line(line)
             return
@@ -875,35 +870,27 @@ def _render(
 
     log = build / LOG_FILE
     try:
-        result = run(argv, build, log, env, handle)
+        run = run_script(GEN_IMG, argv, build, log, env, handle)
         done = _collect(build, work / "out", todo)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    where = log.as_posix()
     missing = [c for c in todo if c.key not in done]
-    if result.interrupted:
-        signum = result.signal or signal.SIGINT
+    if run.interrupted:
         raise GridInterrupted(
-            f"grid interrupted ({signal.Signals(signum).name}): {len(done)} of {total} cell(s) rendered and "
-            f"kept; run lorabuild grid again to render the rest. gen_img's output is in {where}",
-            signum,
+            run.interrupted_message(
+                "grid",
+                f": {len(done)} of {total} cell(s) rendered and kept; run lorabuild grid again to render the rest",
+            ),
+            run.signum,
         )
-    if result.returncode != 0:
-        lines = list(tail)
-        text = failure_message(diagnose(lines, result.returncode), lines, result.returncode, where)
+    if run.failed:
         raise GridError(
-            f"gen_img failed ({len(done)} of {total} cell(s) rendered): " + text.replace("kohya", "gen_img")
+            f"{GEN_IMG} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
         )
     if missing:
-        lines = list(tail)
-        diagnosis = diagnose(lines, result.returncode)
         names = ", ".join(f"{c.key}.png" for c in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        reason = f"{diagnosis}. " if diagnosis else ""
-        raise GridError(
-            f"gen_img exited with status 0 but did not write {len(missing)} of {total} cell(s) ({names}): "
-            f"{reason}read its output in {where}"
-        )
-    return result.seconds, log
+        raise GridError(run.missing_message(f"{len(missing)} of {total} cell(s) ({names})"))
+    return run.result.seconds, log
 
 
 def _collect(build: Path, outdir: Path, todo: Sequence[Cell]) -> set[str]:

@@ -35,8 +35,10 @@ from lorabuild import __version__
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.build.saved import HashCache, SavedFile, epoch_files, output_layout
 from lorabuild.plan.plan import Plan
+from lorabuild.plan.tags import activation_text
 from lorabuild.problems import Problem, RecipeError, error
 from lorabuild.recipe.schema import Recipe
+from lorabuild.render.units import human_size
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import comfyui_dir, webui_dir
 
@@ -123,15 +125,6 @@ def default_weight(recipe: Recipe) -> float:
     return weights[len(weights) // 2]
 
 
-def activation_text(plan: Plan) -> str:
-    """The training subsets' triggers, in order and each once (the card's activation text)."""
-    triggers: list[str] = []
-    for subset in plan.subsets:
-        if subset.trigger and not subset.is_reg and subset.trigger not in triggers:
-            triggers.append(subset.trigger)
-    return ", ".join(triggers)
-
-
 def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> dict[str, object]:
     """The webui's sidecar (``<name>.json``) for ``epoch`` of the build.
 
@@ -139,7 +132,7 @@ def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> 
     card still says which epoch and recipe it is after the build folder is gone. Nothing in it
     changes between two installs of the same file, so a second install is a no-op.
     """
-    _, _, epochs = output_layout(plan)
+    epochs = output_layout(plan).epochs
     provenance = (
         f"{plan.name}: epoch {epoch} of {epochs}, installed by lorabuild {__version__} from "
         f"{plan.recipe_file.name} (recipe sha256 {plan.recipe_hash[:12]}); file sha256 {sha256}."
@@ -259,7 +252,7 @@ def choose_epoch(plan: Plan, recipe: Recipe, display: str, epoch: int | None) ->
         RecipeError: Nothing was saved yet, or not that epoch (the message lists what was).
     """
     files = epoch_files(plan)
-    _, _, epochs = output_layout(plan)
+    epochs = output_layout(plan).epochs
     where = (plan.build_dir / "output").as_posix()
     if epoch is not None:
         wanted, key, file = epoch, "--epoch", ""
@@ -522,13 +515,3 @@ def describe(files: Sequence[InstallFile], dry_run: bool) -> list[str]:
         verb = f.action if not dry_run or f.action == "identical" else f"would {f.action}"
         lines.append(f"{verb:>13}  {f.path.as_posix()} ({human_size(f.size)})")
     return lines
-
-
-def human_size(size: int) -> str:
-    """``12.3 MB`` style sizes (decimal units, as file managers show them)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"

@@ -32,10 +32,10 @@ from lorabuild import KOHYA_COMMIT, __version__
 from lorabuild.build.gridmanifest import Sheet, read_manifest
 from lorabuild.build.saved import HashCache, output_layout, saved_files
 from lorabuild.plan.plan import Plan
-from lorabuild.plan.tags import CSV_NAME
+from lorabuild.plan.tags import CSV_NAME, activation_text
+from lorabuild.render.units import human_size
 from lorabuild.render.writer import Artefact, write_files
 from lorabuild.settings import TEMPLATES_DIR
-from lorabuild.stages.install import activation_text, human_size
 
 REPORT_NAME = "report.html"
 """The report's file in the build folder."""
@@ -116,7 +116,7 @@ def collect(plan: Plan, build: Path) -> ReportData:
     tags, tags_note = tag_tables(plan, build)
     sheets, grid_note = grid_sheets(build)
     files, files_note, hashed = saved_table(plan, build, suggested)
-    _, _, epochs = output_layout(plan)
+    epochs = output_layout(plan).epochs
     saved_epochs = {f["epoch"] for f in files}
     install_epoch = suggested if suggested in saved_epochs else (max(saved_epochs) if saved_epochs else None)
     recipe = plan.recipe_file.as_posix()

@@ -2,18 +2,16 @@
 
 - **Truthful results.** kohya's exit status is not trusted (it exits 0 after "No data found"):
   the run succeeded only when every file this run should have written exists and was written by
-  it. Known failures get a one-line diagnosis and fix (:mod:`lorabuild.kohya.diagnose`); a NaN loss
-  fails the build, since its files are unusable.
+  it. Known failures get a one-line diagnosis and fix (:mod:`lorabuild.kohya.scriptrun` words them
+  with :mod:`lorabuild.kohya.diagnose`); a NaN loss fails the build, since its files are unusable.
 - **Normalised outputs.** kohya saves the last epoch only as ``NAME.ext``; once training
   succeeded it is linked (hard link, else copy) to ``NAME-0000EE.ext`` too, so every epoch has its
   numbered file (:func:`lorabuild.plan.plan.expected_outputs` lists both names).
 - **Resume.** With ``training.save_state`` a run that stopped (Ctrl-C, a crash, SIGKILL, a power
-  cut) with the inputs unchanged continues from its last complete epoch state:
-  ``--resume output/NAME-0000EE-state --initial_epoch E+1``. The state restores the network,
-  optimizer, LR scheduler and RNG, so the LR schedule continues; ``--initial_epoch`` numbers the
-  epochs on, whatever step count the state holds. ``--skip_until_initial_step`` is not used: at an
-  epoch boundary there is nothing to skip, and kohya miscounts its epochs with it under gradient
-  accumulation (KOHYA.md 6.10 rows 154-158). kohya restarts its global step at 0 on resume, so
+  cut) with the inputs unchanged continues from its last complete epoch state
+  (:func:`lorabuild.kohya.outputs.resume_args`: ``--resume output/NAME-0000EE-state --initial_epoch
+  E+1``). The state restores the network, optimizer, LR scheduler and RNG, so the LR schedule
+  continues. kohya restarts its global step at 0 on resume, so
   the ``ss_steps`` it writes into later files is short by the resumed steps: lorabuild corrects it
   to what an uninterrupted run writes.
 """
@@ -22,27 +20,25 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorabuild.build.saved import OutputLayout, output_layout
 from lorabuild.build.state import BuildLock, Stamp, load_stamps, save_stamp
-from lorabuild.kohya.diagnose import diagnose, last_error
+from lorabuild.kohya.outputs import resume_args, saved_name_pattern, state_is_complete
 from lorabuild.kohya.progress import Display, Tracker
-from lorabuild.kohya.runner import DEFAULT_GRACE, resolve_argv, run
-from lorabuild.plan.plan import Plan, epoch_file, saved_epochs
+from lorabuild.kohya.runner import resolve_argv
+from lorabuild.kohya.scriptrun import run_script
+from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError
 
-# Files of an accelerate state folder that kohya's resume needs; random_states is written last.
-STATE_FILES = ("train_state.json", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
-TAIL_LINES = 400
+KOHYA = "kohya"
+"""How messages name the trainer."""
 
 
 class TrainingError(LorabuildError):
@@ -90,52 +86,9 @@ class TrainResult:
     log: Path
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a build's training writes, read from its compiled config."""
-
-    name: str
-    ext: str
-    epochs: int
-    saved: tuple[int, ...]
-    save_state: bool
-
-    @staticmethod
-    def of(plan: Plan) -> Layout:
-        """The layout of ``plan``'s training."""
-        saving = plan.config.get("saving", {})
-        epochs = int(plan.config["training"]["max_train_epochs"])
-        return Layout(
-            name=str(saving.get("output_name", plan.name)),
-            ext=str(saving.get("save_model_as", "safetensors")),
-            epochs=epochs,
-            saved=tuple(saved_epochs(epochs, saving.get("save_every_n_epochs"))),
-            save_state=bool(saving.get("save_state")),
-        )
-
-    def kohya_file(self, epoch: int) -> str:
-        """The file kohya itself writes for ``epoch`` (the last one without a number)."""
-        return (
-            f"output/{self.name}.{self.ext}"
-            if epoch == self.epochs
-            else epoch_file(self.name, epoch, self.ext)
-        )
-
-    def state(self, epoch: int) -> str:
-        """The state folder kohya writes after ``epoch`` (not the last)."""
-        return f"output/{self.name}-{epoch:06d}-state"
-
-
-def state_is_complete(folder: Path) -> bool:
-    """Whether an accelerate state folder was written to the end."""
-    return all((folder / name).is_file() for name in STATE_FILES) and any(
-        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
-    )
-
-
 def find_resume_point(plan: Plan) -> ResumePoint | None:
     """The latest complete intermediate state whose epoch file exists too."""
-    layout = Layout.of(plan)
+    layout = output_layout(plan)
     for epoch in reversed(layout.saved[:-1]):
         state = layout.state(epoch)
         if (
@@ -151,13 +104,11 @@ def clean_outputs(plan: Plan) -> int:
 
     A fresh run must not be judged by files it did not write. Returns how many were removed.
     """
-    layout = Layout.of(plan)
+    layout = output_layout(plan)
     output = plan.build_dir / "output"
     if not output.is_dir():
         return 0
-    ours = re.compile(
-        rf"^{re.escape(layout.name)}(?:-\d{{6}}|-step\d{{8}})?(?:-state|\.(?:safetensors|ckpt|pt))$"
-    )
+    ours = saved_name_pattern(layout.name)
     removed = 0
     for entry in output.iterdir():
         if ours.match(entry.name):
@@ -204,7 +155,7 @@ def train(
         TrainingInterrupted: lorabuild was stopped (Ctrl-C, SIGTERM) and stopped kohya.
     """
     tell = say or (lambda text: None)
-    layout = Layout.of(plan)
+    layout = output_layout(plan)
     build = plan.build_dir
     previous = load_stamps(build).get("train")
     resume = None
@@ -219,7 +170,7 @@ def train(
 
     argv = resolve_argv(plan.launch, sd_scripts)
     if resume is not None:
-        argv += ["--resume", resume.state, "--initial_epoch", str(resume.epoch + 1)]
+        argv += resume_args(resume.state, resume.epoch)
     # kohya records `git rev-parse HEAD` run inside its folder in every LoRA's metadata; where that
     # folder is not a git checkout of its own, git would walk up and report lorabuild's commit.
     env = {**dict(plan.launch.env), "GIT_CEILING_DIRECTORIES": str(sd_scripts.resolve().parent)}
@@ -229,10 +180,8 @@ def train(
     start_step = resume.epoch * plan.steps_per_epoch if resume else 0
     tracker = Tracker(plan.total_steps, layout.epochs, start_step)
     display = Display(tracker) if on_line is None else None
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def handle(line: str) -> None:
-        tail.append(line)
         if display is not None:
             display(line)
         else:
@@ -243,27 +192,26 @@ def train(
     started = time.time()
     log = build / "logs" / "train.log"
     try:
-        result = run(
+        run = run_script(
+            KOHYA,
             argv,
             build,
             log,
             env,
             handle,
-            grace=DEFAULT_GRACE if grace is None else grace,
+            grace=grace,
             on_start=(lambda pid: lock.note(trainer_pid=pid)) if lock else None,
         )
     finally:
         if display is not None:
             display.close()
-    where = log.as_posix()
     progress = tracker.progress
 
     def fail(status: str) -> None:
         save_stamp(build, "train", Stamp(key, status, detail=detail))
 
-    if result.interrupted:
+    if run.interrupted:
         fail("interrupted")
-        signum = result.signal or signal.SIGINT
         point = find_resume_point(plan) if layout.save_state else None
         if point is not None:
             hint = (
@@ -275,15 +223,12 @@ def train(
         else:
             hint = "the next run starts over (set training.save_state = true to be able to resume)"
         raise TrainingInterrupted(
-            f"training interrupted ({signal.Signals(signum).name}) at {progress.summary()}; {hint}. "
-            f"kohya's output is in {where}",
-            signum,
+            run.interrupted_message("training", f" at {progress.summary()}; {hint}"), run.signum
         )
 
-    lines = list(tail)
-    if result.returncode != 0:
+    if run.failed:
         fail("failed")
-        message = failure_message(diagnose(lines, result.returncode), lines, result.returncode, where)
+        message = run.failure_message()
         if resume is not None:
             message += (
                 f"\n(it resumed from {resume.state}; if that saved state is the trouble, start over with "
@@ -298,19 +243,10 @@ def train(
     missing = [f for f in due if not _written_since(build / f, started)]
     if missing:
         fail("failed")
-        diagnosis = diagnose(lines, result.returncode)
-        if diagnosis is None:
-            message = (
-                f"kohya exited with status 0 without saving {', '.join(missing)}: treat the run as "
-                f"failed and read its output in {where}"
-            )
-        else:
-            message = f"{diagnosis}. kohya's output is in {where}"
-        raise TrainingError(message)
+        raise TrainingError(run.missing_message(", ".join(missing)))
     if progress.nan_step is not None:
         fail("failed")
-        diagnosis = diagnose(lines, result.returncode, progress.nan_step)
-        raise TrainingError(f"{diagnosis}. kohya's output is in {where}")
+        raise TrainingError(run.diagnosed_message(progress.nan_step))
 
     if resume is not None:
         for epoch in layout.saved:
@@ -322,25 +258,11 @@ def train(
     absent = [f for f in plan.outputs if not (build / f.rstrip("/")).exists()]
     if absent:
         fail("failed")
-        raise TrainingError(f"training ended without {', '.join(absent)}; kohya's output is in {where}")
+        raise TrainingError(
+            f"training ended without {', '.join(absent)}; {KOHYA}'s output is in {log.as_posix()}"
+        )
     save_stamp(build, "train", Stamp(key, "done", detail={**detail, "outputs": list(plan.outputs)}))
-    return TrainResult(plan.outputs, resume, result.seconds, log)
-
-
-def failure_message(diagnosis: object, lines: list[str], returncode: int, log: str) -> str:
-    """The first line says what happened and what to do; the log's place follows."""
-    error = last_error(lines)
-    if diagnosis is not None:
-        text = f"{diagnosis}."
-        if error:
-            text += f"\nkohya's error: {error}"
-        return f"{text}\nkohya's output is in {log}"
-    status = f"exit status {returncode}" if returncode >= 0 else f"signal {-returncode}"
-    if returncode < 0:
-        with_name = {s.value: s.name for s in signal.Signals}.get(-returncode)
-        status = f"signal {with_name or -returncode}"
-    reason = f" ({error})" if error else ""
-    return f"kohya stopped with {status}{reason}. Its whole output is in {log}"
+    return TrainResult(plan.outputs, resume, run.result.seconds, log)
 
 
 def _written_since(path: Path, since: float) -> bool:
@@ -351,10 +273,10 @@ def _written_since(path: Path, since: float) -> bool:
         return False
 
 
-def link_last_epoch(build: Path, layout: Layout) -> None:
+def link_last_epoch(build: Path, layout: OutputLayout) -> None:
     """Give the last epoch's file (kohya's ``NAME.ext``) its numbered name too."""
     final = build / layout.kohya_file(layout.epochs)
-    numbered = build / epoch_file(layout.name, layout.epochs, layout.ext)
+    numbered = build / layout.numbered_file(layout.epochs)
     tmp = numbered.with_name(f".{numbered.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
