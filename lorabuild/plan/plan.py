@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from lorabuild import KOHYA_COMMIT, __version__
+from lorabuild.kohya import families
 from lorabuild.kohya.buckets import BucketSettings, batches_per_epoch, bucket_for, total_steps
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec, accelerate_argv
 from lorabuild.probe.facts import Facts, Fingerprint
@@ -33,19 +34,8 @@ from lorabuild.render.quoting import comment_text
 
 PLAN_SCHEMA_VERSION = 1
 
-SCRIPTS = {"sd15": "train_network.py", "sd2": "train_network.py", "sdxl": "sdxl_train_network.py"}
-
 # Default bucket granularity kohya uses (--bucket_reso_steps 64); SDXL accepts 32 too.
 DEFAULT_BUCKET_STEPS = 64
-
-# recipe network.module -> (kohya --network_module, LyCORIS algo or None)
-NETWORK_MODULES: dict[str, tuple[str, str | None]] = {
-    "lora": ("networks.lora", None),
-    "dylora": ("networks.dylora", None),
-    "locon": ("lycoris.kohya", "locon"),
-    "loha": ("lycoris.kohya", "loha"),
-    "lokr": ("lycoris.kohya", "lokr"),
-}
 
 STAGED_CAPTION_EXTENSION = ".txt"
 
@@ -217,11 +207,11 @@ def is_rooted(path: str) -> bool:
 
 
 def family_of(recipe: Recipe, facts: Facts) -> str:
-    """The recipe's family, else the detected one, else sd15 (rules report the ambiguity)."""
+    """The recipe's family, else the detected one, else the fallback (rules report the ambiguity)."""
     if recipe.model.family:
         return recipe.model.family
     detected = facts.model.family
-    return detected if detected in SCRIPTS else "sd15"
+    return detected if detected in families.names() else families.FALLBACK
 
 
 def bucket_settings(recipe: Recipe) -> BucketSettings:
@@ -429,7 +419,7 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path) -> Plan:
         recipe.training.gradient_accumulation_steps,
         recipe.launch.num_processes,
     )
-    script = SCRIPTS[family]
+    script = families.get(family).train_script
     return Plan(
         name=recipe.name,
         build_dir=build_dir,
@@ -462,11 +452,12 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
     and kohya's own defaults apply.
     """
     m, n, o, t, e = recipe.model, recipe.network, recipe.optimizer, recipe.training, recipe.evaluate
+    fam = families.get(family)
 
     def rel(path: Path) -> str:
         return portable_path(path, build_dir)
 
-    module, algo = NETWORK_MODULES[n.module]
+    module, algo = fam.network_modules[n.module]
     network_args = []
     if algo:
         network_args.append(f"algo={algo}")
@@ -479,7 +470,7 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
         "model": _drop_none(
             {
                 "pretrained_model_name_or_path": rel(m.base),
-                "v2": family == "sd2",
+                "v2": fam.v2,
                 "v_parameterization": m.v_parameterization,
                 "clip_skip": m.clip_skip,
                 "vae": rel(m.vae) if m.vae else None,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from lorabuild.kohya import families
 from lorabuild.plan.plan import Plan, relpath
 from lorabuild.problems import Problem, format_problem
-
-_FAMILY_NAMES = {"sd15": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 
 # Beyond this many images the per-image bucket list is only shown with --verbose.
 IMAGE_LIST_LIMIT = 40
@@ -20,7 +19,7 @@ def plan_summary(plan: Plan, verbose: bool = False) -> str:
     width, height = ds["resolution"]
     lines = [f"{plan.name}  ({plan.recipe_file.as_posix()})"]
     lines.append(
-        f"  model    {cfg['model']['pretrained_model_name_or_path']}: {_FAMILY_NAMES[plan.family]} "
+        f"  model    {cfg['model']['pretrained_model_name_or_path']}: {families.get(plan.family).label} "
         f"-> kohya {plan.script}"
     )
     bucket_text = (

@@ -18,7 +18,8 @@
   not trusted). ``grid/grid.json`` (:mod:`lorabuild.build.gridmanifest` reads it) lists each prompt
   and seed's sheet: rows by epoch, columns by weight; :mod:`lorabuild.render.sheets` draws them.
 
-:func:`plan_grid`, :func:`prompt_file_text`, :func:`gen_img_argv` and :func:`manifest` are pure;
+:func:`plan_grid`, :func:`prompt_file_text` and :func:`manifest` are pure (the command line is the
+family's :attr:`~lorabuild.kohya.families.Family.grid`: :mod:`lorabuild.kohya.genimg`);
 :func:`render_grid` is the stage's verb.
 """
 
@@ -28,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +40,8 @@ from PIL import Image
 
 from lorabuild.build.saved import output_layout
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
+from lorabuild.kohya import families
+from lorabuild.kohya.genimg import EMBEDDINGS_MULTIPLES, Dtype
 from lorabuild.kohya.scriptrun import run_script
 from lorabuild.plan.plan import (
     Plan,
@@ -62,14 +64,6 @@ MANIFEST_VERSION = 1
 # Bump when what a key covers, or how a cell is rendered, changes: old cells are then not reused.
 KEY_VERSION = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-GEN_IMG = "gen_img"
-"""How messages name gen_img."""
-
-# [training] max_token_length -> gen_img --max_embeddings_multiples (75 tokens each).
-EMBEDDINGS_MULTIPLES = {75: 1, 150: 2, 225: 3}
-FAMILY_FLAGS = {"sd15": ("--v1",), "sd2": ("--v2",), "sdxl": ("--sdxl",)}
-
-Dtype = Literal["fp32", "fp16", "bf16"]
 
 
 class GridError(LorabuildError):
@@ -97,7 +91,7 @@ class GridSettings:
     or absolute, as in ``config.toml``.
 
     Attributes:
-        family: sd15, sd2 or sdxl (``--v1``, ``--v2``, ``--sdxl``).
+        family: The model family (:mod:`lorabuild.kohya.families`; its ``grid`` renders the cells).
         base: The base model (``--ckpt``).
         vae: A replacement VAE (``--vae``), or None.
         tokenizer_cache_dir: ``--tokenizer_cache_dir``, or None.
@@ -173,8 +167,9 @@ def grid_settings(plan: Plan, recipe: Recipe) -> GridSettings:
         embeddings_multiples=EMBEDDINGS_MULTIPLES[training.max_token_length],
         network_module=str(plan.config.get("network", {}).get("network_module", "networks.lora")),
         dtype=dtype,
-        # SDXL's VAE overflows in fp16 (black images): keep it in fp32 as training does.
-        no_half_vae=training.no_half_vae or (plan.family == "sdxl" and dtype == "fp16"),
+        # A VAE that overflows in fp16 (SDXL's: black images) stays in fp32, as training keeps it.
+        no_half_vae=training.no_half_vae
+        or (families.get(plan.family).vae_overflows_in_fp16 and dtype == "fp16"),
         prompts=tuple(prompt_text(recipe, p) for p in e.prompts),
         negative_prompt=e.negative_prompt,
         seeds=tuple(e.seeds),
@@ -428,73 +423,6 @@ def batch_size(cells: Sequence[Cell], cap: int) -> int:
     return max(1, min(cap, longest))
 
 
-def gen_img_argv(
-    settings: GridSettings,
-    *,
-    script: str,
-    outdir: str,
-    prompt_file: str,
-    network_files: Sequence[str],
-    batch: int = 1,
-    pre_calc: bool = True,
-    python: str = sys.executable,
-) -> list[str]:
-    """The gen_img command (relative paths are relative to the build folder).
-
-    Args:
-        settings: The grid's settings.
-        script: gen_img.py.
-        outdir: Where gen_img writes the cells (``--outdir``).
-        prompt_file: The prompt file (``--from_file``).
-        network_files: The LoRA files, one network each (the order of ``--am``).
-        batch: ``--batch_size``.
-        pre_calc: ``--network_pre_calc``: merge each batch's selected weights into the model.
-        python: The Python that runs gen_img (kohya's stack).
-    """
-    argv = [python, script, *FAMILY_FLAGS[settings.family]]
-    if settings.v_parameterization:
-        argv.append("--v_parameterization")
-    argv += ["--ckpt", settings.base]
-    if settings.vae:
-        argv += ["--vae", settings.vae]
-    if settings.tokenizer_cache_dir:
-        argv += ["--tokenizer_cache_dir", settings.tokenizer_cache_dir]
-    argv += [
-        "--outdir",
-        outdir,
-        "--from_file",
-        prompt_file,
-        "--sampler",
-        settings.sampler,
-        "--steps",
-        str(settings.steps),
-        "--scale",
-        _number(settings.cfg_scale),
-        "--W",
-        str(settings.width),
-        "--H",
-        str(settings.height),
-        "--max_embeddings_multiples",
-        str(settings.embeddings_multiples),
-        "--batch_size",
-        str(batch),
-        # sdpa works on every device (xformers only on CUDA) and gives the same images.
-        "--sdpa",
-    ]
-    if settings.clip_skip is not None:
-        argv += ["--clip_skip", str(settings.clip_skip)]
-    if settings.dtype != "fp32":
-        argv.append(f"--{settings.dtype}")
-    if settings.no_half_vae:
-        argv.append("--no_half_vae")
-    if network_files:
-        argv += ["--network_module", *([settings.network_module] * len(network_files))]
-        argv += ["--network_weights", *network_files]
-        if pre_calc:
-            argv.append("--network_pre_calc")
-    return argv
-
-
 def manifest(grid: GridPlan, name: str) -> dict[str, Any]:
     """The ``grid/grid.json`` document (version 1; see :mod:`lorabuild.build.gridmanifest`)."""
     s = grid.settings
@@ -736,8 +664,6 @@ def use_pre_calc(settings: GridSettings, batch: int, networks: int) -> bool:
 # weights (--network_pre_calc), and a batch runs faster than its images one by one.
 MAX_BATCH = 4
 
-_PROMPT_PROGRESS = re.compile(r"prompt (\d+)/(\d+):")
-
 
 def render_grid(
     plan: Plan,
@@ -840,9 +766,10 @@ def _render(
     batch = batch_size(todo, max_batch)
     if pre_calc is None:
         pre_calc = use_pre_calc(settings, batch, len(networks))
-    argv = gen_img_argv(
+    renderer = families.get(settings.family).grid
+    argv = renderer.argv(
         settings,
-        script=str((sd_scripts / "gen_img.py").resolve()),
+        script=str((sd_scripts / renderer.SCRIPT).resolve()),
         outdir=f"{rel}/out",
         prompt_file=f"{rel}/prompts.txt",
         network_files=[grid.lora_files[e] for e in networks],
@@ -850,27 +777,20 @@ def _render(
         pre_calc=pre_calc,
         python=python,
     )
-    env = {
-        **dict(plan.launch.env),
-        # The model and tokenizer were used (downloaded, if ever) by the training: stay offline.
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-        # gen_img sets up kohya's rich log handler before it reads --console_log_simple, and rich
-        # wraps lines at 80 columns when not on a terminal: wider lines keep messages whole.
-        "COLUMNS": os.environ.get("COLUMNS", "200"),
-    }
+    env = renderer.env(dict(plan.launch.env))
     total = len(todo)
 
     def handle(line: str) -> None:
         if on_line is not None:
             on_line(line)
             return
-        match = _PROMPT_PROGRESS.search(line)
-        if match:
-            tell(f"grid: cell {match[1]}/{total}")
+        cell = renderer.progress(line)
+        if cell is not None:
+            tell(f"grid: cell {cell}/{total}")
 
     log = build / LOG_FILE
     try:
-        run = run_script(GEN_IMG, argv, build, log, env, handle)
+        run = run_script(renderer.NAME, argv, build, log, env, handle)
         done = _collect(build, work / "out", todo)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -885,7 +805,7 @@ def _render(
         )
     if run.failed:
         raise GridError(
-            f"{GEN_IMG} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
+            f"{renderer.NAME} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
         )
     if missing:
         names = ", ".join(f"{c.key}.png" for c in missing[:3]) + (", ..." if len(missing) > 3 else "")

@@ -34,6 +34,7 @@ from PIL import Image
 from lorabuild import __version__
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.build.saved import HashCache, SavedFile, epoch_files, output_layout
+from lorabuild.kohya import families
 from lorabuild.plan.plan import Plan
 from lorabuild.plan.tags import activation_text
 from lorabuild.problems import Problem, RecipeError, error
@@ -41,9 +42,6 @@ from lorabuild.recipe.schema import Recipe
 from lorabuild.render.units import human_size
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import comfyui_dir, webui_dir
-
-SD_VERSIONS = {"sd15": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
-"""lorabuild's model family -> the webui's ``sd version`` (``network.SdVersion`` names)."""
 
 # (what, where the LoRA folder sits in the app's folder, env variable, recipe key, flag)
 _APPS = {
@@ -140,7 +138,7 @@ def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> 
     notes = recipe.install.notes.strip()
     return {
         "description": recipe.description or recipe.title or "",
-        "sd version": SD_VERSIONS.get(plan.family, "Unknown"),
+        "sd version": families.get(plan.family).sd_version,
         "activation text": activation_text(plan),
         "preferred weight": weight,
         "negative text": recipe.install.negative_text,
