@@ -205,7 +205,7 @@ def prompt_problems(settings: GridSettings) -> list[Problem]:
     texts = [(f"evaluate.prompts[{i}]", p) for i, p in enumerate(settings.prompts)]
     texts.append(("evaluate.negative_prompt", settings.negative_prompt))
     for key, text in texts:
-        # The check's own test (rules.prompt_placeholders), on the text gen_img reads.
+        # The check's own test (rules.evaluate.prompt_placeholders), on the text gen_img reads.
         why = prompt_text_problem(text, negative=key == "evaluate.negative_prompt")
         if why:
             problems.append(Problem(key, f"{why} (got {text!r})"))
