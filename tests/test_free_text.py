@@ -296,7 +296,7 @@ def what_kohya_reads(plan: Any, recipe: Recipe) -> Read:
         texts += [sample["prompt"], sample.get("negative_prompt", "")]
     if e.prompts:
         settings = grid.grid_settings(plan, recipe)
-        assert not grid.prompt_problems(settings)  # the grid refuses nothing the check passed
+        assert not grid.prompt_problems(recipe)  # the grid refuses nothing the check passed
         for index, prompt in enumerate(settings.prompts):
             cell = grid.Cell(3, 0.8, index, e.seeds[0], prompt, "k")
             read = gen_img_prompt(grid.prompt_line(settings, cell, (3,)))

@@ -1042,6 +1042,27 @@ def test_prompts_kohya_would_misread(project: Project, prompt: str, message: str
     ]
 
 
+@covers(evaluate.grid_epochs_saved)
+def test_grid_epochs_must_be_saved(project: Project) -> None:
+    """The grid refused them only after training: `lorabuild grid` found epoch 7 of a 3-epoch run."""
+    assert found(project, evaluate.grid_epochs_saved, "evaluate.epochs=[1, 3]") == []
+    assert found(project, evaluate.grid_epochs_saved) == []  # "all"
+    assert found(project, evaluate.grid_epochs_saved, "evaluate.epochs=[2, 7, 3]") == [
+        "recipe.toml: evaluate.epochs: epoch(s) 7 are not saved by this training: it saves epochs 1, 2, 3 "
+        '(training.epochs and training.save_every_n_epochs); list some of those, or use "all"'
+    ]
+    assert found(
+        project,
+        evaluate.grid_epochs_saved,
+        "training.epochs=20",
+        "training.save_every_n_epochs=2",
+        "evaluate.epochs=[3, 4]",
+    ) == [
+        "recipe.toml: evaluate.epochs: epoch(s) 3 are not saved by this training: it saves epochs 2, 4, 6, "
+        '..., 20 (training.epochs and training.save_every_n_epochs); list some of those, or use "all"'
+    ]
+
+
 @covers(evaluate.prompt_placeholders)
 def test_prompts_kohya_reads_as_written(project: Project) -> None:
     fine = ["{trigger}, smile", "1girl - solo", "a--b -", "nw 512", "(smile:1.2), 初春", "sweep w/ 5"]
