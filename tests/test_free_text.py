@@ -38,7 +38,6 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from lorabuild.build.artefacts import render
-from lorabuild.pipeline import check
 from lorabuild.plan.plan import prompt_text
 from lorabuild.problems import RecipeError, Severity
 from lorabuild.recipe.captions import normalise
@@ -46,6 +45,7 @@ from lorabuild.recipe.expand import _is_recipe_path, _model_of
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render import toml as tomlout
 from lorabuild.stages import grid
+from lorabuild.stages.check import check
 from tests.conftest import RECIPE, Project
 
 hypothesis = pytest.importorskip("hypothesis")

@@ -17,11 +17,11 @@ from PIL import Image
 
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.kohya.options import options
-from lorabuild.pipeline import check, require_plan
 from lorabuild.problems import RecipeError
 from lorabuild.recipe.load import LoadedRecipe, load_recipe
 from lorabuild.rules import evaluate
 from lorabuild.stages import grid
+from lorabuild.stages.check import check, require_plan
 from tests.conftest import RECIPE, SD_SCRIPTS, Project, run_lorabuild, write_safetensors
 from tests.fakekohya import FAKE_GEN_IMG
 

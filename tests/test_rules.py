@@ -1347,7 +1347,7 @@ def test_values_the_scripts_cannot_carry(project: Project, setting: str, message
 
 def test_check_refuses_everything_compile_would(project: Project) -> None:
     """Each value above passes the schema, so only the rule stands between it and a failed compile."""
-    from lorabuild.pipeline import check
+    from lorabuild.stages.check import check
 
     checked = check(project.recipe, ["launch.accelerate_args={ rdzv_conf = 'a=\"1 2\"' }"], project.build)
     assert checked.plan is None

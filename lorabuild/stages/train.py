@@ -33,12 +33,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorabuild.build.state import BuildLock, Stamp, load_stamps, save_stamp
+from lorabuild.build.state import (
+    BuildLock,
+    Digests,
+    Stamp,
+    load_stamps,
+    save_stamp,
+    staged_dataset_digest,
+    train_key,
+)
 from lorabuild.kohya.diagnose import diagnose, last_error
 from lorabuild.kohya.progress import Display, Tracker
 from lorabuild.kohya.runner import DEFAULT_GRACE, resolve_argv, run
 from lorabuild.plan.plan import Plan, epoch_file, saved_epochs
 from lorabuild.problems import LorabuildError
+from lorabuild.settings import sd_scripts_dir
 
 # Files of an accelerate state folder that kohya's resume needs; random_states is written last.
 STATE_FILES = ("train_state.json", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
@@ -325,6 +334,26 @@ def train(
         raise TrainingError(f"training ended without {', '.join(absent)}; kohya's output is in {where}")
     save_stamp(build, "train", Stamp(key, "done", detail={**detail, "outputs": list(plan.outputs)}))
     return TrainResult(plan.outputs, resume, result.seconds, log)
+
+
+def train_build(
+    plan: Plan,
+    on_line: Callable[[str], None] | None = None,
+    *,
+    fresh: bool = False,
+    say: Callable[[str], None] | None = None,
+    lock: BuildLock | None = None,
+) -> TrainResult:
+    """Run kohya for a compiled and staged build (:func:`train`, its inputs' key computed here).
+
+    kohya's exit status alone is not trusted: it exits 0 after "No data found". A run stopped
+    with its inputs unchanged resumes from its last saved state.
+    """
+    sd_scripts = sd_scripts_dir()
+    digests = Digests(plan.build_dir)
+    key = train_key(plan, staged_dataset_digest(plan, digests), sd_scripts)
+    digests.save()
+    return train(plan, key, sd_scripts, on_line=on_line, say=say, fresh=fresh, lock=lock)
 
 
 def failure_message(diagnosis: object, lines: list[str], returncode: int, log: str) -> str:
