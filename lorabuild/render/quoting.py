@@ -112,7 +112,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from lorabuild.problems import LorabuildError
+from lorabuild.problems import LorabuildError, visible
 
 __all__ = [
     "Quoted",
@@ -168,22 +168,8 @@ def _show(value: str) -> str:
     return "'" + comment_text(value) + "'"
 
 
-def comment_text(s: str) -> str:
-    """Write ``s`` as one visible line of text, for a comment in bash, PowerShell or TOML.
-
-    Every character that ``str.isprintable()`` rejects is escaped the way Python writes it in a
-    string literal (``\\n``, ``\\r``, ``\\t``, ``\\x01``, ``\\x85``, ``\\u2028``, ``\\u202e``, a lone
-    surrogate as ``\\udcff``); everything else, backslashes and non-ASCII text included, is kept. See
-    "Comments" in the module docstring for why that is enough in each file type.
-
-    Args:
-        s: Any text: a recipe path, a build name, a command line.
-
-    Returns:
-        Text without line breaks or control characters, e.g. ``evil\\necho PWNED.toml`` for a file
-        name with a newline in it. Never raises.
-    """
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
+# A value in a comment is written as one visible line, as problems are (see "Comments" above).
+comment_text = visible
 
 
 def utf8(text: str, file: str) -> bytes:
