@@ -227,9 +227,15 @@ _PS_SINGLE_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")
 # ASCII (the tokenizer takes typographic dashes and quotes for - and quotes).
 _PS_NATIVE_BARE = re.compile(r"--?[A-Za-z_][A-Za-z0-9_-]*|[A-Za-z_][A-Za-z0-9_./\\:=+-]*")
 
-# What the legacy argument passing counts as whitespace: .NET char.IsWhiteSpace. Python's
-# str.isspace() also accepts U+001C..U+001F, which makes the test stricter, never looser; U+180E
-# and U+200B were space separators in older Unicode versions, which .NET Framework may still use.
+# What the legacy argument passing counts as whitespace (NativeCommandParameterBinder.NeedQuotes):
+# .NET's char.IsWhiteSpace, which is U+0009..U+000D, U+0085 and the space, line and paragraph
+# separators (Zs, Zl, Zp). Not Python's str.isspace(): that also takes U+001C..U+001F (control
+# characters to .NET), and refused values every PowerShell passes exactly.
+_DOTNET_WHITESPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+# U+180E and U+200B were space separators in older Unicode versions, which .NET Framework may still use.
 _FORMER_SPACES = frozenset("\u180e\u200b")
 
 
@@ -253,7 +259,7 @@ def _is_surrogate(ch: str) -> bool:
 
 def _legacy_whitespace(ch: str) -> bool:
     """Whether legacy argument passing may count ``ch`` as whitespace and wrap the argument in quotes."""
-    return ch.isspace() or ch in _FORMER_SPACES
+    return ch in _DOTNET_WHITESPACE or ch in _FORMER_SPACES
 
 
 def _reject_nul(s: str, where: str, fix: str) -> None:
