@@ -124,6 +124,7 @@ __all__ = [
     "powershell_native_arg",
     "powershell_quote",
     "powershell_word",
+    "sbatch_line_problem",
     "toml_basic_string",
     "utf8",
 ]
@@ -350,6 +351,33 @@ def powershell_word(s: str) -> str:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_SBATCH_NAMES = {"\n": "a line break (U+000A)", "\r": "a carriage return (U+000D)", "\t": "a tab (U+0009)"}
+
+
+def sbatch_line_problem(text: str) -> str | None:
+    """Why ``text`` cannot be written on an ``#SBATCH`` line of lorabuild's array script, or None.
+
+    The check of ``[launch.slurm]`` (:mod:`lorabuild.recipe.schema`) and of the script itself
+    (:func:`lorabuild.batch.slurm.render_sbatch`), so that ``check`` refuses what compiling would.
+    A line break ends the ``#SBATCH`` line (bash would run the rest: the line is a comment to it);
+    sbatch refuses a script with a carriage return, and other control characters split or hide
+    the option. A value with a space is written in double quotes, which sbatch reads without
+    escapes, so a double quote cannot be written at all.
+
+    Returns:
+        ``contains <the character> at position <n>: <why>``, or None when ``text`` can be written.
+    """
+    for index, ch in enumerate(text):
+        if ch == '"':
+            return (
+                f"contains {_describe(ch)} at position {index}: sbatch reads an #SBATCH value in double "
+                "quotes without escapes, so it cannot hold one"
+            )
+        if unicodedata.category(ch) == "Cc":
+            name = _SBATCH_NAMES.get(ch, f"a control character (U+{ord(ch):04X})")
+            return f"contains {name} at position {index}: an #SBATCH line cannot hold line breaks or control characters"
+    return None
 
 
 def env_name(s: str) -> str:
