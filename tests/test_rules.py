@@ -1109,6 +1109,30 @@ def test_kohya_passthrough(project: Project) -> None:
     assert found(project, passthrough.kohya_passthrough, "kohya.cache_text_encoder_outputs=true") == []
 
 
+@covers(passthrough.kohya_text_values)
+def test_kohya_text_values_are_one_line(project: Project) -> None:
+    """``caption_prefix = "a\\nb"`` passed the check: kohya puts it into every caption and prompt."""
+    assert found(project, passthrough.kohya_text_values, 'kohya.caption_prefix="masterpiece, "') == []
+    assert found(
+        project,
+        passthrough.kohya_text_values,
+        'kohya.caption_prefix="best\\nquality, "',
+        'kohya.caption_suffix=", \\u2028end"',
+        'kohya.caption_separator="\\t"',
+        'kohya.lr_scheduler_args=["a=1", "b=\\u0085"]',
+        'kohya.output_config="x\\ny"',  # managed by lorabuild: kohya_passthrough says so
+    ) == [
+        "recipe.toml: kohya.caption_prefix: must be one line of text without control characters: it has a "
+        "line break (U+000A) at position 4 (got 'best\\nquality, ')",
+        "recipe.toml: kohya.caption_suffix: must be one line of text without control characters: it has "
+        "LINE SEPARATOR (U+2028) at position 2 (got ', \\u2028end')",
+        "recipe.toml: kohya.caption_separator: must be one line of text without control characters: it has "
+        "a tab (U+0009) at position 0 (got '\\t')",
+        "recipe.toml: kohya.lr_scheduler_args[1]: must be one line of text without control characters: it has "
+        "a control character (U+0085) at position 2 (got 'b=\\x85')",
+    ]
+
+
 @covers(model.other_builds)
 def test_output_name_taken_by_another_recipe(project: Project) -> None:
     assert found(project, model.other_builds) == []

@@ -11,7 +11,7 @@ from lorabuild.plan.plan import (
 )
 from lorabuild.probe.facts import Facts
 from lorabuild.problems import Problem, error
-from lorabuild.recipe.schema import Recipe
+from lorabuild.recipe.schema import Recipe, line_problem
 from lorabuild.rules.registry import rule
 
 # --- [kohya] passthrough ----------------------------------------------------------------------
@@ -80,3 +80,22 @@ def kohya_passthrough(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         message = kohya_options.check_config_value(script, name, value)
         if message:
             yield error(key, message)
+
+
+@rule
+def kohya_text_values(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Text in ``[kohya]`` must be one line without control characters, as every recipe text is.
+
+    Such values reach kohya's captions and prompts (``caption_prefix``, ``caption_suffix``,
+    ``caption_separator``…) or its argument lists, where a line break or an invisible character
+    would change what is trained. The test is the schema's own (:func:`~lorabuild.recipe.schema.line_problem`);
+    options managed by lorabuild are left to :func:`kohya_passthrough`.
+    """
+    for name, value in recipe.kohya.items():
+        if name in MODELLED:
+            continue
+        items = [(f"kohya.{name}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else []
+        for key, text in items or [(f"kohya.{name}", value)]:
+            why = line_problem(text) if isinstance(text, str) else None
+            if why:
+                yield error(key, f"{why} (got {text!r})")
