@@ -215,6 +215,50 @@ def test_clip_skip_on_sd2(project: Project) -> None:
     assert found(project, model.v2_clip_skip, "model.clip_skip=1") == []
 
 
+@covers(model.vae_exists)
+def test_vae_must_exist(project: Project) -> None:
+    """A VAE path that is not there reached kohya, which took it for a Hugging Face model id."""
+    assert found(project, model.vae_exists) == []
+    edit_recipe(project, "clip_skip = 2\n", 'clip_skip = 2\nvae = "models/vae.safetensors"\n')
+    assert found(project, model.vae_exists) == [
+        "recipe.toml: model.vae: file or folder not found: models/vae.safetensors: point model.vae at a VAE "
+        "file (.safetensors, .ckpt, .pt) or a diffusers VAE folder, or remove it (kohya would take the path "
+        "for a Hugging Face model id and stop after loading the base model)"
+    ]
+    write_safetensors(project.root / "models" / "vae.safetensors", ["decoder.conv_in.weight"])
+    assert found(project, model.vae_exists) == []
+    edit_recipe(project, 'vae = "models/vae.safetensors"', 'vae = "models/vae"')
+    (project.root / "models" / "vae").mkdir()
+    assert found(project, model.vae_exists) == []  # a diffusers folder
+
+
+@covers(model.tokenizer_cache)
+def test_tokenizer_cache_dir(project: Project) -> None:
+    """kohya reads each tokenizer from <dir>/<model id with / as _>, or downloads it and saves it there."""
+    assert found(project, model.tokenizer_cache) == []
+    edit_recipe(project, "clip_skip = 2\n", 'clip_skip = 2\ntokenizer_cache_dir = "tokenizers"\n')
+    assert found(project, model.tokenizer_cache) == [
+        "recipe.toml: model.tokenizer_cache_dir: warning: tokenizers does not exist yet: kohya downloads the "
+        "tokenizer (openai/clip-vit-large-patch14) from Hugging Face and saves it there, which fails without "
+        "network access: run it once online, or copy a folder holding openai_clip-vit-large-patch14 there"
+    ]
+    (project.root / "tokenizers" / "openai_clip-vit-large-patch14").mkdir(parents=True)
+    assert found(project, model.tokenizer_cache) == []
+    write_checkpoint(model_path(project), "sdxl")
+    assert found(project, model.tokenizer_cache) == [
+        "recipe.toml: model.tokenizer_cache_dir: warning: tokenizers has no "
+        "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k yet: kohya downloads the tokenizer "
+        "(laion/CLIP-ViT-bigG-14-laion2B-39B-b160k) from Hugging Face and saves it there, which fails "
+        "without network access: run it once online, or copy that folder there"
+    ]
+    (project.root / "tokenizers").rename(project.root / "moved")
+    (project.root / "tokenizers").write_text("not a folder", encoding="utf-8")
+    assert found(project, model.tokenizer_cache) == [
+        "recipe.toml: model.tokenizer_cache_dir: tokenizers is a file, not a folder: kohya keeps each "
+        "tokenizer in a folder of its own there: point it at a folder, or remove it"
+    ]
+
+
 # --- dataset and buckets -----------------------------------------------------------------------
 
 
@@ -738,6 +782,25 @@ def test_dylora_shape(project: Project) -> None:
         "recipe.toml: network.dim: must be a multiple of network.args.unit (3) for dylora (got 8)",
         "recipe.toml: network.conv_dim: must equal network.dim (8) for dylora (got 4)",
     ]
+
+
+@covers(training.network_weights_exist)
+def test_network_weights_must_be_a_file(project: Project) -> None:
+    """kohya's load_weights opens network.weights only after loading the model."""
+    assert found(project, training.network_weights_exist) == []
+    edit_recipe(project, "alpha = 4\n", 'alpha = 4\nweights = "models/start.safetensors"\n')
+    assert found(project, training.network_weights_exist) == [
+        "recipe.toml: network.weights: file not found: models/start.safetensors: point network.weights at "
+        "the LoRA file to start from, or remove it (kohya would stop after loading the model)"
+    ]
+    (project.root / "models" / "start.safetensors").mkdir()
+    assert found(project, training.network_weights_exist) == [
+        "recipe.toml: network.weights: models/start.safetensors is a folder, not a LoRA file: point "
+        "network.weights at the LoRA file to start from, or remove it (kohya would stop after loading the model)"
+    ]
+    (project.root / "models" / "start.safetensors").rmdir()
+    write_safetensors(project.root / "models" / "start.safetensors", ["lora_unet_x.alpha"])
+    assert found(project, training.network_weights_exist) == []
 
 
 @covers(training.learning_rates_for_trained_parts)

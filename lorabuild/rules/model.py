@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from lorabuild.plan.plan import (
     family_of,
 )
-from lorabuild.probe.facts import Facts
+from lorabuild.probe.facts import Facts, PathFacts
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 from lorabuild.rules.registry import rule
+
+MISSING = PathFacts("missing")  # a path the facts do not hold (they hold every path the recipe sets)
 
 # --- model -------------------------------------------------------------------------------------
 
@@ -86,6 +88,66 @@ def v2_clip_skip(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             "model.clip_skip",
             "SD2 models are not trained with clip_skip (kohya: unexpected results): set model.clip_skip = 1 or remove it",
         )
+
+
+@rule
+def vae_exists(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's ``load_vae`` takes a path it cannot find for a Hugging Face model id (after loading the model)."""
+    path = recipe.model.vae
+    if path is not None and facts.paths.get(path, MISSING).kind == "missing":
+        yield error(
+            "model.vae",
+            f"file or folder not found: {path}: point model.vae at a VAE file (.safetensors, .ckpt, .pt) or "
+            "a diffusers VAE folder, or remove it (kohya would take the path for a Hugging Face model id and "
+            "stop after loading the base model)",
+        )
+
+
+# The tokenizers kohya loads per family, by Hugging Face id; with --tokenizer_cache_dir each is read
+# from, or downloaded and saved to, <dir>/<id with "/" as "_"> (library/strategy_base.py
+# TokenizeStrategy._load_tokenizer; strategy_sd.py, strategy_sdxl.py name the ids).
+TOKENIZERS = {
+    "sd15": ("openai/clip-vit-large-patch14",),
+    "sd2": ("stabilityai/stable-diffusion-2",),
+    "sdxl": ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"),
+}
+
+
+@rule
+def tokenizer_cache(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A tokenizer missing from ``model.tokenizer_cache_dir`` is downloaded (offline: kohya stops).
+
+    kohya creates the folder and saves what it downloads there, so a missing folder is only a
+    warning: it fails on a machine without network access, which is what the setting is for.
+    """
+    path = recipe.model.tokenizer_cache_dir
+    if path is None:
+        return
+    found = facts.paths.get(path, MISSING)
+    key = "model.tokenizer_cache_dir"
+    if found.kind == "file":
+        yield error(
+            key,
+            f"{path} is a file, not a folder: kohya keeps each tokenizer in a folder of its own there: "
+            "point it at a folder, or remove it",
+        )
+        return
+    ids = TOKENIZERS[family_of(recipe, facts)]
+    absent = [i for i in ids if i.replace("/", "_") not in found.folders]
+    if not absent:
+        return
+    folders = [i.replace("/", "_") for i in absent]
+    download = (
+        f"kohya downloads the tokenizer{'s' if len(absent) > 1 else ''} ({', '.join(absent)}) from Hugging "
+        "Face and saves it there, which fails without network access: run it once online, or copy"
+    )
+    if found.kind == "missing":
+        yield warning(
+            key, f"{path} does not exist yet: {download} a folder holding {' and '.join(folders)} there"
+        )
+    else:
+        what = "that folder" if len(absent) == 1 else "those folders"
+        yield warning(key, f"{path} has no {' or '.join(folders)} yet: {download} {what} there")
 
 
 @rule

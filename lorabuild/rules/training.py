@@ -9,7 +9,7 @@ from lorabuild.plan.plan import (
     NETWORK_MODULES,
     family_of,
 )
-from lorabuild.probe.facts import Facts
+from lorabuild.probe.facts import Facts, PathFacts
 from lorabuild.problems import Problem, did_you_mean, error, warning
 from lorabuild.recipe.schema import Recipe
 from lorabuild.rules.registry import rule
@@ -41,6 +41,20 @@ def dylora_shape(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         )
     if n.conv_dim is not None and n.conv_dim != n.dim:
         yield error("network.conv_dim", f"must equal network.dim ({n.dim}) for dylora (got {n.conv_dim})")
+
+
+@rule
+def network_weights_exist(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's ``network.load_weights`` opens ``network.weights`` only after loading the model."""
+    path = recipe.network.weights
+    if path is None:
+        return
+    kind = facts.paths.get(path, PathFacts("missing")).kind
+    fix = "point network.weights at the LoRA file to start from, or remove it (kohya would stop after loading the model)"
+    if kind == "missing":
+        yield error("network.weights", f"file not found: {path}: {fix}")
+    elif kind == "folder":
+        yield error("network.weights", f"{path} is a folder, not a LoRA file: {fix}")
 
 
 @rule
