@@ -6,11 +6,12 @@ belong to; :func:`run_rules` runs them all so the user sees every problem at onc
 mirror a kohya failure name the kohya message or behaviour they prevent.
 
 - :mod:`~lorabuild.rules.registry`: :func:`rule`, :data:`RULES` and :func:`run_rules`.
-- :mod:`~lorabuild.rules.model`: the base model and the build's output name.
+- :mod:`~lorabuild.rules.model`: the base model, its VAE and tokenizers, the build's output name.
 - :mod:`~lorabuild.rules.dataset`: resolution and buckets, source folders, images, caption files.
-- :mod:`~lorabuild.rules.training`: the network, the optimizer and schedule, the training settings.
-- :mod:`~lorabuild.rules.evaluate`: the prompts kohya samples and the grid renders.
-- :mod:`~lorabuild.rules.passthrough`: raw ``[kohya]`` options.
+- :mod:`~lorabuild.rules.training`: the network (and its starting weights), the optimizer and schedule,
+  the training settings.
+- :mod:`~lorabuild.rules.evaluate`: the prompts kohya samples and the grid renders, the grid's epochs.
+- :mod:`~lorabuild.rules.passthrough`: raw ``[kohya]`` options and their text.
 - :mod:`~lorabuild.rules.captions`: the caption rules' patterns and the WD14 tagger.
 - :mod:`~lorabuild.rules.launch`: DeepSpeed, the launch scripts' values, multi-GPU on Windows.
 

@@ -1,4 +1,4 @@
-"""Rules on the base model and the build's output name."""
+"""Rules on the base model, the files kohya reads beside it (VAE, tokenizers), and the build's output name."""
 
 from __future__ import annotations
 
