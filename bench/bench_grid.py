@@ -40,10 +40,10 @@ sys.path.insert(0, str(REPO))
 
 from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo  # noqa: E402
 from lorabuild.kohya import families  # noqa: E402
-from lorabuild.pipeline import Checked, check, require_plan  # noqa: E402
 from lorabuild.plan.plan import Plan  # noqa: E402
 from lorabuild.settings import sd_scripts_dir  # noqa: E402
 from lorabuild.stages import grid  # noqa: E402
+from lorabuild.stages.check import Checked, check, require_plan  # noqa: E402
 
 WEIGHTS = (0.4, 0.6, 0.8, 1.0)
 

@@ -31,8 +31,10 @@ sys.path.insert(0, str(REPO))
 
 from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo  # noqa: E402
 from lorabuild.kohya.runner import resolve_argv  # noqa: E402
-from lorabuild.pipeline import check, compile_build, prepare, require_plan  # noqa: E402
 from lorabuild.settings import sd_scripts_dir  # noqa: E402
+from lorabuild.stages.check import check, require_plan  # noqa: E402
+from lorabuild.stages.compile import compile_build  # noqa: E402
+from lorabuild.stages.prepare import prepare  # noqa: E402
 
 
 def lorabuild_argv(overrides: list[str]) -> list[str]:

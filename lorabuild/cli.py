@@ -1,4 +1,4 @@
-"""The ``lorabuild`` command line: thin typed commands over :mod:`lorabuild.pipeline`.
+"""The ``lorabuild`` command line: thin typed commands over :mod:`lorabuild.pipeline` and its stages.
 
 Heavy modules (torch, diffusers) are never imported here, so ``lorabuild --help`` and
 ``lorabuild check`` stay fast. Each command imports the modules it uses when it runs (the imports
@@ -31,8 +31,8 @@ from lorabuild.problems import LorabuildError, Problem, RecipeError, Severity, f
 from lorabuild.settings import build_root, sd_scripts_dir
 
 if TYPE_CHECKING:
-    from lorabuild.pipeline import Checked
     from lorabuild.plan.plan import Plan
+    from lorabuild.stages.check import Checked
 
 app = typer.Typer(
     name="lorabuild",
@@ -77,10 +77,11 @@ def _checked(
     ``only`` picks one build of a recipe whose ``[sweep]`` defines several (``--only NAME``);
     without it such a recipe is an error that lists the names.
     """
-    from lorabuild import pipeline  # lazy: per command
+    from lorabuild.stages.check import check as check_recipe  # lazy: per command
+    from lorabuild.stages.check import require_plan  # lazy: per command
 
-    checked = pipeline.check(recipe, overrides or [], _build_root(build_dir), only=only)
-    plan = pipeline.require_plan(checked, strict=strict)
+    checked = check_recipe(recipe, overrides or [], _build_root(build_dir), only=only)
+    plan = require_plan(checked, strict=strict)
     _echo_problems(checked.warnings)
     return checked, plan
 
@@ -112,22 +113,22 @@ def check(
 
     A recipe whose [sweep] defines several builds has each of them checked (or the one --only names).
     """
-    from lorabuild import pipeline  # lazy: per command
     from lorabuild.plan.summary import plan_summary  # lazy: per command
     from lorabuild.recipe.load import load_builds, load_recipe  # lazy: per command
+    from lorabuild.stages.check import check_loaded, require_plan  # lazy: per command
 
     root = _build_root(build_dir)
     builds = [load_recipe(recipe, set_ or [], only)] if only is not None else load_builds(recipe, set_ or [])
     failed: list[Problem] = []
     warned = 0
     for loaded in builds:
-        checked = pipeline.check_loaded(loaded, root)
+        checked = check_loaded(loaded, root)
         if len(builds) > 1:
             typer.echo(f"== {loaded.recipe.name}")
         if checked.plan is not None:
             typer.echo(plan_summary(checked.plan, verbose=verbose))
         try:
-            pipeline.require_plan(checked, strict=strict)
+            require_plan(checked, strict=strict)
         except RecipeError as exc:
             if len(builds) == 1:
                 raise
@@ -174,8 +175,6 @@ def compile_(
     With --target slurm, write instead an sbatch array script with one task per build (of every
     recipe given) that runs `lorabuild run` on the cluster; resubmitting skips finished builds.
     """
-    from lorabuild import pipeline  # lazy: per command
-
     if target == "slurm":
         _compile_slurm(recipes, output or Path("lorabuild.sbatch"), set_ or [], build_dir, slurm or [])
         return
@@ -187,10 +186,12 @@ def compile_(
         from lorabuild.batch.slurm import SlurmError  # lazy: per command
 
         raise SlurmError("-o and --slurm go with --target slurm")
+    from lorabuild.stages.compile import compile_build  # lazy: per command
+
     for recipe in recipes:
         _, plan = _checked(recipe, set_, build_dir, strict=strict, only=only)
         with contextlib.nullcontext() if dry_run else _locked(plan.build_dir):
-            written = pipeline.compile_build(plan, dry_run=dry_run)
+            written = compile_build(plan, dry_run=dry_run)
         for each in written:
             typer.echo(f"{each.action:>9}  {each.path.as_posix()}")
 
@@ -258,26 +259,30 @@ def prepare(
     With nothing changed since the last prepare (recipe, source folders, build folder) it only
     lists the folders and repeats that run's warnings.
     """
-    from lorabuild import pipeline  # lazy: per command
+    from lorabuild.build import state  # lazy: per command
     from lorabuild.probe.decodecheck import ahead  # lazy: per command
     from lorabuild.recipe.load import load_recipe  # lazy: per command
 
     root = _build_root(build_dir)
     loaded = load_recipe(recipe, set_ or [], only)
     with _locked(root / loaded.recipe.name):
-        key = pipeline.prepare_fingerprint(loaded, root)
-        done = pipeline.already_prepared(loaded, root, key, strict=strict)
+        key = state.prepare_fingerprint(loaded, root)
+        done = state.already_prepared(loaded, root, key, strict=strict)
         if done is not None:
             for line in done.detail["lines"]:
                 typer.echo(line, err=True)
             typer.echo(done.detail["summary"])
             return
+        from lorabuild.stages.check import check_loaded, require_plan  # lazy: per command
+        from lorabuild.stages.compile import compile_build  # lazy: per command
+        from lorabuild.stages.prepare import prepare as stage_dataset  # lazy: per command
+
         with ahead():  # the images the check probes first are decoded while it goes on
-            checked = pipeline.check_loaded(loaded, root)
-            plan = pipeline.require_plan(checked, strict=strict)
+            checked = check_loaded(loaded, root)
+            plan = require_plan(checked, strict=strict)
             _echo_problems(checked.warnings)
-            written = pipeline.compile_build(plan)
-            report = pipeline.prepare(plan, checked.loaded.recipe)
+            written = compile_build(plan)
+            report = stage_dataset(plan, checked.loaded.recipe)
         _echo_problems(list(report.problems))
         dataset = f"staged {plan.build_dir.as_posix()}/dataset: "
         typer.echo(
@@ -290,7 +295,7 @@ def prepare(
             f"{dataset}0 linked, 0 copied, 0 converted, {staged} unchanged, 0 captions written, 0 removed; "
         )
         lines = [format_problem(p) for p in (*checked.warnings, *report.problems)]
-        pipeline.record_prepared(plan, key, written, lines, again + "tags.csv identical")
+        state.record_prepared(plan, key, written, lines, again + "tags.csv identical")
 
 
 @app.command()
@@ -301,15 +306,15 @@ def tags(
     build_dir: BuildDirOpt = None,
 ) -> None:
     """Print each subset's tag frequencies before and after the caption rules (what to remove or fix)."""
-    from lorabuild import pipeline  # lazy: per command
     from lorabuild.kohya.tagger import autotag_sections  # lazy: per command
     from lorabuild.plan.tags import tags_text  # lazy: per command
+    from lorabuild.stages.prepare import autotagged  # lazy: per command
 
     checked, plan = _checked(recipe, set_, build_dir, only=only)
     # The tagger caches its output in build/<name>/autotag/; without it nothing is written.
     tagging = bool(autotag_sections(checked.loaded.recipe))
     with _locked(plan.build_dir) if tagging else contextlib.nullcontext():
-        tagged = pipeline.autotagged(plan, checked.loaded.recipe)
+        tagged = autotagged(plan, checked.loaded.recipe)
     typer.echo(tags_text(tagged))  # tags as prepare stages them
 
 
@@ -396,8 +401,10 @@ def run(
         typer.echo("")
         typer.echo(runqueue.summary_table(rows))
         raise typer.Exit(runqueue.exit_status(rows))
-    checked = pipeline.check_loaded(entries[0].loaded, root)
-    plan = pipeline.require_plan(checked, strict=strict)
+    from lorabuild.stages.check import check_loaded, require_plan  # lazy: per command
+
+    checked = check_loaded(entries[0].loaded, root)
+    plan = require_plan(checked, strict=strict)
     _echo_problems(checked.warnings)
     report = pipeline.run(checked, say=typer.echo, until=until)
     took = time.perf_counter() - start
@@ -460,14 +467,16 @@ def demo(
     """
     from lorabuild import pipeline  # lazy: per command
     from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo  # lazy: per command
+    from lorabuild.stages.check import check as check_recipe  # lazy: per command
+    from lorabuild.stages.check import require_plan  # lazy: per command
 
     typer.echo(
         "lorabuild demo: trains recipes/kazari.toml on a random-weight SD1.5-shaped model (CPU, 64 px)."
     )
     typer.echo("It shows the pipeline, not image quality. First run builds the test model (~1 min, 3.5 GB).")
     overrides = prepare_demo(build_dir)
-    checked = pipeline.check(DEMO_RECIPE, overrides, build_dir)
-    plan = pipeline.require_plan(checked)
+    checked = check_recipe(DEMO_RECIPE, overrides, build_dir)
+    plan = require_plan(checked)
     from lorabuild.plan.summary import plan_summary  # lazy: per command
 
     typer.echo(plan_summary(plan))
@@ -604,14 +613,15 @@ def queue(
     from lorabuild import pipeline  # lazy: per command
     from lorabuild.batch import queue as runqueue  # lazy: per command
     from lorabuild.render.writer import write_files  # lazy: per command
+    from lorabuild.stages.check import check_loaded, require_plan  # lazy: per command
 
     root = _build_root(build_dir)
     entries = runqueue.collect(recipes, root, set_ or [], only, keep_going=False)
-    checks = [pipeline.check_loaded(e.loaded, root) for e in entries if e.loaded is not None]
+    checks = [check_loaded(e.loaded, root) for e in entries if e.loaded is not None]
     problems: list[Problem] = []
     for checked in checks:
         try:
-            pipeline.require_plan(checked, strict=strict)
+            require_plan(checked, strict=strict)
         except RecipeError as exc:
             problems += exc.problems
     if problems:
@@ -621,7 +631,7 @@ def queue(
         _echo_problems(checked.warnings)
         typer.echo(f"== {checked.loaded.recipe.name}")
         pipeline.run(checked, say=typer.echo, until="prepare")
-        plans.append(pipeline.require_plan(checked))
+        plans.append(require_plan(checked))
     folder = output if output is not None else root
     command = ["lorabuild", "queue", *(p.as_posix() for p in recipes)]
     artefacts = runqueue.render_queue(runqueue.script_builds(plans, folder), command)

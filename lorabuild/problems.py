@@ -53,10 +53,33 @@ def warning(key: str, message: str) -> Problem:
 
 
 def format_problem(problem: Problem) -> str:
-    """Render ``file: key: message`` (warnings are marked), leaving out empty parts."""
+    """Render ``file: key: message`` (warnings are marked), leaving out empty parts.
+
+    The line is made one visible line (:func:`visible`): a file or folder name may hold a line
+    break, which would otherwise split one problem into several lines of output.
+    """
     parts = [p for p in (problem.file, problem.key) if p]
     text = problem.message if problem.severity is Severity.ERROR else f"warning: {problem.message}"
-    return ": ".join([*parts, text])
+    return visible(": ".join([*parts, text]))
+
+
+def visible(text: str) -> str:
+    """Write ``text`` as one visible line: for a message, or for a comment in bash, PowerShell or TOML.
+
+    Every character that ``str.isprintable()`` rejects is escaped the way Python writes it in a
+    string literal (``\\n``, ``\\r``, ``\\t``, ``\\x01``, ``\\x85``, ``\\u2028``, ``\\u202e``, a lone
+    surrogate as ``\\udcff``); everything else, backslashes and non-ASCII text included, is kept.
+    :mod:`lorabuild.render.quoting` ("Comments") says why that is enough in each file type, where
+    this is ``comment_text``.
+
+    Args:
+        text: Any text: a recipe path, a build name, a command line.
+
+    Returns:
+        Text without line breaks or control characters, e.g. ``evil\\necho PWNED.toml`` for a file
+        name with a newline in it. Never raises.
+    """
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

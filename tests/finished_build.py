@@ -16,9 +16,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorabuild import pipeline
-from lorabuild.pipeline import Checked
 from lorabuild.plan.plan import Plan
+from lorabuild.stages.check import Checked, check, require_plan
+from lorabuild.stages.compile import compile_build
+from lorabuild.stages.prepare import prepare
 from tests.conftest import Project, write_safetensors
 
 WEIGHTS = (0.6, 0.8, 1.0)
@@ -51,10 +52,10 @@ def finished_build(
     overrides: tuple[str, ...] = (),
 ) -> Finished:
     """Compile and stage ``project``'s recipe, then fake its training outputs and grid."""
-    checked = pipeline.check(project.recipe, list(overrides), Path("build"))
-    plan = pipeline.require_plan(checked)
-    pipeline.compile_build(plan)
-    pipeline.prepare(plan, checked.loaded.recipe)
+    checked = check(project.recipe, list(overrides), Path("build"))
+    plan = require_plan(checked)
+    compile_build(plan)
+    prepare(plan, checked.loaded.recipe)
     build = plan.build_dir
     for epoch in epochs:
         # Tensor names differ per epoch, so each file's bytes (and hashes) do.

@@ -18,6 +18,7 @@ from lorabuild import pipeline
 from lorabuild.kohya import runner
 from lorabuild.kohya import tagger as autotag
 from lorabuild.kohya.tagger import AutotagError, preflight
+from lorabuild.stages.check import check
 from tests.conftest import SD_SCRIPTS, Project
 from tests.test_autotag import FakeTagger, colour_images, kohya_tagger_stack, write_model_folder
 
@@ -35,7 +36,7 @@ def tags_rows(project: Project) -> dict[str, tuple[int, int]]:
 
 
 def run_prepare(project: Project, *overrides: str) -> pipeline.RunReport:
-    checked = pipeline.check(project.recipe, list(overrides), project.build)
+    checked = check(project.recipe, list(overrides), project.build)
     return pipeline.run(checked, until="prepare")
 
 

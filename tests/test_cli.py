@@ -120,3 +120,18 @@ def test_check_and_compile_refuse_an_argument_the_scripts_cannot_carry_alike(pro
         assert result.returncode == 2, result.stderr
         assert result.stderr.splitlines() == expected
         assert not (project.root / "build" / "Test_v1" / "train.ps1").exists()
+
+
+def test_a_file_name_with_a_line_break_is_shown_on_one_line(project: Project) -> None:
+    """`check "evil\\nname.toml"` printed the file name raw: the problem came out as two lines."""
+    (project.root / "evil\nname.toml").write_text(
+        (project.root / "recipe.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    result = lorabuild("check", "evil\nname.toml", "--set", "training.epochs=0", cwd=project.root)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "evil\\nname.toml: training.epochs: must be at least 1 (got 0)",
+        "1 error(s), 0 warning(s)",
+    ]
+    missing = lorabuild("check", "gone\r\u2028.toml", cwd=project.root)
+    assert missing.stderr.splitlines()[0] == "gone\\r\\u2028.toml: recipe file not found"

@@ -14,8 +14,9 @@ import pytest
 import toml
 
 from lorabuild.build.artefacts import ARTEFACTS, argument_lines
-from lorabuild.pipeline import check, compile_build, require_plan
 from lorabuild.plan.plan import Plan
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.compile import compile_build
 from tests.conftest import Project
 
 NASTY = '初春 it\'s "quoted" $HOME `id`; a && b\\ \t end'

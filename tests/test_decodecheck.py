@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild import pipeline
 from lorabuild.probe import decodecheck
 from lorabuild.probe.decodecheck import decode_problem, decode_problems
 from lorabuild.probe.images import probe_image
 from lorabuild.problems import RecipeError
 from lorabuild.stages import prepare as stage
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.prepare import prepare
 from tests.conftest import Project
 
 
@@ -46,10 +47,10 @@ def test_damage_in_the_middle_passes_the_probe_but_not_the_decode(tmp_path: Path
 def test_prepare_reports_a_damaged_image_by_name(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = project.root / "data" / "char"
     damage_middle(noisy_png(folder / "004.png"))
-    checked = pipeline.check(project.recipe, [], project.build)
+    checked = check(project.recipe, [], project.build)
     assert not [p for p in checked.problems if "004.png" in p.key]  # the check's probe passes it
     with pytest.raises(RecipeError) as caught:
-        pipeline.prepare(pipeline.require_plan(checked))
+        prepare(require_plan(checked))
     (problem,) = caught.value.problems
     assert problem.key == str(Path("data/char/004.png"))
     assert problem.message.startswith("does not decode (") and problem.message.endswith(
@@ -59,13 +60,13 @@ def test_prepare_reports_a_damaged_image_by_name(project: Project, monkeypatch: 
     assert sorted(p.name for p in staged.glob("*.png")) == ["000.png", "001.png", "002.png", "003.png"]
 
     # on_bad_image = "skip": a warning, the rest staged; a warm run decodes nothing it has staged.
-    checked = pipeline.check(project.recipe, ["images.on_bad_image=skip"], project.build)
-    report = pipeline.prepare(pipeline.require_plan(checked))
+    checked = check(project.recipe, ["images.on_bad_image=skip"], project.build)
+    report = prepare(require_plan(checked))
     assert [p.key for p in report.problems] == [str(Path("data/char/004.png"))]
     decoded: list[str] = []
     real = decodecheck.decode_problems
     monkeypatch.setattr(
         stage, "decode_problems", lambda paths: decoded.extend(map(str, paths)) or real(paths)
     )
-    pipeline.prepare(pipeline.require_plan(checked))
+    prepare(require_plan(checked))
     assert [Path(p).name for p in decoded] == ["004.png"]  # only the image not staged yet

@@ -166,7 +166,7 @@ def test_a_typo_in_a_base_is_reported_in_the_base(base: Path) -> None:
 
 
 def test_a_rule_problem_names_the_file_that_wrote_the_value(base: Path) -> None:
-    from lorabuild.pipeline import check
+    from lorabuild.stages.check import check
 
     write("recipes/common/base.toml", BASE.replace("../../data/char", "../../data/none"))
     child = write("recipes/char.toml", 'extends = "common/base.toml"\nname = "C"\n')
@@ -231,7 +231,8 @@ def batch_project(root: Path) -> None:
 @pytest.mark.usefixtures("gpu_packages")
 def test_every_batch_recipe_builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lorabuild.kohya import options as kohya_options
-    from lorabuild.pipeline import check_loaded, compile_build, require_plan
+    from lorabuild.stages.check import check_loaded, require_plan
+    from lorabuild.stages.compile import compile_build
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(tmp_path / "vendor" / "sd-scripts"))

@@ -23,13 +23,14 @@ from lorabuild.kohya.families import Family, ModelHeader
 from lorabuild.kohya.families.base import SD_NETWORK_MODULES
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.kohya.options import SCRIPTS
-from lorabuild.pipeline import check, compile_build, require_plan
 from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import family_from_names, probe_model
 from lorabuild.problems import Problem, format_problem, warning
 from lorabuild.recipe import schema
 from lorabuild.recipe.load import load_recipe
 from lorabuild.recipe.schema import Recipe
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.compile import compile_build
 from lorabuild.stages.grid import grid_settings
 from lorabuild.stages.install import card
 from tests.conftest import FAMILY_KEYS, Project, write_checkpoint, write_safetensors

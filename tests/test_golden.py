@@ -18,8 +18,9 @@ import toml
 
 from lorabuild.build.artefacts import ARTEFACTS
 from lorabuild.kohya import options as kohya_options
-from lorabuild.pipeline import check, compile_build, require_plan
 from lorabuild.plan.plan import Plan
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.compile import compile_build
 from tests.conftest import CAPTIONS, REPO, write_checkpoint, write_image
 
 GOLDEN = REPO / "tests" / "golden"

@@ -19,10 +19,11 @@ from PIL import Image
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.kohya import families
 from lorabuild.kohya.options import options
-from lorabuild.pipeline import check, require_plan
 from lorabuild.problems import RecipeError
-from lorabuild.recipe.load import LoadedRecipe
+from lorabuild.recipe.load import LoadedRecipe, load_recipe
+from lorabuild.rules import evaluate
 from lorabuild.stages import grid
+from lorabuild.stages.check import check, require_plan
 from tests.conftest import RECIPE, SD_SCRIPTS, Project, run_lorabuild, write_safetensors
 from tests.fakekohya import FAKE_GEN_IMG
 
@@ -271,25 +272,24 @@ def test_every_recipe_sampler_is_a_gen_img_sampler() -> None:
     assert set(get_args(Sampler)) <= set(options("gen_img.py")["sampler"].choices or ())
 
 
-@pytest.mark.parametrize(
-    ("prompts", "negative", "key", "words"),
-    [
-        (("a --n b",), "", "evaluate.prompts[0]", "' --'"),
-        (("ok", "two\nlines"), "", "evaluate.prompts[1]", "one line"),
-        (("{a|b}",), "", "evaluate.prompts[0]", "dynamic prompt"),
-        (("# note",), "", "evaluate.prompts[0]", "comments"),
-        (("ok",), "x --w 5", "evaluate.negative_prompt", "' --'"),
-        ((), "", "evaluate.prompts", "[evaluate] prompts = ["),
-    ],
-)
-def test_prompt_problems(prompts: tuple[str, ...], negative: str, key: str, words: str) -> None:
-    problems = grid.prompt_problems(settings(prompts=prompts, negative_prompt=negative))
-    assert [p.key for p in problems] == [key]
-    assert words in problems[0].message
-
-
-def test_negative_seed_is_refused() -> None:
-    assert [p.key for p in grid.prompt_problems(settings(seeds=(1, -5)))] == ["evaluate.seeds[1]"]
+def test_prompt_problems_are_the_checks_own(project: Project) -> None:
+    """The grid refuses what the check's rule refuses (the same function), and a recipe without prompts."""
+    project.write_recipe(GRID_RECIPE)
+    loaded = load_recipe(project.recipe)
+    assert grid.prompt_problems(loaded.recipe) == []
+    loaded = load_recipe(
+        project.recipe, ['evaluate.prompts=["{style}", "a --n b"]', 'evaluate.negative_prompt="x --w 5"']
+    )
+    problems = grid.prompt_problems(loaded.recipe)
+    assert problems == list(evaluate.prompt_problems(loaded.recipe))
+    assert [p.key for p in problems] == [
+        "evaluate.prompts[0]",
+        "evaluate.prompts[1]",
+        "evaluate.negative_prompt",
+    ]
+    loaded = load_recipe(project.recipe, ["evaluate.prompts=[]"])
+    (problem,) = grid.prompt_problems(loaded.recipe)
+    assert problem.key == "evaluate.prompts" and "[evaluate] prompts = [" in problem.message
 
 
 def test_choose_epochs() -> None:
@@ -397,9 +397,8 @@ def test_errors_before_rendering(project: Project, fake_gen_img: Path) -> None:
     loaded, plan = grid_project(project, epochs=())
     with pytest.raises(grid.GridError, match="run lorabuild train first"):
         grid.render_grid(plan, loaded)
-    loaded, plan = grid_project(project, text=GRID_RECIPE + "epochs = [2, 7]\n")
-    with pytest.raises(RecipeError) as info:
-        grid.render_grid(plan, loaded)
+    with pytest.raises(RecipeError) as info:  # the check refuses it before the grid would
+        grid_project(project, text=GRID_RECIPE + "epochs = [2, 7]\n")
     assert [(p.file, p.key) for p in info.value.problems] == [("recipe.toml", "evaluate.epochs")]
     assert "7 are not saved" in info.value.problems[0].message
     loaded, plan = grid_project(project, text=RECIPE)

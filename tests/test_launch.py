@@ -21,13 +21,14 @@ import pytest
 from lorabuild.kohya import options as kohya_options
 from lorabuild.kohya.buckets import total_steps
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX
-from lorabuild.pipeline import check, compile_build, require_plan
 from lorabuild.plan.plan import Plan
 from lorabuild.plan.summary import plan_summary
 from lorabuild.probe import facts
 from lorabuild.problems import RecipeError
 from lorabuild.recipe.accelerate import accelerate_options
 from lorabuild.recipe.schema import MANAGED_ACCELERATE_OPTIONS
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.compile import compile_build
 from tests.conftest import REPO, Project, run_lorabuild
 
 

@@ -41,10 +41,11 @@ def test_every_package_says_what_it_holds_and_may_import() -> None:
 
 
 def test_help_and_check_do_not_load_the_later_stages() -> None:
-    """``lorabuild --help`` loads no pipeline; the check path loads no stage, build-folder,
-    process or writer module (see pipeline.py): they would slow every ``lorabuild check``."""
+    """``lorabuild --help`` loads no pipeline nor check; the check path (and the pipeline) loads no
+    other stage, nor a build-folder, process or writer module (see stages/check.py and pipeline.py):
+    they would slow every ``lorabuild check``."""
     later = (
-        "lorabuild.stages",
+        "lorabuild.stages.",
         "lorabuild.build",
         "lorabuild.kohya.runner",
         "lorabuild.render.writer",
@@ -52,12 +53,13 @@ def test_help_and_check_do_not_load_the_later_stages() -> None:
     )
     code = (
         "import sys; import lorabuild.cli; print(sorted(m for m in sys.modules if m.startswith('lorabuild.')));"
-        "from lorabuild import pipeline;"
-        f"print(sorted(m for m in sys.modules if m.startswith({later!r})))"
+        "from lorabuild.stages import check; from lorabuild import pipeline;"
+        f"print(sorted(m for m in sys.modules if m.startswith({later!r}) and m != 'lorabuild.stages.check'))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     help_modules, check_modules = done.stdout.splitlines()
     assert "lorabuild.pipeline" not in help_modules
+    assert "lorabuild.stages.check" not in help_modules
     assert check_modules == "[]"
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lorabuild.pipeline import check
 from lorabuild.problems import format_problem
+from lorabuild.stages.check import check
 from tests.conftest import Project, run_lorabuild, write_image
 
 WARNING = (

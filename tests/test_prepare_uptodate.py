@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lorabuild import pipeline
 from lorabuild.build import state
 from lorabuild.cli import app
 from lorabuild.problems import RecipeError
+from lorabuild.stages import check as checking
 from tests.conftest import Project
 
 FOLDER = Path("build/Test_v1/dataset/2_uiharu_kazari")
@@ -40,13 +40,13 @@ def checks(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[s
     """How many times prepare checked the recipe (ran for real), one entry per check."""
     age(project.root / "data", project.root / "models")
     calls: list[str] = []
-    real = pipeline.check_loaded
+    real = checking.check_loaded
 
-    def counted(loaded: object, root: Path) -> pipeline.Checked:
+    def counted(loaded: object, root: Path) -> checking.Checked:
         calls.append("check")
         return real(loaded, root)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "check_loaded", counted)
+    monkeypatch.setattr(checking, "check_loaded", counted)
     yield calls
 
 

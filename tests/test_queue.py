@@ -17,6 +17,7 @@ from lorabuild import pipeline
 from lorabuild.batch import queue as runqueue
 from lorabuild.batch.queue import QueueRow, ScriptBuild
 from lorabuild.problems import RecipeError, format_problem
+from lorabuild.stages.check import Checked
 from tests.conftest import RECIPE, Project
 from tests.fakekohya import FakeKohya, fake_kohya
 from tests.test_sweep import lorabuild
@@ -86,7 +87,7 @@ def test_ctrl_c_stops_the_queue(project: Project, monkeypatch: pytest.MonkeyPatc
     recipe(project, "b.toml", "B")
     calls = []
 
-    def interrupted(checked: pipeline.Checked, **kwargs: object) -> pipeline.RunReport:
+    def interrupted(checked: Checked, **kwargs: object) -> pipeline.RunReport:
         calls.append(checked.loaded.recipe.name)
         raise KeyboardInterrupt
 

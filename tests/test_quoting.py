@@ -270,6 +270,12 @@ DOTNET_WHITESPACE = set("\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000
 }
 
 
+# Space separators in older Unicode data (U+180E until 6.3, U+200B until 4.0.1), which .NET Framework,
+# under Windows PowerShell 5.1, may still count as whitespace: powershell_native_arg refuses a trailing
+# backslash with one of them too.
+FORMER_DOTNET_WHITESPACE = {"\u180e", "\u200b"}
+
+
 def legacy_need_quotes(arg: str) -> bool:
     """NativeCommandParameterBinder.NeedQuotes: whitespace outside a pair of (unescaped) quotes."""
     quote_count = 0
@@ -472,7 +478,7 @@ def expected_native_refusal(value: str) -> str | None:
         return "empty"
     if value == "--%":
         return "stop-parsing"
-    if value.endswith("\\") and any(ch in DOTNET_WHITESPACE for ch in value):
+    if value.endswith("\\") and any(ch in DOTNET_WHITESPACE | FORMER_DOTNET_WHITESPACE for ch in value):
         return "trailing backslash"
     return None
 
@@ -500,6 +506,11 @@ def test_powershell_native_arg_arrives_exactly_or_is_refused(value: str) -> None
 def test_powershell_native_arg_property() -> None:
     @hypothesis.settings(max_examples=400, deadline=None, database=None)
     @hypothesis.given(st.one_of(_text(max_size=20), _nasty_text(max_size=12)))
+    # Failed once in about 7 runs: U+001F is whitespace to Python's str.isspace(), not to .NET's
+    # char.IsWhiteSpace, so the value was refused although every PowerShell passes it exactly.
+    @hypothesis.example("\x1f\\")
+    @hypothesis.example("a\x1c\\")
+    @hypothesis.example("a\u180e\\")  # a space separator in old Unicode data: refused
     def check(value: str) -> None:
         check_native_arg(value)
 

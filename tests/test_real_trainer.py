@@ -18,10 +18,13 @@ from typing import Any
 
 import pytest
 
-from lorabuild.pipeline import check, compile_build, prepare, require_plan, train
 from lorabuild.plan.plan import build_plan
 from lorabuild.probe.facts import gather
 from lorabuild.recipe.load import load_recipe
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.compile import compile_build
+from lorabuild.stages.prepare import prepare
+from lorabuild.stages.train import train_build
 from tests.conftest import REPO, SD_SCRIPTS
 from tests.test_golden import shipped_project
 
@@ -136,7 +139,7 @@ def test_tutorial_recipe_trains_with_the_real_kohya(tmp_path: Path, monkeypatch:
     compile_build(plan)
     prepare(plan)
     lines: list[str] = []
-    train(plan, on_line=lines.append)
+    train_build(plan, on_line=lines.append)
 
     log = "\n".join(lines)
     assert "model saved." in log

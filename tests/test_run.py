@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from lorabuild.build import state
-from lorabuild.pipeline import RunReport, check, run
+from lorabuild.pipeline import RunReport, run
+from lorabuild.stages.check import check
 from lorabuild.stages.train import TrainingError, read_metadata
 from tests.conftest import REPO, Project
 from tests.fakekohya import FakeKohya, fake_kohya

@@ -30,9 +30,10 @@ from lorabuild.batch import queue as runqueue
 from lorabuild.batch.queue import ScriptBuild
 from lorabuild.batch.slurm import write_sbatch
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX
-from lorabuild.pipeline import check, compile_build, require_plan
 from lorabuild.plan.plan import Plan
 from lorabuild.render.quoting import QuotingError, toml_basic_string
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.compile import compile_build
 from tests.conftest import RECIPE, Project
 from tests.powershell import (
     LINE_COMMENT_ENDS,

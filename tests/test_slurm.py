@@ -120,6 +120,56 @@ def test_builds_that_disagree_or_name_gpu_ids_are_refused(project: Project) -> N
         write_sbatch(recipes, project.root / "t.sbatch", project.build, overrides=["launch.gpus=[0, 1]"])
 
 
+CONTROL = "an #SBATCH line cannot hold line breaks or control characters"
+QUOTE = "sbatch reads an #SBATCH value in double quotes without escapes, so it cannot hold one"
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        (
+            'launch.slurm.partition="gpu\\nhigh"',
+            f"launch.slurm.partition: 'gpu\\nhigh' contains a line break (U+000A) at position 3: {CONTROL}",
+        ),
+        (
+            'launch.slurm.account="lab\\"x"',
+            f"""launch.slurm.account: 'lab"x' contains a double quote (") at position 3: {QUOTE}""",
+        ),
+        (
+            'launch.slurm.account="lab\\rx"',
+            f"launch.slurm.account: 'lab\\rx' contains a carriage return (U+000D) at position 3: {CONTROL}",
+        ),
+        (
+            'launch.slurm.extra=["--qos=\\"high\\""]',
+            f"""launch.slurm.extra: '--qos="high"' contains a double quote (") at position 6: {QUOTE}""",
+        ),
+    ],
+)
+def test_check_refuses_the_slurm_values_compile_refuses(
+    project: Project, setting: str, expected: str
+) -> None:
+    """A newline or a quote in [launch.slurm] passed `check`; `compile --target slurm` refused it."""
+    checked = run_lorabuild("check", "recipe.toml", "--set", setting, cwd=project.root)
+    assert checked.returncode == 2
+    assert checked.stderr.splitlines() == [f"recipe.toml: {expected}", "1 error(s), 0 warning(s)"]
+    compiled = run_lorabuild(
+        "compile", "recipe.toml", "--target", "slurm", "--set", setting, cwd=project.root
+    )
+    assert compiled.returncode == 2 and compiled.stderr == checked.stderr
+    # The script's own test is the same function, for what the command line sets.
+    with pytest.raises(SlurmError) as caught:
+        write_sbatch(
+            [project.recipe],
+            project.root / "x.sbatch",
+            Path("build"),
+            settings=SlurmSettings(partition='a"b'),
+        )
+    assert str(caught.value) == (
+        f"""sbatch option '--partition=a"b' cannot be written on an #SBATCH line: it contains a double quote (") """
+        f"at position 13: {QUOTE}"
+    )
+
+
 def test_stages_and_cli(project: Project) -> None:
     assert parse_stages("compile, check") == ("check", "compile")
     with pytest.raises(

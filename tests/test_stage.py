@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps, features
 
-from lorabuild.pipeline import check, require_plan
 from lorabuild.plan.plan import Plan, with_raw_captions
 from lorabuild.probe import facts
 from lorabuild.probe.imagefix import dhash, hamming, near_duplicates, staged_image_names
 from lorabuild.probe.images import ImageInfo, kohya_reads_name
 from lorabuild.problems import RecipeError
 from lorabuild.stages import prepare as stage
+from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.prepare import StageReport
 from tests.conftest import Project, run_lorabuild, write_image
 
@@ -521,7 +521,7 @@ def test_kohya_buckets_and_reads_the_converted_stage(
     sideways_photo(folder / "004.jpg", size=(768, 512))
     cut_out(folder / "005.png", (512, 768))
     Image.new("P", (768, 512), 5).save(folder / "006.gif")
-    from lorabuild.pipeline import compile_build
+    from lorabuild.stages.compile import compile_build
 
     plan = plan_of(project)
     compile_build(plan)

@@ -6,10 +6,10 @@ import fnmatch
 import random
 from pathlib import Path
 
-from lorabuild.pipeline import check, require_plan
 from lorabuild.plan.tags import subset_tag_counts, tags_csv, tags_text
 from lorabuild.recipe.captions import apply_rules, normalise
 from lorabuild.recipe.schema import CaptionRules
+from lorabuild.stages.check import check, require_plan
 from tests.conftest import Project, run_lorabuild
 
 FIXTURE_TABLE = """\

@@ -24,6 +24,7 @@ from lorabuild.problems import LorabuildError, Problem, RecipeError, errors_of, 
 from lorabuild.recipe.many import Entry, load_many
 from lorabuild.render.quoting import utf8
 from lorabuild.render.writer import Artefact
+from lorabuild.stages.check import check_loaded, require_plan
 from lorabuild.stages.train import TrainingInterrupted
 
 # What became of a build.
@@ -122,8 +123,8 @@ def run_queue(
             continue
         start = time.perf_counter()
         try:
-            checked = pipeline.check_loaded(entry.loaded, build_root)
-            plan = pipeline.require_plan(checked, strict=strict)
+            checked = check_loaded(entry.loaded, build_root)
+            plan = require_plan(checked, strict=strict)
             for problem in checked.warnings:
                 warn(format_problem(problem))
             report = pipeline.run(checked, say=say, until=until)

@@ -31,7 +31,7 @@ from lorabuild.plan.plan import expected_outputs
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.load import cwd_relative  # the rule --set paths follow everywhere
 from lorabuild.recipe.many import load_many
-from lorabuild.render.quoting import Quoted, utf8
+from lorabuild.render.quoting import Quoted, sbatch_line_problem, utf8
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
 
@@ -226,11 +226,10 @@ def render_sbatch(
         if getattr(settings, k) is not None
     ]
     sbatch += list(settings.extra)
-    bad = [line for line in sbatch if "\n" in line or "\r" in line or '"' in line]
-    if bad:
-        raise SlurmError(
-            f"sbatch option {bad[0]!r} cannot be written on an #SBATCH line (a newline or a quote)"
-        )
+    for line in sbatch:
+        why = sbatch_line_problem(line)  # the check's own test of [launch.slurm] (recipe/schema.py)
+        if why:
+            raise SlurmError(f"sbatch option {line!r} cannot be written on an #SBATCH line: it {why}")
     # sbatch reads a double-quoted value with spaces as one argument; for bash the line is a comment,
     # and nothing but a newline (refused above) ends one.
     directives = [Quoted(_quoted(line) if " " in line else line) for line in sbatch]

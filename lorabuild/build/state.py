@@ -23,17 +23,20 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from lorabuild import KOHYA_COMMIT
 from lorabuild.build.markers import STATE_DIR, path_state
+from lorabuild.kohya.tagger import settings_keys
 from lorabuild.plan.plan import Plan
-from lorabuild.probe.facts import tree_state
+from lorabuild.plan.tags import CSV_NAME
+from lorabuild.probe.facts import input_fingerprint, tree_state
 from lorabuild.problems import LorabuildError
-from lorabuild.render.writer import write_atomic
+from lorabuild.recipe.load import LoadedRecipe
+from lorabuild.render.writer import Written, write_atomic
 
 STAMPS_VERSION = 1
 _CHUNK = 1 << 20
@@ -152,6 +155,38 @@ def save_prepared(
         "summary": summary,
     }
     save_stamp(build_dir, PREPARED, Stamp(key, "done", detail=detail))
+
+
+def prepare_inputs(loaded: LoadedRecipe) -> str:
+    """What the prepare stamp hashes beyond the plan: the recipe sections staging reads and the
+    tagger's settings (model file, tag list, thresholds; :func:`lorabuild.kohya.tagger.settings_keys`)."""
+    sections = loaded.section_hash("dataset", "captions", "images")
+    return ",".join([sections, *settings_keys(loaded.recipe)])
+
+
+def prepare_fingerprint(loaded: LoadedRecipe, build_root: Path) -> str | None:
+    """What ``lorabuild prepare`` reads, hashed without opening an image or caption
+    (:func:`lorabuild.probe.facts.input_fingerprint`; None when a file changed too recently to tell);
+    take it before the check, so that a file changed while preparing shows next time."""
+    return input_fingerprint(loaded.recipe, loaded.section_hash(), loaded.path, build_root)
+
+
+def already_prepared(
+    loaded: LoadedRecipe, build_root: Path, key: str | None, strict: bool = False
+) -> Stamp | None:
+    """The last prepare's stamp when its inputs were ``key`` and the build is as it left it:
+    preparing again would do nothing (:func:`prepared`)."""
+    return None if key is None else prepared(build_root / loaded.recipe.name, key, strict)
+
+
+def record_prepared(
+    plan: Plan, key: str | None, written: Sequence[Written], lines: Sequence[str], summary: str
+) -> None:
+    """Remember a finished prepare (its inputs ``key``, the build's state, what it printed)."""
+    if key is None:
+        return
+    files = [w.path.relative_to(plan.build_dir).as_posix() for w in written]
+    save_prepared(plan.build_dir, key, [*files, CSV_NAME, "autotag"], lines, summary)
 
 
 class Digests:

@@ -460,8 +460,8 @@ def preflight(sd_scripts: Path, python: str = sys.executable) -> None:
 
     Checks that the kohya checkout holds the tagger and, for lorabuild's own Python (the one
     that runs it by default), that onnx and onnxruntime are importable. The pre-flight rules
-    (:func:`lorabuild.rules.tagger_script`, :func:`lorabuild.rules.tagger_packages`) say the same at
-    check time on a machine with kohya's stack; this catches a machine that only plans.
+    (:func:`lorabuild.rules.captions.tagger_script`, :func:`lorabuild.rules.captions.tagger_packages`)
+    say the same at check time on a machine with kohya's stack; this catches a machine that only plans.
 
     Raises:
         AutotagError: What is missing and how to install it.

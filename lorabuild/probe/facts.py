@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
@@ -180,6 +180,34 @@ class SubsetFacts:
 
 
 @dataclass(frozen=True)
+class PathFacts:
+    """What is at a path the recipe names for kohya to read (a VAE, starting weights, a cache folder).
+
+    Attributes:
+        kind: ``file``, ``folder`` or ``missing``.
+        folders: For a folder, the names of the folders directly inside it.
+    """
+
+    kind: Literal["file", "folder", "missing"]
+    folders: frozenset[str] = frozenset()
+
+
+def probe_path(path: Path) -> PathFacts:
+    """What is at ``path`` (one ``stat``, and a listing of a folder's top level)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return PathFacts("missing")
+    if not stat.S_ISDIR(st.st_mode):
+        return PathFacts("file")
+    try:
+        with os.scandir(path) as entries:
+            return PathFacts("folder", frozenset(e.name for e in entries if e.is_dir()))
+    except OSError:
+        return PathFacts("folder")
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything probed for one recipe.
 
@@ -192,6 +220,8 @@ class Facts:
         tagger_script: kohya's WD14 tagger script and whether it is there, when the recipe sets
             ``[captions.autotag]`` (None otherwise).
         platform: ``sys.platform`` of the machine that checks (and, as a rule, trains).
+        paths: What is at each of ``model.vae``, ``model.tokenizer_cache_dir`` and
+            ``network.weights`` that the recipe sets.
     """
 
     model: ModelInfo
@@ -201,6 +231,7 @@ class Facts:
     tagger_models: Mapping[Path, TaggerModel] = field(default_factory=dict)
     tagger_script: tuple[Path, bool] | None = None
     platform: str = field(default_factory=lambda: sys.platform)
+    paths: Mapping[Path, PathFacts] = field(default_factory=dict)
 
     @property
     def training_stack(self) -> bool:
@@ -228,6 +259,11 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
         other_builds={name: str(path) for name, path in others.items() if path != mine},
         tagger_models={s.model_dir: probe_model_dir(s.model_dir) for _, s in autotag_sections(recipe)},
         tagger_script=_tagger_script() if autotag_sections(recipe) else None,
+        paths={
+            path: probe_path(path)
+            for path in (recipe.model.vae, recipe.model.tokenizer_cache_dir, recipe.network.weights)
+            if path is not None
+        },
     )
 
 

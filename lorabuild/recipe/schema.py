@@ -30,7 +30,7 @@ from pydantic import (
 
 from lorabuild.problems import did_you_mean
 from lorabuild.recipe.accelerate import check_accelerate_args
-from lorabuild.render.quoting import QuotingError, env_name
+from lorabuild.render.quoting import QuotingError, env_name, sbatch_line_problem
 
 # The names of lorabuild.kohya.families' registry (that package sits above this one; a test holds
 # the two equal).
@@ -689,14 +689,27 @@ class SlurmSection(_Table):
         description='More sbatch options, one per #SBATCH line, e.g. ["--qos=high", "--constraint=a100"].',
     )
 
+    @field_validator("partition", "account")
+    @classmethod
+    def _sbatch_value(cls, value: str | None) -> str | None:
+        # The script's own test (batch/slurm.py), so that check refuses what compile would.
+        why = None if value is None else sbatch_line_problem(value)
+        if why:
+            raise ValueError(f"{value!r} {why}")
+        return value
+
     @field_validator("extra")
     @classmethod
     def _sbatch_options(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if not v.startswith("-") or "\n" in v or "\r" in v]
+        bad = [v for v in value if not v.startswith("-")]
         if bad:
             raise ValueError(
                 f'{bad[0]!r} is not an sbatch option: write each as it follows #SBATCH, e.g. "--qos=high"'
             )
+        for option in value:
+            why = sbatch_line_problem(option)
+            if why:
+                raise ValueError(f"{option!r} {why}")
         return value
 
 

@@ -112,7 +112,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-from lorabuild.problems import LorabuildError
+from lorabuild.problems import LorabuildError, visible
 
 __all__ = [
     "Quoted",
@@ -124,6 +124,7 @@ __all__ = [
     "powershell_native_arg",
     "powershell_quote",
     "powershell_word",
+    "sbatch_line_problem",
     "toml_basic_string",
     "utf8",
 ]
@@ -168,22 +169,8 @@ def _show(value: str) -> str:
     return "'" + comment_text(value) + "'"
 
 
-def comment_text(s: str) -> str:
-    """Write ``s`` as one visible line of text, for a comment in bash, PowerShell or TOML.
-
-    Every character that ``str.isprintable()`` rejects is escaped the way Python writes it in a
-    string literal (``\\n``, ``\\r``, ``\\t``, ``\\x01``, ``\\x85``, ``\\u2028``, ``\\u202e``, a lone
-    surrogate as ``\\udcff``); everything else, backslashes and non-ASCII text included, is kept. See
-    "Comments" in the module docstring for why that is enough in each file type.
-
-    Args:
-        s: Any text: a recipe path, a build name, a command line.
-
-    Returns:
-        Text without line breaks or control characters, e.g. ``evil\\necho PWNED.toml`` for a file
-        name with a newline in it. Never raises.
-    """
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in s)
+# A value in a comment is written as one visible line, as problems are (see "Comments" above).
+comment_text = visible
 
 
 def utf8(text: str, file: str) -> bytes:
@@ -241,9 +228,15 @@ _PS_SINGLE_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")
 # ASCII (the tokenizer takes typographic dashes and quotes for - and quotes).
 _PS_NATIVE_BARE = re.compile(r"--?[A-Za-z_][A-Za-z0-9_-]*|[A-Za-z_][A-Za-z0-9_./\\:=+-]*")
 
-# What the legacy argument passing counts as whitespace: .NET char.IsWhiteSpace. Python's
-# str.isspace() also accepts U+001C..U+001F, which makes the test stricter, never looser; U+180E
-# and U+200B were space separators in older Unicode versions, which .NET Framework may still use.
+# What the legacy argument passing counts as whitespace (NativeCommandParameterBinder.NeedQuotes):
+# .NET's char.IsWhiteSpace, which is U+0009..U+000D, U+0085 and the space, line and paragraph
+# separators (Zs, Zl, Zp). Not Python's str.isspace(): that also takes U+001C..U+001F (control
+# characters to .NET), and refused values every PowerShell passes exactly.
+_DOTNET_WHITESPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+# U+180E and U+200B were space separators in older Unicode versions, which .NET Framework may still use.
 _FORMER_SPACES = frozenset("\u180e\u200b")
 
 
@@ -267,7 +260,7 @@ def _is_surrogate(ch: str) -> bool:
 
 def _legacy_whitespace(ch: str) -> bool:
     """Whether legacy argument passing may count ``ch`` as whitespace and wrap the argument in quotes."""
-    return ch.isspace() or ch in _FORMER_SPACES
+    return ch in _DOTNET_WHITESPACE or ch in _FORMER_SPACES
 
 
 def _reject_nul(s: str, where: str, fix: str) -> None:
@@ -358,6 +351,33 @@ def powershell_word(s: str) -> str:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_SBATCH_NAMES = {"\n": "a line break (U+000A)", "\r": "a carriage return (U+000D)", "\t": "a tab (U+0009)"}
+
+
+def sbatch_line_problem(text: str) -> str | None:
+    """Why ``text`` cannot be written on an ``#SBATCH`` line of lorabuild's array script, or None.
+
+    The check of ``[launch.slurm]`` (:mod:`lorabuild.recipe.schema`) and of the script itself
+    (:func:`lorabuild.batch.slurm.render_sbatch`), so that ``check`` refuses what compiling would.
+    A line break ends the ``#SBATCH`` line (bash would run the rest: the line is a comment to it);
+    sbatch refuses a script with a carriage return, and other control characters split or hide
+    the option. A value with a space is written in double quotes, which sbatch reads without
+    escapes, so a double quote cannot be written at all.
+
+    Returns:
+        ``contains <the character> at position <n>: <why>``, or None when ``text`` can be written.
+    """
+    for index, ch in enumerate(text):
+        if ch == '"':
+            return (
+                f"contains {_describe(ch)} at position {index}: sbatch reads an #SBATCH value in double "
+                "quotes without escapes, so it cannot hold one"
+            )
+        if unicodedata.category(ch) == "Cc":
+            name = _SBATCH_NAMES.get(ch, f"a control character (U+{ord(ch):04X})")
+            return f"contains {name} at position {index}: an #SBATCH line cannot hold line breaks or control characters"
+    return None
 
 
 def env_name(s: str) -> str:

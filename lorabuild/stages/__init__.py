@@ -1,5 +1,7 @@
 """One module per verb, each a stage of the pipeline (or a command of its own).
 
+- :mod:`~lorabuild.stages.check`: load the recipe, probe its files, run the rules, plan (``lorabuild check``).
+- :mod:`~lorabuild.stages.compile`: write the build folder's artefacts, only those that changed.
 - :mod:`~lorabuild.stages.prepare`: stage the dataset (links, converted images, rule-edited captions),
   after kohya's WD14 tagger where ``[captions.autotag]`` asks for it.
 - :mod:`~lorabuild.stages.train`: run kohya, then check and collect what it saved.

@@ -47,13 +47,14 @@ from lorabuild.plan.plan import (
     Plan,
     plain_number,
     prompt_text,
-    prompt_text_problem,
 )
 from lorabuild.problems import LorabuildError, Problem, RecipeError
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render.sheets import compose_sheets
 from lorabuild.render.writer import write_atomic
+from lorabuild.rules.evaluate import epochs_not_saved
+from lorabuild.rules.evaluate import prompt_problems as recipe_prompt_problems
 from lorabuild.settings import sd_scripts_dir
 
 GRID_DIR = "grid"
@@ -183,10 +184,14 @@ def grid_settings(plan: Plan, recipe: Recipe) -> GridSettings:
     )
 
 
-def prompt_problems(settings: GridSettings) -> list[Problem]:
-    """What in the prompts or seeds gen_img's prompt file cannot carry (keys under ``evaluate``)."""
+def prompt_problems(recipe: Recipe) -> list[Problem]:
+    """What in the prompts gen_img's prompt file cannot carry (keys under ``evaluate``).
+
+    No prompt at all, or what the check's own rule finds
+    (:func:`lorabuild.rules.evaluate.prompt_problems`, on the text gen_img reads).
+    """
     problems: list[Problem] = []
-    if not settings.prompts:
+    if not recipe.evaluate.prompts:
         problems.append(
             Problem(
                 "evaluate.prompts",
@@ -194,17 +199,7 @@ def prompt_problems(settings: GridSettings) -> list[Problem]:
                 "to the recipe",
             )
         )
-    texts = [(f"evaluate.prompts[{i}]", p) for i, p in enumerate(settings.prompts)]
-    texts.append(("evaluate.negative_prompt", settings.negative_prompt))
-    for key, text in texts:
-        # The check's own test (rules.prompt_placeholders), on the text gen_img reads.
-        why = prompt_text_problem(text, negative=key == "evaluate.negative_prompt")
-        if why:
-            problems.append(Problem(key, f"{why} (got {text!r})"))
-    for i, seed in enumerate(settings.seeds):
-        if not 0 <= seed < 2**32:
-            problems.append(Problem(f"evaluate.seeds[{i}]", f"must be between 0 and 4294967295 (got {seed})"))
-    return problems
+    return [*problems, *recipe_prompt_problems(recipe)]
 
 
 @dataclass(frozen=True)
@@ -474,18 +469,9 @@ def choose_epochs(
         if not present:
             raise GridError("no LoRA file is saved yet: run lorabuild train first")
         return sorted(present)
-    never = sorted({e for e in wanted if e not in saved})
-    if never:
-        raise RecipeError(
-            [
-                Problem(
-                    key,
-                    f"epoch(s) {', '.join(map(str, never))} are not saved by this training: it saves epochs "
-                    f"{_ranges(saved)} (training.epochs and training.save_every_n_epochs); "
-                    'list some of those, or use "all"',
-                )
-            ]
-        )
+    never = epochs_not_saved(saved, wanted, key)
+    if never is not None:
+        raise RecipeError([never])
     if not present:
         raise GridError("no LoRA file is saved yet: run lorabuild train first")
     absent = sorted({e for e in wanted if e not in present})
@@ -495,13 +481,6 @@ def choose_epochs(
             "there, or its output was removed): run lorabuild train first"
         )
     return sorted(set(wanted))
-
-
-def _ranges(values: Sequence[int]) -> str:
-    values = sorted(values)
-    if len(values) > 6:
-        return f"{', '.join(map(str, values[:3]))}, ..., {values[-1]}"
-    return ", ".join(map(str, values))
 
 
 def parse_epochs(text: str) -> list[int]:
@@ -611,7 +590,7 @@ def plan_build_grid(
         GridError: Nothing trained yet, or a wanted epoch's file missing.
     """
     settings = grid_settings(plan, loaded.recipe)
-    problems = prompt_problems(settings)
+    problems = prompt_problems(loaded.recipe)
     if problems:
         raise RecipeError([p.at(loaded.file_of(p.key)) for p in problems])
     saved, present = epoch_files(plan)

@@ -37,6 +37,8 @@ kohya's own files in the stage are kept while they are valid: ``cache_latents_to
 ``cache_text_encoder_outputs_to_disk`` ``<stem>_te_outputs.npz``; a re-staged image loses its
 latent caches and a re-written caption its text-encoder caches, so kohya computes them again.
 
+:func:`prepare` is the stage's verb: :func:`autotagged`, then :func:`stage`.
+
 **Auto-tagging** comes first where ``[captions.autotag]`` is set: :func:`autotag_plan` merges the
 tags of kohya's WD14 tagger (:mod:`lorabuild.kohya.tagger`, which runs and caches it) into the
 plan's captions, before the caption rules.
@@ -468,6 +470,24 @@ def _image_bytes(image: StagedImage, device: int | None) -> int:
         width, height = image.info.pixel_size if image.info is not None else (0, 0)
         return max(st.st_size, width * height * 3 // 2)  # a PNG of a photo: about half its pixels' bytes
     return 0 if st.st_dev == device else st.st_size
+
+
+def prepare(plan: Plan, recipe: Recipe | None = None) -> StageReport:
+    """Stage the dataset into the build folder, auto-tagging first where ``recipe`` asks for it.
+
+    Raises:
+        AutotagError: kohya's WD14 tagger cannot run or failed (nothing is staged).
+        RecipeError: As :func:`stage`.
+        WriteError: As :func:`stage`.
+    """
+    return stage(autotagged(plan, recipe))
+
+
+def autotagged(plan: Plan, recipe: Recipe | None) -> Plan:
+    """``plan`` with ``[captions.autotag]`` applied (the tagger runs only for images it has not seen)."""
+    if recipe is None or not tagger.autotag_sections(recipe):
+        return plan
+    return autotag_plan(plan, recipe, sd_scripts=sd_scripts_dir())
 
 
 def stage(plan: Plan) -> StageReport:

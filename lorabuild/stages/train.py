@@ -29,13 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild.build.saved import OutputLayout, output_layout
-from lorabuild.build.state import BuildLock, Stamp, load_stamps, save_stamp
+from lorabuild.build.state import (
+    BuildLock,
+    Digests,
+    Stamp,
+    load_stamps,
+    save_stamp,
+    staged_dataset_digest,
+    train_key,
+)
 from lorabuild.kohya.outputs import resume_args, saved_name_pattern, state_is_complete
 from lorabuild.kohya.progress import Display, Tracker
 from lorabuild.kohya.runner import resolve_argv
 from lorabuild.kohya.scriptrun import run_script
 from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError
+from lorabuild.settings import sd_scripts_dir
 
 KOHYA = "kohya"
 """How messages name the trainer."""
@@ -263,6 +272,26 @@ def train(
         )
     save_stamp(build, "train", Stamp(key, "done", detail={**detail, "outputs": list(plan.outputs)}))
     return TrainResult(plan.outputs, resume, run.result.seconds, log)
+
+
+def train_build(
+    plan: Plan,
+    on_line: Callable[[str], None] | None = None,
+    *,
+    fresh: bool = False,
+    say: Callable[[str], None] | None = None,
+    lock: BuildLock | None = None,
+) -> TrainResult:
+    """Run kohya for a compiled and staged build (:func:`train`, its inputs' key computed here).
+
+    kohya's exit status alone is not trusted: it exits 0 after "No data found". A run stopped
+    with its inputs unchanged resumes from its last saved state.
+    """
+    sd_scripts = sd_scripts_dir()
+    digests = Digests(plan.build_dir)
+    key = train_key(plan, staged_dataset_digest(plan, digests), sd_scripts)
+    digests.save()
+    return train(plan, key, sd_scripts, on_line=on_line, say=say, fresh=fresh, lock=lock)
 
 
 def _written_since(path: Path, since: float) -> bool:

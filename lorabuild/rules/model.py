@@ -1,0 +1,158 @@
+"""Rules on the base model, the files kohya reads beside it (VAE, tokenizers), and the build's output name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from lorabuild.kohya import families
+from lorabuild.plan.plan import (
+    family_of,
+)
+from lorabuild.probe.facts import Facts, PathFacts
+from lorabuild.probe.modelfile import UNTRAINED_LABELS
+from lorabuild.problems import Problem, error, warning
+from lorabuild.recipe.schema import Recipe
+from lorabuild.rules.registry import rule
+
+MISSING = PathFacts("missing")  # a path the facts do not hold (they hold every path the recipe sets)
+
+# --- model -------------------------------------------------------------------------------------
+
+
+def _label(family: str) -> str:
+    """How messages name a family, trained or only recognised."""
+    return UNTRAINED_LABELS.get(family) or families.get(family).label
+
+
+def _spoken(items: list[str], last: str) -> str:
+    """``a, b and c`` (``last`` is the word before the last item)."""
+    return f"{', '.join(items[:-1])} {last} {items[-1]}" if len(items) > 1 else "".join(items)
+
+
+@rule
+def model_exists(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """The base model must exist and be a model (kohya: OSError after start-up)."""
+    info = facts.model
+    if info.kind == "missing":
+        yield error("model.base", f"file or folder not found: {info.path}")
+    elif info.kind == "unknown":
+        yield error(
+            "model.base",
+            f"{info.path} is not a model ({info.detail}): point model.base at a .safetensors or .ckpt checkpoint "
+            "or a diffusers folder",
+        )
+
+
+@rule
+def model_family(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """The checkpoint's family must match the trainer (kohya: state_dict mismatch after loading)."""
+    detected, declared = facts.model.family, recipe.model.family
+    if detected == "lora":
+        yield error("model.base", "this file is a LoRA, not a base model: point model.base at a checkpoint")
+        return
+    if detected in UNTRAINED_LABELS:
+        trained = _spoken([f.label for f in families.ALL], "and")
+        yield error(
+            "model.base", f"this is a {_label(detected)} checkpoint; lorabuild trains {trained} LoRAs"
+        )
+        return
+    if declared and detected and declared != detected:
+        yield error(
+            "model.family",
+            f'is "{declared}" but {facts.model.path.name} is an {_label(detected)} checkpoint '
+            f'(kohya would fail after minutes of loading): set model.family = "{detected}" (or remove it to '
+            f"detect it), or choose an {_label(declared)} model",
+        )
+    elif not declared and not detected and facts.model.kind in ("file", "diffusers"):
+        yield error(
+            "model.family",
+            f"cannot be detected ({facts.model.detail}): set model.family to {_spoken(list(families.names()), 'or')}",
+        )
+
+
+@rule
+def v_prediction(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A v-prediction model trained without v_parameterization learns garbage silently."""
+    if facts.model.v_prediction and not recipe.model.v_parameterization:
+        yield warning(
+            "model.v_parameterization",
+            "the model's scheduler predicts v: set model.v_parameterization = true",
+        )
+
+
+@rule
+def family_rules(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """What only the model's family checks: a network it cannot train, its own rules (lorabuild.kohya.families)."""
+    yield from families.get(family_of(recipe, facts)).problems(recipe)
+
+
+@rule
+def vae_exists(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's ``load_vae`` takes a path it cannot find for a Hugging Face model id (after loading the model)."""
+    path = recipe.model.vae
+    if path is not None and facts.paths.get(path, MISSING).kind == "missing":
+        yield error(
+            "model.vae",
+            f"file or folder not found: {path}: point model.vae at a VAE file (.safetensors, .ckpt, .pt) or "
+            "a diffusers VAE folder, or remove it (kohya would take the path for a Hugging Face model id and "
+            "stop after loading the base model)",
+        )
+
+
+# The tokenizers kohya loads per family, by Hugging Face id; with --tokenizer_cache_dir each is read
+# from, or downloaded and saved to, <dir>/<id with "/" as "_"> (library/strategy_base.py
+# TokenizeStrategy._load_tokenizer; strategy_sd.py, strategy_sdxl.py name the ids).
+TOKENIZERS = {
+    "sd15": ("openai/clip-vit-large-patch14",),
+    "sd2": ("stabilityai/stable-diffusion-2",),
+    "sdxl": ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"),
+}
+
+
+@rule
+def tokenizer_cache(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """A tokenizer missing from ``model.tokenizer_cache_dir`` is downloaded (offline: kohya stops).
+
+    kohya creates the folder and saves what it downloads there, so a missing folder is only a
+    warning: it fails on a machine without network access, which is what the setting is for.
+    """
+    path = recipe.model.tokenizer_cache_dir
+    if path is None:
+        return
+    found = facts.paths.get(path, MISSING)
+    key = "model.tokenizer_cache_dir"
+    if found.kind == "file":
+        yield error(
+            key,
+            f"{path} is a file, not a folder: kohya keeps each tokenizer in a folder of its own there: "
+            "point it at a folder, or remove it",
+        )
+        return
+    ids = TOKENIZERS[family_of(recipe, facts)]
+    absent = [i for i in ids if i.replace("/", "_") not in found.folders]
+    if not absent:
+        return
+    folders = [i.replace("/", "_") for i in absent]
+    download = (
+        f"kohya downloads the tokenizer{'s' if len(absent) > 1 else ''} ({', '.join(absent)}) from Hugging "
+        "Face and saves it there, which fails without network access: run it once online, or copy"
+    )
+    if found.kind == "missing":
+        yield warning(
+            key, f"{path} does not exist yet: {download} a folder holding {' and '.join(folders)} there"
+        )
+    else:
+        what = "that folder" if len(absent) == 1 else "those folders"
+        yield warning(key, f"{path} has no {' or '.join(folders)} yet: {download} {what} there")
+
+
+@rule
+def other_builds(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Two recipes with one output name would overwrite each other's files."""
+    owner = facts.other_builds.get(recipe.name)
+    if owner is not None:
+        yield error(
+            "name",
+            f'"{recipe.name}" is already the output name of another recipe ({owner}); building this one '
+            "would overwrite its files: choose another name",
+        )
