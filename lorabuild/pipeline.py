@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lorabuild.kohya.tagger import autotag_sections, settings_keys
+from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan, build_plan
 from lorabuild.probe.facts import Facts, gather, input_fingerprint
 from lorabuild.problems import Problem, RecipeError, Severity, errors_of, format_problem
@@ -145,12 +146,11 @@ def record_prepared(
 ) -> None:
     """Remember a finished prepare (its inputs ``key``, the build's state, what it printed)."""
     from lorabuild.build import state  # lazy: not on the check path (see above)
-    from lorabuild.plan.tags import CSV_NAME  # lazy: not on the check path (see above)
 
     if key is None:
         return
     files = [w.path.relative_to(plan.build_dir).as_posix() for w in written]
-    state.save_prepared(plan.build_dir, key, [*files, CSV_NAME, "autotag"], lines, summary)
+    state.save_prepared(plan.build_dir, key, [*files, BuildLayout.TAGS_CSV, "autotag"], lines, summary)
 
 
 def train(

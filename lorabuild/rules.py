@@ -17,19 +17,17 @@ from pathlib import Path
 from lorabuild.kohya import options as kohya_options
 from lorabuild.kohya.buckets import adjusted_settings
 from lorabuild.kohya.launch import script_value_errors
+from lorabuild.kohya.prompts import prompt_text_problem
 from lorabuild.kohya.tagger import MODEL_FILES, autotag_sections
-from lorabuild.plan.plan import (
-    NETWORK_MODULES,
-    SCRIPTS,
+from lorabuild.plan.evaluate import prompt_text
+from lorabuild.plan.kohya_config import NETWORK_MODULES
+from lorabuild.plan.plan import SCRIPTS, family_of, launch_spec
+from lorabuild.plan.subsets import (
     bad_image,
     bucket_settings,
     epoch_bucket_counts,
-    family_of,
     first_trigger,
-    launch_spec,
     plan_subsets,
-    prompt_text,
-    prompt_text_problem,
 )
 from lorabuild.probe.facts import Facts
 from lorabuild.probe.imagefix import near_duplicates

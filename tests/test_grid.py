@@ -18,6 +18,7 @@ from PIL import Image
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.kohya.options import options
 from lorabuild.pipeline import check, require_plan
+from lorabuild.plan.evaluate import GridSettings
 from lorabuild.problems import RecipeError
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.stages import grid
@@ -67,8 +68,8 @@ def grid_project(
     return checked.loaded, plan
 
 
-def settings(**changes: object) -> grid.GridSettings:
-    base = grid.GridSettings(
+def settings(**changes: object) -> GridSettings:
+    base = GridSettings(
         family="sd15",
         base="models/base.safetensors",
         vae=None,
@@ -98,7 +99,7 @@ FILES = {e: f"output/N-{e:06d}.safetensors" for e in DIGESTS}
 
 
 def plan_of(
-    s: grid.GridSettings,
+    s: GridSettings,
     digests: dict[int, str] = DIGESTS,
     epochs: tuple[int, ...] = (1, 2, 3),
     base: str = "b",

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
 from lorabuild.render.writer import write_atomic
-
-HASH_CACHE = ".lorabuild/hashes.json"
-"""The hash cache, relative to the build folder."""
 
 _CACHE_VERSION = 1
 _CHUNK = 1 << 20
@@ -69,24 +67,15 @@ class FileHash:
         return self.model_hash[:12] if self.model_hash else None
 
 
-def output_layout(plan: Plan) -> tuple[str, str, int]:
-    """(output name, file extension, number of epochs) from the compiled config."""
-    saving = plan.config.get("saving", {})
-    return (
-        str(saving.get("output_name", plan.name)),
-        str(saving.get("save_model_as", "safetensors")),
-        int(plan.config["training"]["max_train_epochs"]),
-    )
-
-
 def saved_files(plan: Plan, build_dir: Path | None = None) -> list[SavedFile]:
     """The LoRA files in the build's ``output/``, by epoch, numbered before unnumbered.
 
     Temporary files (names starting with a dot) and state folders are left out.
     """
     build = build_dir if build_dir is not None else plan.build_dir
-    name, ext, epochs = output_layout(plan)
-    folder = build / "output"
+    saves = plan.saves
+    name, ext, epochs = saves.name, saves.ext, saves.epochs
+    folder = BuildLayout(build).output_dir
     pattern = re.compile(re.escape(name) + r"-(\d{6})\." + re.escape(ext))
     found: list[SavedFile] = []
     try:
@@ -109,7 +98,11 @@ def saved_files(plan: Plan, build_dir: Path | None = None) -> list[SavedFile]:
             continue
         if not entry.is_file():
             continue
-        found.append(SavedFile(entry, f"output/{entry.name}", epoch, numbered, st.st_size, st.st_mtime_ns))
+        found.append(
+            SavedFile(
+                entry, f"{BuildLayout.OUTPUT}/{entry.name}", epoch, numbered, st.st_size, st.st_mtime_ns
+            )
+        )
     found.sort(key=lambda f: (f.epoch, not f.numbered))
     return found
 
@@ -153,7 +146,7 @@ class HashCache:
 
     def __init__(self, build_dir: Path):
         self.build_dir = build_dir
-        self.path = build_dir / HASH_CACHE
+        self.path = BuildLayout(build_dir).hashes
         self._entries: dict[str, dict[str, Any]] = {}
         self._dirty = False
         try:

@@ -6,7 +6,7 @@
   fails the build, since its files are unusable.
 - **Normalised outputs.** kohya saves the last epoch only as ``NAME.ext``; once training
   succeeded it is linked (hard link, else copy) to ``NAME-0000EE.ext`` too, so every epoch has its
-  numbered file (:func:`lorabuild.plan.plan.expected_outputs` lists both names).
+  numbered file (:meth:`lorabuild.plan.layout.TrainingOutputs.expected` lists both names).
 - **Resume.** With ``training.save_state`` a run that stopped (Ctrl-C, a crash, SIGKILL, a power
   cut) with the inputs unchanged continues from its last complete epoch state:
   ``--resume output/NAME-0000EE-state --initial_epoch E+1``. The state restores the network,
@@ -37,7 +37,8 @@ from lorabuild.build.state import BuildLock, Stamp, load_stamps, save_stamp
 from lorabuild.kohya.diagnose import diagnose, last_error
 from lorabuild.kohya.progress import Display, Tracker
 from lorabuild.kohya.runner import DEFAULT_GRACE, resolve_argv, run
-from lorabuild.plan.plan import Plan, epoch_file, saved_epochs
+from lorabuild.plan.layout import TrainingOutputs
+from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError
 
 # Files of an accelerate state folder that kohya's resume needs; random_states is written last.
@@ -90,42 +91,6 @@ class TrainResult:
     log: Path
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a build's training writes, read from its compiled config."""
-
-    name: str
-    ext: str
-    epochs: int
-    saved: tuple[int, ...]
-    save_state: bool
-
-    @staticmethod
-    def of(plan: Plan) -> Layout:
-        """The layout of ``plan``'s training."""
-        saving = plan.config.get("saving", {})
-        epochs = int(plan.config["training"]["max_train_epochs"])
-        return Layout(
-            name=str(saving.get("output_name", plan.name)),
-            ext=str(saving.get("save_model_as", "safetensors")),
-            epochs=epochs,
-            saved=tuple(saved_epochs(epochs, saving.get("save_every_n_epochs"))),
-            save_state=bool(saving.get("save_state")),
-        )
-
-    def kohya_file(self, epoch: int) -> str:
-        """The file kohya itself writes for ``epoch`` (the last one without a number)."""
-        return (
-            f"output/{self.name}.{self.ext}"
-            if epoch == self.epochs
-            else epoch_file(self.name, epoch, self.ext)
-        )
-
-    def state(self, epoch: int) -> str:
-        """The state folder kohya writes after ``epoch`` (not the last)."""
-        return f"output/{self.name}-{epoch:06d}-state"
-
-
 def state_is_complete(folder: Path) -> bool:
     """Whether an accelerate state folder was written to the end."""
     return all((folder / name).is_file() for name in STATE_FILES) and any(
@@ -135,13 +100,10 @@ def state_is_complete(folder: Path) -> bool:
 
 def find_resume_point(plan: Plan) -> ResumePoint | None:
     """The latest complete intermediate state whose epoch file exists too."""
-    layout = Layout.of(plan)
-    for epoch in reversed(layout.saved[:-1]):
-        state = layout.state(epoch)
-        if (
-            state_is_complete(plan.build_dir / state)
-            and (plan.build_dir / layout.kohya_file(epoch)).is_file()
-        ):
+    saves = plan.saves
+    for epoch in reversed(saves.saved[:-1]):
+        state = saves.state(epoch)
+        if state_is_complete(plan.build_dir / state) and (plan.build_dir / saves.kohya_file(epoch)).is_file():
             return ResumePoint(epoch, state)
     return None
 
@@ -151,13 +113,11 @@ def clean_outputs(plan: Plan) -> int:
 
     A fresh run must not be judged by files it did not write. Returns how many were removed.
     """
-    layout = Layout.of(plan)
-    output = plan.build_dir / "output"
+    name = plan.saves.name
+    output = plan.layout.output_dir
     if not output.is_dir():
         return 0
-    ours = re.compile(
-        rf"^{re.escape(layout.name)}(?:-\d{{6}}|-step\d{{8}})?(?:-state|\.(?:safetensors|ckpt|pt))$"
-    )
+    ours = re.compile(rf"^{re.escape(name)}(?:-\d{{6}}|-step\d{{8}})?(?:-state|\.(?:safetensors|ckpt|pt))$")
     removed = 0
     for entry in output.iterdir():
         if ours.match(entry.name):
@@ -169,7 +129,7 @@ def clean_outputs(plan: Plan) -> int:
     samples = output / "sample"
     if samples.is_dir():
         for entry in samples.iterdir():
-            if entry.is_file() and entry.name.startswith(layout.name + "_"):
+            if entry.is_file() and entry.name.startswith(name + "_"):
                 entry.unlink()
                 removed += 1
     return removed
@@ -204,7 +164,7 @@ def train(
         TrainingInterrupted: lorabuild was stopped (Ctrl-C, SIGTERM) and stopped kohya.
     """
     tell = say or (lambda text: None)
-    layout = Layout.of(plan)
+    layout = plan.saves
     build = plan.build_dir
     previous = load_stamps(build).get("train")
     resume = None
@@ -213,7 +173,7 @@ def train(
     if resume is None:
         removed = clean_outputs(plan)
         if removed:
-            tell(f"removed {removed} file(s) of an earlier training from {build.as_posix()}/output")
+            tell(f"removed {removed} file(s) of an earlier training from {plan.layout.output_dir.as_posix()}")
     else:
         tell(f"resuming from {resume.state} (epoch {resume.epoch} of {layout.epochs} done)")
 
@@ -241,7 +201,7 @@ def train(
             on_line(line)
 
     started = time.time()
-    log = build / "logs" / "train.log"
+    log = plan.layout.train_log
     try:
         result = run(
             argv,
@@ -351,10 +311,10 @@ def _written_since(path: Path, since: float) -> bool:
         return False
 
 
-def link_last_epoch(build: Path, layout: Layout) -> None:
+def link_last_epoch(build: Path, saves: TrainingOutputs) -> None:
     """Give the last epoch's file (kohya's ``NAME.ext``) its numbered name too."""
-    final = build / layout.kohya_file(layout.epochs)
-    numbered = build / epoch_file(layout.name, layout.epochs, layout.ext)
+    final = build / saves.kohya_file(saves.epochs)
+    numbered = build / saves.epoch_file(saves.epochs)
     tmp = numbered.with_name(f".{numbered.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
