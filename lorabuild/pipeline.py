@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from lorabuild.kohya.tagger import autotag_sections, settings_keys
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan, build_plan
+from lorabuild.plan.subsets import plan_subsets
 from lorabuild.probe.facts import Facts, gather, input_fingerprint
 from lorabuild.problems import Problem, RecipeError, Severity, errors_of, format_problem
 from lorabuild.recipe.load import LoadedRecipe, load_recipe
@@ -76,8 +77,9 @@ def check(recipe_file: Path, overrides: Sequence[str], build_root: Path, only: s
 def check_loaded(loaded: LoadedRecipe, build_root: Path) -> Checked:
     """Probe a loaded build's files and run every rule; plan when nothing is wrong."""
     facts = gather(loaded.recipe, loaded.path, build_root)
-    problems = tuple(p.at(loaded.file_of(p.key)) for p in run_rules(loaded.recipe, facts))
-    plan = None if errors_of(problems) else build_plan(loaded, facts, build_root)
+    subsets = plan_subsets(loaded.recipe, facts)  # once, for the rules and the plan
+    problems = tuple(p.at(loaded.file_of(p.key)) for p in run_rules(loaded.recipe, facts, subsets))
+    plan = None if errors_of(problems) else build_plan(loaded, facts, build_root, subsets)
     return Checked(loaded, facts, problems, plan)
 
 

@@ -9,6 +9,7 @@ mirror a kohya failure name the kohya message or behaviour they prevent.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib.util
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ from lorabuild.plan.evaluate import prompt_text
 from lorabuild.plan.kohya_config import NETWORK_MODULES
 from lorabuild.plan.plan import SCRIPTS, family_of, launch_spec
 from lorabuild.plan.subsets import (
+    Subsets,
     bad_image,
     bucket_settings,
     epoch_bucket_counts,
@@ -36,18 +38,40 @@ from lorabuild.recipe.captions import normalise, split_tags
 from lorabuild.recipe.schema import Recipe
 
 Rule = Callable[[Recipe, Facts], Iterable[Problem]]
-RULES: list[Rule] = []
+SubsetRule = Callable[[Recipe, Facts, Subsets], Iterable[Problem]]
+"""A rule that also reads the planned subsets (staged captions, sizes, buckets)."""
+RULES: list[SubsetRule] = []
+"""Every rule in order, each called with the subsets (a :class:`Rule` is wrapped to ignore them)."""
 
 
 def rule(fn: Rule) -> Rule:
     """Register a rule."""
+
+    @functools.wraps(fn)
+    def registered(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterable[Problem]:
+        return fn(recipe, facts)
+
+    RULES.append(registered)
+    return fn
+
+
+def subset_rule(fn: SubsetRule) -> SubsetRule:
+    """Register a rule that reads the planned subsets."""
     RULES.append(fn)
     return fn
 
 
-def run_rules(recipe: Recipe, facts: Facts) -> list[Problem]:
-    """Every problem every rule finds, in rule order."""
-    return [p for r in RULES for p in r(recipe, facts)]
+def run_rules(recipe: Recipe, facts: Facts, subsets: Subsets | None = None) -> list[Problem]:
+    """Every problem every rule finds, in rule order.
+
+    Args:
+        recipe: The validated recipe.
+        facts: Its probed facts.
+        subsets: :func:`~lorabuild.plan.subsets.plan_subsets` of both, when the caller has them
+            (the check plans them once for the rules and the plan); planned here otherwise.
+    """
+    planned = plan_subsets(recipe, facts) if subsets is None else subsets
+    return [p for r in RULES for p in r(recipe, facts, planned)]
 
 
 def _list(items: Iterable[object], limit: int = 5) -> str:
@@ -288,12 +312,12 @@ def image_min_side(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 yield _bad_image_problem(recipe, str(info.path), reason)
 
 
-@rule
-def every_image_left_out(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def every_image_left_out(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """A subset whose every image is skipped would stage nothing (kohya: "No data found")."""
     if recipe.images.on_bad_image != "skip":
         return  # every bad image is an error already
-    for i, (sf, planned) in enumerate(zip(facts.subsets, plan_subsets(recipe, facts), strict=True)):
+    for i, (sf, planned) in enumerate(zip(facts.subsets, subsets, strict=True)):
         if sf.images and not planned.images:
             yield error(
                 f"dataset.subsets[{i}].source",
@@ -400,12 +424,10 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 yield warning(str(c.path), f"is empty: the staged caption will hold {holds}")
 
 
-@rule
-def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def trigger_in_captions(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """A trigger that no staged caption contains is never learnt as a word."""
-    for i, (subset, planned) in enumerate(
-        zip(recipe.dataset.subsets, plan_subsets(recipe, facts), strict=True)
-    ):
+    for i, (subset, planned) in enumerate(zip(recipe.dataset.subsets, subsets, strict=True)):
         if not subset.trigger or not planned.images or subset.is_reg:
             continue
         rules_ = recipe.rules_for(subset)
@@ -441,12 +463,12 @@ def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             )
 
 
-@rule
-def small_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def small_buckets(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """Buckets with fewer samples than the batch size give short, noisier batches."""
     if not recipe.dataset.enable_bucket or any(sf.state != "ok" for sf in facts.subsets):
         return
-    counts = epoch_bucket_counts(plan_subsets(recipe, facts))
+    counts = epoch_bucket_counts(subsets)
     small = [f"{w}x{h} ({n})" for (w, h), n in sorted(counts.items()) if n < recipe.dataset.batch_size]
     if small:
         yield warning(
@@ -456,15 +478,15 @@ def small_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         )
 
 
-@rule
-def image_fits_without_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def image_fits_without_buckets(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """Without buckets kohya asserts each image already fits the resolution."""
     ds = recipe.dataset
     if ds.enable_bucket:
         return
     width, height = ds.resolution
     # The staged sizes: an EXIF-rotated photo is staged upright, its sides swapped.
-    for subset in plan_subsets(recipe, facts):
+    for subset in subsets:
         for image in subset.images:
             w, h = image.size
             if w < width or h < height:

@@ -160,12 +160,20 @@ def with_raw_captions(plan: Plan, recipe: Recipe, raw: Mapping[Path, str]) -> Pl
     return replace(plan, subsets=tuple(subsets))
 
 
-def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path) -> Plan:
-    """Compute the whole build plan for a validated recipe and its probed facts."""
+def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path, subsets: Subsets | None = None) -> Plan:
+    """Compute the whole build plan for a validated recipe and its probed facts.
+
+    Args:
+        loaded: The validated recipe.
+        facts: Its probed facts.
+        build_root: The folder holding the build folders.
+        subsets: :func:`~lorabuild.plan.subsets.plan_subsets` of ``loaded.recipe`` and ``facts``
+            when the caller has them already (the check computes them once for the rules too).
+    """
     recipe = loaded.recipe
     build_dir = build_root / recipe.name
     family = family_of(recipe, facts)
-    subsets = plan_subsets(recipe, facts)
+    subsets = plan_subsets(recipe, facts) if subsets is None else subsets
     counts = epoch_bucket_counts(subsets)
     batches = batches_per_epoch(counts, recipe.dataset.batch_size)
     steps = total_steps(

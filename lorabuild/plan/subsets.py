@@ -2,7 +2,9 @@
 
 :func:`plan_subsets` turns a recipe and its facts into one :class:`SubsetPlan` per
 ``[[dataset.subsets]]``: the images that will be staged (bad ones left out), each with the caption
-the rules give it and the bucket kohya will put it in.
+the rules give it and the bucket kohya will put it in. The pre-flight check computes them once and
+hands them to both the rules (:func:`lorabuild.rules.run_rules`) and
+:func:`lorabuild.plan.plan.build_plan`: with 10,000 images the captions cost most of a check.
 :func:`epoch_bucket_counts` counts one epoch's samples per bucket as kohya registers them.
 """
 
@@ -131,22 +133,8 @@ def bad_image(info: ImageInfo, settings: ImagesSection) -> str | None:
     return None
 
 
-# The last plan_subsets result: the rules and build_plan of one check ask for the same
-# (recipe, facts) several times, and with 10,000 images the captions cost most of a check.
-_last_subsets: tuple[Recipe, Facts, Subsets] | None = None
-
-
 def plan_subsets(recipe: Recipe, facts: Facts) -> Subsets:
-    """Each subset's staged folder, images, buckets and captions (memoised for the last inputs)."""
-    global _last_subsets
-    if _last_subsets is not None and _last_subsets[0] is recipe and _last_subsets[1] is facts:
-        return _last_subsets[2]
-    result = _plan_subsets(recipe, facts)
-    _last_subsets = (recipe, facts, result)
-    return result
-
-
-def _plan_subsets(recipe: Recipe, facts: Facts) -> Subsets:
+    """Each subset's staged folder, images, buckets and captions."""
     settings = bucket_settings(recipe)
     # Datasets repeat a handful of sizes many times: kohya's bucket choice is worked out once per size.
     buckets: dict[tuple[int, int], tuple[int, int]] = {}
