@@ -3,6 +3,10 @@
 - :mod:`~lorabuild.kohya.options`: the options kohya accepts (``lorabuild/data/kohya_options.json``) and
   checks of values against them.
 - :mod:`~lorabuild.kohya.launch`: the launch command as data (:class:`LaunchSpec`).
+- :mod:`~lorabuild.kohya.config`: ``--config_file`` and ``--dataset_config`` as typed values, and the one
+  place they become TOML tables.
+- :mod:`~lorabuild.kohya.prompts`: the one writer of kohya's prompt-line syntax (``sample_prompts.txt``,
+  gen_img's ``--from_file``) and what a prompt may hold to survive it.
 - :mod:`~lorabuild.kohya.buckets`: kohya's aspect-ratio bucketing and step counting, reimplemented.
 - :mod:`~lorabuild.kohya.runner`: the one place lorabuild starts processes.
 - :mod:`~lorabuild.kohya.progress`: kohya's progress output, parsed and shown.
