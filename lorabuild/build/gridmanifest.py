@@ -53,7 +53,7 @@ class Sheet:
     @property
     def image(self) -> str:
         """The composed sheet (:mod:`lorabuild.render.sheets`), relative to the build folder."""
-        return f"grid/sheet_{self.id}.png"
+        return f"{BuildLayout.GRID}/sheet_{self.id}.png"
 
     def cell(self, epoch: int, weight: float) -> str | None:
         """The cell at ``epoch`` and ``weight`` (relative to the build folder), or None."""

@@ -113,7 +113,7 @@ def build_state(build_dir: Path, files: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for name in sorted(set(files)):
         digest.update(tree_state(build_dir / name).encode("utf-8", "surrogateescape"))
-    digest.update(tree_state(build_dir / "dataset", depth=2).encode("utf-8", "surrogateescape"))
+    digest.update(tree_state(BuildLayout(build_dir).dataset_dir, depth=2).encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
