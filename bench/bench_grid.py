@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo  # noqa: E402
+from lorabuild.kohya import families  # noqa: E402
 from lorabuild.pipeline import Checked, check, require_plan  # noqa: E402
 from lorabuild.plan.plan import Plan  # noqa: E402
 from lorabuild.settings import sd_scripts_dir  # noqa: E402
@@ -93,7 +94,7 @@ def gen_img(
     (work / "out").mkdir(parents=True)
     (work / "prompts.txt").write_text(grid.prompt_file_text(g.settings, cells, networks), encoding="utf-8")
     build = plan.build_dir
-    argv = grid.gen_img_argv(
+    argv = families.get(g.settings.family).grid.argv(
         g.settings,
         script=str(sd_scripts_dir() / "gen_img.py"),
         outdir=str(work / "out"),

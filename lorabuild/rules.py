@@ -15,14 +15,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from lorabuild.kohya import families
 from lorabuild.kohya import options as kohya_options
 from lorabuild.kohya.buckets import adjusted_settings
 from lorabuild.kohya.launch import script_value_errors
 from lorabuild.kohya.prompts import prompt_text_problem
 from lorabuild.kohya.tagger import MODEL_FILES, autotag_sections
 from lorabuild.plan.evaluate import prompt_text
-from lorabuild.plan.kohya_config import NETWORK_MODULES
-from lorabuild.plan.plan import SCRIPTS, family_of, launch_spec
+from lorabuild.plan.plan import family_of, launch_spec
 from lorabuild.plan.subsets import (
     Subsets,
     bad_image,
@@ -33,6 +33,7 @@ from lorabuild.plan.subsets import (
 )
 from lorabuild.probe.facts import Facts
 from lorabuild.probe.imagefix import near_duplicates
+from lorabuild.probe.modelfile import UNTRAINED_LABELS
 from lorabuild.problems import Problem, did_you_mean, error, warning
 from lorabuild.recipe.captions import normalise, split_tags
 from lorabuild.recipe.schema import Recipe
@@ -82,7 +83,15 @@ def _list(items: Iterable[object], limit: int = 5) -> str:
 
 # --- model -------------------------------------------------------------------------------------
 
-_FAMILY_NAMES = {"sd15": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL", "flux": "FLUX", "sd3": "SD3"}
+
+def _label(family: str) -> str:
+    """How messages name a family, trained or only recognised."""
+    return UNTRAINED_LABELS.get(family) or families.get(family).label
+
+
+def _spoken(items: list[str], last: str) -> str:
+    """``a, b and c`` (``last`` is the word before the last item)."""
+    return f"{', '.join(items[:-1])} {last} {items[-1]}" if len(items) > 1 else "".join(items)
 
 
 @rule
@@ -106,23 +115,23 @@ def model_family(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     if detected == "lora":
         yield error("model.base", "this file is a LoRA, not a base model: point model.base at a checkpoint")
         return
-    if detected in ("flux", "sd3"):
+    if detected in UNTRAINED_LABELS:
+        trained = _spoken([f.label for f in families.ALL], "and")
         yield error(
-            "model.base",
-            f"this is a {_FAMILY_NAMES[detected]} checkpoint; lorabuild trains SD1.x, SD2.x and SDXL LoRAs",
+            "model.base", f"this is a {_label(detected)} checkpoint; lorabuild trains {trained} LoRAs"
         )
         return
     if declared and detected and declared != detected:
         yield error(
             "model.family",
-            f'is "{declared}" but {facts.model.path.name} is an {_FAMILY_NAMES[detected]} checkpoint '
+            f'is "{declared}" but {facts.model.path.name} is an {_label(detected)} checkpoint '
             f'(kohya would fail after minutes of loading): set model.family = "{detected}" (or remove it to '
-            f"detect it), or choose an {_FAMILY_NAMES[declared]} model",
+            f"detect it), or choose an {_label(declared)} model",
         )
     elif not declared and not detected and facts.model.kind in ("file", "diffusers"):
         yield error(
             "model.family",
-            f"cannot be detected ({facts.model.detail}): set model.family to sd15, sd2 or sdxl",
+            f"cannot be detected ({facts.model.detail}): set model.family to {_spoken(list(families.names()), 'or')}",
         )
 
 
@@ -137,23 +146,9 @@ def v_prediction(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 
 
 @rule
-def clip_skip_sdxl(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
-    """kohya ignores clip_skip for SDXL with only a warning."""
-    if family_of(recipe, facts) == "sdxl" and recipe.model.clip_skip is not None:
-        yield error(
-            "model.clip_skip",
-            "SDXL models ignore clip_skip (kohya only warns, so the setting would silently do nothing): remove it",
-        )
-
-
-@rule
-def v2_clip_skip(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
-    """kohya: "v2 with clip_skip will be unexpected"."""
-    if family_of(recipe, facts) == "sd2" and recipe.model.clip_skip and recipe.model.clip_skip > 1:
-        yield warning(
-            "model.clip_skip",
-            "SD2 models are not trained with clip_skip (kohya: unexpected results): set model.clip_skip = 1 or remove it",
-        )
+def family_rules(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """What only the model's family checks: a network it cannot train, its own rules (lorabuild.kohya.families)."""
+    yield from families.get(family_of(recipe, facts)).problems(recipe)
 
 
 # --- dataset and buckets -----------------------------------------------------------------------
@@ -173,7 +168,7 @@ def resolution_and_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         )
     elif not ds.enable_bucket and any(side % 8 for side in ds.resolution):
         yield error("dataset.resolution", f"each side must be a multiple of 8 (got {list(ds.resolution)})")
-    need = 32 if family_of(recipe, facts) == "sdxl" else 64
+    need = families.get(family_of(recipe, facts)).bucket_steps_multiple
     adjusted = adjusted_settings(settings, steps_multiple=need if ds.bucket_reso_steps is not None else None)
     for message in adjusted.errors:
         yield error(_bucket_key(message), message)
@@ -537,7 +532,7 @@ def no_training_subset(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 @rule
 def network_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """LyCORIS modules need lycoris-lora (kohya: ModuleNotFoundError after loading the model)."""
-    module, _ = NETWORK_MODULES[recipe.network.module]
+    module, _ = families.get(family_of(recipe, facts)).network_modules.get(recipe.network.module, ("", None))
     if module.startswith("lycoris") and facts.training_stack and not facts.packages.get("lycoris"):
         yield error(
             "network.module",
@@ -730,23 +725,6 @@ def xformers_package(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 
 
 @rule
-def sdxl_fp16_vae(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
-    """The stock SDXL VAE overflows in fp16 and kohya stops with "NaN detected in latents"."""
-    t = recipe.training
-    if (
-        family_of(recipe, facts) == "sdxl"
-        and t.mixed_precision == "fp16"
-        and not t.no_half_vae
-        and not recipe.model.vae
-    ):
-        yield warning(
-            "training.no_half_vae",
-            'SDXL\'s VAE overflows in fp16 (kohya stops with "NaN detected in latents"): set training.no_half_vae = true '
-            'or training.mixed_precision = "bf16"',
-        )
-
-
-@rule
 def save_interval(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """A save interval longer than the run saves only the last epoch."""
     t = recipe.training
@@ -857,7 +835,7 @@ MODELLED = {
 @rule
 def kohya_passthrough(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """Raw kohya options: known to the family's script, well-typed, not modelled by the recipe."""
-    script = SCRIPTS[family_of(recipe, facts)]
+    script = families.get(family_of(recipe, facts)).train_script
     for name, value in recipe.kohya.items():
         key = f"kohya.{name}"
         if name in MODELLED:
@@ -1020,7 +998,7 @@ def launch_values_quote(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     The check is the scripts' own quoting (:func:`lorabuild.launch.script_value_errors`), so
     ``check`` and ``compile`` refuse the same values; only the advice is the recipe's.
     """
-    spec = launch_spec(recipe, SCRIPTS[family_of(recipe, facts)])
+    spec = launch_spec(recipe, families.get(family_of(recipe, facts)).train_script)
     for key, exc in script_value_errors(spec):
         fix = exc.fix
         if key.startswith("launch.accelerate_args."):

@@ -350,7 +350,10 @@ def test_tag_images_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         return RunResult(1, False, log)
 
     monkeypatch.setattr(runner, "run", failing)
-    with pytest.raises(AutotagError, match=r"stopped with exit status 1; see .*/autotag/tagger-0.log"):
+    with pytest.raises(
+        AutotagError,
+        match=r"^kohya's WD14 tagger stopped with exit status 1\. Its whole output is in .*/autotag/tagger-0.log",
+    ):
         tag_images([image], section(model), tmp_path / "build")
     assert tag_images([], section(model), tmp_path / "build") == {}
 

@@ -11,11 +11,13 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from lorabuild.build.gridmanifest import read_manifest
+from lorabuild.kohya import families
 from lorabuild.kohya.options import options
 from lorabuild.pipeline import check, require_plan
 from lorabuild.plan.evaluate import GridSettings
@@ -206,9 +208,14 @@ def test_prompt_lines() -> None:
     assert text.count("\n") == len(g.cells) and not text.startswith("#")
 
 
+def gen_img_argv(s: GridSettings, **options: Any) -> list[str]:
+    """The command the family's grid renderer builds for ``s``."""
+    return families.get(s.family).grid.argv(s, **options)
+
+
 def test_argv_uses_only_gen_img_options() -> None:
     s = settings(vae="vae.safetensors", dtype="fp16", no_half_vae=True)
-    argv = grid.gen_img_argv(
+    argv = gen_img_argv(
         s,
         script="/k/gen_img.py",
         outdir="grid/.render/out",
@@ -238,7 +245,7 @@ def test_argv_uses_only_gen_img_options() -> None:
     assert value("--W") == ["64"] and value("--batch_size") == ["4"]
     assert value("--tokenizer_cache_dir") == ["/cache/tokenizers"] and value("--vae") == ["vae.safetensors"]
     assert "--fp16" in argv and "--no_half_vae" in argv and "--network_pre_calc" in argv
-    sdxl = grid.gen_img_argv(
+    sdxl = gen_img_argv(
         settings(family="sdxl", clip_skip=None, dtype="fp32"),
         script="g",
         outdir="o",
@@ -247,7 +254,7 @@ def test_argv_uses_only_gen_img_options() -> None:
     )
     assert "--sdxl" in sdxl and "--clip_skip" not in sdxl and "--network_module" not in sdxl
     assert not any(a in sdxl for a in ("--fp16", "--bf16", "--network_pre_calc"))
-    v = grid.gen_img_argv(
+    v = gen_img_argv(
         settings(family="sd2", v_parameterization=True),
         script="g",
         outdir="o",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lorabuild"
@@ -58,3 +59,11 @@ def test_help_and_check_do_not_load_the_later_stages() -> None:
     help_modules, check_modules = done.stdout.splitlines()
     assert "lorabuild.pipeline" not in help_modules
     assert check_modules == "[]"
+
+
+def test_the_stages_independence_contract_names_every_stage() -> None:
+    """A new stage module joins the contract that keeps the stages from importing each other."""
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    (contract,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "independence"]
+    stages = {f"lorabuild.stages.{p.stem}" for p in (PACKAGE / "stages").glob("*.py") if p.stem != "__init__"}
+    assert set(contract["modules"]) == stages

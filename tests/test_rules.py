@@ -196,25 +196,21 @@ def test_v_prediction_diffusers_model_needs_v_parameterization(project: Project)
     assert found(project, rules.v_prediction, "model.v_parameterization=true") == []
 
 
-@covers(rules.clip_skip_sdxl)
-def test_clip_skip_on_sdxl(project: Project) -> None:
-    assert found(project, rules.clip_skip_sdxl) == []  # clip_skip = 2 on SD1.5 is fine
+@covers(rules.family_rules)
+def test_the_rules_of_the_models_family_run(project: Project) -> None:
+    """Each family's own rules (tests/test_families.py tests them) run for its models alone."""
+    assert found(project, rules.family_rules) == []  # clip_skip = 2 on SD1.5 is fine
     write_checkpoint(model_path(project), "sdxl")
-    assert found(project, rules.clip_skip_sdxl) == [
+    assert found(project, rules.family_rules) == [
         "recipe.toml: model.clip_skip: SDXL models ignore clip_skip (kohya only warns, so the setting "
         "would silently do nothing): remove it"
     ]
-
-
-@covers(rules.v2_clip_skip)
-def test_clip_skip_on_sd2(project: Project) -> None:
-    assert found(project, rules.v2_clip_skip) == []
     write_checkpoint(model_path(project), "sd2")
-    assert found(project, rules.v2_clip_skip) == [
+    assert found(project, rules.family_rules) == [
         "recipe.toml: model.clip_skip: warning: SD2 models are not trained with clip_skip "
         "(kohya: unexpected results): set model.clip_skip = 1 or remove it"
     ]
-    assert found(project, rules.v2_clip_skip, "model.clip_skip=1") == []
+    assert found(project, rules.family_rules, "model.clip_skip=1") == []
 
 
 # --- dataset and buckets -----------------------------------------------------------------------
@@ -916,21 +912,6 @@ def test_xformers_not_installed(project: Project) -> None:
         == []
     )
     assert found(project, rules.xformers_package, "training.attention=xformers", packages=NO_STACK) == []
-
-
-@covers(rules.sdxl_fp16_vae)
-def test_sdxl_vae_in_fp16(project: Project) -> None:
-    assert found(project, rules.sdxl_fp16_vae, "training.mixed_precision=fp16") == []  # SD1.5
-    write_checkpoint(model_path(project), "sdxl")
-    assert found(project, rules.sdxl_fp16_vae) == []  # mixed_precision = "no"
-    assert found(project, rules.sdxl_fp16_vae, "training.mixed_precision=fp16") == [
-        "recipe.toml: training.no_half_vae: warning: SDXL's VAE overflows in fp16 (kohya stops with "
-        '"NaN detected in latents"): set training.no_half_vae = true or training.mixed_precision = "bf16"'
-    ]
-    assert (
-        found(project, rules.sdxl_fp16_vae, "training.mixed_precision=fp16", "training.no_half_vae=true")
-        == []
-    )
 
 
 @covers(rules.save_interval)

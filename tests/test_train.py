@@ -181,7 +181,7 @@ def test_an_unchanged_rebuild_does_not_run_kohya(trained: Trained) -> None:
 
 
 def state_saved(build: Path, epoch: int) -> bool:
-    from lorabuild.stages.train import state_is_complete
+    from lorabuild.kohya.outputs import state_is_complete
 
     return state_is_complete(build / f"output/{NAME}-{epoch:06d}-state")
 

@@ -14,10 +14,11 @@ import pytest
 from lorabuild.build import markers
 from lorabuild.build.artefacts import ARTEFACTS
 from lorabuild.kohya.config import SamplingOptions
+from lorabuild.kohya.outputs import TrainingOutputs
 from lorabuild.kohya.prompts import PromptLine, exact_number
 from lorabuild.pipeline import check, require_plan
 from lorabuild.plan import subsets as subsets_module
-from lorabuild.plan.layout import STATE_DIR, BuildLayout, TrainingOutputs
+from lorabuild.plan.layout import STATE_DIR, BuildLayout
 from lorabuild.stages.install import default_weight
 from tests.conftest import REPO, Project
 
@@ -124,7 +125,9 @@ def test_layout_module_is_standard_library_only() -> None:
 
     code = "import sys, lorabuild.plan.layout; print(sorted(m for m in sys.modules if m.startswith(('lorabuild', 'pydantic'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['lorabuild', 'lorabuild.plan', 'lorabuild.plan.layout']"
+    assert out.strip() == str(
+        ["lorabuild", "lorabuild.kohya", "lorabuild.kohya.outputs", "lorabuild.plan", "lorabuild.plan.layout"]
+    )
 
 
 # --- [evaluate] in the plan ----------------------------------------------------------------------

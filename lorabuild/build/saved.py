@@ -1,7 +1,8 @@
 """The LoRA files a build saved, and their hashes (cached, so that a report or install is fast).
 
 kohya saves each epoch as ``output/NAME-0000EE.ext`` and the last one as ``output/NAME.ext``
-(``lorabuild train`` links the last to its numbered name too; see :mod:`lorabuild.stages.train`).
+(``lorabuild train`` links the last to its numbered name too; see :mod:`lorabuild.stages.train`);
+the plan's :attr:`~lorabuild.plan.plan.Plan.saves` says which names a build's training writes.
 :func:`saved_files` lists them by epoch. :class:`HashCache` gives each file's SHA-256 and, for
 ``.safetensors``, the hash the AUTOMATIC1111 webui shows for a LoRA: the SHA-256 of the bytes
 after the safetensors header (kohya writes the same value into the file as

@@ -1,5 +1,7 @@
 """The pinned kohya sd-scripts' interface: what lorabuild knows about kohya, and the one process seam.
 
+- :mod:`~lorabuild.kohya.families`: the model families (SD1.x, SD2.x, SDXL), one module each, and their
+  registry: each family's scripts, networks, model header, defaults, grid renderer, card and own rules.
 - :mod:`~lorabuild.kohya.options`: the options kohya accepts (``lorabuild/data/kohya_options.json``) and
   checks of values against them.
 - :mod:`~lorabuild.kohya.launch`: the launch command as data (:class:`LaunchSpec`).
@@ -8,7 +10,11 @@
 - :mod:`~lorabuild.kohya.prompts`: the one writer of kohya's prompt-line syntax (``sample_prompts.txt``,
   gen_img's ``--from_file``) and what a prompt may hold to survive it.
 - :mod:`~lorabuild.kohya.buckets`: kohya's aspect-ratio bucketing and step counting, reimplemented.
+- :mod:`~lorabuild.kohya.outputs`: how kohya names what a training run saves, and how a run resumes.
+- :mod:`~lorabuild.kohya.genimg`: ``gen_img.py``'s command line for a grid.
 - :mod:`~lorabuild.kohya.runner`: the one place lorabuild starts processes.
+- :mod:`~lorabuild.kohya.scriptrun`: one run of a kohya script (trainer, gen_img, tagger): its output's
+  tail kept, its failure, interruption or missing files worded, naming the script that ran.
 - :mod:`~lorabuild.kohya.progress`: kohya's progress output, parsed and shown.
 - :mod:`~lorabuild.kohya.diagnose`: known ways a kohya run fails, each as one sentence and a fix.
 - :mod:`~lorabuild.kohya.tagger`: kohya's WD14 tagger (``[captions.autotag]``), run and cached.

@@ -13,6 +13,8 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from lorabuild.kohya import families
+
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -163,7 +165,9 @@ def _bad_model(text: str, match: re.Match[str]) -> Diagnosis:
 def _size_mismatch(text: str, match: re.Match[str]) -> Diagnosis:
     return Diagnosis(
         "the base model's weights do not fit the kohya script chosen for its family",
-        'check model.family (an SDXL checkpoint needs family = "sdxl", an SD2 one "sd2") '
+        "check model.family ("
+        + ", ".join(f'an {f.label} checkpoint needs "{f.name}"' for f in families.ALL)
+        + ") "
         "and model.v_parameterization",
     )
 

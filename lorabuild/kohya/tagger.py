@@ -61,6 +61,9 @@ from lorabuild.settings import sd_scripts_dir
 TAGGER_SCRIPT = "finetune/tag_images_by_wd14_tagger.py"
 """The tagger inside the kohya checkout."""
 
+TAGGER_NAME = "kohya's WD14 tagger"
+"""How messages name it."""
+
 MODEL_FILES = ("model.onnx", "selected_tags.csv")
 """What kohya's tagger reads from the model folder in ``--onnx`` mode (the SmilingWolf format)."""
 
@@ -549,18 +552,21 @@ def _run_once(
     names: Mapping[str, Path],
     on_line: Callable[[str], None] | None,
 ) -> dict[Path, list[str]]:
-    from lorabuild.kohya import runner  # lazy: when tagging, not on the check path
+    from lorabuild.kohya.scriptrun import run_script  # lazy: when tagging, not on the check path
 
-    result = runner.run(argv, cwd, log, tagger_env(sd_scripts), on_line)
-    where = log.as_posix()
-    if result.interrupted:
-        raise AutotagError(f"tagging was interrupted; the log is in {where}")
-    if result.returncode != 0 or not output.is_file():
-        raise AutotagError(f"kohya's WD14 tagger stopped with exit status {result.returncode}; see {where}")
+    run = run_script(TAGGER_NAME, argv, cwd, log, tagger_env(sd_scripts), on_line)
+    if run.interrupted:
+        raise AutotagError(run.interrupted_message("tagging"))
+    if run.failed:
+        raise AutotagError(run.failure_message())
+    if not output.is_file():
+        raise AutotagError(run.missing_message(output.name))
     tags = read_output(output, names)
     skipped = sorted(str(image) for image in names.values() if image not in tags)
     if skipped:
-        raise AutotagError(f"kohya's WD14 tagger could not read {', '.join(skipped)}; see {where}")
+        raise AutotagError(
+            f"{TAGGER_NAME} could not read {', '.join(skipped)}; its output is in {log.as_posix()}"
+        )
     return tags
 
 

@@ -7,11 +7,10 @@
   ``--dataset_config`` options (:mod:`lorabuild.kohya.config`).
 - :mod:`~lorabuild.plan.evaluate`: what ``[evaluate]`` asks for (:class:`GridSettings`), and
   ``sample_prompts.txt``.
-- :mod:`~lorabuild.plan.layout`: the build folder's layout and the files training saves; standard
-  library only.
+- :mod:`~lorabuild.plan.layout`: the build folder's layout (:class:`BuildLayout`); standard library only.
 - :mod:`~lorabuild.plan.summary`: the summary ``lorabuild check`` prints.
 - :mod:`~lorabuild.plan.tags`: tag frequencies before and after the caption rules (``lorabuild tags``,
-  ``tags.csv``).
+  ``tags.csv``), and the triggers a LoRA is activated with (the report's and the webui card's).
 
 No I/O. Nothing is imported here: ``python -m lorabuild.batch.makefile`` loads :mod:`~lorabuild.plan.layout`
 without the planner.

@@ -12,16 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lorabuild.kohya import families
 from lorabuild.kohya.config import KohyaConfig
+from lorabuild.kohya.genimg import EMBEDDINGS_MULTIPLES, Dtype
 from lorabuild.kohya.prompts import PromptLine
 from lorabuild.plan.subsets import first_trigger
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render.quoting import comment_text
-
-# [training] max_token_length -> gen_img --max_embeddings_multiples (75 tokens each).
-EMBEDDINGS_MULTIPLES = {75: 1, 150: 2, 225: 3}
-
-Dtype = Literal["fp32", "fp16", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,7 @@ class GridSettings:
     or absolute, as in ``config.toml``.
 
     Attributes:
-        family: sd15, sd2 or sdxl (``--v1``, ``--v2``, ``--sdxl``).
+        family: The model family (:mod:`lorabuild.kohya.families`; its ``grid`` renders the cells).
         base: The base model (``--ckpt``).
         vae: A replacement VAE (``--vae``), or None.
         tokenizer_cache_dir: ``--tokenizer_cache_dir``, or None.
@@ -137,8 +134,8 @@ def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSetti
         embeddings_multiples=EMBEDDINGS_MULTIPLES[training.max_token_length],
         network_module=config.network.network_module,
         dtype=dtype,
-        # SDXL's VAE overflows in fp16 (black images): keep it in fp32 as training does.
-        no_half_vae=training.no_half_vae or (family == "sdxl" and dtype == "fp16"),
+        # A VAE that overflows in fp16 (SDXL's: black images) stays in fp32, as training keeps it.
+        no_half_vae=training.no_half_vae or (families.get(family).vae_overflows_in_fp16 and dtype == "fp16"),
         prompts=tuple(prompt_text(recipe, p) for p in e.prompts),
         negative_prompt=e.negative_prompt,
         seeds=tuple(e.seeds),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lorabuild import __version__
+from lorabuild.kohya import families
 from lorabuild.kohya.config import (
     DatasetConfig,
     DatasetOptions,
@@ -33,24 +34,16 @@ from lorabuild.plan.layout import BuildLayout, portable_path
 from lorabuild.plan.subsets import DEFAULT_BUCKET_STEPS, STAGED_CAPTION_EXTENSION, Subsets, first_trigger
 from lorabuild.recipe.schema import DeepSpeedSection, Recipe
 
-# recipe network.module -> (kohya --network_module, LyCORIS algo or None)
-NETWORK_MODULES: dict[str, tuple[str, str | None]] = {
-    "lora": ("networks.lora", None),
-    "dylora": ("networks.dylora", None),
-    "locon": ("lycoris.kohya", "locon"),
-    "loha": ("lycoris.kohya", "loha"),
-    "lokr": ("lycoris.kohya", "lokr"),
-}
-
 
 def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str) -> KohyaConfig:
     """The ``--config_file`` options. Sections only group keys for readers; kohya flattens them."""
     m, n, o, t, e = recipe.model, recipe.network, recipe.optimizer, recipe.training, recipe.evaluate
+    fam = families.get(family)
 
     def rel(path: Path) -> str:
         return portable_path(path, build_dir)
 
-    module, algo = NETWORK_MODULES[n.module]
+    module, algo = fam.network_modules[n.module]
     network_args = []
     if algo:
         network_args.append(f"algo={algo}")
@@ -64,7 +57,7 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
     return KohyaConfig(
         model=ModelOptions(
             pretrained_model_name_or_path=rel(m.base),
-            v2=family == "sd2",
+            v2=fam.v2,
             v_parameterization=m.v_parameterization,
             clip_skip=m.clip_skip,
             vae=rel(m.vae) if m.vae else None,

@@ -2,11 +2,12 @@
 
 - :class:`BuildLayout`: each file and folder, by its name relative to the build folder (what the
   compiled files write: kohya, ``train.sh`` and gen_img run there) and as a path on this machine.
-- :class:`TrainingOutputs`: the LoRA files and states a training saves in ``output/``, by epoch,
-  in kohya's names.
 - :func:`relpath`, :func:`portable_path`, :func:`is_rooted`: how a build file refers to a path.
 
-Standard library only: :mod:`lorabuild.build.markers` takes :data:`STATE_DIR` from here, and
+What kohya names the files it saves in ``output/`` is :mod:`lorabuild.kohya.outputs`'s.
+
+Standard library only (and :mod:`lorabuild.kohya.outputs`, which is too): :mod:`lorabuild.build.markers`
+takes :data:`STATE_DIR` from here, and
 ``python -m lorabuild.batch.makefile``, which every ``make`` runs, must not load pydantic or the
 planner (``lorabuild/plan/__init__.py`` imports nothing for the same reason).
 """
@@ -17,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import ClassVar
+
+from lorabuild.kohya.outputs import OUTPUT_DIR
 
 STATE_DIR = ".lorabuild"
 """The folder inside a build folder where lorabuild and make keep what they remember."""
@@ -43,7 +46,7 @@ class BuildLayout:
     PLAN_JSON: ClassVar[str] = "plan.json"
     DATASET: ClassVar[str] = "dataset"
     """The staged dataset: one ``<repeats>_<trigger>`` folder per subset (kohya's ``image_dir``)."""
-    OUTPUT: ClassVar[str] = "output"
+    OUTPUT: ClassVar[str] = OUTPUT_DIR
     """What kohya saves (``--output_dir``)."""
     LOGS: ClassVar[str] = "logs"
     """kohya's TensorBoard logs (``--logging_dir``) and lorabuild's logs of kohya's output."""
@@ -127,60 +130,6 @@ class BuildLayout:
     def loss_png(self) -> Path:
         """``loss.png``."""
         return self.root / self.LOSS_PNG
-
-
-def saved_epochs(epochs: int, save_every_n_epochs: int | None) -> list[int]:
-    """The epochs whose LoRA file a run keeps: every Nth, and always the last."""
-    every = save_every_n_epochs or epochs
-    return [e for e in range(1, epochs) if e % every == 0] + [epochs]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainingOutputs:
-    """What a training run saves in ``output/``, in kohya's names (paths relative to the build folder).
-
-    Attributes:
-        name: kohya's ``output_name``.
-        ext: The file extension (kohya's ``save_model_as``).
-        epochs: Epochs trained (``max_train_epochs``).
-        saved: The epochs whose file is kept (every ``save_every_n_epochs``, and the last).
-        save_state: Whether each save comes with its training state (kohya's ``save_state``).
-    """
-
-    name: str
-    ext: str
-    epochs: int
-    saved: tuple[int, ...]
-    save_state: bool
-
-    def epoch_file(self, epoch: int) -> str:
-        """An epoch's LoRA file as kohya names intermediate saves: ``output/NAME-0000EE.ext``."""
-        return f"{BuildLayout.OUTPUT}/{self.name}-{epoch:06d}.{self.ext}"
-
-    def kohya_file(self, epoch: int) -> str:
-        """The file kohya itself writes for ``epoch`` (the last one without a number)."""
-        return (
-            f"{BuildLayout.OUTPUT}/{self.name}.{self.ext}" if epoch == self.epochs else self.epoch_file(epoch)
-        )
-
-    def state(self, epoch: int) -> str:
-        """The state folder kohya writes after ``epoch`` (not the last)."""
-        return f"{BuildLayout.OUTPUT}/{self.name}-{epoch:06d}-state"
-
-    def expected(self) -> tuple[str, ...]:
-        """Files a training run leaves.
-
-        Every saved epoch as ``NAME-0000EE.ext``, the last included: kohya saves the last epoch only
-        as ``NAME.ext``, and ``lorabuild train`` links it to its numbered name once training
-        succeeded, so both names are listed. With ``save_state``, each intermediate save's state
-        folder (what a resume starts from) and the final state.
-        """
-        files = [self.epoch_file(e) for e in self.saved]
-        files.append(f"{BuildLayout.OUTPUT}/{self.name}.{self.ext}")
-        if self.save_state:
-            files.extend(self.state(e) + "/" for e in self.saved[:-1])
-            files.append(f"{BuildLayout.OUTPUT}/{self.name}-state/")
-        return tuple(files)
 
 
 def relpath(target: Path, start: Path) -> str:

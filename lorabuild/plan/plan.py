@@ -17,20 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild import KOHYA_COMMIT, __version__
+from lorabuild.kohya import families
 from lorabuild.kohya.buckets import batches_per_epoch, total_steps
 from lorabuild.kohya.config import DatasetConfig, KohyaConfig
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec, accelerate_argv
+from lorabuild.kohya.outputs import TrainingOutputs, saved_epochs
 from lorabuild.plan.evaluate import GridSettings, grid_settings, sample_prompts
 from lorabuild.plan.kohya_config import kohya_config, kohya_dataset_config
-from lorabuild.plan.layout import BuildLayout, TrainingOutputs, relpath, saved_epochs
+from lorabuild.plan.layout import BuildLayout, relpath
 from lorabuild.plan.subsets import Subsets, epoch_bucket_counts, plan_subsets, staged_caption
 from lorabuild.probe.facts import Facts
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.recipe.schema import Recipe
 
 PLAN_SCHEMA_VERSION = 1
-
-SCRIPTS = {"sd15": "train_network.py", "sd2": "train_network.py", "sdxl": "sdxl_train_network.py"}
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,11 @@ class Plan:
 
 
 def family_of(recipe: Recipe, facts: Facts) -> str:
-    """The recipe's family, else the detected one, else sd15 (rules report the ambiguity)."""
+    """The recipe's family, else the detected one, else the fallback (rules report the ambiguity)."""
     if recipe.model.family:
         return recipe.model.family
     detected = facts.model.family
-    return detected if detected in SCRIPTS else "sd15"
+    return detected if detected in families.names() else families.FALLBACK
 
 
 def with_raw_captions(plan: Plan, recipe: Recipe, raw: Mapping[Path, str]) -> Plan:
@@ -182,7 +182,7 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path, subsets: Su
         recipe.training.gradient_accumulation_steps,
         recipe.launch.num_processes,
     )
-    script = SCRIPTS[family]
+    script = families.get(family).train_script
     config = kohya_config(recipe, family, build_dir, loaded.section_hash())
     grid = grid_settings(recipe, config, family)
     return Plan(

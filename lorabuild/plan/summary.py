@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from lorabuild.kohya import families
 from lorabuild.plan.layout import BuildLayout, relpath
 from lorabuild.plan.plan import Plan
 from lorabuild.problems import Problem, format_problem
-
-_FAMILY_NAMES = {"sd15": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 
 # Beyond this many images the per-image bucket list is only shown with --verbose.
 IMAGE_LIST_LIMIT = 40
@@ -21,7 +20,8 @@ def plan_summary(plan: Plan, verbose: bool = False) -> str:
     width, height = ds.resolution
     lines = [f"{plan.name}  ({plan.recipe_file.as_posix()})"]
     lines.append(
-        f"  model    {cfg.model.pretrained_model_name_or_path}: {_FAMILY_NAMES[plan.family]} -> kohya {plan.script}"
+        f"  model    {cfg.model.pretrained_model_name_or_path}: {families.get(plan.family).label} "
+        f"-> kohya {plan.script}"
     )
     bucket_text = (
         f"buckets {ds.min_bucket_reso}-{ds.max_bucket_reso} step {ds.bucket_reso_steps}"

@@ -4,7 +4,8 @@
 move; ``lorabuild prepare`` writes the same numbers to ``build/<name>/tags.csv``. A tag's count
 is the number of the subset's staged images whose caption holds it. "Before" is the caption as
 written (split on commas and trimmed, nothing else), "after" the staged caption; both come from
-the plan, so the table covers exactly the images that are staged.
+the plan, so the table covers exactly the images that are staged. :func:`activation_text` is the
+trigger list the report and the webui card show.
 """
 
 from __future__ import annotations
@@ -65,3 +66,12 @@ def tags_text(plan: Plan) -> str:
         for count in counts:
             lines.append(f"  {count.before or '-':>6}  {count.after or '-':>5}  {count.tag}")
     return "\n".join(lines)
+
+
+def activation_text(plan: Plan) -> str:
+    """The training subsets' triggers, in order and each once (the card's activation text)."""
+    triggers: list[str] = []
+    for subset in plan.subsets:
+        if subset.trigger and not subset.is_reg and subset.trigger not in triggers:
+            triggers.append(subset.trigger)
+    return ", ".join(triggers)

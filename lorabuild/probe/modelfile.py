@@ -20,13 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-# Tensor-name prefixes that identify a checkpoint's family (original "ldm" layout).
-_SIGNATURES: tuple[tuple[str, str], ...] = (
-    ("conditioner.embedders.1.", "sdxl"),
-    ("model.diffusion_model.label_emb.", "sdxl"),
-    ("cond_stage_model.model.transformer.", "sd2"),
-    ("cond_stage_model.model.token_embedding", "sd2"),
-    ("cond_stage_model.transformer.", "sd15"),
+from lorabuild.kohya import families
+from lorabuild.kohya.families import ModelHeader
+
+# Tensor-name prefixes of models lorabuild does not train (the families it trains recognise their
+# own: lorabuild.kohya.families), in the order that decides between them.
+_UNTRAINED: tuple[tuple[str, str], ...] = (
     ("double_blocks.", "flux"),
     ("model.diffusion_model.double_blocks.", "flux"),
     ("joint_blocks.", "sd3"),
@@ -34,6 +33,9 @@ _SIGNATURES: tuple[tuple[str, str], ...] = (
     ("lora_unet_", "lora"),
     ("lora_te", "lora"),
 )
+
+UNTRAINED_LABELS = {"flux": "FLUX", "sd3": "SD3"}
+"""How messages name the base models lorabuild recognises but does not train."""
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
@@ -81,16 +83,13 @@ def probe_model(path: Path) -> ModelInfo:
 
 
 def family_from_names(names: Iterable[str]) -> str | None:
-    """The family whose signature prefix appears first among ``names``."""
-    found: set[str] = set()
-    for name in names:
-        for prefix, family in _SIGNATURES:
-            if name.startswith(prefix):
-                found.add(family)
-    for _, family in _SIGNATURES:  # signature order decides (SDXL before SD1's CLIP prefix)
-        if family in found:
-            return family
-    return None
+    """The family a checkpoint's tensor names tell: a family lorabuild trains first, else another."""
+    header = ModelHeader(tensor_names=tuple(names))
+    family = families.detect(header)
+    if family is not None:
+        return family.name
+    found = {kind for prefix, kind in _UNTRAINED if header.has_prefix((prefix,))}
+    return next((kind for _, kind in _UNTRAINED if kind in found), None)
 
 
 def _safetensors_names(path: Path) -> list[str]:
@@ -134,14 +133,23 @@ def _probe_diffusers(path: Path) -> ModelInfo:
     v_prediction = (
         _read_json(path / "scheduler" / "scheduler_config.json").get("prediction_type") == "v_prediction"
     )
-    if "XL" in pipeline or (path / "text_encoder_2").is_dir():
-        return ModelInfo(path, "diffusers", "sdxl", v_prediction, detail=pipeline)
     hidden = _read_json(path / "text_encoder" / "config.json").get("hidden_size")
-    if hidden == 1024:
-        return ModelInfo(path, "diffusers", "sd2", v_prediction, detail=pipeline)
-    if hidden == 768:
-        return ModelInfo(path, "diffusers", "sd15", v_prediction, detail=pipeline)
+    header = ModelHeader(
+        pipeline=str(pipeline),
+        components=_subfolders(path),
+        text_encoder_width=hidden if isinstance(hidden, int) else None,
+    )
+    family = families.detect(header)
+    if family is not None:
+        return ModelInfo(path, "diffusers", family.name, v_prediction, detail=pipeline)
     return ModelInfo(path, "diffusers", None, v_prediction, detail=f"{pipeline}, text encoder size {hidden}")
+
+
+def _subfolders(path: Path) -> frozenset[str]:
+    try:
+        return frozenset(entry.name for entry in path.iterdir() if entry.is_dir())
+    except OSError:
+        return frozenset()
 
 
 def _read_json(path: Path) -> dict[str, object]:

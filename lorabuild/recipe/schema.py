@@ -32,6 +32,8 @@ from lorabuild.problems import did_you_mean
 from lorabuild.recipe.accelerate import check_accelerate_args
 from lorabuild.render.quoting import QuotingError, env_name
 
+# The names of lorabuild.kohya.families' registry (that package sits above this one; a test holds
+# the two equal).
 Family = Literal["sd15", "sd2", "sdxl"]
 
 # kohya's scheduler names at the pinned commit (transformers' SchedulerType plus diffusers'

@@ -8,6 +8,7 @@
 - :mod:`~lorabuild.stages.install`: an epoch, its preview and card into the webui or ComfyUI.
 - :mod:`~lorabuild.stages.doctor`: ``lorabuild doctor`` and ``lorabuild setup``.
 
-May import: :mod:`lorabuild.build`, :mod:`lorabuild.rules` and the layers below them. The order of the
-stages is :mod:`lorabuild.pipeline`'s business, not theirs.
+May import: :mod:`lorabuild.build`, :mod:`lorabuild.rules` and the layers below them, not each other
+(an import-linter ``independence`` contract): what two stages share lives in a lower layer. The order
+of the stages is :mod:`lorabuild.pipeline`'s business, not theirs.
 """

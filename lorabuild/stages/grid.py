@@ -18,7 +18,8 @@
   not trusted). ``grid/grid.json`` (:mod:`lorabuild.build.gridmanifest` reads it) lists each prompt
   and seed's sheet: rows by epoch, columns by weight; :mod:`lorabuild.render.sheets` draws them.
 
-:func:`plan_grid`, :func:`prompt_file_text`, :func:`gen_img_argv` and :func:`manifest` are pure;
+:func:`plan_grid`, :func:`prompt_file_text` and :func:`manifest` are pure (the command line is the
+family's :attr:`~lorabuild.kohya.families.Family.grid`: :mod:`lorabuild.kohya.genimg`);
 :func:`render_grid` is the stage's verb.
 """
 
@@ -28,11 +29,8 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
-import signal
 import sys
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +39,9 @@ from typing import Any, Literal
 from PIL import Image
 
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
-from lorabuild.kohya.diagnose import diagnose
-from lorabuild.kohya.prompts import exact_number, prompt_text_problem
-from lorabuild.kohya.runner import run
+from lorabuild.kohya import families
+from lorabuild.kohya.prompts import prompt_text_problem
+from lorabuild.kohya.scriptrun import run_script
 from lorabuild.plan.evaluate import GridSettings
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
@@ -52,15 +50,11 @@ from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.render.sheets import compose_sheets
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
-from lorabuild.stages.train import failure_message
 
 MANIFEST_VERSION = 1
 # Bump when what a key covers, or how a cell is rendered, changes: old cells are then not reused.
 KEY_VERSION = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TAIL_LINES = 400
-
-FAMILY_FLAGS = {"sd15": ("--v1",), "sd2": ("--v2",), "sdxl": ("--sdxl",)}
 
 
 class GridError(LorabuildError):
@@ -302,73 +296,6 @@ def batch_size(cells: Sequence[Cell], cap: int) -> int:
     return max(1, min(cap, longest))
 
 
-def gen_img_argv(
-    settings: GridSettings,
-    *,
-    script: str,
-    outdir: str,
-    prompt_file: str,
-    network_files: Sequence[str],
-    batch: int = 1,
-    pre_calc: bool = True,
-    python: str = sys.executable,
-) -> list[str]:
-    """The gen_img command (relative paths are relative to the build folder).
-
-    Args:
-        settings: The grid's settings.
-        script: gen_img.py.
-        outdir: Where gen_img writes the cells (``--outdir``).
-        prompt_file: The prompt file (``--from_file``).
-        network_files: The LoRA files, one network each (the order of ``--am``).
-        batch: ``--batch_size``.
-        pre_calc: ``--network_pre_calc``: merge each batch's selected weights into the model.
-        python: The Python that runs gen_img (kohya's stack).
-    """
-    argv = [python, script, *FAMILY_FLAGS[settings.family]]
-    if settings.v_parameterization:
-        argv.append("--v_parameterization")
-    argv += ["--ckpt", settings.base]
-    if settings.vae:
-        argv += ["--vae", settings.vae]
-    if settings.tokenizer_cache_dir:
-        argv += ["--tokenizer_cache_dir", settings.tokenizer_cache_dir]
-    argv += [
-        "--outdir",
-        outdir,
-        "--from_file",
-        prompt_file,
-        "--sampler",
-        settings.sampler,
-        "--steps",
-        str(settings.steps),
-        "--scale",
-        exact_number(settings.cfg_scale),
-        "--W",
-        str(settings.width),
-        "--H",
-        str(settings.height),
-        "--max_embeddings_multiples",
-        str(settings.embeddings_multiples),
-        "--batch_size",
-        str(batch),
-        # sdpa works on every device (xformers only on CUDA) and gives the same images.
-        "--sdpa",
-    ]
-    if settings.clip_skip is not None:
-        argv += ["--clip_skip", str(settings.clip_skip)]
-    if settings.dtype != "fp32":
-        argv.append(f"--{settings.dtype}")
-    if settings.no_half_vae:
-        argv.append("--no_half_vae")
-    if network_files:
-        argv += ["--network_module", *([settings.network_module] * len(network_files))]
-        argv += ["--network_weights", *network_files]
-        if pre_calc:
-            argv.append("--network_pre_calc")
-    return argv
-
-
 def manifest(grid: GridPlan, name: str) -> dict[str, Any]:
     """The ``grid/grid.json`` document (version 1; see :mod:`lorabuild.build.gridmanifest`)."""
     s = grid.settings
@@ -407,7 +334,7 @@ def choose_epochs(
     """The grid's rows: the wanted epochs, which must be saved by the training and on disk.
 
     Args:
-        saved: The epochs the training saves (:attr:`lorabuild.plan.layout.TrainingOutputs.saved`).
+        saved: The epochs the training saves (:attr:`lorabuild.kohya.outputs.TrainingOutputs.saved`).
         present: The epochs whose LoRA file exists now.
         wanted: ``"all"`` (every present epoch) or a list.
         key: How messages name where ``wanted`` came from.
@@ -612,8 +539,6 @@ def use_pre_calc(settings: GridSettings, batch: int, networks: int) -> bool:
 # weights (--network_pre_calc), and a batch runs faster than its images one by one.
 MAX_BATCH = 4
 
-_PROMPT_PROGRESS = re.compile(r"prompt (\d+)/(\d+):")
-
 
 def render_grid(
     plan: Plan,
@@ -717,9 +642,10 @@ def _render(
     batch = batch_size(todo, max_batch)
     if pre_calc is None:
         pre_calc = use_pre_calc(settings, batch, len(networks))
-    argv = gen_img_argv(
+    renderer = families.get(settings.family).grid
+    argv = renderer.argv(
         settings,
-        script=str((sd_scripts / "gen_img.py").resolve()),
+        script=str((sd_scripts / renderer.SCRIPT).resolve()),
         outdir=f"{rel}/out",
         prompt_file=f"{rel}/prompts.txt",
         network_files=[grid.lora_files[e] for e in networks],
@@ -727,57 +653,40 @@ def _render(
         pre_calc=pre_calc,
         python=python,
     )
-    env = {
-        **dict(plan.launch.env),
-        # The model and tokenizer were used (downloaded, if ever) by the training: stay offline.
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-        # gen_img sets up kohya's rich log handler before it reads --console_log_simple, and rich
-        # wraps lines at 80 columns when not on a terminal: wider lines keep messages whole.
-        "COLUMNS": os.environ.get("COLUMNS", "200"),
-    }
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    env = renderer.env(dict(plan.launch.env))
     total = len(todo)
 
     def handle(line: str) -> None:
-        tail.append(line)
         if on_line is not None:
             on_line(line)
             return
-        match = _PROMPT_PROGRESS.search(line)
-        if match:
-            tell(f"grid: cell {match[1]}/{total}")
+        cell = renderer.progress(line)
+        if cell is not None:
+            tell(f"grid: cell {cell}/{total}")
 
     log = plan.layout.grid_log
     try:
-        result = run(argv, build, log, env, handle)
+        run = run_script(renderer.NAME, argv, build, log, env, handle)
         done = _collect(build, work / "out", todo)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    where = log.as_posix()
     missing = [c for c in todo if c.key not in done]
-    if result.interrupted:
-        signum = result.signal or signal.SIGINT
+    if run.interrupted:
         raise GridInterrupted(
-            f"grid interrupted ({signal.Signals(signum).name}): {len(done)} of {total} cell(s) rendered and "
-            f"kept; run lorabuild grid again to render the rest. gen_img's output is in {where}",
-            signum,
+            run.interrupted_message(
+                "grid",
+                f": {len(done)} of {total} cell(s) rendered and kept; run lorabuild grid again to render the rest",
+            ),
+            run.signum,
         )
-    if result.returncode != 0:
-        lines = list(tail)
-        text = failure_message(diagnose(lines, result.returncode), lines, result.returncode, where)
+    if run.failed:
         raise GridError(
-            f"gen_img failed ({len(done)} of {total} cell(s) rendered): " + text.replace("kohya", "gen_img")
+            f"{renderer.NAME} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
         )
     if missing:
-        lines = list(tail)
-        diagnosis = diagnose(lines, result.returncode)
         names = ", ".join(f"{c.key}.png" for c in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        reason = f"{diagnosis}. " if diagnosis else ""
-        raise GridError(
-            f"gen_img exited with status 0 but did not write {len(missing)} of {total} cell(s) ({names}): "
-            f"{reason}read its output in {where}"
-        )
-    return result.seconds, log
+        raise GridError(run.missing_message(f"{len(missing)} of {total} cell(s) ({names})"))
+    return run.result.seconds, log
 
 
 def _collect(build: Path, outdir: Path, todo: Sequence[Cell]) -> set[str]:

@@ -34,14 +34,14 @@ from PIL import Image
 from lorabuild import __version__
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.build.saved import HashCache, SavedFile, epoch_files
+from lorabuild.kohya import families
 from lorabuild.plan.plan import Plan
+from lorabuild.plan.tags import activation_text
 from lorabuild.problems import Problem, RecipeError, error
 from lorabuild.recipe.schema import Recipe
+from lorabuild.render.units import human_size
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import comfyui_dir, webui_dir
-
-SD_VERSIONS = {"sd15": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
-"""lorabuild's model family -> the webui's ``sd version`` (``network.SdVersion`` names)."""
 
 # (what, where the LoRA folder sits in the app's folder, env variable, recipe key, flag)
 _APPS = {
@@ -123,15 +123,6 @@ def default_weight(plan: Plan, recipe: Recipe) -> float:
     return weights[len(weights) // 2]
 
 
-def activation_text(plan: Plan) -> str:
-    """The training subsets' triggers, in order and each once (the card's activation text)."""
-    triggers: list[str] = []
-    for subset in plan.subsets:
-        if subset.trigger and not subset.is_reg and subset.trigger not in triggers:
-            triggers.append(subset.trigger)
-    return ", ".join(triggers)
-
-
 def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> dict[str, object]:
     """The webui's sidecar (``<name>.json``) for ``epoch`` of the build.
 
@@ -146,7 +137,7 @@ def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> 
     notes = recipe.install.notes.strip()
     return {
         "description": recipe.description or recipe.title or "",
-        "sd version": SD_VERSIONS.get(plan.family, "Unknown"),
+        "sd version": families.get(plan.family).sd_version,
         "activation text": activation_text(plan),
         "preferred weight": weight,
         "negative text": recipe.install.negative_text,
@@ -521,13 +512,3 @@ def describe(files: Sequence[InstallFile], dry_run: bool) -> list[str]:
         verb = f.action if not dry_run or f.action == "identical" else f"would {f.action}"
         lines.append(f"{verb:>13}  {f.path.as_posix()} ({human_size(f.size)})")
     return lines
-
-
-def human_size(size: int) -> str:
-    """``12.3 MB`` style sizes (decimal units, as file managers show them)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"

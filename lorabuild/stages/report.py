@@ -33,9 +33,10 @@ from lorabuild.build.gridmanifest import Sheet, read_manifest
 from lorabuild.build.saved import HashCache, saved_files
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
+from lorabuild.plan.tags import activation_text
+from lorabuild.render.units import human_size
 from lorabuild.render.writer import Artefact, write_files
 from lorabuild.settings import TEMPLATES_DIR
-from lorabuild.stages.install import activation_text, human_size
 
 TAGS_SHOWN = 40
 """Tags listed per subset (the most frequent); the rest are counted."""

@@ -2,18 +2,16 @@
 
 - **Truthful results.** kohya's exit status is not trusted (it exits 0 after "No data found"):
   the run succeeded only when every file this run should have written exists and was written by
-  it. Known failures get a one-line diagnosis and fix (:mod:`lorabuild.kohya.diagnose`); a NaN loss
-  fails the build, since its files are unusable.
+  it. Known failures get a one-line diagnosis and fix (:mod:`lorabuild.kohya.scriptrun` words them
+  with :mod:`lorabuild.kohya.diagnose`); a NaN loss fails the build, since its files are unusable.
 - **Normalised outputs.** kohya saves the last epoch only as ``NAME.ext``; once training
   succeeded it is linked (hard link, else copy) to ``NAME-0000EE.ext`` too, so every epoch has its
-  numbered file (:meth:`lorabuild.plan.layout.TrainingOutputs.expected` lists both names).
+  numbered file (:meth:`lorabuild.kohya.outputs.TrainingOutputs.expected` lists both names).
 - **Resume.** With ``training.save_state`` a run that stopped (Ctrl-C, a crash, SIGKILL, a power
-  cut) with the inputs unchanged continues from its last complete epoch state:
-  ``--resume output/NAME-0000EE-state --initial_epoch E+1``. The state restores the network,
-  optimizer, LR scheduler and RNG, so the LR schedule continues; ``--initial_epoch`` numbers the
-  epochs on, whatever step count the state holds. ``--skip_until_initial_step`` is not used: at an
-  epoch boundary there is nothing to skip, and kohya miscounts its epochs with it under gradient
-  accumulation (KOHYA.md 6.10 rows 154-158). kohya restarts its global step at 0 on resume, so
+  cut) with the inputs unchanged continues from its last complete epoch state
+  (:func:`lorabuild.kohya.outputs.resume_args`: ``--resume output/NAME-0000EE-state --initial_epoch
+  E+1``). The state restores the network, optimizer, LR scheduler and RNG, so the LR schedule
+  continues. kohya restarts its global step at 0 on resume, so
   the ``ss_steps`` it writes into later files is short by the resumed steps: lorabuild corrects it
   to what an uninterrupted run writes.
 """
@@ -22,28 +20,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorabuild.build.state import BuildLock, Stamp, load_stamps, save_stamp
-from lorabuild.kohya.diagnose import diagnose, last_error
+from lorabuild.kohya.outputs import TrainingOutputs, resume_args, saved_name_pattern, state_is_complete
 from lorabuild.kohya.progress import Display, Tracker
-from lorabuild.kohya.runner import DEFAULT_GRACE, resolve_argv, run
-from lorabuild.plan.layout import TrainingOutputs
+from lorabuild.kohya.runner import resolve_argv
+from lorabuild.kohya.scriptrun import run_script
 from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError
 
-# Files of an accelerate state folder that kohya's resume needs; random_states is written last.
-STATE_FILES = ("train_state.json", "optimizer.bin", "scheduler.bin", "random_states_0.pkl")
-TAIL_LINES = 400
+KOHYA = "kohya"
+"""How messages name the trainer."""
 
 
 class TrainingError(LorabuildError):
@@ -91,13 +85,6 @@ class TrainResult:
     log: Path
 
 
-def state_is_complete(folder: Path) -> bool:
-    """Whether an accelerate state folder was written to the end."""
-    return all((folder / name).is_file() for name in STATE_FILES) and any(
-        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
-    )
-
-
 def find_resume_point(plan: Plan) -> ResumePoint | None:
     """The latest complete intermediate state whose epoch file exists too."""
     saves = plan.saves
@@ -117,7 +104,7 @@ def clean_outputs(plan: Plan) -> int:
     output = plan.layout.output_dir
     if not output.is_dir():
         return 0
-    ours = re.compile(rf"^{re.escape(name)}(?:-\d{{6}}|-step\d{{8}})?(?:-state|\.(?:safetensors|ckpt|pt))$")
+    ours = saved_name_pattern(name)
     removed = 0
     for entry in output.iterdir():
         if ours.match(entry.name):
@@ -164,22 +151,22 @@ def train(
         TrainingInterrupted: lorabuild was stopped (Ctrl-C, SIGTERM) and stopped kohya.
     """
     tell = say or (lambda text: None)
-    layout = plan.saves
+    saves = plan.saves
     build = plan.build_dir
     previous = load_stamps(build).get("train")
     resume = None
-    if not fresh and layout.save_state and previous and previous.key == key and previous.status != "done":
+    if not fresh and saves.save_state and previous and previous.key == key and previous.status != "done":
         resume = find_resume_point(plan)
     if resume is None:
         removed = clean_outputs(plan)
         if removed:
             tell(f"removed {removed} file(s) of an earlier training from {plan.layout.output_dir.as_posix()}")
     else:
-        tell(f"resuming from {resume.state} (epoch {resume.epoch} of {layout.epochs} done)")
+        tell(f"resuming from {resume.state} (epoch {resume.epoch} of {saves.epochs} done)")
 
     argv = resolve_argv(plan.launch, sd_scripts)
     if resume is not None:
-        argv += ["--resume", resume.state, "--initial_epoch", str(resume.epoch + 1)]
+        argv += resume_args(resume.state, resume.epoch)
     # kohya records `git rev-parse HEAD` run inside its folder in every LoRA's metadata; where that
     # folder is not a git checkout of its own, git would walk up and report lorabuild's commit.
     env = {**dict(plan.launch.env), "GIT_CEILING_DIRECTORIES": str(sd_scripts.resolve().parent)}
@@ -187,12 +174,10 @@ def train(
     save_stamp(build, "train", Stamp(key, "started", detail=detail))
 
     start_step = resume.epoch * plan.steps_per_epoch if resume else 0
-    tracker = Tracker(plan.total_steps, layout.epochs, start_step)
+    tracker = Tracker(plan.total_steps, saves.epochs, start_step)
     display = Display(tracker) if on_line is None else None
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def handle(line: str) -> None:
-        tail.append(line)
         if display is not None:
             display(line)
         else:
@@ -203,47 +188,43 @@ def train(
     started = time.time()
     log = plan.layout.train_log
     try:
-        result = run(
+        run = run_script(
+            KOHYA,
             argv,
             build,
             log,
             env,
             handle,
-            grace=DEFAULT_GRACE if grace is None else grace,
+            grace=grace,
             on_start=(lambda pid: lock.note(trainer_pid=pid)) if lock else None,
         )
     finally:
         if display is not None:
             display.close()
-    where = log.as_posix()
     progress = tracker.progress
 
     def fail(status: str) -> None:
         save_stamp(build, "train", Stamp(key, status, detail=detail))
 
-    if result.interrupted:
+    if run.interrupted:
         fail("interrupted")
-        signum = result.signal or signal.SIGINT
-        point = find_resume_point(plan) if layout.save_state else None
+        point = find_resume_point(plan) if saves.save_state else None
         if point is not None:
             hint = (
                 f"run lorabuild train {plan.recipe_file.as_posix()} again to continue after epoch "
                 f"{point.epoch} (its saved state)"
             )
-        elif layout.save_state:
+        elif saves.save_state:
             hint = "no epoch state was saved yet, so the next run starts over"
         else:
             hint = "the next run starts over (set training.save_state = true to be able to resume)"
         raise TrainingInterrupted(
-            f"training interrupted ({signal.Signals(signum).name}) at {progress.summary()}; {hint}. "
-            f"kohya's output is in {where}",
-            signum,
+            run.interrupted_message("training", f" at {progress.summary()}; {hint}"), run.signum
         )
 
-    lines = list(tail)
-    if result.returncode != 0:
+    if run.failed:
         fail("failed")
-        message = failure_message(diagnose(lines, result.returncode), lines, result.returncode, where)
+        message = run.failure_message()
         if resume is not None:
             message += (
                 f"\n(it resumed from {resume.state}; if that saved state is the trouble, start over with "
@@ -253,54 +234,31 @@ def train(
 
     # Files this run had to write: the epochs after the resume point, and the final one.
     done_before = resume.epoch if resume else 0
-    due = [layout.kohya_file(e) for e in layout.saved if e > done_before]
-    due += [layout.state(e) for e in layout.saved[:-1] if e > done_before] if layout.save_state else []
+    due = [saves.kohya_file(e) for e in saves.saved if e > done_before]
+    due += [saves.state(e) for e in saves.saved[:-1] if e > done_before] if saves.save_state else []
     missing = [f for f in due if not _written_since(build / f, started)]
     if missing:
         fail("failed")
-        diagnosis = diagnose(lines, result.returncode)
-        if diagnosis is None:
-            message = (
-                f"kohya exited with status 0 without saving {', '.join(missing)}: treat the run as "
-                f"failed and read its output in {where}"
-            )
-        else:
-            message = f"{diagnosis}. kohya's output is in {where}"
-        raise TrainingError(message)
+        raise TrainingError(run.missing_message(", ".join(missing)))
     if progress.nan_step is not None:
         fail("failed")
-        diagnosis = diagnose(lines, result.returncode, progress.nan_step)
-        raise TrainingError(f"{diagnosis}. kohya's output is in {where}")
+        raise TrainingError(run.diagnosed_message(progress.nan_step))
 
     if resume is not None:
-        for epoch in layout.saved:
+        for epoch in saves.saved:
             if epoch > resume.epoch:
-                fixed = correct_steps(build / layout.kohya_file(epoch), epoch * plan.steps_per_epoch)
+                fixed = correct_steps(build / saves.kohya_file(epoch), epoch * plan.steps_per_epoch)
                 if fixed:
-                    tell(f"corrected ss_steps in {layout.kohya_file(epoch)} (kohya counts from 0 on resume)")
-    link_last_epoch(build, layout)
+                    tell(f"corrected ss_steps in {saves.kohya_file(epoch)} (kohya counts from 0 on resume)")
+    link_last_epoch(build, saves)
     absent = [f for f in plan.outputs if not (build / f.rstrip("/")).exists()]
     if absent:
         fail("failed")
-        raise TrainingError(f"training ended without {', '.join(absent)}; kohya's output is in {where}")
+        raise TrainingError(
+            f"training ended without {', '.join(absent)}; {KOHYA}'s output is in {log.as_posix()}"
+        )
     save_stamp(build, "train", Stamp(key, "done", detail={**detail, "outputs": list(plan.outputs)}))
-    return TrainResult(plan.outputs, resume, result.seconds, log)
-
-
-def failure_message(diagnosis: object, lines: list[str], returncode: int, log: str) -> str:
-    """The first line says what happened and what to do; the log's place follows."""
-    error = last_error(lines)
-    if diagnosis is not None:
-        text = f"{diagnosis}."
-        if error:
-            text += f"\nkohya's error: {error}"
-        return f"{text}\nkohya's output is in {log}"
-    status = f"exit status {returncode}" if returncode >= 0 else f"signal {-returncode}"
-    if returncode < 0:
-        with_name = {s.value: s.name for s in signal.Signals}.get(-returncode)
-        status = f"signal {with_name or -returncode}"
-    reason = f" ({error})" if error else ""
-    return f"kohya stopped with {status}{reason}. Its whole output is in {log}"
+    return TrainResult(plan.outputs, resume, run.result.seconds, log)
 
 
 def _written_since(path: Path, since: float) -> bool:

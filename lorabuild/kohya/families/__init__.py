@@ -1,0 +1,56 @@
+"""The model families lorabuild trains, one module each, and their registry: the one list of them.
+
+Each module (:mod:`~lorabuild.kohya.families.sd15`, :mod:`~lorabuild.kohya.families.sd2`,
+:mod:`~lorabuild.kohya.families.sdxl`) builds a :class:`~lorabuild.kohya.families.base.Family`: its
+training script, the networks it trains, how its model header is recognised, its kohya defaults,
+its grid renderer, its webui card and the rules only it has. Everything else asks the registry
+(:func:`get`, :func:`detect`, :data:`ALL`) instead of comparing family names.
+
+Adding a family: write its module, add its ``FAMILY`` to :data:`ALL`, add its name to
+``recipe.schema.Family`` (a test holds the two equal; the schema sits below this package) and a
+header of its model to ``tests/conftest.py``'s ``FAMILY_KEYS``; ``tests/test_families.py`` says what
+else is missing (its scripts in the kohya option data, for one).
+
+May import: :mod:`lorabuild.kohya.genimg`, :mod:`lorabuild.recipe` and the layers below it.
+"""
+
+from __future__ import annotations
+
+from lorabuild.kohya.families import sd2, sd15, sdxl
+from lorabuild.kohya.families.base import Family, ModelHeader
+
+ALL: tuple[Family, ...] = (sd15.FAMILY, sd2.FAMILY, sdxl.FAMILY)
+"""Every family, oldest first: the order messages list them in."""
+
+FALLBACK = sd15.FAMILY.name
+"""The family a plan assumes when the recipe names none and the header tells none (the check
+reports that as an error before anything is trained)."""
+
+
+def names() -> tuple[str, ...]:
+    """Every family's name, in :data:`ALL`'s order."""
+    return tuple(f.name for f in ALL)
+
+
+def get(name: str) -> Family:
+    """The family called ``name``.
+
+    Raises:
+        KeyError: No family has that name.
+    """
+    for family in ALL:
+        if family.name == name:
+            return family
+    raise KeyError(f"no model family {name!r}; known: {', '.join(names())}")
+
+
+def detect(header: ModelHeader) -> Family | None:
+    """The family whose model ``header`` is, or None.
+
+    The newest family is asked first: a newer model may carry an older one's signs (an SDXL
+    diffusers folder has SD1's 768-wide text encoder), not the other way round.
+    """
+    return next((f for f in reversed(ALL) if f.recognise(header)), None)
+
+
+__all__ = ["ALL", "FALLBACK", "Family", "ModelHeader", "detect", "get", "names"]

@@ -1,0 +1,99 @@
+"""What a model family is to lorabuild: :class:`Family`, and the model header it is recognised by.
+
+A family module (``sd15.py``...) builds one :class:`Family` named ``FAMILY``; every field must be
+given (none has a default), so a new family says everything lorabuild needs to know about it in
+one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from lorabuild.kohya.genimg import GenImg
+from lorabuild.problems import Problem, error
+from lorabuild.recipe.schema import Recipe
+
+FamilyRule = Callable[[Recipe], Iterable[Problem]]
+"""A pre-flight rule only one family has: the recipe in, problems out (the caller knows the family)."""
+
+NetworkModules = Mapping[str, tuple[str, str | None]]
+"""Recipe ``network.module`` -> (kohya ``--network_module``, LyCORIS ``algo`` or None)."""
+
+SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
+    {
+        "lora": ("networks.lora", None),
+        "dylora": ("networks.dylora", None),
+        "locon": ("lycoris.kohya", "locon"),
+        "loha": ("lycoris.kohya", "loha"),
+        "lokr": ("lycoris.kohya", "lokr"),
+    }
+)
+"""The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """What a base model says about itself without its weights being loaded (read by
+    :mod:`lorabuild.probe.modelfile`).
+
+    Attributes:
+        tensor_names: A checkpoint file's tensor names (empty for a diffusers folder).
+        pipeline: A diffusers folder's ``model_index.json`` ``_class_name``; None for a file.
+        components: A diffusers folder's sub-folders (``unet``, ``text_encoder_2``...).
+        text_encoder_width: ``text_encoder/config.json``'s ``hidden_size``, when it is a number.
+    """
+
+    tensor_names: tuple[str, ...] = ()
+    pipeline: str | None = None
+    components: frozenset[str] = frozenset()
+    text_encoder_width: int | None = None
+
+    def has_prefix(self, prefixes: tuple[str, ...]) -> bool:
+        """Whether a tensor name starts with one of ``prefixes``."""
+        return any(name.startswith(prefixes) for name in self.tensor_names)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: everything lorabuild does differently for it, and nothing else.
+
+    Attributes:
+        name: The recipe's ``model.family`` value, and the plan's (``plan.json``).
+        label: How messages and the plan summary name it (``SD1.x``).
+        train_script: kohya's training script for it, inside the kohya checkout.
+        network_modules: The recipe's ``network.module`` choices it trains, each as the kohya
+            ``--network_module`` and LyCORIS ``algo`` it compiles to.
+        recognise: Whether a base model's header is one of this family's. The registry tries the
+            newest family first, so a family need not rule out older ones' signs.
+        v2: kohya ``--v2`` (SD2's text encoder and model config).
+        bucket_steps_multiple: What kohya wants ``bucket_reso_steps`` to divide by.
+        vae_overflows_in_fp16: The stock VAE gives NaN in fp16, so the grid keeps it in fp32
+            (``--no_half_vae``) when rendering in fp16.
+        grid: How the epoch x weight grid is rendered.
+        sd_version: The webui card's ``sd version`` (``SD1``, ``SD2``, ``SDXL``; see
+            :mod:`lorabuild.stages.install`).
+        rules: Its own pre-flight rules.
+    """
+
+    name: str
+    label: str
+    train_script: str
+    network_modules: NetworkModules
+    recognise: Callable[[ModelHeader], bool]
+    v2: bool
+    bucket_steps_multiple: int
+    vae_overflows_in_fp16: bool
+    grid: GenImg
+    sd_version: str
+    rules: tuple[FamilyRule, ...]
+
+    def problems(self, recipe: Recipe) -> Iterator[Problem]:
+        """What is wrong with ``recipe`` for this family: a network it does not train, then its rules."""
+        module = recipe.network.module
+        if module not in self.network_modules:
+            choices = ", ".join(f'"{m}"' for m in self.network_modules)
+            yield error("network.module", f'"{module}" cannot train {self.label} models: use {choices}')
+        for check in self.rules:
+            yield from check(recipe)

@@ -1,0 +1,188 @@
+"""The family seam: each family module says everything lorabuild does differently for its models.
+
+A family is its module (``lorabuild/kohya/families/<name>.py``) plus its test model (a header in
+``tests/conftest.py``'s ``FAMILY_KEYS``). These tests hold every module to the whole of
+:class:`~lorabuild.kohya.families.Family`, test each family's own rules, and show with a made-up
+family that the rest of lorabuild follows the registry without knowing any family by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections.abc import Iterator
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from lorabuild.kohya import families
+from lorabuild.kohya.families import Family, ModelHeader
+from lorabuild.kohya.families.base import SD_NETWORK_MODULES
+from lorabuild.kohya.genimg import GenImg
+from lorabuild.kohya.options import SCRIPTS
+from lorabuild.pipeline import check, compile_build, require_plan
+from lorabuild.plan.summary import plan_summary
+from lorabuild.probe.modelfile import family_from_names, probe_model
+from lorabuild.problems import Problem, format_problem, warning
+from lorabuild.recipe import schema
+from lorabuild.recipe.load import load_recipe
+from lorabuild.recipe.schema import Recipe
+from lorabuild.stages.install import card
+from tests.conftest import FAMILY_KEYS, Project, write_checkpoint, write_safetensors
+
+MODULES = sorted(m.name for m in pkgutil.iter_modules(families.__path__) if m.name != "base")
+
+# The webui's `sd version` values (extensions-builtin/Lora/network.py SdVersion) and Forge's Flux.
+SD_VERSIONS = {"SD1", "SD2", "SDXL", "SD3", "Flux", "Unknown"}
+
+
+def test_the_registry_lists_every_family_module_once() -> None:
+    registered = [f.name for f in families.ALL]
+    assert sorted(registered) == MODULES and len(set(registered)) == len(registered)
+    for name in MODULES:
+        module = importlib.import_module(f"lorabuild.kohya.families.{name}")
+        assert module.FAMILY is families.get(name)
+
+
+def test_the_recipe_schema_offers_exactly_the_registered_families() -> None:
+    """recipe/ sits below kohya/, so the schema spells the names out; this holds them equal."""
+    assert get_args(schema.Family) == families.names()
+
+
+@pytest.mark.parametrize("family", families.ALL, ids=lambda f: f.name)
+def test_every_family_gives_every_field(family: Family) -> None:
+    assert {f.name for f in fields(Family)} == set(vars(family))
+    assert family.name and family.label
+    assert family.train_script in SCRIPTS and family.grid.SCRIPT in SCRIPTS  # kohya's options are known
+    recipe_modules = set(get_args(schema.NetworkSection.model_fields["module"].annotation))
+    assert family.network_modules and set(family.network_modules) <= recipe_modules
+    assert family.bucket_steps_multiple > 0 and 64 % family.bucket_steps_multiple == 0
+    assert family.sd_version in SD_VERSIONS
+    assert isinstance(family.grid, GenImg) and family.grid.flags
+    assert all(callable(rule) for rule in family.rules)
+
+
+@pytest.mark.parametrize("family", families.ALL, ids=lambda f: f.name)
+def test_every_family_is_told_from_its_test_model(family: Family, tmp_path: Path) -> None:
+    assert family.name in FAMILY_KEYS, "add a header of the family's model to tests/conftest.py FAMILY_KEYS"
+    header = ModelHeader(tensor_names=tuple(FAMILY_KEYS[family.name]))
+    assert [f.name for f in families.ALL if f.recognise(header)] == [family.name]
+    assert family_from_names(FAMILY_KEYS[family.name]) == family.name
+    assert probe_model(write_checkpoint(tmp_path / "m.safetensors", family.name)).family == family.name
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "folders", "width", "expected"),
+    [
+        ("StableDiffusionXLPipeline", ("text_encoder", "text_encoder_2"), 768, "sdxl"),
+        ("StableDiffusionPipeline", ("text_encoder", "text_encoder_2"), 768, "sdxl"),
+        ("StableDiffusionPipeline", ("text_encoder",), 1024, "sd2"),
+        ("StableDiffusionPipeline", ("text_encoder",), 768, "sd15"),
+        ("StableDiffusionPipeline", ("text_encoder",), 512, None),
+    ],
+)
+def test_diffusers_folders_are_told_apart(
+    tmp_path: Path, pipeline: str, folders: tuple[str, ...], width: int, expected: str | None
+) -> None:
+    for folder in folders:
+        (tmp_path / folder).mkdir()
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+    (tmp_path / "text_encoder" / "config.json").write_text(json.dumps({"hidden_size": width}))
+    assert probe_model(tmp_path).family == expected
+
+
+def recipe(project: Project, *overrides: str) -> Recipe:
+    return load_recipe(project.recipe, list(overrides)).recipe
+
+
+def said(problems: Iterator[Problem]) -> list[str]:
+    return [format_problem(p) for p in problems]
+
+
+def test_sdxl_ignores_clip_skip(project: Project) -> None:
+    from lorabuild.kohya.families import sdxl
+
+    assert said(sdxl.clip_skip_ignored(recipe(project))) == [
+        "model.clip_skip: SDXL models ignore clip_skip (kohya only warns, so the setting "
+        "would silently do nothing): remove it"
+    ]
+
+
+def test_sdxl_vae_in_fp16(project: Project) -> None:
+    from lorabuild.kohya.families import sdxl
+
+    assert said(sdxl.fp16_vae(recipe(project))) == []  # mixed_precision = "no"
+    assert said(sdxl.fp16_vae(recipe(project, "training.mixed_precision=fp16"))) == [
+        "training.no_half_vae: warning: SDXL's VAE overflows in fp16 (kohya stops with "
+        '"NaN detected in latents"): set training.no_half_vae = true or training.mixed_precision = "bf16"'
+    ]
+    assert (
+        said(sdxl.fp16_vae(recipe(project, "training.mixed_precision=fp16", "training.no_half_vae=true")))
+        == []
+    )
+
+
+def test_sd2_clip_skip(project: Project) -> None:
+    from lorabuild.kohya.families import sd2
+
+    assert said(sd2.clip_skip(recipe(project))) == [
+        "model.clip_skip: warning: SD2 models are not trained with clip_skip "
+        "(kohya: unexpected results): set model.clip_skip = 1 or remove it"
+    ]
+    assert said(sd2.clip_skip(recipe(project, "model.clip_skip=1"))) == []
+
+
+def test_a_network_the_family_cannot_train_is_refused(project: Project) -> None:
+    only_lora = replace(families.get("sd15"), network_modules={"lora": ("networks.lora", None)})
+    assert said(only_lora.problems(recipe(project))) == []
+    assert said(only_lora.problems(recipe(project, "network.module=loha"))) == [
+        'network.module: "loha" cannot train SD1.x models: use "lora"'
+    ]
+
+
+# --- a family added in one place ------------------------------------------------------------------
+
+
+def fake_rule(recipe: Recipe) -> Iterator[Problem]:
+    yield warning("network.dim", "the fake family's own rule ran")
+
+
+FAKE = Family(
+    name="fake",
+    label="Fake-1",
+    train_script="fake_train_network.py",
+    network_modules=SD_NETWORK_MODULES,
+    recognise=lambda header: header.has_prefix(("fake_model.",)),
+    v2=False,
+    bucket_steps_multiple=64,
+    vae_overflows_in_fp16=True,
+    grid=GenImg(flags=("--fake",)),
+    sd_version="Flux",
+    rules=(fake_rule,),
+)
+
+
+def test_a_new_family_needs_only_its_module(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered and recognised, a family's script, rules, summary, grid and card follow from it alone."""
+    monkeypatch.setattr(families, "ALL", (*families.ALL, FAKE))
+    write_safetensors(project.root / "models" / "base.safetensors", ["fake_model.blocks.0.weight"])
+    checked = check(project.recipe, ["training.mixed_precision=fp16"], project.build)
+    assert [format_problem(p) for p in checked.problems] == [
+        "recipe.toml: network.dim: warning: the fake family's own rule ran"
+    ]
+    plan = require_plan(checked)
+    assert (plan.family, plan.script) == ("fake", "fake_train_network.py")
+    assert "models/base.safetensors: Fake-1 -> kohya fake_train_network.py" in plan_summary(plan)
+    compile_build(plan)
+    assert '"$SD_SCRIPTS"/fake_train_network.py' in (plan.build_dir / "train.sh").read_text(encoding="utf-8")
+    assert json.loads((plan.build_dir / "plan.json").read_text(encoding="utf-8"))["family"] == "fake"
+    settings = plan.grid
+    assert settings.no_half_vae  # its VAE overflows in fp16
+    argv = families.get(settings.family).grid.argv(
+        settings, script="g", outdir="o", prompt_file="p", network_files=[]
+    )
+    assert argv[2] == "--fake"
+    assert card(plan, checked.loaded.recipe, 3, 1.0, "0" * 64)["sd version"] == "Flux"
