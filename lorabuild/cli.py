@@ -493,7 +493,7 @@ def demo(
     for line in describe(installed, dry_run=False):
         typer.echo(line)
     typer.echo(
-        f"demo done: open {(plan.build_dir / 'report.html').as_posix()} for the loss and the epoch x weight "
+        f"demo done: open {plan.layout.report.as_posix()} for the loss and the epoch x weight "
         f"grid; epoch {planned.epoch} is installed in {(webui / 'models' / 'Lora').as_posix()}"
     )
 

@@ -31,7 +31,6 @@ from lorabuild.recipe.load import load_recipe
 from lorabuild.recipe.schema import Recipe
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.compile import compile_build
-from lorabuild.stages.grid import grid_settings
 from lorabuild.stages.install import card
 from tests.conftest import FAMILY_KEYS, Project, write_checkpoint, write_safetensors
 
@@ -181,7 +180,7 @@ def test_a_new_family_needs_only_its_module(project: Project, monkeypatch: pytes
     compile_build(plan)
     assert '"$SD_SCRIPTS"/fake_train_network.py' in (plan.build_dir / "train.sh").read_text(encoding="utf-8")
     assert json.loads((plan.build_dir / "plan.json").read_text(encoding="utf-8"))["family"] == "fake"
-    settings = grid_settings(plan, checked.loaded.recipe)
+    settings = plan.grid
     assert settings.no_half_vae  # its VAE overflows in fp16
     argv = families.get(settings.family).grid.argv(
         settings, script="g", outdir="o", prompt_file="p", network_files=[]

@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from lorabuild.build.artefacts import render
-from lorabuild.plan.plan import prompt_text
+from lorabuild.plan.evaluate import prompt_text
 from lorabuild.probe import facts
 from lorabuild.problems import RecipeError, Severity
 from lorabuild.recipe.captions import normalise
@@ -296,7 +296,7 @@ def what_kohya_reads(plan: Any, recipe: Recipe) -> Read:
         assert float(sample["scale"]) == pytest.approx(e.cfg_scale, rel=1e-5)
         texts += [sample["prompt"], sample.get("negative_prompt", "")]
     if e.prompts:
-        settings = grid.grid_settings(plan, recipe)
+        settings = plan.grid
         assert not grid.prompt_problems(recipe)  # the grid refuses nothing the check passed
         for index, prompt in enumerate(settings.prompts):
             cell = grid.Cell(3, 0.8, index, e.seeds[0], prompt, "k")

@@ -92,4 +92,4 @@ def test_compiled_files_are_what_kohya_accepts(
     assert problems == []
     dataset = toml.loads((plan.build_dir / "dataset.toml").read_text(encoding="utf-8"))
     assert kohya_options.check_dataset_config(dataset) == []
-    assert dataset == plan.dataset_config
+    assert dataset == plan.dataset_config.document()

@@ -19,6 +19,7 @@ from PIL import Image
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.kohya import families
 from lorabuild.kohya.options import options
+from lorabuild.plan.evaluate import GridSettings
 from lorabuild.problems import RecipeError
 from lorabuild.recipe.load import LoadedRecipe, load_recipe
 from lorabuild.rules import evaluate
@@ -70,8 +71,8 @@ def grid_project(
     return checked.loaded, plan
 
 
-def settings(**changes: object) -> grid.GridSettings:
-    base = grid.GridSettings(
+def settings(**changes: object) -> GridSettings:
+    base = GridSettings(
         family="sd15",
         base="models/base.safetensors",
         vae=None,
@@ -101,7 +102,7 @@ FILES = {e: f"output/N-{e:06d}.safetensors" for e in DIGESTS}
 
 
 def plan_of(
-    s: grid.GridSettings,
+    s: GridSettings,
     digests: dict[int, str] = DIGESTS,
     epochs: tuple[int, ...] = (1, 2, 3),
     base: str = "b",
@@ -208,7 +209,7 @@ def test_prompt_lines() -> None:
     assert text.count("\n") == len(g.cells) and not text.startswith("#")
 
 
-def gen_img_argv(s: grid.GridSettings, **options: Any) -> list[str]:
+def gen_img_argv(s: GridSettings, **options: Any) -> list[str]:
     """The command the family's grid renderer builds for ``s``."""
     return families.get(s.family).grid.argv(s, **options)
 

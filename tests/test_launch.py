@@ -72,7 +72,7 @@ def head(plan: Plan) -> list[str]:
 def test_default_launch_is_unchanged(project: Project) -> None:
     plan = compiled([])
     assert list(plan.launch.argv) == [*DEFAULT_HEAD, SD_SCRIPTS_PREFIX + "train_network.py", *TAIL]
-    assert "deepspeed" not in plan.config
+    assert plan.config.deepspeed is None
     assert "num_processes" not in plan.manifest()
 
 
@@ -156,18 +156,18 @@ def test_deepspeed_table_becomes_kohyas_options(project: Project) -> None:
             "launch.deepspeed.zero3_save_16bit_model=true",
         ]
     )
-    assert plan.config["deepspeed"] == {
+    assert plan.config.document()["deepspeed"] == {
         "deepspeed": True,
         "zero_stage": 3,
         "offload_param_device": "nvme",
         "offload_param_nvme_path": "../../nvme",
         "zero3_save_16bit_model": True,
     }
-    for name, value in plan.config["deepspeed"].items():  # each one a train_network.py option
+    for name, value in plan.config.document()["deepspeed"].items():  # each one a train_network.py option
         assert kohya_options.check_config_value("train_network.py", name, value) is None, name
     assert "--use_deepspeed" not in plan.launch.argv  # kohya builds the DeepSpeed plugin itself
     minimal = compiled(["launch.gpus=2", "launch.deepspeed.zero_stage=2"])
-    assert minimal.config["deepspeed"] == {"deepspeed": True, "zero_stage": 2}
+    assert minimal.config.document()["deepspeed"] == {"deepspeed": True, "zero_stage": 2}
 
 
 def test_every_compiled_accelerate_option_is_accelerates(project: Project) -> None:

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from lorabuild.build.saved import HashCache
-from lorabuild.stages.report import REPORT_NAME, collect, write_report
+from lorabuild.stages.report import collect, write_report
 from tests.conftest import Project, run_lorabuild
 from tests.finished_build import NASTY_PROMPT, cell_colour, finished_build
 
@@ -108,7 +108,7 @@ def fake_losslog(monkeypatch: pytest.MonkeyPatch, *, plot: bool, suggest: int | 
 def test_report_shows_every_section_and_escapes_user_text(project: Project, no_losslog: None) -> None:
     f = finished_build(project)
     path = write_report(f.plan, f.build)
-    assert path == f.build / REPORT_NAME
+    assert path == f.build / "report.html"
     html = path.read_text(encoding="utf-8")
     page = Page(html)
     assert page.h2 == SECTIONS

@@ -48,7 +48,7 @@ def where_powershell_finds(path: str, root: str = SCRIPT_ROOT) -> str:
 
 @pytest.mark.parametrize("path", PATHS.values(), ids=PATHS.keys())
 def test_is_rooted_on_any_system(path: str) -> None:
-    from lorabuild.plan.plan import is_rooted
+    from lorabuild.plan.layout import is_rooted
 
     assert is_rooted(path) == (path in ROOTED.values())
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from lorabuild import rules
-from lorabuild.probe.facts import PACKAGES, Facts, gather
+from lorabuild.plan.subsets import plan_subsets
+from lorabuild.probe.facts import PACKAGES, gather
 from lorabuild.problems import Problem, format_problem
 from lorabuild.recipe.load import load_recipe
-from lorabuild.recipe.schema import Recipe
 from lorabuild.rules import captions, dataset, evaluate, launch, model, passthrough, training
 from tests.conftest import RECIPE, Project, write_checkpoint, write_image, write_safetensors
 
-Rule = Callable[[Recipe, Facts], Iterable[Problem]]
+Rule = Callable[..., Iterable[Problem]]  # rules.Rule or rules.SubsetRule
 
 # Package sets for the rules that look at what is installed (facts.packages): kohya's stack with
 # nothing optional, and no stack at all (package checks are skipped on a machine that only plans).
@@ -59,7 +59,10 @@ def found(
     facts = gather(loaded.recipe, loaded.path, project.build)
     if packages is not None:
         facts = replace(facts, packages=packages)
-    return [format_problem(p.at(loaded.display)) for p in rule(loaded.recipe, facts)]
+    # As run_rules calls it: a subset rule gets the planned subsets, any other rule ignores them.
+    registered = next(r for r in rules.RULES if r.__name__ == rule.__name__)
+    subsets = plan_subsets(loaded.recipe, facts)
+    return [format_problem(p.at(loaded.display)) for p in registered(loaded.recipe, facts, subsets)]
 
 
 def edit_recipe(project: Project, old: str, new: str) -> None:

@@ -84,7 +84,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorabuild import __version__
-from lorabuild.build.markers import STATE_DIR, path_state
+from lorabuild.build.markers import path_state
+from lorabuild.plan.layout import STATE_DIR
 from lorabuild.problems import LorabuildError
 from lorabuild.render.quoting import make_comment, utf8
 from lorabuild.render.writer import write_atomic

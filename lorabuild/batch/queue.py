@@ -19,7 +19,8 @@ from pathlib import Path
 
 from lorabuild import __version__, pipeline
 from lorabuild.build.artefacts import _environment
-from lorabuild.plan.plan import Plan, is_rooted, relpath
+from lorabuild.plan.layout import is_rooted, relpath
+from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError, Problem, RecipeError, errors_of, format_problem
 from lorabuild.recipe.many import Entry, load_many
 from lorabuild.render.quoting import utf8

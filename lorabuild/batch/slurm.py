@@ -27,7 +27,8 @@ from typing import Any
 from lorabuild import __version__
 from lorabuild.batch.makefile import kohya_head_files, named_paths, output_problem, recipe_files
 from lorabuild.build.artefacts import _environment
-from lorabuild.plan.plan import expected_outputs
+from lorabuild.plan.layout import BuildLayout
+from lorabuild.plan.plan import training_outputs
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.load import cwd_relative  # the rule --set paths follow everywhere
 from lorabuild.recipe.many import load_many
@@ -53,7 +54,7 @@ CLI_KEYS = (
     "lorabuild",
 )
 # The file whose presence says a stage's work exists (besides its .done marker).
-_STAGE_OUTPUT = {"compile": "config.toml", "prepare": "dataset"}
+_STAGE_OUTPUT = {"compile": BuildLayout.CONFIG_TOML, "prepare": BuildLayout.DATASET}
 
 
 class SlurmError(LorabuildError):
@@ -122,9 +123,9 @@ def collect(
         recipe = loaded.recipe
         build_dir = Path(os.path.abspath(build_root / recipe.name))
         if last_stage == "train":
-            final = build_dir / next(f for f in expected_outputs(recipe) if not f.endswith("/"))
+            final = build_dir / next(f for f in training_outputs(recipe).expected() if not f.endswith("/"))
         else:
-            final = build_dir / _STAGE_OUTPUT.get(last_stage, "config.toml")
+            final = build_dir / _STAGE_OUTPUT.get(last_stage, BuildLayout.CONFIG_TOML)
         launch = recipe.launch
         gpus = 0 if launch.gpus == 0 else launch.num_processes
         inputs = dict.fromkeys([*recipe_files(loaded), *named_paths(recipe), *kohya])

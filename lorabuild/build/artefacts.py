@@ -16,7 +16,8 @@ import jinja2
 
 from lorabuild import __version__
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec
-from lorabuild.plan.plan import Plan, is_rooted, portable_path, relpath
+from lorabuild.plan.layout import BuildLayout, is_rooted, portable_path, relpath
+from lorabuild.plan.plan import Plan
 from lorabuild.render.quoting import (
     Quoted,
     bash_quote,
@@ -31,7 +32,14 @@ from lorabuild.render.toml import dumps
 from lorabuild.render.writer import Artefact
 from lorabuild.settings import TEMPLATES_DIR
 
-ARTEFACTS = ("dataset.toml", "config.toml", "sample_prompts.txt", "train.sh", "train.ps1", "plan.json")
+ARTEFACTS = (
+    BuildLayout.DATASET_TOML,
+    BuildLayout.CONFIG_TOML,
+    BuildLayout.SAMPLE_PROMPTS,
+    BuildLayout.TRAIN_SH,
+    BuildLayout.TRAIN_PS1,
+    BuildLayout.PLAN_JSON,
+)
 
 
 def _bash_arg(arg: str) -> str:
@@ -165,20 +173,21 @@ def render(plan: Plan, sd_scripts: Path) -> dict[str, Artefact]:
     )
     ps1 = render_script("train.ps1.j2", plan, sd_scripts)
     return {
-        "dataset.toml": Artefact(
+        BuildLayout.DATASET_TOML: Artefact(
             utf8(
-                dumps(plan.dataset_config, _header(plan, "kohya sd-scripts --dataset_config")), "dataset.toml"
+                dumps(plan.dataset_config.document(), _header(plan, "kohya sd-scripts --dataset_config")),
+                "dataset.toml",
             )
         ),
-        "config.toml": Artefact(utf8(dumps(plan.config, config_header), "config.toml")),
-        "sample_prompts.txt": Artefact(utf8(plan.sample_prompts, "sample_prompts.txt")),
-        "train.sh": Artefact(
+        BuildLayout.CONFIG_TOML: Artefact(utf8(dumps(plan.config.document(), config_header), "config.toml")),
+        BuildLayout.SAMPLE_PROMPTS: Artefact(utf8(plan.sample_prompts, "sample_prompts.txt")),
+        BuildLayout.TRAIN_SH: Artefact(
             utf8(render_script("train.sh.j2", plan, sd_scripts), "train.sh"), executable=True
         ),
         # Windows PowerShell 5.1 reads a script without a byte-order mark in the ANSI code page,
         # which garbles non-ASCII paths and names: write UTF-8 with BOM (and CRLF line ends).
-        "train.ps1": Artefact(b"\xef\xbb\xbf" + utf8(ps1, "train.ps1")),
-        "plan.json": Artefact(
+        BuildLayout.TRAIN_PS1: Artefact(b"\xef\xbb\xbf" + utf8(ps1, "train.ps1")),
+        BuildLayout.PLAN_JSON: Artefact(
             utf8(json.dumps(plan.manifest(), indent=2, ensure_ascii=False) + "\n", "plan.json")
         ),
     }

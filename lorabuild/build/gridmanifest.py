@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MANIFEST = "grid/grid.json"
-"""The manifest, relative to the build folder."""
+from lorabuild.plan.layout import BuildLayout
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class Sheet:
     @property
     def image(self) -> str:
         """The composed sheet (:mod:`lorabuild.render.sheets`), relative to the build folder."""
-        return f"grid/sheet_{self.id}.png"
+        return f"{BuildLayout.GRID}/sheet_{self.id}.png"
 
     def cell(self, epoch: int, weight: float) -> str | None:
         """The cell at ``epoch`` and ``weight`` (relative to the build folder), or None."""
@@ -71,7 +70,7 @@ class Sheet:
 def read_manifest(build_dir: Path) -> list[Sheet] | None:
     """The sheets of the build's grid, or None when there is no readable manifest."""
     try:
-        doc = json.loads((build_dir / MANIFEST).read_text(encoding="utf-8"))
+        doc = json.loads(BuildLayout(build_dir).grid_manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("sheets"), list):

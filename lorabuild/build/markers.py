@@ -7,7 +7,8 @@ a Makefile written by :mod:`lorabuild.batch.makefile` compares those markers' mt
 :mod:`lorabuild.build.state` live in the same folder and fingerprint model files the same way.
 
 Standard library only: ``python -m lorabuild.batch.makefile`` imports this module and must start
-fast (no pydantic, no planner).
+fast (no pydantic, no planner): :mod:`lorabuild.plan.layout`, where :data:`STATE_DIR` is defined
+with the rest of the build folder's layout, is standard library only too.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-STATE_DIR = ".lorabuild"
-"""The folder inside a build folder where lorabuild and make keep what they remember."""
+from lorabuild.plan.layout import STATE_DIR
 
 
 def marker(build_dir: Path, stage: str) -> Path:

@@ -2,8 +2,8 @@
 
 kohya saves each epoch as ``output/NAME-0000EE.ext`` and the last one as ``output/NAME.ext``
 (``lorabuild train`` links the last to its numbered name too; see :mod:`lorabuild.stages.train`);
-:func:`output_layout` says which names a build's training writes (:mod:`lorabuild.kohya.outputs`
-has kohya's naming). :func:`saved_files` lists them by epoch. :class:`HashCache` gives each file's SHA-256 and, for
+the plan's :attr:`~lorabuild.plan.plan.Plan.saves` says which names a build's training writes.
+:func:`saved_files` lists them by epoch. :class:`HashCache` gives each file's SHA-256 and, for
 ``.safetensors``, the hash the AUTOMATIC1111 webui shows for a LoRA: the SHA-256 of the bytes
 after the safetensors header (kohya writes the same value into the file as
 ``sshs_model_hash``; the webui's short hash is its first 12 digits). Both come from one read of
@@ -20,12 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorabuild.kohya.outputs import state_folder
-from lorabuild.plan.plan import Plan, epoch_file, saved_epochs
+from lorabuild.plan.layout import BuildLayout
+from lorabuild.plan.plan import Plan
 from lorabuild.render.writer import write_atomic
-
-HASH_CACHE = ".lorabuild/hashes.json"
-"""The hash cache, relative to the build folder."""
 
 _CACHE_VERSION = 1
 _CHUNK = 1 << 20
@@ -71,59 +68,15 @@ class FileHash:
         return self.model_hash[:12] if self.model_hash else None
 
 
-@dataclass(frozen=True)
-class OutputLayout:
-    """Where a build's training writes, read from its compiled config.
-
-    Attributes:
-        name: kohya's ``output_name``.
-        ext: The LoRA files' extension (``save_model_as``).
-        epochs: How many epochs the run trains.
-        saved: The epochs whose LoRA file it keeps (the last always).
-        save_state: Whether it saves a state after each kept epoch (``save_state``).
-    """
-
-    name: str
-    ext: str
-    epochs: int
-    saved: tuple[int, ...]
-    save_state: bool
-
-    def kohya_file(self, epoch: int) -> str:
-        """The file kohya itself writes for ``epoch`` (the last one without a number)."""
-        return f"output/{self.name}.{self.ext}" if epoch == self.epochs else self.numbered_file(epoch)
-
-    def numbered_file(self, epoch: int) -> str:
-        """``epoch``'s file with its number (for the last epoch, the link ``lorabuild train`` makes)."""
-        return epoch_file(self.name, epoch, self.ext)
-
-    def state(self, epoch: int) -> str:
-        """The state folder kohya writes after ``epoch`` (not the last)."""
-        return state_folder(self.name, epoch)
-
-
-def output_layout(plan: Plan) -> OutputLayout:
-    """The layout of ``plan``'s training."""
-    saving = plan.config.get("saving", {})
-    epochs = int(plan.config["training"]["max_train_epochs"])
-    return OutputLayout(
-        name=str(saving.get("output_name", plan.name)),
-        ext=str(saving.get("save_model_as", "safetensors")),
-        epochs=epochs,
-        saved=tuple(saved_epochs(epochs, saving.get("save_every_n_epochs"))),
-        save_state=bool(saving.get("save_state")),
-    )
-
-
 def saved_files(plan: Plan, build_dir: Path | None = None) -> list[SavedFile]:
     """The LoRA files in the build's ``output/``, by epoch, numbered before unnumbered.
 
     Temporary files (names starting with a dot) and state folders are left out.
     """
     build = build_dir if build_dir is not None else plan.build_dir
-    layout = output_layout(plan)
-    name, ext, epochs = layout.name, layout.ext, layout.epochs
-    folder = build / "output"
+    saves = plan.saves
+    name, ext, epochs = saves.name, saves.ext, saves.epochs
+    folder = BuildLayout(build).output_dir
     pattern = re.compile(re.escape(name) + r"-(\d{6})\." + re.escape(ext))
     found: list[SavedFile] = []
     try:
@@ -146,7 +99,11 @@ def saved_files(plan: Plan, build_dir: Path | None = None) -> list[SavedFile]:
             continue
         if not entry.is_file():
             continue
-        found.append(SavedFile(entry, f"output/{entry.name}", epoch, numbered, st.st_size, st.st_mtime_ns))
+        found.append(
+            SavedFile(
+                entry, f"{BuildLayout.OUTPUT}/{entry.name}", epoch, numbered, st.st_size, st.st_mtime_ns
+            )
+        )
     found.sort(key=lambda f: (f.epoch, not f.numbered))
     return found
 
@@ -190,7 +147,7 @@ class HashCache:
 
     def __init__(self, build_dir: Path):
         self.build_dir = build_dir
-        self.path = build_dir / HASH_CACHE
+        self.path = BuildLayout(build_dir).hashes
         self._entries: dict[str, dict[str, Any]] = {}
         self._dirty = False
         try:

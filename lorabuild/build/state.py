@@ -24,15 +24,16 @@ import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from lorabuild import KOHYA_COMMIT
-from lorabuild.build.markers import STATE_DIR, path_state
+from lorabuild.build.markers import path_state
+from lorabuild.kohya.config import SamplingOptions
 from lorabuild.kohya.tagger import settings_keys
+from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
-from lorabuild.plan.tags import CSV_NAME
 from lorabuild.probe.facts import input_fingerprint, tree_state
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.load import LoadedRecipe
@@ -45,17 +46,10 @@ _CHUNK = 1 << 20
 _NOT_DATASET = (".npz",)
 _NOT_DATASET_NAMES = ("metadata_cache.json", ".DS_Store", "Thumbs.db")
 
-# config.toml sections that do not change the trained weights: in-training samples only render
-# the prompts (kohya saves and restores the RNG around them).
-UNWEIGHTED_SECTIONS = ("sampling",)
-# Keys of the metadata section that change with every edit of the recipe (its hash) but not the
-# weights; the other metadata (title, trigger, author) is written into the LoRA files, so it counts.
-UNWEIGHTED_KEYS = ("training_comment",)
-
 
 def state_dir(build_dir: Path) -> Path:
     """``build/<name>/.lorabuild``."""
-    return build_dir / STATE_DIR
+    return BuildLayout(build_dir).state_dir
 
 
 @dataclass(frozen=True)
@@ -121,7 +115,7 @@ def build_state(build_dir: Path, files: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for name in sorted(set(files)):
         digest.update(tree_state(build_dir / name).encode("utf-8", "surrogateescape"))
-    digest.update(tree_state(build_dir / "dataset", depth=2).encode("utf-8", "surrogateescape"))
+    digest.update(tree_state(BuildLayout(build_dir).dataset_dir, depth=2).encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -186,7 +180,7 @@ def record_prepared(
     if key is None:
         return
     files = [w.path.relative_to(plan.build_dir).as_posix() for w in written]
-    save_prepared(plan.build_dir, key, [*files, CSV_NAME, "autotag"], lines, summary)
+    save_prepared(plan.build_dir, key, [*files, BuildLayout.TAGS_CSV, "autotag"], lines, summary)
 
 
 class Digests:
@@ -259,7 +253,7 @@ def prepare_key(plan: Plan, digests: Digests, recipe_sections: str = "") -> str:
 
 def staged_dataset_digest(plan: Plan, digests: Digests) -> str:
     """The staged dataset as kohya reads it: every file under ``dataset/`` but latent caches."""
-    root = plan.build_dir / "dataset"
+    root = plan.layout.dataset_dir
     entries = []
     if root.is_dir():
         for dirpath, dirnames, filenames in os.walk(root):
@@ -280,20 +274,28 @@ def train_key(plan: Plan, dataset_digest: str, sd_scripts: Path) -> str:
     it names (by size and modification time: hashing gigabytes would take longer than a no-op
     should) and the kohya commit. Editing ``[evaluate]`` changes none of them.
     """
-    config = {k: v for k, v in plan.config.items() if k not in UNWEIGHTED_SECTIONS}
-    if "metadata" in config:
-        config["metadata"] = {k: v for k, v in config["metadata"].items() if k not in UNWEIGHTED_KEYS}
+    # In-training samples do not change the weights (kohya saves and restores the RNG around them),
+    # nor does the training comment, which changes with every edit of the recipe (its hash); the
+    # other metadata (title, trigger, author) is written into the LoRA files, so it counts.
+    weighted = replace(
+        plan.config,
+        sampling=SamplingOptions(sample_prompts=None, sample_every_n_epochs=None, sample_sampler=None),
+        metadata=replace(plan.config.metadata, training_comment=None),
+    )
+    model, network = plan.config.model, plan.config.network
+    named = {
+        "pretrained_model_name_or_path": model.pretrained_model_name_or_path,
+        "vae": model.vae,
+        "tokenizer_cache_dir": model.tokenizer_cache_dir,
+        "network_weights": network.network_weights,
+    }
     model_files = {
-        key: path_fingerprint(plan.build_dir / value)
-        for section in plan.config.values()
-        for key, value in section.items()
-        if key in ("pretrained_model_name_or_path", "vae", "network_weights", "tokenizer_cache_dir")
-        and isinstance(value, str)
+        key: path_fingerprint(plan.build_dir / value) for key, value in named.items() if value is not None
     }
     return _hash(
         {
-            "config": config,
-            "dataset_config": plan.dataset_config,
+            "config": weighted.document(),
+            "dataset_config": plan.dataset_config.document(),
             "launch": [list(plan.launch.argv), [list(e) for e in plan.launch.env]],
             "dataset": dataset_digest,
             "models": model_fingerprints_sorted(model_files),

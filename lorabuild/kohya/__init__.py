@@ -5,6 +5,10 @@
 - :mod:`~lorabuild.kohya.options`: the options kohya accepts (``lorabuild/data/kohya_options.json``) and
   checks of values against them.
 - :mod:`~lorabuild.kohya.launch`: the launch command as data (:class:`LaunchSpec`).
+- :mod:`~lorabuild.kohya.config`: ``--config_file`` and ``--dataset_config`` as typed values, and the one
+  place they become TOML tables.
+- :mod:`~lorabuild.kohya.prompts`: the one writer of kohya's prompt-line syntax (``sample_prompts.txt``,
+  gen_img's ``--from_file``) and what a prompt may hold to survive it.
 - :mod:`~lorabuild.kohya.buckets`: kohya's aspect-ratio bucketing and step counting, reimplemented.
 - :mod:`~lorabuild.kohya.outputs`: how kohya names what a training run saves, and how a run resumes.
 - :mod:`~lorabuild.kohya.genimg`: ``gen_img.py``'s command line for a grid.

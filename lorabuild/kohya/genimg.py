@@ -14,8 +14,9 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import ClassVar, Literal, Protocol
+
+from lorabuild.kohya.prompts import exact_number
 
 EMBEDDINGS_MULTIPLES = {75: 1, 150: 2, 225: 3}
 """``[training] max_token_length`` -> gen_img ``--max_embeddings_multiples`` (75 tokens each)."""
@@ -86,15 +87,6 @@ class GenImgSettings(Protocol):
         """``--H``."""
 
 
-def gen_img_number(value: float) -> str:
-    """A float as gen_img parses it back exactly (``0.8``, ``7.0``), never with an exponent.
-
-    kohya reads a prompt line's numbers with ``[\\d.]+``, so 1e-05 would be read as 1.
-    """
-    text = repr(float(value))
-    return format(Decimal(text), "f") if "e" in text.lower() else text
-
-
 @dataclass(frozen=True)
 class GenImg:
     """A family's grid, rendered by kohya's ``gen_img.py`` with the family's model flags.
@@ -152,7 +144,7 @@ class GenImg:
             "--steps",
             str(settings.steps),
             "--scale",
-            gen_img_number(settings.cfg_scale),
+            exact_number(settings.cfg_scale),
             "--W",
             str(settings.width),
             "--H",

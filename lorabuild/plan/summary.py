@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lorabuild.kohya import families
-from lorabuild.plan.plan import Plan, relpath
+from lorabuild.plan.layout import BuildLayout, relpath
+from lorabuild.plan.plan import Plan
 from lorabuild.problems import Problem, format_problem
 
 # Beyond this many images the per-image bucket list is only shown with --verbose.
@@ -15,25 +16,25 @@ IMAGE_LIST_LIMIT = 40
 def plan_summary(plan: Plan, verbose: bool = False) -> str:
     """A readable account of the plan."""
     cfg = plan.config
-    ds = plan.dataset_config["datasets"][0]
-    width, height = ds["resolution"]
+    ds = plan.dataset_config.dataset
+    width, height = ds.resolution
     lines = [f"{plan.name}  ({plan.recipe_file.as_posix()})"]
     lines.append(
-        f"  model    {cfg['model']['pretrained_model_name_or_path']}: {families.get(plan.family).label} "
+        f"  model    {cfg.model.pretrained_model_name_or_path}: {families.get(plan.family).label} "
         f"-> kohya {plan.script}"
     )
     bucket_text = (
-        f"buckets {ds['min_bucket_reso']}-{ds['max_bucket_reso']} step {ds['bucket_reso_steps']}"
-        + (" no upscale" if ds.get("bucket_no_upscale") else "")
-        if ds["enable_bucket"]
+        f"buckets {ds.min_bucket_reso}-{ds.max_bucket_reso} step {ds.bucket_reso_steps}"
+        + (" no upscale" if ds.bucket_no_upscale else "")
+        if ds.enable_bucket
         else "no buckets"
     )
-    lines.append(f"  dataset  {width}x{height}, batch {ds['batch_size']}, {bucket_text}")
+    lines.append(f"  dataset  {width}x{height}, batch {ds.batch_size}, {bucket_text}")
     for s in plan.subsets:
         samples = len(s.images) * s.repeats
         kind = " (regularisation)" if s.is_reg else ""
         lines.append(
-            f"    [{s.index}] {s.source.as_posix()} -> dataset/{s.folder}: "
+            f"    [{s.index}] {s.source.as_posix()} -> {BuildLayout.staged(s.folder)}: "
             f"{len(s.images)} images x {s.repeats} repeats = {samples} samples{kind}"
         )
     lines.append("  buckets  samples per epoch, repeats included:")
@@ -47,8 +48,8 @@ def plan_summary(plan: Plan, verbose: bool = False) -> str:
         )
     else:
         lines.append(f"  images   {len(images)} (use --verbose to list the bucket of each)")
-    epochs = cfg["training"]["max_train_epochs"]
-    accumulation = cfg["training"].get("gradient_accumulation_steps", 1)
+    epochs = plan.epochs
+    accumulation = cfg.training.gradient_accumulation_steps or 1
     per_epoch = plan.total_steps // epochs
     accum_text = f" / {accumulation} accumulation" if accumulation > 1 else ""
     if plan.num_processes > 1:  # each process takes its share of the batches (kohya: ceil(batches / n / acc))

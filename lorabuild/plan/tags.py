@@ -15,11 +15,9 @@ import io
 from collections import Counter
 from dataclasses import dataclass
 
-from lorabuild.plan.plan import Plan, SubsetPlan
+from lorabuild.plan.plan import Plan
+from lorabuild.plan.subsets import SubsetPlan
 from lorabuild.recipe.captions import split_tags
-
-CSV_NAME = "tags.csv"
-"""The table's file in the build folder."""
 
 
 @dataclass(frozen=True)

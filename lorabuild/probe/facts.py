@@ -2,7 +2,7 @@
 
 This is the imperative shell around the pure core: :func:`gather` touches the disk (folder
 listings, image headers, caption files, the model header, which packages are installed) and
-returns frozen values; :mod:`lorabuild.rules` and :mod:`lorabuild.plan.plan` only read them.
+returns frozen values; :mod:`lorabuild.rules` and :mod:`lorabuild.plan` only read them.
 
 Image facts are cached. The stage manifest (``build/<name>/dataset/.stage.json``, written by
 :mod:`lorabuild.stages.prepare`) records, for every staged image, the header facts and hashes of its

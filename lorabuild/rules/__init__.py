@@ -5,7 +5,8 @@ recipe and the probed facts and yields problems (errors or warnings) with the re
 belong to; :func:`run_rules` runs them all so the user sees every problem at once. Rules that
 mirror a kohya failure name the kohya message or behaviour they prevent.
 
-- :mod:`~lorabuild.rules.registry`: :func:`rule`, :data:`RULES` and :func:`run_rules`.
+- :mod:`~lorabuild.rules.registry`: :func:`rule`, :func:`subset_rule` (a rule that reads the planned
+  subsets), :data:`RULES` and :func:`run_rules`.
 - :mod:`~lorabuild.rules.model`: the base model, its VAE and tokenizers, the build's output name.
 - :mod:`~lorabuild.rules.dataset`: resolution and buckets, source folders, images, caption files.
 - :mod:`~lorabuild.rules.training`: the network (and its starting weights), the optimizer and schedule,
@@ -28,6 +29,6 @@ the recipe and :class:`~lorabuild.probe.facts.Facts` and never touch the disk.
 from lorabuild.rules import model, dataset, training, evaluate, passthrough, captions, launch  # noqa: F401
 
 # isort: on
-from lorabuild.rules.registry import RULES, Rule, rule, run_rules
+from lorabuild.rules.registry import RULES, Rule, SubsetRule, rule, run_rules, subset_rule
 
-__all__ = ["RULES", "Rule", "rule", "run_rules"]
+__all__ = ["RULES", "Rule", "SubsetRule", "rule", "run_rules", "subset_rule"]

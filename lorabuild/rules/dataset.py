@@ -7,19 +7,14 @@ from pathlib import Path
 
 from lorabuild.kohya import families
 from lorabuild.kohya.buckets import adjusted_settings
-from lorabuild.plan.plan import (
-    bad_image,
-    bucket_settings,
-    epoch_bucket_counts,
-    family_of,
-    plan_subsets,
-)
+from lorabuild.plan.plan import family_of
+from lorabuild.plan.subsets import Subsets, bad_image, bucket_settings, epoch_bucket_counts
 from lorabuild.probe.facts import Facts
 from lorabuild.probe.imagefix import near_duplicates
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.captions import normalise, split_tags
 from lorabuild.recipe.schema import Recipe
-from lorabuild.rules.registry import _list, rule
+from lorabuild.rules.registry import _list, rule, subset_rule
 
 # --- dataset and buckets -----------------------------------------------------------------------
 
@@ -177,12 +172,12 @@ def image_min_side(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 yield _bad_image_problem(recipe, str(info.path), reason)
 
 
-@rule
-def every_image_left_out(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def every_image_left_out(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """A subset whose every image is skipped would stage nothing (kohya: "No data found")."""
     if recipe.images.on_bad_image != "skip":
         return  # every bad image is an error already
-    for i, (sf, planned) in enumerate(zip(facts.subsets, plan_subsets(recipe, facts), strict=True)):
+    for i, (sf, planned) in enumerate(zip(facts.subsets, subsets, strict=True)):
         if sf.images and not planned.images:
             yield error(
                 f"dataset.subsets[{i}].source",
@@ -289,12 +284,10 @@ def caption_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 yield warning(str(c.path), f"is empty: the staged caption will hold {holds}")
 
 
-@rule
-def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def trigger_in_captions(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """A trigger that no staged caption contains is never learnt as a word."""
-    for i, (subset, planned) in enumerate(
-        zip(recipe.dataset.subsets, plan_subsets(recipe, facts), strict=True)
-    ):
+    for i, (subset, planned) in enumerate(zip(recipe.dataset.subsets, subsets, strict=True)):
         if not subset.trigger or not planned.images or subset.is_reg:
             continue
         rules_ = recipe.rules_for(subset)
@@ -330,12 +323,12 @@ def trigger_in_captions(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             )
 
 
-@rule
-def small_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def small_buckets(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """Buckets with fewer samples than the batch size give short, noisier batches."""
     if not recipe.dataset.enable_bucket or any(sf.state != "ok" for sf in facts.subsets):
         return
-    counts = epoch_bucket_counts(plan_subsets(recipe, facts))
+    counts = epoch_bucket_counts(subsets)
     small = [f"{w}x{h} ({n})" for (w, h), n in sorted(counts.items()) if n < recipe.dataset.batch_size]
     if small:
         yield warning(
@@ -345,15 +338,15 @@ def small_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         )
 
 
-@rule
-def image_fits_without_buckets(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+@subset_rule
+def image_fits_without_buckets(recipe: Recipe, facts: Facts, subsets: Subsets) -> Iterator[Problem]:
     """Without buckets kohya asserts each image already fits the resolution."""
     ds = recipe.dataset
     if ds.enable_bucket:
         return
     width, height = ds.resolution
     # The staged sizes: an EXIF-rotated photo is staged upright, its sides swapped.
-    for subset in plan_subsets(recipe, facts):
+    for subset in subsets:
         for image in subset.images:
             w, h = image.size
             if w < width or h < height:

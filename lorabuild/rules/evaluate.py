@@ -10,12 +10,10 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
-from lorabuild.plan.plan import (
-    first_trigger,
-    prompt_text,
-    prompt_text_problem,
-    saved_epochs,
-)
+from lorabuild.kohya.outputs import saved_epochs
+from lorabuild.kohya.prompts import prompt_text_problem
+from lorabuild.plan.evaluate import prompt_text
+from lorabuild.plan.subsets import first_trigger
 from lorabuild.probe.facts import Facts
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import Recipe
@@ -88,7 +86,7 @@ def epochs_not_saved(
     """The problem with ``wanted`` epochs that the training never saves, or None.
 
     Args:
-        saved: The epochs the training saves (:func:`lorabuild.plan.plan.saved_epochs`).
+        saved: The epochs the training saves (:func:`lorabuild.kohya.outputs.saved_epochs`).
         wanted: ``"all"`` or the epochs asked for.
         key: Where ``wanted`` came from (``evaluate.epochs``, or ``--epochs`` on the command line).
     """

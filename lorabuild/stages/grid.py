@@ -38,16 +38,12 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from lorabuild.build.saved import output_layout
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya import families
-from lorabuild.kohya.genimg import EMBEDDINGS_MULTIPLES, Dtype
 from lorabuild.kohya.scriptrun import run_script
-from lorabuild.plan.plan import (
-    Plan,
-    plain_number,
-    prompt_text,
-)
+from lorabuild.plan.evaluate import GridSettings
+from lorabuild.plan.layout import BuildLayout
+from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError, Problem, RecipeError
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.recipe.schema import Recipe
@@ -57,10 +53,6 @@ from lorabuild.rules.evaluate import epochs_not_saved
 from lorabuild.rules.evaluate import prompt_problems as recipe_prompt_problems
 from lorabuild.settings import sd_scripts_dir
 
-GRID_DIR = "grid"
-CELLS_DIR = "grid/cells"
-MANIFEST_FILE = "grid/grid.json"
-LOG_FILE = "logs/grid.log"
 MANIFEST_VERSION = 1
 # Bump when what a key covers, or how a cell is rendered, changes: old cells are then not reused.
 KEY_VERSION = 1
@@ -82,106 +74,6 @@ class GridInterrupted(LorabuildError):
 
 
 # --- the pure part -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GridSettings:
-    """What every cell of a build's grid shares, from the recipe and the compiled plan.
-
-    Paths are as gen_img is given them: relative to the build folder (its working directory)
-    or absolute, as in ``config.toml``.
-
-    Attributes:
-        family: The model family (:mod:`lorabuild.kohya.families`; its ``grid`` renders the cells).
-        base: The base model (``--ckpt``).
-        vae: A replacement VAE (``--vae``), or None.
-        tokenizer_cache_dir: ``--tokenizer_cache_dir``, or None.
-        v_parameterization: ``--v_parameterization``.
-        clip_skip: ``--clip_skip``, or None for kohya's default.
-        embeddings_multiples: ``--max_embeddings_multiples`` (3 for max_token_length 225).
-        network_module: The kohya network module the LoRA files were trained with.
-        dtype: fp32 (CPU training or no mixed precision), fp16 or bf16.
-        no_half_vae: ``--no_half_vae``.
-        prompts: The prompts, ``{trigger}`` replaced.
-        negative_prompt: The negative prompt ("" for none).
-        seeds: One image per seed.
-        weights: LoRA weights to compare.
-        baseline: Add the no-LoRA column.
-        sampler: gen_img ``--sampler``.
-        steps: Sampling steps.
-        cfg_scale: CFG scale.
-        width: Image width.
-        height: Image height.
-    """
-
-    family: str
-    base: str
-    vae: str | None
-    tokenizer_cache_dir: str | None
-    v_parameterization: bool
-    clip_skip: int | None
-    embeddings_multiples: int
-    network_module: str
-    dtype: Dtype
-    no_half_vae: bool
-    prompts: tuple[str, ...]
-    negative_prompt: str
-    seeds: tuple[int, ...]
-    weights: tuple[float, ...]
-    baseline: bool
-    sampler: str
-    steps: int
-    cfg_scale: float
-    width: int
-    height: int
-
-    def image_inputs(self) -> dict[str, Any]:
-        """What every cell's pixels depend on besides its own model files, weight, prompt and seed."""
-        return {
-            "family": self.family,
-            "v_parameterization": self.v_parameterization,
-            "clip_skip": self.clip_skip,
-            "embeddings_multiples": self.embeddings_multiples,
-            "dtype": self.dtype,
-            "no_half_vae": self.no_half_vae,
-            "sampler": self.sampler,
-            "steps": self.steps,
-            "cfg_scale": self.cfg_scale,
-            "size": [self.width, self.height],
-        }
-
-
-def grid_settings(plan: Plan, recipe: Recipe) -> GridSettings:
-    """The grid's shared settings for a compiled build."""
-    model = plan.config.get("model", {})
-    training = recipe.training
-    e = recipe.evaluate
-    cpu = recipe.launch.gpus == 0
-    dtype: Dtype = "fp32" if cpu or training.mixed_precision == "no" else training.mixed_precision
-    return GridSettings(
-        family=plan.family,
-        base=str(model["pretrained_model_name_or_path"]),
-        vae=model.get("vae"),
-        tokenizer_cache_dir=model.get("tokenizer_cache_dir"),
-        v_parameterization=bool(model.get("v_parameterization")),
-        clip_skip=model.get("clip_skip"),
-        embeddings_multiples=EMBEDDINGS_MULTIPLES[training.max_token_length],
-        network_module=str(plan.config.get("network", {}).get("network_module", "networks.lora")),
-        dtype=dtype,
-        # A VAE that overflows in fp16 (SDXL's: black images) stays in fp32, as training keeps it.
-        no_half_vae=training.no_half_vae
-        or (families.get(plan.family).vae_overflows_in_fp16 and dtype == "fp16"),
-        prompts=tuple(prompt_text(recipe, p) for p in e.prompts),
-        negative_prompt=e.negative_prompt,
-        seeds=tuple(e.seeds),
-        weights=tuple(e.weights),
-        baseline=e.baseline,
-        sampler=e.sampler,
-        steps=e.steps,
-        cfg_scale=e.cfg_scale,
-        width=e.width or recipe.dataset.resolution[0],
-        height=e.height or recipe.dataset.resolution[1],
-    )
 
 
 def prompt_problems(recipe: Recipe) -> list[Problem]:
@@ -225,7 +117,7 @@ class Cell:
     @property
     def file(self) -> str:
         """The cell's image, relative to the build folder."""
-        return f"{CELLS_DIR}/{self.key}.png"
+        return f"{BuildLayout.CELLS}/{self.key}.png"
 
 
 @dataclass(frozen=True)
@@ -360,11 +252,6 @@ def plan_grid(
     return GridPlan(settings, rows, {e: lora_files[e] for e in rows}, tuple(order.values()), sheets)
 
 
-def _number(value: float) -> str:
-    """A float as gen_img parses it back exactly (``0.8``, ``7.0``)."""
-    return plain_number(repr(float(value)))
-
-
 def network_order(cells: Sequence[Cell]) -> tuple[int, ...]:
     """The epochs whose LoRA files a render of ``cells`` loads, in ``--network_weights`` order."""
     return tuple(sorted({c.epoch for c in cells if c.epoch is not None}))
@@ -377,24 +264,11 @@ def prompt_line(settings: GridSettings, cell: Cell, networks: Sequence[int]) -> 
     command's defaults or on the lines before it; ``--am`` gives every loaded network a weight:
     the cell's epoch gets the cell's weight, every other one 0.
     """
-    parts = [cell.prompt]
-    if settings.negative_prompt:
-        parts.append(f"n {settings.negative_prompt}")
-    parts += [
-        f"w {settings.width}",
-        f"h {settings.height}",
-        f"s {settings.steps}",
-        f"l {_number(settings.cfg_scale)}",
-        f"d {cell.seed}",
-    ]
-    if networks:
-        weights = [
-            _number(cell.weight) if cell.epoch == epoch and cell.weight is not None else "0.0"
-            for epoch in networks
-        ]
-        parts.append("am " + ",".join(weights))
-    parts.append(f"f {cell.key}.png")
-    return " --".join(parts)
+    multipliers = tuple(
+        cell.weight if cell.epoch == epoch and cell.weight is not None else 0.0 for epoch in networks
+    )
+    line = settings.prompt_line(cell.prompt, cell.seed, multipliers=multipliers, image_name=f"{cell.key}.png")
+    return line.gen_img_line()
 
 
 def prompt_file_text(settings: GridSettings, cells: Sequence[Cell], networks: Sequence[int]) -> str:
@@ -456,7 +330,7 @@ def choose_epochs(
     """The grid's rows: the wanted epochs, which must be saved by the training and on disk.
 
     Args:
-        saved: The epochs the training saves (:func:`lorabuild.plan.plan.saved_epochs`).
+        saved: The epochs the training saves (:attr:`lorabuild.kohya.outputs.TrainingOutputs.saved`).
         present: The epochs whose LoRA file exists now.
         wanted: ``"all"`` (every present epoch) or a list.
         key: How messages name where ``wanted`` came from.
@@ -523,14 +397,14 @@ def epoch_files(plan: Plan) -> tuple[list[int], dict[int, str]]:
     The last epoch's numbered file is a link ``lorabuild train`` makes; a build trained with
     ``train.sh`` has only kohya's ``NAME.ext``, which is used then.
     """
-    layout = output_layout(plan)
+    saves = plan.saves
     present: dict[int, str] = {}
-    for epoch in layout.saved:
-        for rel in dict.fromkeys((layout.numbered_file(epoch), layout.kohya_file(epoch))):
+    for epoch in saves.saved:
+        for rel in dict.fromkeys((saves.epoch_file(epoch), saves.kohya_file(epoch))):
             if (plan.build_dir / rel).is_file():
                 present[epoch] = rel
                 break
-    return list(layout.saved), present
+    return list(saves.saved), present
 
 
 def tree_digest(path: Path, digests: Any) -> str:
@@ -585,16 +459,18 @@ def plan_build_grid(
 ) -> GridPlan:
     """The grid of a build as it stands now: its settings, the epoch files on disk and their digests.
 
+    ``loaded`` names the file of each problem's key; the settings are the plan's.
+
     Raises:
         RecipeError: No prompts, a prompt gen_img cannot carry, or an epoch that is never saved.
         GridError: Nothing trained yet, or a wanted epoch's file missing.
     """
-    settings = grid_settings(plan, loaded.recipe)
+    settings = plan.grid
     problems = prompt_problems(loaded.recipe)
     if problems:
         raise RecipeError([p.at(loaded.file_of(p.key)) for p in problems])
     saved, present = epoch_files(plan)
-    wanted: Literal["all"] | Sequence[int] = epochs if epochs is not None else loaded.recipe.evaluate.epochs
+    wanted: Literal["all"] | Sequence[int] = epochs if epochs is not None else settings.epochs
     try:
         rows = choose_epochs(
             saved, sorted(present), wanted, key="evaluate.epochs" if epochs is None else "--epochs"
@@ -604,7 +480,7 @@ def plan_build_grid(
             raise
         raise RecipeError([p.at(loaded.file_of(p.key)) for p in exc.problems]) from None
     build = plan.build_dir
-    digests = digests if digests is not None else Digests(build / GRID_DIR)
+    digests = digests if digests is not None else Digests(plan.layout.grid_dir)
     lora_digests = {e: str(digests.of(build / present[e])) for e in rows}
     base_digest = tree_digest(_relative(build, settings.base), digests)
     vae_digest = tree_digest(_relative(build, settings.vae), digests) if settings.vae else None
@@ -662,7 +538,8 @@ def render_grid(
 
     Args:
         plan: A compiled, trained build.
-        loaded: Its recipe (the ``[evaluate]`` table).
+        loaded: Its recipe, whose files the ``[evaluate]`` problems are attributed to (the settings
+            are the plan's, :attr:`~lorabuild.plan.plan.Plan.grid`).
         epochs: The rows (``--epochs``); ``[evaluate] epochs`` when None.
         force: Render every cell again.
         say: Receives lorabuild's own messages (what is cached, progress).
@@ -683,7 +560,7 @@ def render_grid(
     build = plan.build_dir
     with build_lock(build) if lock else contextlib.nullcontext():
         grid = plan_build_grid(plan, loaded, epochs=epochs, sd_scripts=kohya)
-        cells_dir = build / CELLS_DIR
+        cells_dir = plan.layout.cells_dir
         todo = [c for c in grid.cells if force or not is_png(build / c.file)]
         cached = len(grid.cells) - len(todo)
         seconds = 0.0
@@ -696,11 +573,11 @@ def render_grid(
             tell(
                 f"grid: rendering {len(todo)} cell(s) with gen_img"
                 + (f" ({cached} already rendered)" if cached else "")
-                + f"; its output goes to {(build / LOG_FILE).as_posix()}"
+                + f"; its output goes to {plan.layout.grid_log.as_posix()}"
             )
             seconds, log = _render(grid, todo, plan, kohya, python, tell, on_line, pre_calc, max_batch)
         doc = manifest(grid, plan.name)
-        manifest_path = build / MANIFEST_FILE
+        manifest_path = plan.layout.grid_manifest
         write_atomic(manifest_path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         rendered = {c.key for c in todo}
         blank = tuple(c.file for c in grid.cells if c.key in rendered and is_blank(build / c.file))
@@ -736,7 +613,7 @@ def _render(
     build = plan.build_dir
     settings = grid.settings
     networks = network_order(todo)
-    work = build / GRID_DIR / f".render-{os.getpid()}"
+    work = plan.layout.grid_dir / f".render-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "out").mkdir(parents=True)
     prompt_file = work / "prompts.txt"
@@ -767,7 +644,7 @@ def _render(
         if cell is not None:
             tell(f"grid: cell {cell}/{total}")
 
-    log = build / LOG_FILE
+    log = plan.layout.grid_log
     try:
         run = run_script(renderer.NAME, argv, build, log, env, handle)
         done = _collect(build, work / "out", todo)
@@ -794,7 +671,7 @@ def _render(
 
 def _collect(build: Path, outdir: Path, todo: Sequence[Cell]) -> set[str]:
     """Move every whole PNG gen_img wrote for ``todo`` into ``cells/``; return the keys moved."""
-    cells = build / CELLS_DIR
+    cells = BuildLayout(build).cells_dir
     cells.mkdir(parents=True, exist_ok=True)
     done: set[str] = set()
     for cell in todo:

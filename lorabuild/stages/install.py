@@ -33,7 +33,7 @@ from PIL import Image
 
 from lorabuild import __version__
 from lorabuild.build.gridmanifest import read_manifest
-from lorabuild.build.saved import HashCache, SavedFile, epoch_files, output_layout
+from lorabuild.build.saved import HashCache, SavedFile, epoch_files
 from lorabuild.kohya import families
 from lorabuild.plan.plan import Plan
 from lorabuild.plan.tags import activation_text
@@ -115,11 +115,11 @@ class InstallPlan:
         return [f for f in self.files if f.action == "conflict"]
 
 
-def default_weight(recipe: Recipe) -> float:
-    """``install.weight``, else the middle of ``evaluate.weights`` (the upper middle of an even count)."""
+def default_weight(plan: Plan, recipe: Recipe) -> float:
+    """``install.weight``, else the middle of the grid's weights (the upper middle of an even count)."""
     if recipe.install.weight is not None:
         return recipe.install.weight
-    weights = sorted(recipe.evaluate.weights)
+    weights = sorted(plan.grid.weights)
     return weights[len(weights) // 2]
 
 
@@ -130,9 +130,8 @@ def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> 
     card still says which epoch and recipe it is after the build folder is gone. Nothing in it
     changes between two installs of the same file, so a second install is a no-op.
     """
-    epochs = output_layout(plan).epochs
     provenance = (
-        f"{plan.name}: epoch {epoch} of {epochs}, installed by lorabuild {__version__} from "
+        f"{plan.name}: epoch {epoch} of {plan.epochs}, installed by lorabuild {__version__} from "
         f"{plan.recipe_file.name} (recipe sha256 {plan.recipe_hash[:12]}); file sha256 {sha256}."
     )
     notes = recipe.install.notes.strip()
@@ -250,8 +249,8 @@ def choose_epoch(plan: Plan, recipe: Recipe, display: str, epoch: int | None) ->
         RecipeError: Nothing was saved yet, or not that epoch (the message lists what was).
     """
     files = epoch_files(plan)
-    epochs = output_layout(plan).epochs
-    where = (plan.build_dir / "output").as_posix()
+    epochs = plan.epochs
+    where = plan.layout.output_dir.as_posix()
     if epoch is not None:
         wanted, key, file = epoch, "--epoch", ""
     else:
@@ -375,7 +374,7 @@ def plan_install(
 
     Args:
         plan: The build's plan.
-        recipe: Its recipe (the ``[install]`` and ``[evaluate]`` tables).
+        recipe: Its recipe (the ``[install]`` table).
         display: The recipe file as messages name it.
         epoch: ``--epoch`` (overrides ``install.epoch``).
         weight: ``--weight`` (overrides ``install.weight``).
@@ -391,7 +390,7 @@ def plan_install(
         )
     where = targets(recipe, display, webui, comfyui)
     source = choose_epoch(plan, recipe, display, epoch)
-    chosen_weight = weight if weight is not None else default_weight(recipe)
+    chosen_weight = weight if weight is not None else default_weight(plan, recipe)
     hashes = HashCache(plan.build_dir)
     sha256 = hashes.of(source.rel).sha256
     hashes.save()
@@ -444,7 +443,7 @@ def _suggestion(plan: Plan, recipe: Recipe, display: str, flag: int | None, chos
         return []
     try:
         losslog = importlib.import_module("lorabuild.render.losslog")
-        suggested = losslog.suggest_epoch(losslog.read_scalars(plan.build_dir / "logs"))
+        suggested = losslog.suggest_epoch(losslog.read_scalars(plan.layout.logs_dir))
     except Exception:  # no loss module or no readable logs: no suggestion
         return []
     if suggested is None or suggested == chosen:

@@ -61,8 +61,10 @@ from typing import Any
 
 from lorabuild import __version__
 from lorabuild.kohya import tagger
-from lorabuild.plan.plan import STAGED_CAPTION_EXTENSION, Plan, StagedImage, with_raw_captions
-from lorabuild.plan.tags import CSV_NAME, tags_csv
+from lorabuild.plan.layout import BuildLayout
+from lorabuild.plan.plan import Plan, with_raw_captions
+from lorabuild.plan.subsets import STAGED_CAPTION_EXTENSION, StagedImage
+from lorabuild.plan.tags import tags_csv
 from lorabuild.probe.decodecheck import decode_problems
 from lorabuild.probe.facts import (
     PROBE_CACHE_VERSION,
@@ -267,7 +269,7 @@ class _Stager:
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.root = plan.build_dir / "dataset"
+        self.root = plan.layout.dataset_dir
         manifest = read_stage_manifest(self.root / STAGE_MANIFEST)
         self.old_images: dict[str, list[Any]] = {}
         self.old_captions: dict[str, list[Any]] = {}
@@ -524,9 +526,9 @@ def stage(plan: Plan) -> StageReport:
                 replace(s, images=tuple(i for i in s.images if id(i) not in left_out)) for s in plan.subsets
             ),
         )
-    csv_path = plan.build_dir / CSV_NAME
+    csv_path = plan.layout.tags_csv
     if stager.changed or not csv_path.exists():
-        (written,) = write_files(plan.build_dir, {CSV_NAME: Artefact(tags_csv(staged))})
+        (written,) = write_files(plan.build_dir, {BuildLayout.TAGS_CSV: Artefact(tags_csv(staged))})
         tags = written.action
     else:
         tags = "identical"  # the same captions as when it was written

@@ -30,18 +30,13 @@ from PIL import Image
 
 from lorabuild import KOHYA_COMMIT, __version__
 from lorabuild.build.gridmanifest import Sheet, read_manifest
-from lorabuild.build.saved import HashCache, output_layout, saved_files
+from lorabuild.build.saved import HashCache, saved_files
+from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
-from lorabuild.plan.tags import CSV_NAME, activation_text
+from lorabuild.plan.tags import activation_text
 from lorabuild.render.units import human_size
 from lorabuild.render.writer import Artefact, write_files
 from lorabuild.settings import TEMPLATES_DIR
-
-REPORT_NAME = "report.html"
-"""The report's file in the build folder."""
-
-LOSS_PNG = "loss.png"
-"""The loss plot :func:`write_report` asks :mod:`lorabuild.render.losslog` for, in the build folder."""
 
 TAGS_SHOWN = 40
 """Tags listed per subset (the most frequent); the rest are counted."""
@@ -91,8 +86,8 @@ def write_report(plan: Plan, build_dir: Path | None = None) -> Path:
     """Write ``build/<name>/report.html`` atomically (only when its bytes change); returns its path."""
     build = build_dir if build_dir is not None else plan.build_dir
     html = render_report(collect(plan, build))
-    write_files(build, {REPORT_NAME: Artefact(html.encode("utf-8"))})
-    return build / REPORT_NAME
+    write_files(build, {BuildLayout.REPORT: Artefact(html.encode("utf-8"))})
+    return BuildLayout(build).report
 
 
 def render_report(data: ReportData) -> str:
@@ -116,17 +111,16 @@ def collect(plan: Plan, build: Path) -> ReportData:
     tags, tags_note = tag_tables(plan, build)
     sheets, grid_note = grid_sheets(build)
     files, files_note, hashed = saved_table(plan, build, suggested)
-    epochs = output_layout(plan).epochs
+    epochs = plan.epochs
     saved_epochs = {f["epoch"] for f in files}
     install_epoch = suggested if suggested in saved_epochs else (max(saved_epochs) if saved_epochs else None)
     recipe = plan.recipe_file.as_posix()
     command = f"lorabuild install {shlex.quote(recipe)}" + (
         f" --epoch {install_epoch}" if install_epoch is not None else ""
     )
-    metadata = plan.config.get("metadata", {})
     return ReportData(
         name=plan.name,
-        title=str(metadata.get("metadata_title") or plan.name),
+        title=plan.config.metadata.metadata_title or plan.name,
         summary=summary_rows(plan),
         subsets=subset_rows(plan),
         buckets=bucket_rows(plan),
@@ -151,46 +145,44 @@ def collect(plan: Plan, build: Path) -> ReportData:
 def summary_rows(plan: Plan) -> list[tuple[str, str]]:
     """The recipe summary: (label, value) rows from the compiled config and the plan."""
     cfg = plan.config
-    model, network, optimizer = cfg.get("model", {}), cfg.get("network", {}), cfg.get("optimizer", {})
-    training, saving, metadata = cfg.get("training", {}), cfg.get("saving", {}), cfg.get("metadata", {})
-    dataset = (plan.dataset_config.get("datasets") or [{}])[0]
+    model, network, optimizer = cfg.model, cfg.network, cfg.optimizer
+    training, saving, metadata = cfg.training, cfg.saving, cfg.metadata
+    dataset = plan.dataset_config.dataset
     rows: list[tuple[str, str]] = [("name", plan.name)]
-    if metadata.get("metadata_title") and metadata["metadata_title"] != plan.name:
-        rows.append(("title", str(metadata["metadata_title"])))
-    if metadata.get("metadata_description"):
-        rows.append(("description", str(metadata["metadata_description"])))
-    if metadata.get("metadata_author"):
-        rows.append(("author", str(metadata["metadata_author"])))
+    if metadata.metadata_title and metadata.metadata_title != plan.name:
+        rows.append(("title", metadata.metadata_title))
+    if metadata.metadata_description:
+        rows.append(("description", metadata.metadata_description))
+    if metadata.metadata_author:
+        rows.append(("author", metadata.metadata_author))
     rows.append(("trigger", activation_text(plan) or "(none)"))
-    rows.append(("base model", str(model.get("pretrained_model_name_or_path", "?"))))
+    rows.append(("base model", model.pretrained_model_name_or_path))
     rows.append(("family", f"{plan.family} ({plan.script})"))
-    if model.get("clip_skip"):
-        rows.append(("clip skip", str(model["clip_skip"])))
-    net = f"{network.get('network_module', '?')}, dim {network.get('network_dim', '?')}, alpha {_num(network.get('network_alpha'))}"
-    if network.get("network_args"):
-        net += " (" + ", ".join(str(a) for a in network["network_args"]) + ")"
+    if model.clip_skip:
+        rows.append(("clip skip", str(model.clip_skip)))
+    net = f"{network.network_module}, dim {network.network_dim}, alpha {_num(network.network_alpha)}"
+    if network.network_args:
+        net += " (" + ", ".join(network.network_args) + ")"
     rows.append(("network", net))
-    opt = f"{optimizer.get('optimizer_type', '?')}, lr {_num(optimizer.get('learning_rate'))}"
-    for key, label in (("unet_lr", "U-Net lr"), ("text_encoder_lr", "text encoder lr")):
-        if optimizer.get(key) is not None:
-            opt += f", {label} {_num(optimizer[key])}"
-    if optimizer.get("lr_scheduler"):
-        opt += f", {optimizer['lr_scheduler']} schedule"
-    if optimizer.get("lr_warmup_steps"):
-        opt += f", warm-up {_num(optimizer['lr_warmup_steps'])}"
+    opt = f"{optimizer.optimizer_type}, lr {_num(optimizer.learning_rate)}"
+    for value, label in ((optimizer.unet_lr, "U-Net lr"), (optimizer.text_encoder_lr, "text encoder lr")):
+        if value is not None:
+            opt += f", {label} {_num(value)}"
+    if optimizer.lr_scheduler:
+        opt += f", {optimizer.lr_scheduler} schedule"
+    if optimizer.lr_warmup_steps:
+        opt += f", warm-up {_num(optimizer.lr_warmup_steps)}"
     rows.append(("optimizer", opt))
-    resolution = dataset.get("resolution")
-    if resolution:
-        rows.append(("resolution", "×".join(str(x) for x in resolution)))
-    rows.append(("batch size", str(dataset.get("batch_size", "?"))))
-    rows.append(("epochs", str(training.get("max_train_epochs", "?"))))
+    rows.append(("resolution", "×".join(str(x) for x in dataset.resolution)))
+    rows.append(("batch size", str(dataset.batch_size)))
+    rows.append(("epochs", str(training.max_train_epochs)))
     rows.append(
         (
             "steps",
             f"{plan.batches_per_epoch} batches per epoch, {plan.steps_per_epoch} per epoch, {plan.total_steps} in all",
         )
     )
-    every = saving.get("save_every_n_epochs")
+    every = saving.save_every_n_epochs
     rows.append(
         (
             "saved",
@@ -201,12 +193,11 @@ def summary_rows(plan: Plan) -> list[tuple[str, str]]:
             else "the last epoch",
         )
     )
-    if training.get("mixed_precision"):
+    if training.mixed_precision:
         rows.append(
             (
                 "precision",
-                f"mixed precision {training['mixed_precision']}, files saved as "
-                f"{saving.get('save_precision', '?')}",
+                f"mixed precision {training.mixed_precision}, files saved as {saving.save_precision}",
             )
         )
     rows.append(("recipe", plan.recipe_file.as_posix()))
@@ -223,7 +214,7 @@ def subset_rows(plan: Plan) -> list[dict[str, Any]]:
     """One row per subset: staged folder, source, trigger, images, repeats, samples per epoch."""
     return [
         {
-            "folder": f"dataset/{s.folder}",
+            "folder": BuildLayout.staged(s.folder),
             "source": s.source.as_posix(),
             "trigger": s.trigger or "",
             "images": len(s.images),
@@ -247,9 +238,9 @@ def bucket_rows(plan: Plan) -> list[dict[str, Any]]:
 def tag_tables(plan: Plan, build: Path) -> tuple[list[dict[str, Any]], str]:
     """Per subset, the most frequent tags before and after the rules (from ``tags.csv``)."""
     try:
-        text = (build / CSV_NAME).read_text(encoding="utf-8")
+        text = BuildLayout(build).tags_csv.read_text(encoding="utf-8")
     except OSError:
-        return [], f"no {CSV_NAME} yet: run lorabuild prepare"
+        return [], f"no {BuildLayout.TAGS_CSV} yet: run lorabuild prepare"
     rows_by_subset: dict[int, list[dict[str, Any]]] = {}
     try:
         for row in csv.DictReader(io.StringIO(text)):
@@ -257,7 +248,7 @@ def tag_tables(plan: Plan, build: Path) -> tuple[list[dict[str, Any]], str]:
                 {"tag": row["tag"], "before": int(row["before"]), "after": int(row["after"])}
             )
     except (KeyError, ValueError, csv.Error):
-        return [], f"{CSV_NAME} could not be read: run lorabuild prepare again"
+        return [], f"{BuildLayout.TAGS_CSV} could not be read: run lorabuild prepare again"
     tables = []
     for subset in plan.subsets:
         rows = rows_by_subset.get(subset.index, [])
@@ -269,7 +260,7 @@ def tag_tables(plan: Plan, build: Path) -> tuple[list[dict[str, Any]], str]:
             r["percent"] = round(100 * max(r["before"], r["after"]) / images, 1)
         tables.append(
             {
-                "folder": f"dataset/{subset.folder}",
+                "folder": BuildLayout.staged(subset.folder),
                 "images": len(subset.images),
                 "rows": shown,
                 "more": len(rows) - len(shown),
@@ -288,10 +279,11 @@ def _losslog() -> Any:
 
 def _scalars(build: Path) -> dict[str, list[tuple[int, float]]]:
     losslog = _losslog()
-    if losslog is None or not (build / "logs").is_dir():
+    logs = BuildLayout(build).logs_dir
+    if losslog is None or not logs.is_dir():
         return {}
     try:
-        scalars = losslog.read_scalars(build / "logs")
+        scalars = losslog.read_scalars(logs)
     except Exception:  # an unreadable or half-written event file must not stop the report
         return {}
     return dict(scalars) if scalars else {}
@@ -319,7 +311,7 @@ def _loss(
     losslog = _losslog()
     reason = ""
     try:
-        plotted = losslog.plot_loss(scalars, build / LOSS_PNG, title=f"{build.name}: loss")
+        plotted = losslog.plot_loss(scalars, BuildLayout(build).loss_png, title=f"{build.name}: loss")
     except Exception:
         plotted = None
     # plot_loss returns a LossPlot (path, reason, notes); a bare path is accepted too.

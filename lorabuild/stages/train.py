@@ -6,7 +6,7 @@
   with :mod:`lorabuild.kohya.diagnose`); a NaN loss fails the build, since its files are unusable.
 - **Normalised outputs.** kohya saves the last epoch only as ``NAME.ext``; once training
   succeeded it is linked (hard link, else copy) to ``NAME-0000EE.ext`` too, so every epoch has its
-  numbered file (:func:`lorabuild.plan.plan.expected_outputs` lists both names).
+  numbered file (:meth:`lorabuild.kohya.outputs.TrainingOutputs.expected` lists both names).
 - **Resume.** With ``training.save_state`` a run that stopped (Ctrl-C, a crash, SIGKILL, a power
   cut) with the inputs unchanged continues from its last complete epoch state
   (:func:`lorabuild.kohya.outputs.resume_args`: ``--resume output/NAME-0000EE-state --initial_epoch
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorabuild.build.saved import OutputLayout, output_layout
 from lorabuild.build.state import (
     BuildLock,
     Digests,
@@ -38,7 +37,7 @@ from lorabuild.build.state import (
     staged_dataset_digest,
     train_key,
 )
-from lorabuild.kohya.outputs import resume_args, saved_name_pattern, state_is_complete
+from lorabuild.kohya.outputs import TrainingOutputs, resume_args, saved_name_pattern, state_is_complete
 from lorabuild.kohya.progress import Display, Tracker
 from lorabuild.kohya.runner import resolve_argv
 from lorabuild.kohya.scriptrun import run_script
@@ -97,13 +96,10 @@ class TrainResult:
 
 def find_resume_point(plan: Plan) -> ResumePoint | None:
     """The latest complete intermediate state whose epoch file exists too."""
-    layout = output_layout(plan)
-    for epoch in reversed(layout.saved[:-1]):
-        state = layout.state(epoch)
-        if (
-            state_is_complete(plan.build_dir / state)
-            and (plan.build_dir / layout.kohya_file(epoch)).is_file()
-        ):
+    saves = plan.saves
+    for epoch in reversed(saves.saved[:-1]):
+        state = saves.state(epoch)
+        if state_is_complete(plan.build_dir / state) and (plan.build_dir / saves.kohya_file(epoch)).is_file():
             return ResumePoint(epoch, state)
     return None
 
@@ -113,11 +109,11 @@ def clean_outputs(plan: Plan) -> int:
 
     A fresh run must not be judged by files it did not write. Returns how many were removed.
     """
-    layout = output_layout(plan)
-    output = plan.build_dir / "output"
+    name = plan.saves.name
+    output = plan.layout.output_dir
     if not output.is_dir():
         return 0
-    ours = saved_name_pattern(layout.name)
+    ours = saved_name_pattern(name)
     removed = 0
     for entry in output.iterdir():
         if ours.match(entry.name):
@@ -129,7 +125,7 @@ def clean_outputs(plan: Plan) -> int:
     samples = output / "sample"
     if samples.is_dir():
         for entry in samples.iterdir():
-            if entry.is_file() and entry.name.startswith(layout.name + "_"):
+            if entry.is_file() and entry.name.startswith(name + "_"):
                 entry.unlink()
                 removed += 1
     return removed
@@ -164,18 +160,18 @@ def train(
         TrainingInterrupted: lorabuild was stopped (Ctrl-C, SIGTERM) and stopped kohya.
     """
     tell = say or (lambda text: None)
-    layout = output_layout(plan)
+    saves = plan.saves
     build = plan.build_dir
     previous = load_stamps(build).get("train")
     resume = None
-    if not fresh and layout.save_state and previous and previous.key == key and previous.status != "done":
+    if not fresh and saves.save_state and previous and previous.key == key and previous.status != "done":
         resume = find_resume_point(plan)
     if resume is None:
         removed = clean_outputs(plan)
         if removed:
-            tell(f"removed {removed} file(s) of an earlier training from {build.as_posix()}/output")
+            tell(f"removed {removed} file(s) of an earlier training from {plan.layout.output_dir.as_posix()}")
     else:
-        tell(f"resuming from {resume.state} (epoch {resume.epoch} of {layout.epochs} done)")
+        tell(f"resuming from {resume.state} (epoch {resume.epoch} of {saves.epochs} done)")
 
     argv = resolve_argv(plan.launch, sd_scripts)
     if resume is not None:
@@ -187,7 +183,7 @@ def train(
     save_stamp(build, "train", Stamp(key, "started", detail=detail))
 
     start_step = resume.epoch * plan.steps_per_epoch if resume else 0
-    tracker = Tracker(plan.total_steps, layout.epochs, start_step)
+    tracker = Tracker(plan.total_steps, saves.epochs, start_step)
     display = Display(tracker) if on_line is None else None
 
     def handle(line: str) -> None:
@@ -199,7 +195,7 @@ def train(
             on_line(line)
 
     started = time.time()
-    log = build / "logs" / "train.log"
+    log = plan.layout.train_log
     try:
         run = run_script(
             KOHYA,
@@ -221,13 +217,13 @@ def train(
 
     if run.interrupted:
         fail("interrupted")
-        point = find_resume_point(plan) if layout.save_state else None
+        point = find_resume_point(plan) if saves.save_state else None
         if point is not None:
             hint = (
                 f"run lorabuild train {plan.recipe_file.as_posix()} again to continue after epoch "
                 f"{point.epoch} (its saved state)"
             )
-        elif layout.save_state:
+        elif saves.save_state:
             hint = "no epoch state was saved yet, so the next run starts over"
         else:
             hint = "the next run starts over (set training.save_state = true to be able to resume)"
@@ -247,8 +243,8 @@ def train(
 
     # Files this run had to write: the epochs after the resume point, and the final one.
     done_before = resume.epoch if resume else 0
-    due = [layout.kohya_file(e) for e in layout.saved if e > done_before]
-    due += [layout.state(e) for e in layout.saved[:-1] if e > done_before] if layout.save_state else []
+    due = [saves.kohya_file(e) for e in saves.saved if e > done_before]
+    due += [saves.state(e) for e in saves.saved[:-1] if e > done_before] if saves.save_state else []
     missing = [f for f in due if not _written_since(build / f, started)]
     if missing:
         fail("failed")
@@ -258,12 +254,12 @@ def train(
         raise TrainingError(run.diagnosed_message(progress.nan_step))
 
     if resume is not None:
-        for epoch in layout.saved:
+        for epoch in saves.saved:
             if epoch > resume.epoch:
-                fixed = correct_steps(build / layout.kohya_file(epoch), epoch * plan.steps_per_epoch)
+                fixed = correct_steps(build / saves.kohya_file(epoch), epoch * plan.steps_per_epoch)
                 if fixed:
-                    tell(f"corrected ss_steps in {layout.kohya_file(epoch)} (kohya counts from 0 on resume)")
-    link_last_epoch(build, layout)
+                    tell(f"corrected ss_steps in {saves.kohya_file(epoch)} (kohya counts from 0 on resume)")
+    link_last_epoch(build, saves)
     absent = [f for f in plan.outputs if not (build / f.rstrip("/")).exists()]
     if absent:
         fail("failed")
@@ -302,10 +298,10 @@ def _written_since(path: Path, since: float) -> bool:
         return False
 
 
-def link_last_epoch(build: Path, layout: OutputLayout) -> None:
+def link_last_epoch(build: Path, saves: TrainingOutputs) -> None:
     """Give the last epoch's file (kohya's ``NAME.ext``) its numbered name too."""
-    final = build / layout.kohya_file(layout.epochs)
-    numbered = build / layout.numbered_file(layout.epochs)
+    final = build / saves.kohya_file(saves.epochs)
+    numbered = build / saves.epoch_file(saves.epochs)
     tmp = numbered.with_name(f".{numbered.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:

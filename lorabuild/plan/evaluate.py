@@ -1,0 +1,162 @@
+"""What ``[evaluate]`` asks for, computed once in :func:`~lorabuild.plan.plan.build_plan`.
+
+:class:`GridSettings` is everything the grid's cells share (the model as ``config.toml`` names it,
+the precision, the prompts with ``{trigger}`` replaced, seeds, weights, epochs, sampler settings);
+:mod:`lorabuild.stages.grid` renders it with gen_img, :mod:`lorabuild.stages.install` takes its
+default weight from it, and :func:`sample_prompts` writes the same prompts as kohya's
+``sample_prompts.txt``. Nothing downstream goes back to the recipe's ``[evaluate]`` table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lorabuild.kohya import families
+from lorabuild.kohya.config import KohyaConfig
+from lorabuild.kohya.genimg import EMBEDDINGS_MULTIPLES, Dtype
+from lorabuild.kohya.prompts import PromptLine
+from lorabuild.plan.subsets import first_trigger
+from lorabuild.recipe.schema import Recipe
+from lorabuild.render.quoting import comment_text
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """What every cell of a build's grid shares, from the recipe and the compiled config.
+
+    Paths are as gen_img is given them: relative to the build folder (its working directory)
+    or absolute, as in ``config.toml``.
+
+    Attributes:
+        family: The model family (:mod:`lorabuild.kohya.families`; its ``grid`` renders the cells).
+        base: The base model (``--ckpt``).
+        vae: A replacement VAE (``--vae``), or None.
+        tokenizer_cache_dir: ``--tokenizer_cache_dir``, or None.
+        v_parameterization: ``--v_parameterization``.
+        clip_skip: ``--clip_skip``, or None for kohya's default.
+        embeddings_multiples: ``--max_embeddings_multiples`` (3 for max_token_length 225).
+        network_module: The kohya network module the LoRA files were trained with.
+        dtype: fp32 (CPU training or no mixed precision), fp16 or bf16.
+        no_half_vae: ``--no_half_vae``.
+        prompts: The prompts, ``{trigger}`` replaced.
+        negative_prompt: The negative prompt ("" for none).
+        seeds: One image per seed.
+        weights: LoRA weights to compare.
+        baseline: Add the no-LoRA column.
+        sampler: gen_img ``--sampler``.
+        steps: Sampling steps.
+        cfg_scale: CFG scale.
+        width: Image width.
+        height: Image height.
+        epochs: The rows ``[evaluate] epochs`` asks for: ``"all"`` (every saved epoch) or a list.
+    """
+
+    family: str
+    base: str
+    vae: str | None
+    tokenizer_cache_dir: str | None
+    v_parameterization: bool
+    clip_skip: int | None
+    embeddings_multiples: int
+    network_module: str
+    dtype: Dtype
+    no_half_vae: bool
+    prompts: tuple[str, ...]
+    negative_prompt: str
+    seeds: tuple[int, ...]
+    weights: tuple[float, ...]
+    baseline: bool
+    sampler: str
+    steps: int
+    cfg_scale: float
+    width: int
+    height: int
+    epochs: Literal["all"] | tuple[int, ...] = "all"
+
+    def image_inputs(self) -> dict[str, Any]:
+        """What every cell's pixels depend on besides its own model files, weight, prompt and seed."""
+        return {
+            "family": self.family,
+            "v_parameterization": self.v_parameterization,
+            "clip_skip": self.clip_skip,
+            "embeddings_multiples": self.embeddings_multiples,
+            "dtype": self.dtype,
+            "no_half_vae": self.no_half_vae,
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "size": [self.width, self.height],
+        }
+
+    def prompt_line(
+        self, prompt: str, seed: int, *, multipliers: tuple[float, ...] = (), image_name: str | None = None
+    ) -> PromptLine:
+        """The prompt-file line of one image of ``prompt`` and ``seed``, in these settings.
+
+        Args:
+            prompt: One of :attr:`prompts`.
+            seed: The seed.
+            multipliers: gen_img's ``--am``: each loaded network's weight.
+            image_name: gen_img's ``--f``: the file it saves the image as.
+        """
+        return PromptLine(
+            prompt=prompt,
+            negative=self.negative_prompt,
+            width=self.width,
+            height=self.height,
+            seed=seed,
+            steps=self.steps,
+            cfg_scale=self.cfg_scale,
+            sampler=self.sampler,
+            multipliers=multipliers,
+            image_name=image_name,
+        )
+
+
+def prompt_text(recipe: Recipe, prompt: str) -> str:
+    """The prompt as kohya is given it: ``{trigger}`` replaced by the first subset's trigger."""
+    return prompt.replace("{trigger}", first_trigger(recipe) or "")
+
+
+def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSettings:
+    """The grid's shared settings: ``[evaluate]``, and the model and precision training used."""
+    model, training, e = config.model, recipe.training, recipe.evaluate
+    cpu = recipe.launch.gpus == 0
+    dtype: Dtype = "fp32" if cpu or training.mixed_precision == "no" else training.mixed_precision
+    return GridSettings(
+        family=family,
+        base=model.pretrained_model_name_or_path,
+        vae=model.vae,
+        tokenizer_cache_dir=model.tokenizer_cache_dir,
+        v_parameterization=model.v_parameterization,
+        clip_skip=model.clip_skip,
+        embeddings_multiples=EMBEDDINGS_MULTIPLES[training.max_token_length],
+        network_module=config.network.network_module,
+        dtype=dtype,
+        # A VAE that overflows in fp16 (SDXL's: black images) stays in fp32, as training keeps it.
+        no_half_vae=training.no_half_vae or (families.get(family).vae_overflows_in_fp16 and dtype == "fp16"),
+        prompts=tuple(prompt_text(recipe, p) for p in e.prompts),
+        negative_prompt=e.negative_prompt,
+        seeds=tuple(e.seeds),
+        weights=tuple(e.weights),
+        baseline=e.baseline,
+        sampler=e.sampler,
+        steps=e.steps,
+        cfg_scale=e.cfg_scale,
+        width=e.width or recipe.dataset.resolution[0],
+        height=e.height or recipe.dataset.resolution[1],
+        epochs=e.epochs if e.epochs == "all" else tuple(e.epochs),
+    )
+
+
+def sample_prompts(name: str, grid: GridSettings) -> str:
+    """``sample_prompts.txt`` in kohya's text format: one line per prompt and seed."""
+    lines = [
+        f"# Sample prompts for {comment_text(name)}, generated by lorabuild from the recipe's "
+        "[evaluate] table."
+    ]
+    for prompt in grid.prompts:
+        for seed in grid.seeds:
+            lines.append(grid.prompt_line(prompt, seed).sample_prompts_line())
+    return "\n".join(lines) + "\n"
