@@ -106,3 +106,34 @@ def _sheet(raw: Any) -> Sheet | None:
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+MANIFEST_VERSION = 1
+
+
+def manifest(grid: GridPlan, name: str) -> dict[str, Any]:
+    """The ``grid/grid.json`` document (version 1; see :mod:`lorabuild.build.gridmanifest`)."""
+    s = grid.settings
+    return {
+        "version": MANIFEST_VERSION,
+        "name": name,
+        "settings": {
+            "negative_prompt": s.negative_prompt,
+            "lora_files": {str(e): grid.lora_files[e] for e in grid.epochs},
+            **s.image_inputs(),
+        },
+        "sheets": [
+            {
+                "id": sheet.id,
+                "prompt": sheet.prompt,
+                "negative_prompt": s.negative_prompt,
+                "seed": sheet.seed,
+                "rows": [{"epoch": e, "label": f"epoch {e}"} for e in sheet.epochs],
+                "columns": [
+                    {"weight": w, "label": "no LoRA" if w is None else f"{w:g}"} for w in sheet.columns
+                ],
+                "cells": [[c.file for c in row] for row in sheet.cells],
+            }
+            for sheet in grid.sheets
+        ],
+    }
