@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from lorabuild.demo.demo import DEMO_RECIPE, prepare_demo  # noqa: E402
 from lorabuild.kohya import families  # noqa: E402
+from lorabuild.plan import gridcells  # noqa: E402
 from lorabuild.plan.plan import Plan  # noqa: E402
 from lorabuild.settings import sd_scripts_dir  # noqa: E402
 from lorabuild.stages import grid  # noqa: E402
@@ -87,12 +88,19 @@ def timed(label: str, action: Callable[[], None], results: dict[str, list[float]
 
 
 def gen_img(
-    plan: Plan, g: grid.GridPlan, cells: list[grid.Cell], networks: tuple[int, ...], work: Path, log: Path
+    plan: Plan,
+    g: gridcells.GridPlan,
+    cells: list[gridcells.Cell],
+    networks: tuple[int, ...],
+    work: Path,
+    log: Path,
 ) -> None:
     """One plain gen_img process for ``cells`` with ``networks`` loaded (no lorabuild around it)."""
     shutil.rmtree(work, ignore_errors=True)
     (work / "out").mkdir(parents=True)
-    (work / "prompts.txt").write_text(grid.prompt_file_text(g.settings, cells, networks), encoding="utf-8")
+    (work / "prompts.txt").write_text(
+        gridcells.prompt_file_text(g.settings, cells, networks), encoding="utf-8"
+    )
     build = plan.build_dir
     argv = families.get(g.settings.family).grid.argv(
         g.settings,
@@ -153,7 +161,7 @@ def main() -> None:
     wanted = [chosen[v] for v in args.variants.split(",") if v]
     # The reference: one process, one LoRA, the same number of images (epoch 1 at each weight).
     single_cells = [
-        grid.Cell(g.epochs[0], c.weight, c.prompt_index, c.seed, c.prompt, f"single{i:03d}")
+        gridcells.Cell(g.epochs[0], c.weight, c.prompt_index, c.seed, c.prompt, f"single{i:03d}")
         for i, c in enumerate(g.cells)
     ]
     logs = build / "logs"

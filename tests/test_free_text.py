@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from lorabuild.build.artefacts import render
+from lorabuild.plan import gridcells
 from lorabuild.plan.evaluate import prompt_text
 from lorabuild.probe import facts
 from lorabuild.problems import RecipeError, Severity
@@ -299,8 +300,8 @@ def what_kohya_reads(plan: Any, recipe: Recipe) -> Read:
         settings = plan.grid
         assert not grid.prompt_problems(recipe)  # the grid refuses nothing the check passed
         for index, prompt in enumerate(settings.prompts):
-            cell = grid.Cell(3, 0.8, index, e.seeds[0], prompt, "k")
-            read = gen_img_prompt(grid.prompt_line(settings, cell, (3,)))
+            cell = gridcells.Cell(3, 0.8, index, e.seeds[0], prompt, "k")
+            read = gen_img_prompt(gridcells.prompt_line(settings, cell, (3,)))
             assert read.get("negative_prompt", "") == e.negative_prompt
             texts.append(read["prompt"])
     captions = []

@@ -19,6 +19,7 @@ from PIL import Image
 from lorabuild.build.gridmanifest import read_manifest
 from lorabuild.kohya import families
 from lorabuild.kohya.options import options
+from lorabuild.plan import gridcells
 from lorabuild.plan.evaluate import GridSettings
 from lorabuild.problems import RecipeError
 from lorabuild.recipe.load import LoadedRecipe, load_recipe
@@ -106,8 +107,8 @@ def plan_of(
     digests: dict[int, str] = DIGESTS,
     epochs: tuple[int, ...] = (1, 2, 3),
     base: str = "b",
-) -> grid.GridPlan:
-    return grid.plan_grid(s, epochs, FILES, digests, base_digest=base, vae_digest=None, kohya="abc")
+) -> gridcells.GridPlan:
+    return gridcells.plan_grid(s, epochs, FILES, digests, base_digest=base, vae_digest=None, kohya="abc")
 
 
 # --- planning and keys ---------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def test_cells_and_sheets() -> None:
     runs = [(c.epoch, c.weight) for c in g.cells]
     assert runs[:4] == [(None, None)] * 4
     assert runs[4:8] == [(1, 0.5)] * 4
-    assert grid.batch_size(g.cells, 8) == 4 and grid.batch_size(g.cells, 2) == 2
+    assert gridcells.batch_size(g.cells, 8) == 4 and gridcells.batch_size(g.cells, 2) == 2
 
 
 def test_no_baseline() -> None:
@@ -138,11 +139,11 @@ def test_no_baseline() -> None:
     assert g.sheets[0].columns == (0.5, 1.0)
 
 
-def keys(g: grid.GridPlan) -> dict[tuple[int | None, float | None, int, int], str]:
+def keys(g: gridcells.GridPlan) -> dict[tuple[int | None, float | None, int, int], str]:
     return {(c.epoch, c.weight, c.prompt_index, c.seed): c.key for c in g.cells}
 
 
-def changed(a: grid.GridPlan, b: grid.GridPlan) -> set[tuple[int | None, float | None, int, int]]:
+def changed(a: gridcells.GridPlan, b: gridcells.GridPlan) -> set[tuple[int | None, float | None, int, int]]:
     ka, kb = keys(a), keys(b)
     return {k for k in ka if ka[k] != kb.get(k)}
 
@@ -181,7 +182,8 @@ def test_keys_change_only_with_their_inputs() -> None:
     assert changed(g, plan_of(s, base="other base")) == everything
     assert (
         changed(
-            g, grid.plan_grid(s, (1, 2, 3), FILES, DIGESTS, base_digest="b", vae_digest=None, kohya="new")
+            g,
+            gridcells.plan_grid(s, (1, 2, 3), FILES, DIGESTS, base_digest="b", vae_digest=None, kohya="new"),
         )
         == everything
     )
@@ -194,18 +196,18 @@ def test_prompt_lines() -> None:
     s = settings(seeds=(1234,), prompts=("kazari, smile",))
     g = plan_of(s, epochs=(2, 3))
     cells = {(c.epoch, c.weight): c for c in g.cells}
-    networks = grid.network_order(g.cells)
+    networks = gridcells.network_order(g.cells)
     assert networks == (2, 3)
-    line = grid.prompt_line(s, cells[(3, 0.5)], networks)
+    line = gridcells.prompt_line(s, cells[(3, 0.5)], networks)
     assert line == (
         "kazari, smile --n lowres --w 64 --h 64 --s 4 --l 7.0 --d 1234 --am 0.0,0.5 "
         f"--f {cells[(3, 0.5)].key}.png"
     )
-    assert " --am 0.0,0.0 " in grid.prompt_line(s, cells[(None, None)], networks)
+    assert " --am 0.0,0.0 " in gridcells.prompt_line(s, cells[(None, None)], networks)
     # Without a negative prompt or loaded networks, those options are left out.
-    bare = grid.prompt_line(replace(s, negative_prompt=""), cells[(None, None)], ())
+    bare = gridcells.prompt_line(replace(s, negative_prompt=""), cells[(None, None)], ())
     assert " --n " not in bare and " --am " not in bare
-    text = grid.prompt_file_text(s, g.cells, networks)
+    text = gridcells.prompt_file_text(s, g.cells, networks)
     assert text.count("\n") == len(g.cells) and not text.startswith("#")
 
 
@@ -525,7 +527,7 @@ def test_real_gen_img_renders_a_small_grid(project: Project, monkeypatch: pytest
 def test_pre_calc_is_chosen_where_merging_costs_less_than_running_every_network() -> None:
     tutorial = settings(width=512, height=512, steps=20)
     cpu_demo = settings(width=64, height=64, steps=2)
-    assert grid.use_pre_calc(tutorial, batch=1, networks=10)
-    assert not grid.use_pre_calc(cpu_demo, batch=1, networks=10)
-    assert grid.use_pre_calc(settings(steps=80), batch=4, networks=10)  # 80 x 4 x (2 x 2) = 1280 >= 320
-    assert not grid.use_pre_calc(tutorial, batch=1, networks=0)  # the baseline alone: nothing to merge
+    assert gridcells.use_pre_calc(tutorial, batch=1, networks=10)
+    assert not gridcells.use_pre_calc(cpu_demo, batch=1, networks=10)
+    assert gridcells.use_pre_calc(settings(steps=80), batch=4, networks=10)  # 80 x 4 x (2 x 2) = 1280 >= 320
+    assert not gridcells.use_pre_calc(tutorial, batch=1, networks=0)  # the baseline alone: nothing to merge

@@ -6,7 +6,7 @@
 - :mod:`~lorabuild.build.markers`: what make and lorabuild share in ``.lorabuild/`` (the folder's
   name, ``<stage>.done`` markers, the inputs' stat fingerprint); standard library only.
 - :mod:`~lorabuild.build.saved`: the LoRA files a build saved, and their cached hashes.
-- :mod:`~lorabuild.build.gridmanifest`: reading ``grid/grid.json``.
+- :mod:`~lorabuild.build.gridmanifest`: ``grid/grid.json``, made from the grid's cells and read back.
 
 May import: :mod:`lorabuild.plan` and the layers below it (not :mod:`lorabuild.rules`).
 """

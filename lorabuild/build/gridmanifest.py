@@ -1,13 +1,14 @@
-"""Reading ``build/<name>/grid/grid.json``, the evaluation grid's manifest, for the report and install.
+"""``build/<name>/grid/grid.json``, the evaluation grid's manifest: written by the grid, read by the report and install.
 
-:mod:`lorabuild.stages.grid` writes the manifest (version 1)::
+:func:`manifest` makes the document (version 1) from a :class:`~lorabuild.plan.gridcells.GridPlan`;
+:mod:`lorabuild.stages.grid` writes it::
 
     {"version": 1, "name": ..., "sheets": [{"id": "p00_s1234", "prompt": ..., "negative_prompt": ...,
      "seed": 1234, "rows": [{"epoch": 1, "label": "epoch 1"}, ...],
      "columns": [{"weight": null, "label": "no LoRA"}, {"weight": 0.6, "label": "0.6"}, ...],
      "cells": [["grid/cells/<key>.png" or null, ...], ...]}]}
 
-Cell paths are relative to the build folder; ``cells[row][column]``. This module only reads it,
+Cell paths are relative to the build folder; ``cells[row][column]``. :func:`read_manifest` reads it,
 tolerating what a newer or half-written manifest may lack: a sheet it cannot read is skipped.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorabuild.plan.gridcells import GridPlan
 from lorabuild.plan.layout import BuildLayout
 
 
@@ -108,11 +110,13 @@ def _sheet(raw: Any) -> Sheet | None:
         return None
 
 
+# --- writing it ---------------------------------------------------------------------------------
+
 MANIFEST_VERSION = 1
 
 
 def manifest(grid: GridPlan, name: str) -> dict[str, Any]:
-    """The ``grid/grid.json`` document (version 1; see :mod:`lorabuild.build.gridmanifest`)."""
+    """The ``grid/grid.json`` document of ``grid`` (version 1, as above), for the build ``name``."""
     s = grid.settings
     return {
         "version": MANIFEST_VERSION,

@@ -7,6 +7,8 @@
   ``--dataset_config`` options (:mod:`lorabuild.kohya.config`).
 - :mod:`~lorabuild.plan.evaluate`: what ``[evaluate]`` asks for (:class:`GridSettings`), and
   ``sample_prompts.txt``.
+- :mod:`~lorabuild.plan.gridcells`: the evaluation grid's cells keyed by content, their order and
+  gen_img prompt lines, and the sheets that lay them out (from the grid settings and file digests).
 - :mod:`~lorabuild.plan.layout`: the build folder's layout (:class:`BuildLayout`); standard library only.
 - :mod:`~lorabuild.plan.summary`: the summary ``lorabuild check`` prints.
 - :mod:`~lorabuild.plan.tags`: tag frequencies before and after the caption rules (``lorabuild tags``,

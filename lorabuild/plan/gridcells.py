@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from lorabuild.plan.evaluate import GridSettings
 from lorabuild.plan.layout import BuildLayout
 
-
 # Bump when what a key covers, or how a cell is rendered, changes: old cells are then not reused.
 KEY_VERSION = 1
 
@@ -92,10 +91,11 @@ class GridPlan:
     @property
     def key(self) -> str:
         """A hash of every cell's key: the grid's inputs as a whole."""
-        return _digest([c.key for c in self.cells])
+        return json_digest([c.key for c in self.cells])
 
 
-def _digest(doc: object) -> str:
+def json_digest(doc: object) -> str:
+    """sha256 of ``doc`` as compact JSON with sorted keys (hex)."""
     blob = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -128,7 +128,7 @@ def cell_key(
         "seed": seed,
         **settings.image_inputs(),
     }
-    return _digest(doc)[:32]
+    return json_digest(doc)[:32]
 
 
 def plan_grid(

@@ -5,28 +5,24 @@
   ``--network_weights`` in the same order) and each prompt-file line selects one with ``--am``
   (``0,0,0.8,0``: zeros switch the others off; all zeros is the no-LoRA baseline). With
   ``--network_pre_calc`` each batch merges the selected weights into the model instead of running
-  every network's layers in every forward pass, and lines are ordered so that the cells of one
-  epoch and weight follow each other (gen_img batches consecutive lines with equal settings).
-  KOHYA.md section 8.2 has the gen_img facts this module relies on.
+  every network's layers in every forward pass. The cells, their order and their prompt lines are
+  :mod:`lorabuild.plan.gridcells`' (pure); KOHYA.md section 8.2 has the gen_img facts they rely on.
 - **Content-addressed cells.** A cell's file is ``grid/cells/<key>.png``, where the key hashes
-  everything its pixels depend on (base model and LoRA file digests, weight, prompt, negative
-  prompt, seed, sampler, steps, CFG, size, clip skip, prompt length, precision, kohya commit).
-  Only missing cells are rendered; a second ``lorabuild grid`` renders nothing. The no-LoRA
-  baseline does not depend on the epoch, so its one cell per prompt and seed serves every row.
+  everything its pixels depend on (:func:`lorabuild.plan.gridcells.cell_key`). Only missing cells
+  are rendered; a second ``lorabuild grid`` renders nothing.
 - **Truthful results.** gen_img writes into a temporary folder under ``grid/``; every expected
   PNG must be there and decode before it is moved into ``cells/`` (kohya's exit status alone is
-  not trusted). ``grid/grid.json`` (:mod:`lorabuild.build.gridmanifest` reads it) lists each prompt
+  not trusted). ``grid/grid.json`` (:mod:`lorabuild.build.gridmanifest`) lists each prompt
   and seed's sheet: rows by epoch, columns by weight; :mod:`lorabuild.render.sheets` draws them.
 
-:func:`plan_grid`, :func:`prompt_file_text` and :func:`manifest` are pure (the command line is the
-family's :attr:`~lorabuild.kohya.families.Family.grid`: :mod:`lorabuild.kohya.genimg`);
+:func:`plan_build_grid` finds the build's epoch files and digests and plans its cells (the command
+line is the family's :attr:`~lorabuild.kohya.families.Family.grid`: :mod:`lorabuild.kohya.genimg`);
 :func:`render_grid` is the stage's verb.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -38,10 +34,20 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from lorabuild.build.gridmanifest import manifest
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya import families
 from lorabuild.kohya.scriptrun import run_script
-from lorabuild.plan.evaluate import GridSettings
+from lorabuild.plan.gridcells import (
+    Cell,
+    GridPlan,
+    batch_size,
+    json_digest,
+    network_order,
+    plan_grid,
+    prompt_file_text,
+    use_pre_calc,
+)
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError, Problem, RecipeError
@@ -190,7 +196,7 @@ def tree_digest(path: Path, digests: Any) -> str:
             entries.append([file.relative_to(path).as_posix(), digests.of(file)])
     if not entries:
         raise GridError(f"{path.as_posix()} does not exist or is empty: check model.base (lorabuild check)")
-    return _digest(entries)
+    return json_digest(entries)
 
 
 def is_png(path: Path) -> bool:
