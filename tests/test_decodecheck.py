@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from lorabuild.build import dataset as stage
 from lorabuild.probe import decodecheck
 from lorabuild.probe.decodecheck import decode_problem, decode_problems
 from lorabuild.probe.images import probe_image
 from lorabuild.problems import RecipeError
-from lorabuild.stages import prepare as stage
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.prepare import prepare
 from tests.conftest import Project

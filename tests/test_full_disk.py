@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from lorabuild import cli
-from lorabuild.stages import prepare as stage
+from lorabuild.build import dataset as stage
 from tests.conftest import Project, run_lorabuild, write_image
 
 BUILD = Path("build/Test_v1")

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps, features
 
+from lorabuild.build import dataset as stage
+from lorabuild.build.dataset import StageReport
 from lorabuild.plan.plan import Plan, with_raw_captions
 from lorabuild.probe import facts
 from lorabuild.probe.imagefix import dhash, hamming, near_duplicates, staged_image_names
 from lorabuild.probe.images import ImageInfo, kohya_reads_name
 from lorabuild.problems import RecipeError
-from lorabuild.stages import prepare as stage
 from lorabuild.stages.check import check, require_plan
-from lorabuild.stages.prepare import StageReport
 from tests.conftest import Project, run_lorabuild, write_image
 
 FOLDER = "build/Test_v1/dataset/2_uiharu_kazari"

@@ -70,7 +70,6 @@ from lorabuild.probe.imagefix import convert_image
 from lorabuild.problems import Problem, RecipeError, error, warning
 from lorabuild.render.writer import Artefact, write_all, write_atomic, write_error, write_files, writing
 
-
 MANIFEST_VERSION = 1
 
 

@@ -141,7 +141,7 @@ def with_raw_captions(plan: Plan, recipe: Recipe, raw: Mapping[Path, str]) -> Pl
     """The plan with new captions, before the rules, for some images (by source path).
 
     The hook for a caption source other than the caption files, such as an auto-tagger: the
-    rules run on ``raw`` exactly as on a caption file's text, and :func:`lorabuild.stages.prepare.stage`
+    rules run on ``raw`` exactly as on a caption file's text, and :func:`lorabuild.build.dataset.stage`
     then writes what changed.
     """
     subsets = []

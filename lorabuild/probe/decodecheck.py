@@ -3,7 +3,7 @@
 :func:`lorabuild.probe.images.probe_image` reads headers and tails: a file cut short is caught there,
 but one damaged in the middle (a bad sector, a broken download resumed at the wrong offset)
 passes, and kohya stops on it minutes into a run (``OSError`` while caching latents). Staging
-(:mod:`lorabuild.stages.prepare`) runs :func:`decode_problems` on the images it is about to link, that is
+(:mod:`lorabuild.build.dataset`) runs :func:`decode_problems` on the images it is about to link, that is
 on sources that are new or changed since the last ``prepare``: an unchanged image keeps its
 stage-manifest record and is never decoded again, so a warm ``prepare`` decodes nothing.
 Converted images need no check of their own: converting decodes them.
