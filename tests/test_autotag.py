@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild.kohya import runner
+from lorabuild.kohya import runner, tagging
 from lorabuild.kohya import tagger as autotag
 from lorabuild.kohya.runner import RunResult
 from lorabuild.kohya.tagger import (
@@ -27,8 +27,6 @@ from lorabuild.kohya.tagger import (
     merge_tags,
     needs_tags,
     read_output,
-    tag_captions,
-    tag_images,
     tagger_argv,
     tagger_env,
     tagger_passes,
@@ -252,7 +250,7 @@ def test_tag_images_links_runs_and_caches(
     work = project.build / "Test_v1"
     s = section(model)
 
-    tags = tag_images(images, s, work, sd_scripts=Path("/opt/sd-scripts"), python="py")
+    tags = tagging.tag_images(images, s, work, sd_scripts=Path("/opt/sd-scripts"), python="py")
     assert tags == {image: ["1girl", "short_hair", "uiharu_kazari_(toaru)"] for image in images}
     # Two runs (general tags; characters relabelled), one kohya process each, on the same links.
     assert len(fake.calls) == 2
@@ -261,11 +259,11 @@ def test_tag_images_links_runs_and_caches(
     ] * 2
     assert project.tree_hash("data") == before
     # 000.png and 003.png are the same bytes (one colour, one size): cached once, by content.
-    cache = json.loads(autotag.cache_file(work, autotag.settings_key(s)).read_text(encoding="utf-8"))
+    cache = json.loads(tagging.cache_file(work, autotag.settings_key(s)).read_text(encoding="utf-8"))
     assert cache["version"] == 1 and len(cache["tags"]) == 3 and fake.images == [3, 3]
     assert sorted(p.name for p in (work / "autotag").iterdir()) == sorted(
         [
-            autotag.cache_file(work, autotag.settings_key(s)).name,
+            tagging.cache_file(work, autotag.settings_key(s)).name,
             "digests.json",
             "tagger-0.log",
             "tagger-1.log",
@@ -275,22 +273,23 @@ def test_tag_images_links_runs_and_caches(
     # Nothing new: no run, and no image read again. A new image: one more run for it alone.
     reads: list[Path] = []
     real_digest = autotag.file_digest
-    monkeypatch.setattr(autotag, "file_digest", lambda p: reads.append(p) or real_digest(p))
-    assert tag_images(images, s, work, sd_scripts=Path("/x")) == tags
+    for module in (autotag, tagging):  # the settings key's digest, the images'
+        monkeypatch.setattr(module, "file_digest", lambda p: reads.append(p) or real_digest(p))
+    assert tagging.tag_images(images, s, work, sd_scripts=Path("/x")) == tags
     assert len(fake.calls) == 2
     assert reads == [model / "selected_tags.csv"]  # the settings key; no image
     extra = write_image(tmp_path / "other" / "new.PNG", (64, 32))
-    tag_images([*images, extra], s, work, sd_scripts=Path("/x"))
+    tagging.tag_images([*images, extra], s, work, sd_scripts=Path("/x"))
     assert len(fake.calls) == 4 and fake.images[2:] == [1, 1]
     assert fake.calls[-1][2].endswith("images")
     # A new threshold is a new cache.
-    tag_images(
+    tagging.tag_images(
         images, section(model, general_threshold=0.5, character_threshold=0.5), work, sd_scripts=Path("/x")
     )
     assert len(fake.calls) == 5
     # An image whose content changed is tagged again.
     write_image(images[1], (64, 64))
-    tag_images(images, s, work, sd_scripts=Path("/x"))
+    tagging.tag_images(images, s, work, sd_scripts=Path("/x"))
     assert len(fake.calls) == 7
 
 
@@ -310,7 +309,7 @@ def test_tag_captions_by_mode(
     model = write_model_folder(tmp_path / "wd14")
     captioned, bare = write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png", (64, 64))
     s = section(model, mode=mode, character_threshold=2)  # one run; the fake's tags: 1girl, short_hair
-    merged = tag_captions({captioned: ["smile", "short hair"], bare: []}, s, tmp_path / "build")
+    merged = tagging.tag_captions({captioned: ["smile", "short hair"], bare: []}, s, tmp_path / "build")
     assert [merged[captioned], merged[bare]] == expected
     assert fake.images == [sent]
 
@@ -335,7 +334,7 @@ def test_tag_images_sees_hard_links(
     monkeypatch.setattr(runner, "run", spy)
     model = write_model_folder(tmp_path / "models" / "wd14")
     source = write_image(tmp_path / "src" / "a.jpeg")
-    tag_images([source], section(model, character_threshold=2), project.build / "x")
+    tagging.tag_images([source], section(model, character_threshold=2), project.build / "x")
     assert seen == {"000000.jpeg": (source.stat().st_ino, source.stat().st_dev)}
     assert not list((project.build / "x" / "autotag").glob("run-*"))  # the links are gone
 
@@ -343,7 +342,7 @@ def test_tag_images_sees_hard_links(
 def test_tag_images_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     image = write_image(tmp_path / "a.png")
     with pytest.raises(AutotagError, match=r"needs model\.onnx and selected_tags\.csv in this folder"):
-        tag_images([image], section(tmp_path / "none"), tmp_path / "build")
+        tagging.tag_images([image], section(tmp_path / "none"), tmp_path / "build")
     model = write_model_folder(tmp_path / "wd14")
 
     def failing(argv: Sequence[str], cwd: Path, log: Path, *_: object) -> RunResult:
@@ -354,8 +353,8 @@ def test_tag_images_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         AutotagError,
         match=r"^kohya's WD14 tagger stopped with exit status 1\. Its whole output is in .*/autotag/tagger-0.log",
     ):
-        tag_images([image], section(model), tmp_path / "build")
-    assert tag_images([], section(model), tmp_path / "build") == {}
+        tagging.tag_images([image], section(model), tmp_path / "build")
+    assert tagging.tag_images([], section(model), tmp_path / "build") == {}
 
 
 # --- the real kohya script ---------------------------------------------------------------------
@@ -409,7 +408,7 @@ def test_real_tagger_tags_images(project: Project, tmp_path: Path, monkeypatch: 
     s = section(model, undesired_tags=["watermark", "-_-"])  # "-_-" must not read as an option
     lines: list[str] = []
 
-    tags = tag_images(
+    tags = tagging.tag_images(
         list(images.values()), s, project.build / "T", python=sys.executable, on_line=lines.append
     )
     assert tags == {
@@ -428,7 +427,7 @@ def test_real_tagger_tags_images(project: Project, tmp_path: Path, monkeypatch: 
     assert join_tags(apply_rules(merged, rules, "kazari")) == "kazari, smile, 1girl, red theme, uiharu kazari"
 
     # A second prepare tags nothing.
-    assert tag_images(list(images.values()), s, project.build / "T") == tags
+    assert tagging.tag_images(list(images.values()), s, project.build / "T") == tags
     assert len(calls) == 2
 
 
@@ -443,7 +442,7 @@ def test_real_tagger_one_run_for_equal_thresholds(tmp_path: Path, monkeypatch: p
     s = section(
         model, general_threshold=0.6, character_threshold=0.6, character_tags_first=True, batch_size=2
     )
-    tags = tag_images(
+    tags = tagging.tag_images(
         [images["red.png"], images["green.webp"]], s, tmp_path / "build", on_line=lambda _: None
     )
     assert tags == {

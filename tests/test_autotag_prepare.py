@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lorabuild import pipeline
-from lorabuild.kohya import runner
+from lorabuild.kohya import runner, tagging
 from lorabuild.kohya import tagger as autotag
 from lorabuild.kohya.tagger import AutotagError, preflight
 from lorabuild.stages.check import check
@@ -183,7 +183,7 @@ def test_real_tagger_in_prepare(project: Project, mode: str, monkeypatch: pytest
     )
     before = project.tree_hash("data")
     lines: list[str] = []
-    monkeypatch.setattr(autotag, "tag_captions", _quiet(autotag.tag_captions, lines))
+    monkeypatch.setattr(tagging, "tag_captions", _quiet(tagging.tag_captions, lines))
     report = run_prepare(project)
     assert report.stages[1].ran
     folder = project.build / "Test_v1" / "dataset" / "2_kazari"

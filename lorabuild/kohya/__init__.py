@@ -17,7 +17,9 @@
   tail kept, its failure, interruption or missing files worded, naming the script that ran.
 - :mod:`~lorabuild.kohya.progress`: kohya's progress output, parsed and shown.
 - :mod:`~lorabuild.kohya.diagnose`: known ways a kohya run fails, each as one sentence and a fix.
-- :mod:`~lorabuild.kohya.tagger`: kohya's WD14 tagger (``[captions.autotag]``), run and cached.
+- :mod:`~lorabuild.kohya.tagger`: kohya's WD14 tagger (``[captions.autotag]``): its model folder, command
+  lines, output and cache key.
+- :mod:`~lorabuild.kohya.tagging`: the tagger run on the images that need tags, cached by content.
 
 May import: :mod:`lorabuild.recipe` and the layers below it. Nothing here knows the plan or the build
 folder's layout; kohya's Python stack (torch...) is never imported, only run in kohya's processes.

@@ -1,4 +1,11 @@
-"""Auto-tagging: kohya's WD14 tagger run on links to the images that need tags, cached by content.
+"""kohya's WD14 tagger as lorabuild drives it: its model folder, its command lines, its output.
+
+What the check, the rules and the stamps ask of the tagger, without running it: where the recipe
+sets ``[captions.autotag]`` (:func:`autotag_sections`), whether a model folder is complete
+(:func:`probe_model_dir`), the settings key of its cache (:func:`settings_key`); and the pure
+pieces a run is made of (:func:`tagger_passes`, :func:`tagger_argv`, :func:`read_output`,
+:func:`merge_tags`). :mod:`lorabuild.kohya.tagging` runs it on the images that need tags and
+caches the result.
 
 ``[captions.autotag]`` runs the pinned kohya's ``finetune/tag_images_by_wd14_tagger.py`` with
 ``--onnx`` on a local model folder holding ``model.onnx`` and ``selected_tags.csv`` (the layout of
@@ -16,6 +23,9 @@ character tags are always off (``--character_threshold=2``); one run with the ta
 gives the general tags, and one run with the character tags relabelled as general tags, at the
 character threshold, gives the character tags (:func:`tagger_passes`; one run is enough when
 the thresholds are equal or character tags are off).
+
+kohya writes a caption next to every image of the folder it is given; :func:`tagger_argv` asks for
+``--output_path`` JSON instead, which :func:`read_output` reads back.
 """
 
 from __future__ import annotations
@@ -26,10 +36,8 @@ import importlib.util
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +46,6 @@ from lorabuild import KOHYA_COMMIT
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.captions import normalise
 from lorabuild.recipe.schema import AutotagSection, Recipe
-from lorabuild.settings import sd_scripts_dir
 
 TAGGER_SCRIPT = "finetune/tag_images_by_wd14_tagger.py"
 """The tagger inside the kohya checkout."""
@@ -253,6 +260,11 @@ def read_tag_list(path: Path) -> list[tuple[str, str]]:
     with path.open(encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     return [(row[1], row[2]) for row in rows[1:] if len(row) >= 3]
+
+
+def character_tags(path: Path) -> frozenset[str]:
+    """The names of the character tags (category 4) in a ``selected_tags.csv``."""
+    return frozenset(name for name, category in read_tag_list(path) if category == _CHARACTER)
 
 
 def characters_as_general(csv_text: str) -> str:

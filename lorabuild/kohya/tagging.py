@@ -3,7 +3,8 @@
 kohya writes a caption next to every image of the folder it is given. lorabuild gives it a
 temporary folder (under ``build/<name>/autotag/``) of hard links, or copies across file systems,
 to just the images that need tags, and asks for ``--output_path`` JSON instead of caption files,
-so no tagger file lands next to a source image or in the stage.
+so no tagger file lands next to a source image or in the stage. The command lines and the tag
+list's rewrite are :mod:`lorabuild.kohya.tagger`'s.
 
 Results are cached in ``build/<name>/autotag/<settings key>.json``: each image's content sha256
 mapped to its tags. The settings key hashes everything that changes the tagger's output (the
@@ -31,11 +32,11 @@ from pathlib import Path
 
 from lorabuild.kohya.scriptrun import run_script
 from lorabuild.kohya.tagger import (
-    _CHARACTER,
     CACHE_VERSION,
     MODEL_FILES,
     TAGGER_NAME,
     AutotagError,
+    character_tags,
     characters_as_general,
     combine,
     file_digest,
@@ -43,7 +44,6 @@ from lorabuild.kohya.tagger import (
     needs_tags,
     probe_model_dir,
     read_output,
-    read_tag_list,
     settings_key,
     tagger_argv,
     tagger_env,
@@ -52,7 +52,6 @@ from lorabuild.kohya.tagger import (
 from lorabuild.recipe.schema import AutotagSection
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
-
 
 # Extensions kohya's tagger lists (library.train_util.IMAGE_EXTENSIONS without the optional
 # AVIF/JXL plugins). PIL recognises an image by its content, so a link to any other image is
@@ -85,8 +84,6 @@ def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
         known[name] = [stat.st_size, stat.st_mtime_ns, digests[image]]
         changed = True
     if changed:
-        from lorabuild.render.writer import write_atomic  # lazy: when tagging, not on the check path
-
         write_atomic(memo, (json.dumps(known, indent=0, sort_keys=True) + "\n").encode())
     return digests
 
@@ -189,7 +186,7 @@ def _run_tagger(
     root.mkdir(parents=True, exist_ok=True)
     passes = tagger_passes(section)
     tag_list = section.model_dir / MODEL_FILES[1]
-    characters = frozenset(name for name, category in read_tag_list(tag_list) if category == _CHARACTER)
+    characters = character_tags(tag_list)
     with tempfile.TemporaryDirectory(prefix="run-", dir=root) as tmp:
         folder = Path(tmp) / "images"
         folder.mkdir()
@@ -229,8 +226,6 @@ def _run_once(
     names: Mapping[str, Path],
     on_line: Callable[[str], None] | None,
 ) -> dict[Path, list[str]]:
-    from lorabuild.kohya.scriptrun import run_script  # lazy: when tagging, not on the check path
-
     run = run_script(TAGGER_NAME, argv, cwd, log, tagger_env(sd_scripts), on_line)
     if run.interrupted:
         raise AutotagError(run.interrupted_message("tagging"))
@@ -278,7 +273,5 @@ def _load_cache(path: Path, key: str) -> dict[str, list[str]]:
 
 
 def _save_cache(path: Path, key: str, cache: Mapping[str, list[str]]) -> None:
-    from lorabuild.render.writer import write_atomic  # lazy: when tagging, not on the check path
-
     document = {"version": CACHE_VERSION, "settings": key, "tags": dict(sorted(cache.items()))}
     write_atomic(path, (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode())

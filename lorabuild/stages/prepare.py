@@ -5,7 +5,7 @@ which stages each subset into ``build/<name>/dataset/<repeats>_<trigger>/`` (lin
 images, rule-edited captions; incremental, never touching the sources) and writes ``tags.csv``.
 
 **Auto-tagging** comes first where ``[captions.autotag]`` is set: :func:`autotag_plan` merges the
-tags of kohya's WD14 tagger (:mod:`lorabuild.kohya.tagger`, which runs and caches it) into the
+tags of kohya's WD14 tagger (:mod:`lorabuild.kohya.tagging` runs and caches it) into the
 plan's captions, before the caption rules.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lorabuild.build.dataset import StageReport, stage
-from lorabuild.kohya import tagger
+from lorabuild.kohya import tagger, tagging
 from lorabuild.plan.plan import Plan, with_raw_captions
 from lorabuild.recipe.captions import join_tags, split_tags
 from lorabuild.recipe.schema import Recipe
@@ -56,7 +56,7 @@ def autotag_plan(
     """``plan`` with the tagger's tags merged into the captions of every subset with autotag set.
 
     Each subset's ``[captions.autotag]`` (its own ``[captions]`` table's, else the recipe's)
-    picks the images by ``mode`` (:func:`lorabuild.kohya.tagger.tag_captions`); the merged tags
+    picks the images by ``mode`` (:func:`lorabuild.kohya.tagging.tag_captions`); the merged tags
     become the caption before the rules (:func:`lorabuild.plan.plan.with_raw_captions`), so the
     staged captions, ``tags.csv`` and ``lorabuild tags`` all show the tagger's tags after the
     rules. Images the mode leaves alone keep their plan entries.
@@ -75,7 +75,7 @@ def autotag_plan(
             subsets.append(subset)
             continue
         own = {image.source: split_tags(image.source_caption) for image in subset.images}
-        merged = tagger.tag_captions(
+        merged = tagging.tag_captions(
             own, section, plan.build_dir, sd_scripts=sd_scripts, python=python, on_line=on_line
         )
         raw = {source: join_tags(tags) for source, tags in merged.items() if tags != own[source]}
