@@ -1,4 +1,4 @@
-"""Reading kohya's TensorBoard logs without TensorBoard, and plotting the loss with Pillow."""
+"""Reading kohya's TensorBoard logs without TensorBoard (render/tfevents.py, render/losslog.py), and plotting the loss with Pillow."""
 
 from __future__ import annotations
 
@@ -18,17 +18,14 @@ from lorabuild.render.losslog import (
     STEP_AVERAGE,
     STEP_LOSS,
     VALIDATION_EPOCH,
-    crc32c,
-    decode_event,
     epoch_table,
     load_scalars,
     nice_ticks,
     plot_loss,
-    read_records,
     read_scalars,
     suggest_epoch,
-    tfrecord,
 )
+from lorabuild.render.tfevents import crc32c, decode_event, read_records, tfrecord
 from tests.conftest import Project, run_lorabuild
 
 FIXTURE = Path(__file__).parent / "data" / "kohya_logs"  # a real kohya run: 40 steps, 10 epochs

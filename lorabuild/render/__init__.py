@@ -6,6 +6,7 @@
 - :mod:`~lorabuild.render.sheets`: labelled comparison sheets.
 - :mod:`~lorabuild.render.fonts`: fonts with CJK coverage for the pictures.
 - :mod:`~lorabuild.render.losslog`: kohya's TensorBoard loss logs, read and plotted.
+- :mod:`~lorabuild.render.tfevents`: TensorBoard event files (TFRecord, protobuf scalars), read without TensorBoard.
 - :mod:`~lorabuild.render.units`: quantities as people read them (file sizes).
 
 May import: :mod:`lorabuild.problems` and :mod:`lorabuild.settings` only; nothing here knows recipes,

@@ -1,10 +1,9 @@
-"""kohya's training loss, read from its TensorBoard event files without TensorBoard.
+"""kohya's training loss, read from its TensorBoard event files without TensorBoard, and plotted.
 
 kohya (``--logging_dir logs --log_prefix NAME_``) writes
 ``logs/NAME_<YYYYmmddHHMMSS>/network_train/events.out.tfevents.*``, one folder per run, so a
-resumed build has several. Each file is a TFRecord stream (``u64 length``, masked CRC-32C of the
-length, the bytes, masked CRC-32C of the bytes) of ``tensorboard.Event`` protobuf messages; this
-module decodes the few fields that hold scalars (KOHYA.md section 9 lists kohya's tags):
+resumed build has several. :mod:`lorabuild.render.tfevents` reads each file's records and scalars;
+KOHYA.md section 9 lists kohya's tags:
 
 - per optimizer step (x = global step): ``loss/current``, ``loss/average``, ``lr/<group>``;
 - per epoch (x = epoch): ``loss/epoch_average``, ``loss/validation/epoch_average``;
@@ -12,7 +11,8 @@ module decodes the few fields that hold scalars (KOHYA.md section 9 lists kohya'
 
 :func:`load_scalars` merges every run by step (a later run wins for a step both logged) and says
 which files were damaged (a CRC mismatch, a partial last record while kohya is still writing)
-while keeping every good record. :func:`plot_loss` draws the loss curves with Pillow.
+while keeping every good record. :func:`plot_loss` draws the loss curves with Pillow;
+:func:`summarise` is what ``lorabuild loss`` shows.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import struct
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from lorabuild.problems import LorabuildError
 from lorabuild.render.fonts import Font, FontBook, FontWarning, system_book
+from lorabuild.render.tfevents import ProtobufError, ScalarEvent, decode_event, read_records
 from lorabuild.render.writer import Artefact, write_files
 
 STEP_LOSS = "loss/current"

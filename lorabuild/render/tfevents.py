@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # --- CRC-32C (Castagnoli), as TFRecord uses it ---------------------------------------------------
 
 
