@@ -528,7 +528,7 @@ def makefile(
     carries on past a failed build. Stamps use the same hashes as `lorabuild run`, so a second
     `make` with nothing changed trains nothing. Run make in the Makefile's folder.
     """
-    from lorabuild.batch.makefile import write_makefile  # lazy: per command
+    from lorabuild.batch.makegen import write_makefile  # lazy: per command
 
     builds = write_makefile(recipes, output, _build_root(build_dir), set_ or [])
     targets = ", ".join(b.target for b in builds)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild.batch import makefile
-from lorabuild.batch.makefile import make_path, refresh_inputs, shell_word, target_names
+from lorabuild.batch import makefile, makegen
+from lorabuild.batch.makefile import refresh_inputs
+from lorabuild.batch.makegen import make_path, shell_word, target_names
 from lorabuild.recipe import load as recipe_module
 from tests.conftest import RECIPE, REPO, Project, run_lorabuild
 from tests.fakekohya import FakeKohya, fake_kohya
@@ -92,7 +93,7 @@ def test_words_and_paths_are_quoted_for_sh_cmd_and_make() -> None:
     assert shell_word("it's $HOME") == "'it'\\''s $$HOME'"  # sh only, $ doubled for make
     assert make_path("build/My LoRA/.lorabuild/train.done") == "build/My\\ LoRA/.lorabuild/train.done"
     assert make_path("C:/x.toml") is None and make_path("a#b.toml") is None and make_path("50%.toml") is None
-    with pytest.raises(makefile.MakefileError, match="line break"):
+    with pytest.raises(makegen.MakefileError, match="line break"):
         shell_word("a\nb")
 
 
@@ -312,7 +313,7 @@ def test_a_file_of_several_builds_selects_each_with_only(
         return [recipe_module.load_recipe(path, [*overrides, f"name={n}"]) for n in ("lr a", "lr b")]
 
     monkeypatch.setattr(recipe_module, "load_builds", load_builds, raising=False)
-    builds = makefile.write_makefile([Path("recipe.toml")], Path("Makefile"), Path("build"))
+    builds = makegen.write_makefile([Path("recipe.toml")], Path("Makefile"), Path("build"))
     assert [(b.name, b.target, b.select) for b in builds] == [("lr a", "lr_a", True), ("lr b", "lr_b", True)]
     text = (project.root / "Makefile").read_text(encoding="utf-8")
     assert 'run recipe.toml --only "lr b" --build-dir build --until prepare' in text

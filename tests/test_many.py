@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild.batch import makefile, slurm
+from lorabuild.batch import makegen, slurm
 from lorabuild.batch import queue as runqueue
 from lorabuild.problems import RecipeError, format_problem
 from lorabuild.recipe.many import load_many
@@ -29,7 +29,7 @@ def problems_of(load: Callable[[], object]) -> list[str]:
 COLLECTORS: dict[str, Callable[[list[Path]], object]] = {
     "load_many": lambda files: load_many(files, Path("build")),
     "queue": lambda files: runqueue.collect(files, Path("build"), keep_going=False),
-    "makefile": lambda files: makefile.collect_builds(files, Path("build")),
+    "makefile": lambda files: makegen.collect_builds(files, Path("build")),
     "slurm": lambda files: slurm.collect(files, Path("build"), (), "train"),
 }
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import toml
 
-from lorabuild.batch import makefile
+from lorabuild.batch import makefile, makegen
 from lorabuild.batch import queue as runqueue
 from lorabuild.batch.queue import ScriptBuild
 from lorabuild.batch.slurm import write_sbatch
@@ -355,7 +355,7 @@ def make_logical_lines(text: str) -> list[str]:
 
 def makefile_of(project: Project, recipe: str) -> tuple[str, str]:
     """The Makefile for ``recipe``: its text and what ``make -n all`` would run."""
-    makefile.write_makefile([Path(recipe)], Path("Makefile"), Path("build"))
+    makegen.write_makefile([Path(recipe)], Path("Makefile"), Path("build"))
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     dry = subprocess.run(["make", "-n", "all"], cwd=project.root, env=env, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
@@ -374,7 +374,7 @@ def extending_makefile(project: Project, base: str) -> tuple[str, str]:
 def test_makefile_shows_an_extended_file_in_comments_only(project: Project, name: str) -> None:
     """A file the recipe extends is named in the Makefile's comments only (make cannot spell it
     as a prerequisite): a newline or a final backslash there must not add or hide a rule."""
-    spelt = makefile.make_path(name)
+    spelt = makegen.make_path(name)
     plain = "base-plain.toml" if spelt else "base#plain.toml"  # a prerequisite, or a comment
     plain_text, plain_dry = extending_makefile(project, plain)
     text, dry = extending_makefile(project, name)
@@ -395,7 +395,7 @@ def test_makefile_fingerprint_reads_paths_with_unicode_line_breaks(project: Proj
     folder = f"data/a{separator}b"
     project.add_images(folder=folder)
     project.write_recipe(RECIPE.replace('"data/char"', json.dumps(folder)))
-    makefile.write_makefile([Path(PLAIN)], Path("Makefile"), Path("build"))
+    makegen.write_makefile([Path(PLAIN)], Path("Makefile"), Path("build"))
     (project.root / "build" / "Test_v1").mkdir(parents=True)
     assert makefile.main(["inputs", "Makefile"]) == 0
     assert (project.root / "build" / "Test_v1" / ".lorabuild" / "inputs.stamp").is_file()
@@ -487,10 +487,10 @@ def test_any_recipe_file_name_is_shown_safely_everywhere(
 
             try:
                 text, dry = makefile_of(project, name)
-            except makefile.MakefileError as exc:  # a line break cannot reach a make recipe line
+            except makegen.MakefileError as exc:  # a line break cannot reach a make recipe line
                 assert "line break" in str(exc) and any(c in name for c in "\n\r")
             else:
-                word = makefile.shell_word(name).replace("$$", "$")
+                word = makegen.shell_word(name).replace("$$", "$")
                 assert dry == plain_make[1].replace(PLAIN, word)
                 lines = [x for x in make_logical_lines(text) if not x.startswith("# Not prerequisites")]
                 assert len(lines) == len(make_logical_lines(plain_make[0]))  # nothing added or hidden
@@ -534,7 +534,7 @@ def test_a_recipe_name_that_is_not_utf8_is_refused_with_a_message(project: Proje
     with pytest.raises(QuotingError, match=r"a line of a\.sbatch"):
         write_sbatch([Path(name)], project.root / "a.sbatch", Path("build"))
     with pytest.raises(QuotingError, match=r"a line of Makefile"):
-        makefile.write_makefile([Path(name)], Path("Makefile"), Path("build"))
+        makegen.write_makefile([Path(name)], Path("Makefile"), Path("build"))
     # Where it only appears in a comment, it is shown escaped instead.
     queue = runqueue.render_queue([ScriptBuild("A", "A", "o")], ["lorabuild", "queue", name])
     assert "#   lorabuild queue 'bad\\udcff.toml'\n" in queue["queue.sh"].data.decode()

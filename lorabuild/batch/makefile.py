@@ -1,35 +1,33 @@
-"""``python -m lorabuild.batch.makefile``: the helper a generated Makefile runs on every ``make``."""
+"""``python -m lorabuild.batch.makefile``: the helper a Makefile written by ``lorabuild makefile`` runs.
+
+Every ``make`` runs ``python -m lorabuild.batch.makefile inputs Makefile`` once: it reads the
+``# lorabuild-build: {json}`` lines the generator (:mod:`lorabuild.batch.makegen`, whose docstring
+describes the Makefile) wrote, fingerprints each build's inputs by size and mtime and rewrites the
+``inputs.stamp`` of those that changed; ``make clean-stamps`` runs ``... clean-stamps Makefile``.
+
+Standard library and light lorabuild modules only (:mod:`lorabuild.build.markers`,
+:mod:`lorabuild.plan.layout`, :mod:`lorabuild.render.writer`): it must start fast, so nothing here
+loads pydantic, the planner or the recipes. Existing Makefiles name this module: it keeps its name.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lorabuild import __version__
 from lorabuild.build.markers import path_state
 from lorabuild.plan.layout import STATE_DIR
-from lorabuild.problems import LorabuildError
-from lorabuild.render.quoting import make_comment, utf8
 from lorabuild.render.writer import write_atomic
-from lorabuild.settings import sd_scripts_dir
-
-# Only the standard library and light lorabuild modules are imported at the top: a generated
-# Makefile runs `python -m lorabuild.batch.makefile` on every make, which must start fast. What
-# loads pydantic (recipes, facts, the pipeline) is imported by the functions that write a Makefile.
-
-if TYPE_CHECKING:
-    from lorabuild.recipe.load import LoadedRecipe
 
 INPUTS_STAMP = "inputs.stamp"
 # The Makefile lists each build's inputs on such a comment line, for `python -m lorabuild.batch.makefile`.
-_MANIFEST = "# lorabuild-build: "
+BUILD_LINE = "# lorabuild-build: "
 
 
 # --- what make and lorabuild run share: markers and the inputs fingerprint ------------------------
@@ -107,11 +105,11 @@ _USAGE = (
 def manifest(makefile: Path) -> list[dict[str, Any]]:
     """The builds a generated Makefile lists: ``{"dir", "key", "paths"}`` each."""
     return [
-        json.loads(line.removeprefix(_MANIFEST))
+        json.loads(line.removeprefix(BUILD_LINE))
         # Lines end at \n only, as make reads them: str.splitlines() would also split at U+2028,
         # U+0085 and others, which json.dumps(ensure_ascii=False) leaves in a path as they are.
         for line in makefile.read_bytes().decode("utf-8").split("\n")
-        if line.startswith(_MANIFEST)
+        if line.startswith(BUILD_LINE)
     ]
 
 

@@ -1,5 +1,7 @@
 """``lorabuild makefile``: a GNU Makefile with a target per build and stage, for ``make -j``/``-k``.
 
+This module writes the Makefile; :mod:`lorabuild.batch.makefile` is the helper it runs.
+
 The Makefile is a thin scheduler over ``lorabuild run``. make decides *which* builds and stages
 to look at, and in what order; lorabuild's own hash stamps (:mod:`lorabuild.build.state`) decide
 whether a stage really has to run. That split keeps make's mtime logic from ever deciding
@@ -81,21 +83,18 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lorabuild import __version__
+from lorabuild import __version__, pipeline
+from lorabuild.batch.makefile import BUILD_LINE, INPUTS_STAMP
 from lorabuild.plan.layout import STATE_DIR
+from lorabuild.probe.facts import recipe_paths
 from lorabuild.problems import LorabuildError
+from lorabuild.recipe.load import LoadedRecipe, cwd_relative
+from lorabuild.recipe.many import load_many
 from lorabuild.render.quoting import make_comment, utf8
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
-
-if TYPE_CHECKING:
-    from lorabuild.recipe.load import LoadedRecipe
-
-
-DEFAULT_STAGES = ("compile", "prepare", "train")
-
 
 _RESERVED = {
     "all",
@@ -149,8 +148,6 @@ def recipe_files(loaded: LoadedRecipe) -> tuple[Path, ...]:
 
 def named_paths(value: Any) -> Iterator[Path]:
     """Every path a validated recipe names (dataset folders, base model, VAE, tagger folder...)."""
-    from lorabuild.probe.facts import recipe_paths  # lazy: pydantic (see the imports)
-
     return recipe_paths(value)
 
 
@@ -204,8 +201,6 @@ def collect_builds(
     Raises:
         RecipeError: With every recipe's problems, or when two builds share a name (or folder).
     """
-    from lorabuild.recipe.many import load_many  # lazy: pydantic (see the imports)
-
     loaded_builds = load_many(recipes, build_root, overrides)
     found = [(e.loaded, e.select) for e in loaded_builds if e.loaded is not None]
     kohya = kohya_head_files(sd_scripts_dir())
@@ -381,7 +376,7 @@ def render_makefile(
         lines += [f"{b.target}/check:", f"\t{command('check', b)}"]
         inputs = [rel(p) for p in dict.fromkeys([*b.sources, *b.inputs])]
         entry = {"dir": rel(b.build_dir), "key": key(b), "paths": inputs}
-        lines.append(_MANIFEST + json.dumps(entry, ensure_ascii=False))
+        lines.append(BUILD_LINE + json.dumps(entry, ensure_ascii=False))
         for k, s in enumerate(stages):
             # One `lorabuild run --until STAGE` brings every stage up to STAGE; when an earlier
             # stage of this build is also a goal (make -j2 NAME/prepare NAME), wait for it.
@@ -413,9 +408,7 @@ def render_makefile(
 
 def run_stages() -> tuple[str, ...]:
     """``lorabuild run``'s stages in order (``--until`` accepts each)."""
-    from lorabuild import pipeline  # lazy: pydantic (see the imports)
-
-    return tuple(getattr(pipeline, "RUN_STAGES", DEFAULT_STAGES))
+    return pipeline.RUN_STAGES
 
 
 def output_problem(output: Path, recipes: Sequence[Path], wanted: str) -> str | None:
@@ -442,8 +435,6 @@ def write_makefile(
     problem = output_problem(output, recipes, "the Makefile's file name, e.g. -o Makefile")
     if problem:
         raise MakefileError(problem)
-    from lorabuild.recipe.load import cwd_relative  # lazy: pydantic; the rule --set paths follow everywhere
-
     overrides = [cwd_relative(item) for item in overrides]
     builds = collect_builds(recipes, build_root, overrides)
     if not builds:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild import __version__
-from lorabuild.batch.makefile import kohya_head_files, named_paths, output_problem, recipe_files
+from lorabuild.batch.makegen import kohya_head_files, named_paths, output_problem, recipe_files
 from lorabuild.build.artefacts import _environment
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import training_outputs

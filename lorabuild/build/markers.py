@@ -2,7 +2,7 @@
 the stat fingerprint of an input.
 
 ``lorabuild run`` touches ``<stage>.done`` (:func:`mark_done`) each time it finds a stage done;
-a Makefile written by :mod:`lorabuild.batch.makefile` compares those markers' mtimes with its
+a Makefile written by :mod:`lorabuild.batch.makegen` compares those markers' mtimes with its
 ``inputs.stamp``, which fingerprints the build's inputs by :func:`path_state`. The stage stamps of
 :mod:`lorabuild.build.state` live in the same folder and fingerprint model files the same way.
 
