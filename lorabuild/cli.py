@@ -9,6 +9,13 @@ lines with exit status 2 and no traceback (:func:`main`).
 Every command that writes into ``build/<name>/`` holds that build's lock while it does
 (:func:`lorabuild.build.state.build_lock`; ``run``, ``train`` and ``grid`` take it in the pipeline), so
 a second command on the same build stops at once, naming the one at work.
+
+Why one module: it is the command table, one typed function per command, each a few lines over
+the stages, and most of its length is typer's option declarations, which are the ``--help`` text.
+The helpers the commands share (the option types, :func:`_checked`, :func:`_locked`, printing
+problems) serve only these commands, and :func:`main` is the one place errors become exit
+statuses. Spreading the commands over modules would scatter what a reader looks up in one place;
+moving the helpers out would save a hundred lines, leave this module as long, and add a layer.
 """
 
 from __future__ import annotations

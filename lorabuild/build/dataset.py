@@ -36,6 +36,10 @@ kohya's own files in the stage are kept while they are valid: ``cache_latents_to
 ``<stem>.npz`` or ``<stem>_<W>x<H>_<arch>.npz`` next to each image and
 ``cache_text_encoder_outputs_to_disk`` ``<stem>_te_outputs.npz``; a re-staged image loses its
 latent caches and a re-written caption its text-encoder caches, so kohya computes them again.
+
+Why one module: staging is one incremental algorithm (:class:`_Stager`) over one record format
+(``.stage.json``): what a record holds, when a staged file counts as current, and how each kind
+of write keeps the sources safe are read together; the file operations here exist only for it.
 """
 
 from __future__ import annotations

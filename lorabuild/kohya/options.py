@@ -8,6 +8,11 @@ kohya validates nothing in a ``--config_file`` TOML: unknown keys are ignored, v
 type conversion and ``choices`` (KOHYA.md section 4). :func:`check_config_value` is the check kohya
 leaves out. :func:`check_dataset_config` reports every problem kohya's ``ConfigSanitizer`` would
 raise on a ``--dataset_config`` document, where kohya stops at the first.
+
+Why one module: both checks read one data file through one private model of it (the parsed type
+expressions, :class:`_KohyaData`) and word their messages with the same helpers (``_describe``,
+``_type_message``, ``_toml``); split in two, that private vocabulary would become a public one
+with a single user.
 """
 
 from __future__ import annotations

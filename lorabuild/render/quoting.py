@@ -104,6 +104,10 @@ Templates (:class:`Quoted`)
     Python code wrapped after quoting it itself) and integers; :mod:`lorabuild.build.artefacts`'s template
     environment refuses anything else. So every value a template places has gone through a choice
     of quoting, and a template that forgets one fails the first time it is rendered.
+
+Why one module: a quarter of it is this docstring, the evidence each filter rests on; the
+filters share their refusals (NUL, lone surrogates) and their wording, and every way a recipe
+string reaches a shell, a Makefile, an sbatch script or a TOML file is reviewed in one place.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ its default config, kohya's pinned packages, and the kohya checkout's commit. Ea
 A kohya checkout with git metadata is verified by its HEAD; one without (a copied folder, an
 unpacked archive) by the git blob id of each source file, against ``data/kohya_sources.json``
 (written by ``tools/kohya_manifest.py`` from a clone at the pinned commit).
+
+Why one module: ``setup`` puts kohya in place and then verifies it with the doctor's own check of
+the checkout (:func:`check_kohya`: its HEAD, or its files' blob ids). As two stages they could not
+share that check (stages are independent), and it cannot move below the stages' layer without the
+build layer's ``git_head``; the two commands are one topic, a machine ready to train.
 """
 
 from __future__ import annotations

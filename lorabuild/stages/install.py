@@ -15,6 +15,10 @@ preview beside the file). Nothing is overwritten that differs from what would be
 ``force``; an identical file is left alone, so a second install is a no-op. Every file is written
 through a temporary file and a rename. :func:`plan_install` decides everything without writing;
 :func:`install` then writes (or, with ``dry_run``, only reports).
+
+Why one module: install decides, then applies: :func:`plan_install` makes the whole
+:class:`InstallPlan` (targets, epoch, preview, card) and :func:`install` writes it all or nothing.
+The two halves share the plan's types and are read together; apart, neither would be a verb.
 """
 
 from __future__ import annotations
