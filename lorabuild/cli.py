@@ -760,16 +760,40 @@ def loss(
     only: OnlyOpt = None,
     build_dir: BuildDirOpt = None,
 ) -> None:
-    """Print the loss per epoch from kohya's TensorBoard logs and draw build/<name>/loss.png."""
-    from lorabuild.render.losslog import summarise  # lazy: per command
+    """Print the loss per epoch from kohya's TensorBoard logs and draw build/<name>/loss.png.
+
+    While another lorabuild works on the build (a training), the table is read from the live log
+    and loss.png is left for a later `lorabuild loss`.
+    """
+    from lorabuild.build.state import BuildLocked  # lazy: per command
+    from lorabuild.render.losslog import NoLossLogs, summarise  # lazy: per command
 
     _, plan = _checked(recipe, set_, build_dir, only=only)
-    with _locked(plan.build_dir):  # writes loss.png
-        summary = summarise(plan.build_dir, title=f"{plan.name}: training loss")
+    busy: str | None = None
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(_locked(plan.build_dir))  # to write loss.png
+        except BuildLocked as exc:
+            busy = exc.holder  # reading the logs is safe beside it; writing is not
+        try:
+            summary = summarise(plan.build_dir, title=f"{plan.name}: training loss", draw=busy is None)
+        except NoLossLogs:
+            if busy is None:
+                raise
+            raise NoLossLogs(
+                f"no TensorBoard logs under {plan.layout.logs_dir.as_posix()} yet; the build is busy ({busy}): "
+                "kohya writes them once training steps begin, run lorabuild loss again then"
+            ) from None
     _echo_problems([Problem("", note, Severity.WARNING) for note in summary.notes])
     typer.echo(summary.table())
     plot = summary.plot
-    typer.echo(f"wrote {plot.path.as_posix()}" if plot.path else f"no loss plot: {plot.reason}")
+    if busy is not None:
+        typer.echo(
+            f"the build is busy ({busy}): loss.png is drawn when it is free; the table above is read "
+            "from the live log"
+        )
+    else:
+        typer.echo(f"wrote {plot.path.as_posix()}" if plot.path else f"no loss plot: {plot.reason}")
 
 
 @app.command()

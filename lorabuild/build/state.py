@@ -355,9 +355,13 @@ def kohya_revision(sd_scripts: Path) -> str:
 
 
 class BuildLocked(LorabuildError):
-    """Another lorabuild process is working on the build."""
+    """Another lorabuild process is working on the build; :attr:`holder` says which (:func:`describe_holder`)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
 
 
 @dataclass
@@ -449,10 +453,12 @@ def build_lock(build_dir: Path, command: str | None = None) -> Iterator[BuildLoc
                 info = json.loads(handle.read() or "{}")
             except ValueError:
                 info = {}
+            holder = describe_holder(info)
             raise BuildLocked(
-                f"{build_dir.as_posix()} is in use by another lorabuild ({describe_holder(info)}): "
+                f"{build_dir.as_posix()} is in use by another lorabuild ({holder}): "
                 "wait for it to finish, or stop it (Ctrl-C in its terminal, or kill "
-                f"{info.get('pid', 'its process')}), then run this again"
+                f"{info.get('pid', 'its process')}), then run this again",
+                holder,
             )
         info = {
             "pid": os.getpid(),

@@ -409,23 +409,33 @@ class LossSummary:
         return "\n".join(lines)
 
 
+class NoLossLogs(LorabuildError):
+    """A build has no TensorBoard event file yet."""
+
+
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def summarise(build_dir: Path, title: str = "") -> LossSummary:
+def summarise(build_dir: Path, title: str = "", draw: bool = True) -> LossSummary:
     """Read ``build_dir/logs``, write ``build_dir/loss.png`` and return what to print.
 
+    With ``draw`` False only the logs are read (another process holds the build, which may be
+    writing them): the summary's plot is then ``None`` with the reason ``not drawn``.
+
     Raises:
-        LorabuildError: There is no TensorBoard event file under ``build_dir/logs`` (not trained yet).
+        NoLossLogs: There is no TensorBoard event file under ``build_dir/logs`` (not trained yet).
     """
     logs = build_dir / "logs"
     log = load_scalars(logs)
     if not log.files:
-        raise LorabuildError(
+        raise NoLossLogs(
             f"no TensorBoard logs under {logs.as_posix()} ({EVENTS_GLOB} files): train the build first "
             "(`lorabuild train RECIPE`); kohya writes them when logging_dir is set, as lorabuild's config.toml does"
         )
+    if not draw:
+        plot = LossPlot(None, "not drawn")
+        return LossSummary(epoch_table(log.scalars), suggest_epoch(log.scalars), plot, log.notes)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FontWarning)
         plot = plot_loss(log.scalars, build_dir / "loss.png", title=title)
