@@ -14,7 +14,7 @@ a cell reads (the stage :mod:`lorabuild.stages.grid` computes those and runs gen
   :func:`use_pre_calc` says when merging the weights per batch (``--network_pre_calc``) is faster.
   KOHYA.md section 8.2 has the gen_img facts this relies on.
 - **Sheets.** A :class:`SheetPlan` per prompt and seed lays the cells out, rows by epoch and
-  columns by weight; :func:`lorabuild.build.gridmanifest.manifest` writes them to ``grid/grid.json``.
+  columns by weight; :func:`lorabuild.build.gridmanifest.manifest` turns them into ``grid/grid.json``.
 """
 
 from __future__ import annotations
