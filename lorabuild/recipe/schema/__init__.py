@@ -1,4 +1,4 @@
-"""The recipe schema: one pydantic model per TOML table.
+"""The recipe schema: one pydantic model per TOML table; this module holds the root, :class:`Recipe`.
 
 Key names follow kohya's option names where kohya has one (``clip_skip``, ``min_bucket_reso``,
 ``save_every_n_epochs``), except where the tutorial's concepts read better (``trigger``,
@@ -9,28 +9,84 @@ loader (see :data:`RecipePath`).
 Rules that involve several fields, or that only warn, are not validators here: they live in
 :mod:`lorabuild.rules`, one function each, so that every problem is reported at once and
 warnings can be told apart from errors.
+
+The tables live in modules by concern, as axolotl splits its schemas:
+
+- :mod:`~lorabuild.recipe.schema.fields`: the shared value types (:data:`RecipePath`, :data:`Line`,
+  kohya's vocabularies) and the tables' base model.
+- :mod:`~lorabuild.recipe.schema.training`: ``[model]``, ``[network]``, ``[optimizer]``, ``[training]``.
+- :mod:`~lorabuild.recipe.schema.dataset`: ``[dataset]`` and its subsets, ``[captions]``, ``[images]``.
+- :mod:`~lorabuild.recipe.schema.launch`: ``[launch]`` with ``[launch.deepspeed]`` and ``[launch.slurm]``.
+- :mod:`~lorabuild.recipe.schema.results`: ``[evaluate]`` and ``[install]``.
+
+Their names are re-exported here (:data:`__all__`), unlike other packages' ``__init__``: the
+schema is one vocabulary, whose models are named after the TOML tables they check, so importers
+name a table (``from lorabuild.recipe.schema import Recipe, ImagesSection``) and not the module
+that happens to define it; the split is for the schema's readers, and moving a table between
+these modules moves no importer.
+
+May import: :mod:`lorabuild.recipe.accelerate`, :mod:`lorabuild.render`, :mod:`lorabuild.problems`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import unicodedata
-from pathlib import Path
-from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
+from pydantic import Field, field_validator
+
+from lorabuild.recipe.schema.dataset import (
+    AutotagSection,
+    CaptionRules,
+    DatasetSection,
+    ImagesSection,
+    Subset,
 )
+from lorabuild.recipe.schema.fields import (
+    Family,
+    KohyaValue,
+    Line,
+    RecipePath,
+    Sampler,
+    Scheduler,
+    _Table,
+    line_problem,
+)
+from lorabuild.recipe.schema.launch import (
+    MANAGED_ACCELERATE_OPTIONS,
+    DeepSpeedSection,
+    LaunchSection,
+    OffloadDevice,
+    SlurmSection,
+)
+from lorabuild.recipe.schema.results import EvaluateSection, InstallSection
+from lorabuild.recipe.schema.training import ModelSection, NetworkSection, OptimizerSection, TrainingSection
 
-from lorabuild.problems import did_you_mean
-from lorabuild.recipe.accelerate import check_accelerate_args
-from lorabuild.render.quoting import QuotingError, env_name, sbatch_line_problem
+__all__ = [
+    "MANAGED_ACCELERATE_OPTIONS",
+    "AutotagSection",
+    "CaptionRules",
+    "DatasetSection",
+    "DeepSpeedSection",
+    "EvaluateSection",
+    "Family",
+    "ImagesSection",
+    "InstallSection",
+    "KohyaValue",
+    "LaunchSection",
+    "Line",
+    "ModelSection",
+    "NetworkSection",
+    "OffloadDevice",
+    "OptimizerSection",
+    "Recipe",
+    "RecipePath",
+    "Sampler",
+    "Scheduler",
+    "SlurmSection",
+    "Subset",
+    "TrainingSection",
+    "line_problem",
+]
 
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\- ]*$"

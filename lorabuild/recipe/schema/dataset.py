@@ -1,3 +1,15 @@
+"""What is trained on: ``[dataset]`` and its subsets, ``[captions]`` (with ``[captions.autotag]``) and ``[images]``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from lorabuild.problems import did_you_mean
+from lorabuild.recipe.schema.fields import Line, RecipePath, _Table
+
+
 class AutotagSection(_Table):
     """``[captions.autotag]``: tag images with kohya's WD14 tagger (``finetune/tag_images_by_wd14_tagger.py
     --onnx``) before the caption rules run. The model is read from a local folder; nothing is downloaded.

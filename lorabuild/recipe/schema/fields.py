@@ -1,3 +1,21 @@
+"""The schema's shared value types and the base of every table.
+
+- :data:`RecipePath`: a path written in a recipe, resolved against the recipe file's folder.
+- :data:`Line` and :func:`line_problem`: text that kohya reads as (part of) one line.
+- kohya's vocabularies the tables choose from (:data:`Family`, :data:`Scheduler`, :data:`Sampler`)
+  and :data:`KohyaValue`, a value of an option the schema does not model.
+- ``_Table``: the base model (unknown keys are errors, values immutable), private to the schema package.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
 # The names of lorabuild.kohya.families' registry (that package sits above this one; a test holds
 # the two equal).
 Family = Literal["sd15", "sd2", "sdxl"]

@@ -1,3 +1,19 @@
+"""How training is started: ``[launch]``, ``[launch.deepspeed]`` and ``[launch.slurm]``.
+
+Also :data:`MANAGED_ACCELERATE_OPTIONS`, the ``accelerate launch`` options lorabuild writes itself
+(``[launch] accelerate_args`` may not set them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from lorabuild.recipe.accelerate import check_accelerate_args
+from lorabuild.recipe.schema.fields import RecipePath, _Table
+from lorabuild.render.quoting import QuotingError, env_name, sbatch_line_problem
+
 OffloadDevice = Literal["none", "cpu", "nvme"]
 
 # accelerate launch options lorabuild writes itself, and the [launch] key that sets each.

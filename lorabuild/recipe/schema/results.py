@@ -1,3 +1,17 @@
+"""What becomes of the trained LoRA files: ``[evaluate]`` (samples and the epoch x weight grid)
+and ``[install]`` (the epoch copied into the webui or ComfyUI, and its card).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from lorabuild.recipe.schema.fields import Line, RecipePath, Sampler, _Table
+
+
 class EvaluateSection(_Table):
     """``[evaluate]``: prompts for samples during training and for the epoch x weight grid."""
 

@@ -1,3 +1,15 @@
+"""What is trained and how: ``[model]``, ``[network]``, ``[optimizer]`` and ``[training]``."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from lorabuild.recipe.schema.fields import Family, RecipePath, Scheduler, _Table
+
+
 class ModelSection(_Table):
     """``[model]``: the base checkpoint to train the LoRA on."""
 
