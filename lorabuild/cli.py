@@ -555,8 +555,8 @@ def ls(
     A file that extends others reads them too; a file with a [sweep] defines one build per
     point (pick one in other commands with --only NAME).
     """
-    from lorabuild.recipe.expand import format_value  # lazy: per command
     from lorabuild.recipe.load import LoadedRecipe, load_builds  # lazy: per command
+    from lorabuild.recipe.sweep import format_value  # lazy: per command
 
     root = _build_root(build_dir)
     found: list[LoadedRecipe] = []

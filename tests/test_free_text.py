@@ -43,7 +43,7 @@ from lorabuild.plan.evaluate import prompt_text
 from lorabuild.probe import facts
 from lorabuild.problems import RecipeError, Severity
 from lorabuild.recipe.captions import normalise
-from lorabuild.recipe.expand import _is_recipe_path, _model_of
+from lorabuild.recipe.keys import _is_recipe_path, _model_of
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render import toml as tomlout
 from lorabuild.stages import grid

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from lorabuild.problems import RecipeError, format_problem
-from lorabuild.recipe.expand import _model_of
+from lorabuild.recipe.keys import _model_of
 from lorabuild.recipe.load import apply_override, cwd_relative, load_recipe, parse_value
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render import toml as tomlout

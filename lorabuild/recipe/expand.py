@@ -1,18 +1,9 @@
-"""Recipe files that extend others (``extends``) and sweeps (``[sweep]``), as plain TOML documents.
+"""A recipe file expanded: its bases merged, its sweep's builds listed, ``--set`` applied on top.
 
-Runs before validation: :func:`lorabuild.recipe.load.load_builds` validates what this module returns.
-
-``extends = "base.toml"`` (or a list, later files winning) deep-merges the base under the file:
-tables merge key by key; arrays (``dataset.subsets`` included) and scalars are replaced whole,
-so a file never has to guess how its list combines with the base's. Chains are allowed; a cycle is
-an error that shows it (``a.toml → b.toml → a.toml``). Relative paths written in a base stay
-relative to the base: every value the schema types :data:`~lorabuild.recipe.schema.RecipePath` is rebased
-onto the extending file's folder when the base is merged.
-
-``[sweep]`` maps dotted keys (the syntax of ``--set``) to lists of values and expands into one build
-per point, the product of the lists or, with ``mode = "zip"``, their items side by side. Each
-build's name comes from ``name = "{name}-dim{network.dim}"``, or by default from the recipe's name
-and short ``keyvalue`` parts (``Kazari_v1-dim16-lr1e-4``).
+Runs before validation: :func:`lorabuild.recipe.load.load_builds` validates the builds this module
+returns. :func:`expand` merges the file with the files it extends (:mod:`~lorabuild.recipe.extends`)
+and parses its ``[sweep]`` (:mod:`~lorabuild.recipe.sweep`); :func:`builds_of` makes a :class:`Build`
+of each point of the sweep, with the ``--set`` values (:class:`Override`) on top.
 
 The merged document keeps its layers (which file wrote what), so a problem can name the file
 that wrote the bad value (:meth:`Expansion.file_of`).
@@ -21,24 +12,15 @@ that wrote the bad value (:meth:`Expansion.file_of`).
 from __future__ import annotations
 
 import copy
-import itertools
-import json
-import os
-import re
-import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
-from lorabuild.problems import Problem, RecipeError, did_you_mean, error
-from lorabuild.recipe.schema import Recipe, RecipePath
-
-
-# --- the whole expansion -----------------------------------------------------------------------
+from lorabuild.problems import Problem, error
+from lorabuild.recipe.extends import Layer, _layers, deep_merge
+from lorabuild.recipe.keys import Loc, parse_key, set_key
+from lorabuild.recipe.sweep import Point, Sweep, default_name, parse_sweep, render_name
 
 
 @dataclass(frozen=True)

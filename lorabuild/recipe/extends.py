@@ -1,3 +1,31 @@
+"""Recipe files that extend others (``extends``), merged as plain TOML documents.
+
+``extends = "base.toml"`` (or a list, later files winning) deep-merges the base under the file:
+tables merge key by key; arrays (``dataset.subsets`` included) and scalars are replaced whole,
+so a file never has to guess how its list combines with the base's. Chains are allowed; a cycle is
+an error that shows it (``a.toml → b.toml → a.toml``). Relative paths written in a base stay
+relative to the base: every value the schema types :data:`~lorabuild.recipe.schema.RecipePath` is rebased
+onto the extending file's folder when the base is merged (:func:`rebase_paths`).
+
+Each file's own keys are kept as a :class:`Layer`, so that a problem can name the file that
+wrote the bad value (:meth:`lorabuild.recipe.expand.Expansion.file_of`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorabuild.problems import RecipeError, error
+from lorabuild.recipe.keys import _rebase_tree, parse_key, rebase_at
+from lorabuild.recipe.schema import Recipe
+from lorabuild.recipe.sweep import _SWEEP_SETTINGS, _flatten_sweep
+
+
 def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
     """Read one TOML file (UTF-8, a BOM allowed).
 
@@ -53,9 +81,6 @@ def rebase_paths(doc: dict[str, Any], from_dir: Path, to_dir: Path) -> None:
             loc = parse_key(key) if key not in _SWEEP_SETTINGS else ""
             if isinstance(loc, tuple) and isinstance(values, list):
                 sweep[key] = [rebase_at(loc, v, fix) for v in values]
-
-
-# --- extends -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,26 @@
+"""Dotted recipe keys in plain TOML documents, and the schema field each names.
+
+A key is written ``dataset.subsets[0].repeats``, the syntax of ``--set`` and of ``[sweep]``:
+:func:`parse_key` turns it into a :data:`Loc`, :func:`get_key` and :func:`set_key` read and
+write it in a document, :func:`field_at` finds the schema's field for it (or says "did you
+mean"), and :func:`rebase_at` rebases every recipe path a value for it holds (the values of a
+base recipe's sweep, a ``--set`` path written relative to the working folder).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Callable
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from lorabuild.problems import did_you_mean
+from lorabuild.recipe.schema import Recipe, RecipePath
+
 Loc = tuple[str | int, ...]
 
 

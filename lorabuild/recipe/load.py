@@ -22,16 +22,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from lorabuild.problems import Problem, RecipeError, did_you_mean, error
-from lorabuild.recipe.expand import (
-    Build,
-    Expansion,
-    Override,
-    builds_of,
-    expand,
-    parse_key,
-    rebase_at,
-    set_key,
-)
+from lorabuild.recipe.expand import Build, Expansion, Override, builds_of, expand
+from lorabuild.recipe.keys import parse_key, rebase_at, set_key
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render import toml as tomlout
 

@@ -1,3 +1,25 @@
+"""Sweeps (``[sweep]``): one recipe file, several builds.
+
+``[sweep]`` maps dotted keys (the syntax of ``--set``) to lists of values and expands into one build
+per point, the product of the lists or, with ``mode = "zip"``, their items side by side. Each
+build's name comes from ``name = "{name}-dim{network.dim}"``, or by default from the recipe's name
+and short ``keyvalue`` parts (``Kazari_v1-dim16-lr1e-4``). :func:`format_value` shows a swept
+value to people (``lorabuild ls``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorabuild.problems import Problem, RecipeError, did_you_mean, error
+from lorabuild.recipe.keys import Loc, field_at, get_key, parse_key
+
 SWEEP_MODES = ("product", "zip")
 # Keys of [sweep] that configure it rather than name a recipe key.
 _SWEEP_SETTINGS = ("mode", "name")
@@ -15,9 +37,6 @@ def _flatten_sweep(sweep: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
-
-
-# --- sweeps ------------------------------------------------------------------------------------
 
 
 def _number(value: float) -> str:
