@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild.problems import Problem, error
-from lorabuild.recipe.extends import Layer, _layers, deep_merge
+from lorabuild.recipe.extends import Layer, deep_merge, read_layers
 from lorabuild.recipe.keys import Loc, parse_key, set_key
 from lorabuild.recipe.sweep import Point, Sweep, default_name, parse_sweep, render_name
 
@@ -110,7 +110,7 @@ def expand(path: Path) -> Expansion:
         RecipeError: A file is missing or not TOML, ``extends`` is malformed or cyclic, or the
             sweep is malformed.
     """
-    layers = _layers(path, (), path.parent)
+    layers = read_layers(path, (), path.parent)
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, layer.doc)

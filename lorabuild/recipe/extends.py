@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild.problems import RecipeError, error
-from lorabuild.recipe.keys import _rebase_tree, parse_key, rebase_at
+from lorabuild.recipe.keys import parse_key, rebase_at, rebase_tree
 from lorabuild.recipe.schema import Recipe
-from lorabuild.recipe.sweep import _SWEEP_SETTINGS, _flatten_sweep
+from lorabuild.recipe.sweep import SWEEP_SETTINGS, flatten_sweep
 
 
 def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
@@ -74,11 +74,11 @@ def rebase_paths(doc: dict[str, Any], from_dir: Path, to_dir: Path) -> None:
             moved = os.path.abspath(joined)
         return Path(moved).as_posix()
 
-    _rebase_tree(doc, Recipe, fix)
+    rebase_tree(doc, Recipe, fix)
     sweep = doc.get("sweep")
     if isinstance(sweep, dict):
         for key, values in sweep.items():
-            loc = parse_key(key) if key not in _SWEEP_SETTINGS else ""
+            loc = parse_key(key) if key not in SWEEP_SETTINGS else ""
             if isinstance(loc, tuple) and isinstance(values, list):
                 sweep[key] = [rebase_at(loc, v, fix) for v in values]
 
@@ -95,7 +95,7 @@ def _same(a: Path, b: Path) -> bool:
     return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
-def _layers(path: Path, stack: tuple[Path, ...], top_dir: Path) -> list[Layer]:
+def read_layers(path: Path, stack: tuple[Path, ...], top_dir: Path) -> list[Layer]:
     """The layers of ``path``, lowest precedence first: its bases' layers, then its own."""
     parent = stack[-1].as_posix() if stack else ""
     label = f"{path.as_posix()} (extended by {parent})" if stack else None
@@ -112,7 +112,7 @@ def _layers(path: Path, stack: tuple[Path, ...], top_dir: Path) -> list[Layer]:
     doc = read_toml(path, label)
     extends = doc.pop("extends", None)
     if isinstance(doc.get("sweep"), dict):
-        doc["sweep"] = _flatten_sweep(doc["sweep"])
+        doc["sweep"] = flatten_sweep(doc["sweep"])
     bases: list[str]
     if extends is None:
         bases = []
@@ -148,7 +148,7 @@ def _layers(path: Path, stack: tuple[Path, ...], top_dir: Path) -> list[Layer]:
             raise RecipeError(
                 [error("extends", f"files extend each other in a cycle: {shown}").at(path.as_posix())]
             )
-        layers += _layers(base, chain, top_dir)
+        layers += read_layers(base, chain, top_dir)
     rebase_paths(doc, path.parent, top_dir)
     layers.append(Layer(path, doc))
     return layers

@@ -141,11 +141,12 @@ def _rebase_value(info: FieldInfo, value: Any, fix: Callable[[str], str]) -> Any
         return fix(value) if isinstance(value, str) and value not in _choices(info.annotation) else value
     inner = _model_of(info.annotation)
     if inner is not None and isinstance(value, dict):
-        _rebase_tree(value, inner, fix)
+        rebase_tree(value, inner, fix)
     return value
 
 
-def _rebase_tree(node: dict[str, Any], model: type[BaseModel], fix: Callable[[str], str]) -> None:
+def rebase_tree(node: dict[str, Any], model: type[BaseModel], fix: Callable[[str], str]) -> None:
+    """Pass every recipe path in ``node``, a table of ``model``, through ``fix``, in place."""
     for key, value in node.items():
         info = model.model_fields.get(key)
         if info is not None:

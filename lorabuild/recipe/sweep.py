@@ -22,18 +22,18 @@ from lorabuild.recipe.keys import Loc, field_at, get_key, parse_key
 
 SWEEP_MODES = ("product", "zip")
 # Keys of [sweep] that configure it rather than name a recipe key.
-_SWEEP_SETTINGS = ("mode", "name")
+SWEEP_SETTINGS = ("mode", "name")
 # A sweep of more builds than this is almost surely a mistake (a list pasted twice).
 MAX_BUILDS = 1000
 
 
-def _flatten_sweep(sweep: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_sweep(sweep: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``[sweep] network.dim = [...]`` (nested tables) and ``"network.dim" = [...]`` alike -> dotted keys."""
     flat: dict[str, Any] = {}
     for key, value in sweep.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten_sweep(value, dotted + "."))
+            flat.update(flatten_sweep(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -136,7 +136,7 @@ def parse_sweep(table: Any, where: Callable[[Loc], str]) -> Sweep:
     keys: list[str] = []
     lists: list[list[Any]] = []
     for key, values in table.items():
-        if key in _SWEEP_SETTINGS:
+        if key in SWEEP_SETTINGS:
             continue
         shown = f'sweep."{key}"'
         here = where(("sweep", key))
