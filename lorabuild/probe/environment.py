@@ -1,0 +1,42 @@
+# Packages whose presence decides whether an optimizer, network or attention setting can work.
+PACKAGES = (
+    "accelerate",
+    "torch",
+    "lycoris",
+    "lion_pytorch",
+    "bitsandbytes",
+    "xformers",
+    "prodigyopt",
+    "dadaptation",
+    "schedulefree",
+    "transformers",
+    # kohya's WD14 tagger in --onnx mode ([captions.autotag]).
+    "onnx",
+    "onnxruntime",
+    # kohya's --deepspeed ([launch.deepspeed]).
+    "deepspeed",
+)
+
+
+def installed_packages() -> dict[str, bool]:
+    """Which of :data:`PACKAGES` are importable here (found, not imported)."""
+    return {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
+
+
+def _tagger_script() -> tuple[Path, bool]:
+    script = sd_scripts_dir() / TAGGER_SCRIPT
+    return script, script.is_file()
+
+
+def existing_builds(build_root: Path) -> dict[str, Path]:
+    """Output names of the builds under ``build_root`` and their recipe files, from ``plan.json``."""
+    builds: dict[str, Path] = {}
+    if not build_root.is_dir():
+        return builds
+    for plan in sorted(build_root.glob("*/plan.json")):
+        try:
+            data = json.loads(plan.read_text(encoding="utf-8"))
+            builds[str(data["name"])] = (plan.parent / str(data["recipe"])).resolve()
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return builds
