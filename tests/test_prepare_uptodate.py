@@ -1,6 +1,6 @@
 """`lorabuild prepare` with nothing changed: a listing of the folders, no check, no staging.
 
-The prepare command records its inputs' fingerprint (:func:`lorabuild.probe.facts.input_fingerprint`)
+The prepare command records its inputs' fingerprint (:func:`lorabuild.probe.inputs.input_fingerprint`)
 and the build's state in ``.lorabuild/stamps.json``; a second run with both unchanged repeats
 the last run's warnings and summary without probing an image. Anything that could change what
 prepare does or what it left behind makes it run for real.

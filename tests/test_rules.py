@@ -20,7 +20,8 @@ import pytest
 
 from lorabuild import rules
 from lorabuild.plan.subsets import plan_subsets
-from lorabuild.probe.facts import PACKAGES, gather
+from lorabuild.probe.environment import PACKAGES
+from lorabuild.probe.facts import gather
 from lorabuild.problems import Problem, format_problem
 from lorabuild.recipe.load import load_recipe
 from lorabuild.rules import captions, dataset, evaluate, launch, model, passthrough, training

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, features
 from lorabuild.build import dataset as stage
 from lorabuild.build.dataset import StageReport
 from lorabuild.plan.plan import Plan, with_raw_captions
-from lorabuild.probe import facts
+from lorabuild.probe import cache, facts
 from lorabuild.probe.imagefix import dhash, hamming, near_duplicates, staged_image_names
 from lorabuild.probe.images import ImageInfo, kohya_reads_name
 from lorabuild.problems import RecipeError
@@ -502,7 +502,7 @@ def test_manifest_records_are_versioned(project: Project) -> None:
     # A manifest from another lorabuild version is ignored, never misread.
     document["lorabuild_version"] = "0.0.0"
     path.write_text(json.dumps(document), "utf-8")
-    assert facts.load_probe_cache(path) == {}
+    assert cache.load_probe_cache(path) == {}
     assert prepare(project).unchanged == 4
 
 

@@ -88,7 +88,7 @@ from typing import Any
 from lorabuild import __version__, pipeline
 from lorabuild.batch.makefile import BUILD_LINE, INPUTS_STAMP
 from lorabuild.plan.layout import STATE_DIR
-from lorabuild.probe.facts import recipe_paths
+from lorabuild.probe.inputs import recipe_paths
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.load import LoadedRecipe, cwd_relative
 from lorabuild.recipe.many import load_many

@@ -13,7 +13,7 @@ link, never the file it shares with the source. A caption under a name not yet i
 created exclusively instead (``O_EXCL``: it cannot be a link), saving the rename.
 
 **Incremental.** ``dataset/.stage.json`` (the stage manifest) records every staged file: for an
-image, its source's path and :class:`~lorabuild.probe.facts.FileKey` (size, mtime, inode) with its
+image, its source's path and :class:`~lorabuild.probe.cache.FileKey` (size, mtime, inode) with its
 header facts and hashes (the probe cache :func:`lorabuild.probe.facts.gather` reads), how it was staged
 (link, copy, or the conversion's key) and the staged file's own key; for a caption, the sha256 of
 its text and its key. A file whose record matches the plan and whose staged key is unchanged is
@@ -61,8 +61,7 @@ from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
 from lorabuild.plan.subsets import STAGED_CAPTION_EXTENSION, StagedImage
 from lorabuild.plan.tags import tags_csv
-from lorabuild.probe.decodecheck import decode_problems
-from lorabuild.probe.facts import (
+from lorabuild.probe.cache import (
     PROBE_CACHE_VERSION,
     PROBE_FIELDS,
     STAGE_MANIFEST,
@@ -70,6 +69,7 @@ from lorabuild.probe.facts import (
     probe_record,
     read_stage_manifest,
 )
+from lorabuild.probe.decodecheck import decode_problems
 from lorabuild.probe.imagefix import convert_image
 from lorabuild.problems import Problem, RecipeError, error, warning
 from lorabuild.render.writer import Artefact, write_all, write_atomic, write_error, write_files, writing

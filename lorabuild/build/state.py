@@ -34,7 +34,7 @@ from lorabuild.kohya.config import SamplingOptions
 from lorabuild.kohya.tagger import settings_keys
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
-from lorabuild.probe.facts import input_fingerprint, tree_state
+from lorabuild.probe.inputs import input_fingerprint, tree_state
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.render.writer import Written, write_atomic
@@ -104,7 +104,7 @@ def is_done(stamp: Stamp | None, key: str) -> bool:
 
 PREPARED = "prepare-command"
 """The stamp of the last ``lorabuild prepare`` that finished: its key is the inputs' fingerprint
-(:func:`lorabuild.probe.facts.input_fingerprint`), its detail the build's state after it
+(:func:`lorabuild.probe.inputs.input_fingerprint`), its detail the build's state after it
 (:func:`build_state`), the files that state covers, the lines it printed and its summary."""
 
 
@@ -160,7 +160,7 @@ def prepare_inputs(loaded: LoadedRecipe) -> str:
 
 def prepare_fingerprint(loaded: LoadedRecipe, build_root: Path) -> str | None:
     """What ``lorabuild prepare`` reads, hashed without opening an image or caption
-    (:func:`lorabuild.probe.facts.input_fingerprint`; None when a file changed too recently to tell);
+    (:func:`lorabuild.probe.inputs.input_fingerprint`; None when a file changed too recently to tell);
     take it before the check, so that a file changed while preparing shows next time."""
     return input_fingerprint(loaded.recipe, loaded.section_hash(), loaded.path, build_root)
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorabuild.kohya.buckets import BucketSettings, bucket_for
-from lorabuild.probe.facts import Facts, Fingerprint
+from lorabuild.probe.cache import Fingerprint
+from lorabuild.probe.facts import Facts
 from lorabuild.probe.imagefix import Conversion, plan_conversion, staged_image_names
 from lorabuild.probe.images import ImageInfo
 from lorabuild.recipe.captions import CaptionFile, apply_rules, join_tags, split_tags

@@ -1,3 +1,27 @@
+"""The probe cache: what the stage manifest keeps about each source image, so that a check of an
+unchanged dataset does not probe it again.
+
+The stage manifest (``build/<name>/dataset/.stage.json``, written by :mod:`lorabuild.stages.prepare`)
+records, for every staged image, the header facts and hashes of its source together with the
+source's :class:`FileKey`; :func:`lorabuild.probe.facts.gather` reuses a record when the source's
+size, mtime and inode are unchanged, so a check of an unchanged 10,000-image dataset costs a
+``stat`` per image instead of a header parse (and, with ``images.duplicates = "near"``, a decode).
+Nothing here writes: :func:`probe_record` makes the records that prepare writes,
+:func:`load_probe_cache` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from lorabuild import __version__
+from lorabuild.probe.images import ImageInfo
+from lorabuild.recipe.captions import CaptionFile
+
 STAGE_MANIFEST = ".stage.json"
 """The stage manifest's name inside ``build/<name>/dataset/`` (see the module docstring)."""
 

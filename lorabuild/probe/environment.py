@@ -1,3 +1,19 @@
+"""What a check depends on besides the recipe's own files: which packages are installed here,
+whether kohya's tagger script is there, and which builds the build folder already holds.
+
+:func:`lorabuild.probe.facts.gather` records them as facts; :func:`lorabuild.probe.inputs.input_fingerprint`
+hashes them, so that a package installed or a build added makes an unchanged ``prepare`` look again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from lorabuild.kohya.tagger import TAGGER_SCRIPT
+from lorabuild.settings import sd_scripts_dir
+
 # Packages whose presence decides whether an optimizer, network or attention setting can work.
 PACKAGES = (
     "accelerate",

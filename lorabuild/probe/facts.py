@@ -4,41 +4,38 @@ This is the imperative shell around the pure core: :func:`gather` touches the di
 listings, image headers, caption files, the model header, which packages are installed) and
 returns frozen values; :mod:`lorabuild.rules` and :mod:`lorabuild.plan` only read them.
 
-Image facts are cached. The stage manifest (``build/<name>/dataset/.stage.json``, written by
-:mod:`lorabuild.stages.prepare`) records, for every staged image, the header facts and hashes of its
-source together with the source's :class:`FileKey`; :func:`gather` reuses a record when the
-source's size, mtime and inode are unchanged, so a check of an unchanged 10,000-image dataset
-costs a ``stat`` per image instead of a header parse (and, with ``images.duplicates = "near"``,
-a decode). Nothing here writes: a check with no stage yet simply probes everything.
+Image facts are cached in the stage manifest (:mod:`~lorabuild.probe.cache`): an unchanged image
+costs a ``stat``. The packages and the other builds are probed by :mod:`~lorabuild.probe.environment`.
+Nothing here writes: a check with no stage yet simply probes everything.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import os
 import stat
 import sys
-import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel
-
-from lorabuild import __version__
-from lorabuild.kohya.tagger import TAGGER_SCRIPT, TaggerModel, autotag_sections, probe_model_dir
+from lorabuild.kohya.tagger import TaggerModel, autotag_sections, probe_model_dir
+from lorabuild.probe.cache import (
+    _R,
+    STAGE_MANIFEST,
+    FileKey,
+    Fingerprint,
+    _from_record,
+    load_probe_cache,
+)
 from lorabuild.probe.decodecheck import decode_ahead
+from lorabuild.probe.environment import _tagger_script, existing_builds, installed_packages
 from lorabuild.probe.imagefix import content_hash, dhash
 from lorabuild.probe.images import ImageInfo, images_below, list_folder, probe_images, why_kohya_skips
 from lorabuild.probe.modelfile import ModelInfo, probe_model
 from lorabuild.recipe.captions import CaptionFile, read_caption
 from lorabuild.recipe.schema import Recipe
-from lorabuild.settings import TEMPLATES_DIR, sd_scripts_dir
-
 
 # Files kohya itself leaves next to an image under its stem (cache_latents_to_disk writes
 # ``<stem>.npz``): never captions, so never a hint that caption_extension is wrong.

@@ -1,3 +1,32 @@
+"""The input fingerprint: a cheap hash of everything a check reads, made of ``stat`` calls.
+
+:func:`input_fingerprint` hashes the recipe, this machine's settings and packages and the
+:func:`tree_state` of every file and folder the recipe names; :mod:`lorabuild.build.state` keeps it
+in the ``prepare-command`` stamp, which makes an unchanged ``lorabuild prepare`` a folder listing.
+No image or caption is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from lorabuild import __version__
+from lorabuild.kohya.tagger import autotag_sections
+from lorabuild.probe.cache import PROBE_CACHE_VERSION
+from lorabuild.probe.environment import _tagger_script, existing_builds, installed_packages
+from lorabuild.recipe.schema import Recipe
+from lorabuild.settings import TEMPLATES_DIR, sd_scripts_dir
+
+
 def recipe_paths(value: object) -> Iterator[Path]:
     """Every path a validated recipe (or any part of it) names, depth first."""
     if isinstance(value, Path):
