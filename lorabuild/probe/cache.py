@@ -138,7 +138,14 @@ def probe_record(
     ]
 
 
-def _from_record(
+def cached_caption(record: list[Any] | None, name: str, key: FileKey) -> str | None:
+    """The caption text ``record`` keeps for the caption file ``name``, when that file is still at ``key``."""
+    if record is not None and record[_R["caption"]] == name and record[_R["caption_key"]] == key.as_list():
+        return str(record[_R["caption_text"]])
+    return None
+
+
+def image_from_record(
     path: Path, key: FileKey | None, record: list[Any]
 ) -> tuple[ImageInfo, Fingerprint, list[Any]] | None:
     """An image's facts from its probe record, when the record is of this version of the file."""

@@ -39,7 +39,8 @@ def installed_packages() -> dict[str, bool]:
     return {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
 
 
-def _tagger_script() -> tuple[Path, bool]:
+def tagger_script() -> tuple[Path, bool]:
+    """kohya's WD14 tagger script (in the sd-scripts folder of the settings), and whether it is there."""
     script = sd_scripts_dir() / TAGGER_SCRIPT
     return script, script.is_file()
 

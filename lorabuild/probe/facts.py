@@ -22,15 +22,15 @@ from typing import Any, Literal, TypeVar
 
 from lorabuild.kohya.tagger import TaggerModel, autotag_sections, probe_model_dir
 from lorabuild.probe.cache import (
-    _R,
     STAGE_MANIFEST,
     FileKey,
     Fingerprint,
-    _from_record,
+    cached_caption,
+    image_from_record,
     load_probe_cache,
 )
 from lorabuild.probe.decodecheck import decode_ahead
-from lorabuild.probe.environment import _tagger_script, existing_builds, installed_packages
+from lorabuild.probe.environment import existing_builds, installed_packages, tagger_script
 from lorabuild.probe.imagefix import content_hash, dhash
 from lorabuild.probe.images import ImageInfo, images_below, list_folder, probe_images, why_kohya_skips
 from lorabuild.probe.modelfile import ModelInfo, probe_model
@@ -158,7 +158,7 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
         packages=installed_packages(),
         other_builds={name: str(path) for name, path in others.items() if path != mine},
         tagger_models={s.model_dir: probe_model_dir(s.model_dir) for _, s in autotag_sections(recipe)},
-        tagger_script=_tagger_script() if autotag_sections(recipe) else None,
+        tagger_script=tagger_script() if autotag_sections(recipe) else None,
         paths={
             path: probe_path(path)
             for path in (recipe.model.vae, recipe.model.tokenizer_cache_dir, recipe.network.weights)
@@ -267,8 +267,9 @@ def _read_caption_cached(
     key = FileKey.of(prefix + name)
     if key is None:
         return read_caption(path), None  # missing (or unreadable: read_caption says why)
-    if record is not None and record[_R["caption"]] == name and record[_R["caption_key"]] == key.as_list():
-        return CaptionFile(path, str(record[_R["caption_text"]])), key
+    text = cached_caption(record, name, key)
+    if text is not None:
+        return CaptionFile(path, text), key
     caption = read_caption(path)
     return caption, key if caption.path is not None and caption.problem is None else None
 
@@ -284,7 +285,7 @@ def _probe_cached(
         key = FileKey.of(full)
         keys.append(key)
         record = cache.get(full) if key is not None else None
-        results.append(_from_record(path, key, record) if record is not None else None)
+        results.append(image_from_record(path, key, record) if record is not None else None)
     missing = [i for i, result in enumerate(results) if result is None]
     # New and changed images are the ones staging will decode: start that now, where prepare asked.
     decode_ahead([paths[i] for i in missing])

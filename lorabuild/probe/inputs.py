@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from lorabuild import __version__
 from lorabuild.kohya.tagger import autotag_sections
 from lorabuild.probe.cache import PROBE_CACHE_VERSION
-from lorabuild.probe.environment import _tagger_script, existing_builds, installed_packages
+from lorabuild.probe.environment import existing_builds, installed_packages, tagger_script
 from lorabuild.recipe.schema import Recipe
 from lorabuild.settings import TEMPLATES_DIR, sd_scripts_dir
 
@@ -112,7 +112,7 @@ def input_fingerprint(recipe: Recipe, recipe_hash: str, recipe_file: Path, build
         "packages": installed_packages(),
         "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("LORABUILD_")},
         "sd_scripts": str(sd_scripts_dir()),
-        "tagger_script": list(map(str, _tagger_script())) if autotag_sections(recipe) else None,
+        "tagger_script": list(map(str, tagger_script())) if autotag_sections(recipe) else None,
         "other_builds": {n: str(p) for n, p in sorted(existing_builds(build_root).items()) if p != mine},
     }
     digest.update(json.dumps(head, sort_keys=True).encode())
