@@ -228,7 +228,7 @@ def render_sbatch(
     ]
     sbatch += list(settings.extra)
     for line in sbatch:
-        why = sbatch_line_problem(line)  # the check's own test of [launch.slurm] (recipe/schema.py)
+        why = sbatch_line_problem(line)  # the check's own test of [launch.slurm] (recipe/schema/launch.py)
         if why:
             raise SlurmError(f"sbatch option {line!r} cannot be written on an #SBATCH line: it {why}")
     # sbatch reads a double-quoted value with spaces as one argument; for bash the line is a comment,
