@@ -73,9 +73,6 @@ def test_the_stages_independence_contract_names_every_stage() -> None:
 
 LONG_MODULE = 500
 WHY_ONE_MODULE = "Why one module:"
-# Helper s1 of issue 11 splits these or gives their reasons (recipe/schema.py, recipe/expand.py,
-# probe/facts.py are its to edit); the test below fails once an entry is no longer needed.
-NOT_YET = {"lorabuild/recipe/schema.py", "lorabuild/recipe/expand.py", "lorabuild/probe/facts.py"}
 
 
 def _says_why_one_module(path: Path) -> bool:
@@ -86,15 +83,9 @@ def _says_why_one_module(path: Path) -> bool:
 def test_a_long_module_says_why_it_is_one() -> None:
     """A module over 500 lines is split along a seam, or its docstring has a paragraph that
     starts ``Why one module:`` and gives the reason (issue 11)."""
-    unexplained, needless = [], []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        name = path.relative_to(PACKAGE.parent).as_posix()
-        long = len(path.read_text(encoding="utf-8").splitlines()) > LONG_MODULE
-        explained = _says_why_one_module(path)
-        if name in NOT_YET:
-            if not long or explained:
-                needless.append(name)
-        elif long and not explained:
-            unexplained.append(name)
+    unexplained = [
+        path.relative_to(PACKAGE.parent).as_posix()
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if len(path.read_text(encoding="utf-8").splitlines()) > LONG_MODULE and not _says_why_one_module(path)
+    ]
     assert unexplained == [], f"split these, or start a docstring paragraph with {WHY_ONE_MODULE!r}"
-    assert needless == [], "drop these from NOT_YET: they are short now, or say why they are one"
