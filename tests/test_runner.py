@@ -127,14 +127,16 @@ def test_capture_returns_output_and_reports_missing_programs_and_timeouts(tmp_pa
 # --- stopping ----------------------------------------------------------------------------------
 
 # A stand-in for `accelerate launch`: it starts the "trainer" as its own child (a grandchild of
-# lorabuild) and waits for it, passing no signal on, as accelerate's simple launcher does.
+# lorabuild) and waits for it, passing no signal on, as accelerate's simple launcher does. Its own
+# Ctrl-C is a no-op handler rather than KeyboardInterrupt: an exception that lands inside
+# Popen.wait() after waitpid() reaped the child but before the status was kept makes the second
+# wait() report 0 (CPython's ChildProcessError fallback), which failed this test about once in
+# a hundred runs.
 LAUNCHER = r"""
-import json, subprocess, sys
-child = subprocess.Popen(json.loads(sys.argv[1]))
-try:
-    sys.exit(child.wait())
-except KeyboardInterrupt:
-    sys.exit(child.wait())
+import json, signal, subprocess, sys
+signal.signal(signal.SIGINT, lambda signum, frame: None)
+child = subprocess.Popen(json.loads(sys.argv[1]))  # exec resets the no-op handler: the trainer gets Ctrl-C
+sys.exit(child.wait())
 """
 
 # The "trainer": reports readiness, then works until stopped; on Ctrl-C it stops cleanly.
