@@ -19,9 +19,21 @@ from typing import Any
 
 from lorabuild.kohya import runner
 from lorabuild.kohya.diagnose import Diagnosis, diagnose, last_error
+from lorabuild.problems import LorabuildError
 
 TAIL_LINES = 400
 """Lines of output kept for the diagnosis (the whole output is in the log)."""
+
+
+class ScriptInterrupted(LorabuildError):
+    """The user (or the system) stopped lorabuild while a kohya script ran; each stage has its own kind.
+
+    The exit status is the shell's 128 + signal number: 130 for Ctrl-C, 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from PIL import Image
 from lorabuild.build.gridmanifest import manifest
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya import families
-from lorabuild.kohya.scriptrun import run_script
+from lorabuild.kohya.scriptrun import ScriptInterrupted, run_script
 from lorabuild.plan.gridcells import (
     Cell,
     GridPlan,
@@ -68,12 +68,8 @@ class GridError(LorabuildError):
     exit_code = 2
 
 
-class GridInterrupted(LorabuildError):
+class GridInterrupted(ScriptInterrupted):
     """The user stopped lorabuild while gen_img rendered; the cells finished so far are kept."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 # --- the pure part -------------------------------------------------------------------------------

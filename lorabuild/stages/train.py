@@ -40,7 +40,7 @@ from lorabuild.build.state import (
 from lorabuild.kohya.outputs import TrainingOutputs, resume_args, saved_name_pattern, state_is_complete
 from lorabuild.kohya.progress import Display, Tracker
 from lorabuild.kohya.runner import resolve_argv
-from lorabuild.kohya.scriptrun import run_script
+from lorabuild.kohya.scriptrun import ScriptInterrupted, run_script
 from lorabuild.plan.plan import Plan
 from lorabuild.problems import LorabuildError
 from lorabuild.settings import sd_scripts_dir
@@ -55,13 +55,8 @@ class TrainingError(LorabuildError):
     exit_code = 1
 
 
-class TrainingInterrupted(LorabuildError):
+class TrainingInterrupted(ScriptInterrupted):
     """The user (or the system) stopped lorabuild while kohya trained."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        # 130 for Ctrl-C, 143 for SIGTERM: the shell's 128 + signal number.
-        self.exit_code = 128 + signum
 
 
 @dataclass(frozen=True)
