@@ -34,6 +34,19 @@ def run_lorabuild(*args: str, cwd: Path | None = None) -> subprocess.CompletedPr
     )
 
 
+def run_cli_here(
+    *args: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """Run the command line in this process (so it meets this process's lock and patches): status, stderr."""
+    from lorabuild import cli
+
+    monkeypatch.setattr(sys, "argv", ["lorabuild", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    return int(exited.value.code or 0), capsys.readouterr().err
+
+
 def write_safetensors(path: Path, names: list[str]) -> Path:
     """A real (tiny) safetensors file with one float32 scalar per name."""
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}

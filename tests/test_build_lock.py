@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild import cli
 from lorabuild.build import state
-from tests.conftest import REPO, Project, run_lorabuild
+from tests.conftest import REPO, Project, run_cli_here, run_lorabuild
 from tests.test_autotag import FakeTagger
 from tests.test_autotag_prepare import fake
 from tests.test_losslog import write_run
@@ -25,13 +24,7 @@ __all__ = ["fake"]  # the fixture
 BUILD = Path("build/Test_v1")
 
 
-def main(*args: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Run the command line in this process (so it meets this process's lock): status, stderr."""
-    monkeypatch.setattr(sys, "argv", ["lorabuild", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    return int(exited.value.code or 0), capsys.readouterr().err
+main = run_cli_here  # in this process, so it meets this process's lock and patches
 
 
 WRITERS = [

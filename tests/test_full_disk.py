@@ -21,20 +21,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lorabuild import cli
 from lorabuild.build import dataset as stage
-from tests.conftest import Project, run_lorabuild, write_image
+from tests.conftest import Project, run_cli_here, run_lorabuild, write_image
 
 BUILD = Path("build/Test_v1")
 RECORDS = ("dataset/.stage.json", ".lorabuild/stamps.json")  # they hold mtimes and inodes
 
 
-def main(*args: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["lorabuild", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    return int(exited.value.code or 0), capsys.readouterr().err
+main = run_cli_here  # in this process, so it meets this process's lock and patches
 
 
 class Disk:
