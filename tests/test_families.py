@@ -163,6 +163,11 @@ FAKE = Family(
     grid=GenImg(flags=("--fake",)),
     sd_version="Flux",
     rules=(fake_rule,),
+    model_files=(),
+    tokenizers=("openai/clip-vit-large-patch14",),
+    model_type=None,
+    defaults=(),
+    memory=(),
 )
 
 

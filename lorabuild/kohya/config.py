@@ -59,6 +59,10 @@ class ModelOptions:
     clip_skip: int | None
     vae: str | None
     tokenizer_cache_dir: str | None
+    model_type: str | None
+    clip_l: str | None
+    t5xxl: str | None
+    ae: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +117,23 @@ class TrainingOptions:
     noise_offset: float | None
     min_snr_gamma: float | None
     max_data_loader_n_workers: int | None
+    fp8_base: bool
+    blocks_to_swap: int | None
+    cache_text_encoder_outputs: bool
+    cache_text_encoder_outputs_to_disk: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowOptions:
+    """``[flow]``: the flow-matching families' training options (``flux_train_utils.add_flux_train_arguments``)."""
+
+    guidance_scale: float | None
+    timestep_sampling: str | None
+    sigmoid_scale: float | None
+    model_prediction_type: str | None
+    discrete_flow_shift: float | None
+    apply_t5_attn_mask: bool
+    t5xxl_max_token_length: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +200,7 @@ class KohyaConfig:
     """The ``--config_file`` document: one value per section, in the file's order.
 
     Attributes:
+        flow: The flow-matching options (FLUX.1, Chroma); all unset for the other families.
         deepspeed: ``[launch.deepspeed]`` of the recipe, or None (no section).
         passthrough: The recipe's ``[kohya]`` table: options lorabuild does not model, written
             last and as given (the rules checked each against kohya's parsers).
@@ -188,6 +210,7 @@ class KohyaConfig:
     network: NetworkOptions
     optimizer: OptimizerOptions
     training: TrainingOptions
+    flow: FlowOptions
     saving: SavingOptions
     logging: LoggingOptions
     sampling: SamplingOptions
@@ -202,6 +225,7 @@ class KohyaConfig:
             "network": _table(self.network),
             "optimizer": _table(self.optimizer),
             "training": _table(self.training),
+            "flow": _table(self.flow),
             "saving": _table(self.saving),
             "logging": _table(self.logging),
             "sampling": _table(self.sampling),

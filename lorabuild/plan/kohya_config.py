@@ -18,6 +18,7 @@ from lorabuild.kohya.config import (
     DatasetConfig,
     DatasetOptions,
     DeepSpeedOptions,
+    FlowOptions,
     GeneralOptions,
     KohyaConfig,
     LoggingOptions,
@@ -32,7 +33,7 @@ from lorabuild.kohya.config import (
 )
 from lorabuild.plan.layout import BuildLayout, portable_path
 from lorabuild.plan.subsets import DEFAULT_BUCKET_STEPS, STAGED_CAPTION_EXTENSION, Subsets, first_trigger
-from lorabuild.recipe.schema import DeepSpeedSection, Recipe
+from lorabuild.recipe.schema import DeepSpeedSection, FlowSection, Recipe
 
 
 def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str) -> KohyaConfig:
@@ -62,6 +63,10 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             clip_skip=m.clip_skip,
             vae=rel(m.vae) if m.vae else None,
             tokenizer_cache_dir=rel(m.tokenizer_cache_dir) if m.tokenizer_cache_dir else None,
+            model_type=fam.model_type,
+            clip_l=rel(m.clip_l) if m.clip_l else None,
+            t5xxl=rel(m.t5xxl) if m.t5xxl else None,
+            ae=rel(m.ae) if m.ae else None,
         ),
         network=NetworkOptions(
             network_module=module,
@@ -106,7 +111,12 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             noise_offset=t.noise_offset,
             min_snr_gamma=t.min_snr_gamma,
             max_data_loader_n_workers=t.max_data_loader_n_workers,
+            fp8_base=t.fp8_base,
+            blocks_to_swap=t.blocks_to_swap,
+            cache_text_encoder_outputs=t.cache_text_encoder_outputs,
+            cache_text_encoder_outputs_to_disk=t.cache_text_encoder_outputs_to_disk,
         ),
+        flow=flow_options(recipe.flow),
         saving=SavingOptions(
             output_dir=BuildLayout.OUTPUT,
             output_name=recipe.name,
@@ -136,6 +146,19 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
         if recipe.launch.deepspeed is not None
         else None,
         passthrough=dict(recipe.kohya),
+    )
+
+
+def flow_options(f: FlowSection) -> FlowOptions:
+    """``[flow]`` as kohya's options (the family's defaults were applied to the recipe before)."""
+    return FlowOptions(
+        guidance_scale=f.guidance_scale,
+        timestep_sampling=f.timestep_sampling,
+        sigmoid_scale=f.sigmoid_scale,
+        model_prediction_type=f.model_prediction_type,
+        discrete_flow_shift=f.discrete_flow_shift,
+        apply_t5_attn_mask=bool(f.apply_t5_attn_mask),
+        t5xxl_max_token_length=f.t5xxl_max_token_length,
     )
 
 

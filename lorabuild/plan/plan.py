@@ -22,6 +22,7 @@ from lorabuild.kohya.buckets import batches_per_epoch, total_steps
 from lorabuild.kohya.config import DatasetConfig, KohyaConfig
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec, accelerate_argv
 from lorabuild.kohya.outputs import TrainingOutputs, saved_epochs
+from lorabuild.plan.defaults import Resolved, apply_defaults
 from lorabuild.plan.evaluate import GridSettings, grid_settings, sample_prompts
 from lorabuild.plan.kohya_config import kohya_config, kohya_dataset_config
 from lorabuild.plan.layout import BuildLayout, relpath
@@ -58,6 +59,7 @@ class Plan:
             convert (``error`` or ``skip``).
         num_processes: Training processes (GPUs) accelerate launches; each takes its share of
             every epoch's batches, so ``total_steps`` counts the steps of one process.
+        defaults: The family's defaults and memory preset applied to keys the recipe leaves out.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Plan:
     launch: LaunchSpec
     on_bad_image: str = "error"
     num_processes: int = 1
+    defaults: Resolved | None = None
 
     @property
     def layout(self) -> BuildLayout:
@@ -129,6 +132,11 @@ class Plan:
         } | ({"num_processes": self.num_processes} if self.num_processes > 1 else {})
 
 
+def resolve(recipe: Recipe, facts: Facts) -> Resolved:
+    """``recipe`` as it will be trained: its family's defaults (and memory preset) applied."""
+    return apply_defaults(recipe, families.get(family_of(recipe, facts)))
+
+
 def family_of(recipe: Recipe, facts: Facts) -> str:
     """The recipe's family, else the detected one, else the fallback (rules report the ambiguity)."""
     if recipe.model.family:
@@ -170,7 +178,8 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path, subsets: Su
         subsets: :func:`~lorabuild.plan.subsets.plan_subsets` of ``loaded.recipe`` and ``facts``
             when the caller has them already (the check computes them once for the rules too).
     """
-    recipe = loaded.recipe
+    resolved = resolve(loaded.recipe, facts)
+    recipe = resolved.recipe
     build_dir = build_root / recipe.name
     family = family_of(recipe, facts)
     subsets = plan_subsets(recipe, facts) if subsets is None else subsets
@@ -204,6 +213,7 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path, subsets: Su
         launch=launch_spec(recipe, script),
         on_bad_image=recipe.images.on_bad_image,
         num_processes=recipe.launch.num_processes,
+        defaults=resolved,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from lorabuild.kohya import families
@@ -62,7 +63,30 @@ def plan_summary(plan: Plan, verbose: bool = False) -> str:
         f"  saves    {len(plan.outputs)} file(s) in {relpath(plan.build_dir, plan.build_dir.parent.parent)}/:"
     )
     lines.extend(f"    {f}" for f in plan.outputs)
+    lines.extend(defaults_lines(plan))
     return "\n".join(lines)
+
+
+def defaults_lines(plan: Plan) -> list[str]:
+    """The values the family and the memory preset gave keys the recipe leaves out, and why."""
+    resolved = plan.defaults
+    if resolved is None or not (resolved.applied or resolved.preset or resolved.skipped):
+        return []
+    lines = ["  defaults keys the recipe leaves out (set a key to override it):"]
+    for a in resolved.applied:
+        lines.append(f"    {a.key} = {_toml(a.value)}  ({a.source}: {a.why})")
+    if resolved.preset:
+        lines.append(f"    memory preset: {resolved.preset}")
+    lines.extend(f"    not applied: {why}" for why in resolved.skipped)
+    return lines
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
 
 
 def problem_lines(problems: Iterable[Problem]) -> list[str]:

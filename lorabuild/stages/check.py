@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorabuild.plan.plan import Plan, build_plan
+from lorabuild.plan.plan import Plan, build_plan, resolve
 from lorabuild.plan.subsets import plan_subsets
 from lorabuild.probe.facts import Facts, gather
 from lorabuild.problems import Problem, RecipeError, Severity, errors_of
@@ -56,8 +56,9 @@ def check(recipe_file: Path, overrides: Sequence[str], build_root: Path, only: s
 def check_loaded(loaded: LoadedRecipe, build_root: Path) -> Checked:
     """Probe a loaded build's files and run every rule; plan when nothing is wrong."""
     facts = gather(loaded.recipe, loaded.path, build_root)
-    subsets = plan_subsets(loaded.recipe, facts)  # once, for the rules and the plan
-    problems = tuple(p.at(loaded.file_of(p.key)) for p in run_rules(loaded.recipe, facts, subsets))
+    recipe = resolve(loaded.recipe, facts).recipe  # the rules judge what will be trained
+    subsets = plan_subsets(recipe, facts)  # once, for the rules and the plan
+    problems = tuple(p.at(loaded.file_of(p.key)) for p in run_rules(recipe, facts, subsets))
     plan = None if errors_of(problems) else build_plan(loaded, facts, build_root, subsets)
     return Checked(loaded, facts, problems, plan)
 

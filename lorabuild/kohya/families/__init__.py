@@ -1,9 +1,11 @@
 """The model families lorabuild trains, one module each, and their registry: the one list of them.
 
 Each module (:mod:`~lorabuild.kohya.families.sd15`, :mod:`~lorabuild.kohya.families.sd2`,
-:mod:`~lorabuild.kohya.families.sdxl`) builds a :class:`~lorabuild.kohya.families.base.Family`: its
+:mod:`~lorabuild.kohya.families.sdxl`, :mod:`~lorabuild.kohya.families.flux`,
+:mod:`~lorabuild.kohya.families.chroma`) builds a :class:`~lorabuild.kohya.families.base.Family`: its
 training script, the networks it trains, how its model header is recognised, its kohya defaults,
-its grid renderer, its webui card and the rules only it has. Everything else asks the registry
+its grid renderer, its webui card, the model files and tokenizers it needs, its defaults and
+memory presets, and the rules only it has. Everything else asks the registry
 (:func:`get`, :func:`detect`, :data:`ALL`) instead of comparing family names.
 
 Adding a family: write its module, add its ``FAMILY`` to :data:`ALL`, add its name to
@@ -16,10 +18,10 @@ May import: :mod:`lorabuild.kohya.genimg`, :mod:`lorabuild.recipe` and the layer
 
 from __future__ import annotations
 
-from lorabuild.kohya.families import sd2, sd15, sdxl
-from lorabuild.kohya.families.base import Family, ModelHeader
+from lorabuild.kohya.families import chroma, flux, sd2, sd15, sdxl
+from lorabuild.kohya.families.base import Default, Family, MemoryPreset, ModelFile, ModelHeader
 
-ALL: tuple[Family, ...] = (sd15.FAMILY, sd2.FAMILY, sdxl.FAMILY)
+ALL: tuple[Family, ...] = (sd15.FAMILY, sd2.FAMILY, sdxl.FAMILY, flux.FAMILY, chroma.FAMILY)
 """Every family, oldest first: the order messages list them in."""
 
 FALLBACK = sd15.FAMILY.name
@@ -53,4 +55,15 @@ def detect(header: ModelHeader) -> Family | None:
     return next((f for f in reversed(ALL) if f.recognise(header)), None)
 
 
-__all__ = ["ALL", "FALLBACK", "Family", "ModelHeader", "detect", "get", "names"]
+__all__ = [
+    "ALL",
+    "FALLBACK",
+    "Default",
+    "Family",
+    "MemoryPreset",
+    "ModelFile",
+    "ModelHeader",
+    "detect",
+    "get",
+    "names",
+]

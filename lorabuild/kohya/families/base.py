@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.problems import Problem, error
-from lorabuild.recipe.schema import Recipe
+from lorabuild.recipe.schema import KohyaValue, Recipe
 
 FamilyRule = Callable[[Recipe], Iterable[Problem]]
 """A pre-flight rule only one family has: the recipe in, problems out (the caller knows the family)."""
@@ -31,6 +31,56 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
     }
 )
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file besides the base model that a family's trainer loads (FLUX's text encoders, AE).
+
+    Attributes:
+        key: The ``[model]`` key that names it, and the kohya option it compiles to (``clip_l``).
+        label: How messages name it (``the CLIP-L text encoder``).
+        component: What :func:`lorabuild.probe.modelfile.probe_model` must find in its header.
+        example: A file name users download it as, for messages.
+    """
+
+    key: str
+    label: str
+    component: str
+    example: str
+
+
+@dataclass(frozen=True)
+class Default:
+    """A value a family (or a memory preset) gives a recipe key the recipe leaves out.
+
+    Attributes:
+        key: The dotted recipe key (``training.mixed_precision``).
+        value: The value it gets.
+        why: Why, for ``lorabuild check``'s list of applied defaults.
+        unless: Why the value must not be applied to a recipe, or None when it may
+            (a memory preset's text-encoder cache, say, for a recipe that shuffles captions).
+    """
+
+    key: str
+    value: KohyaValue
+    why: str
+    unless: Callable[[Recipe], str | None] | None = None
+
+
+@dataclass(frozen=True)
+class MemoryPreset:
+    """kohya's documented settings for a GPU of at least ``min_gb`` GB (``[launch] vram_gb``).
+
+    Attributes:
+        min_gb: The smallest card, in GB, these settings are for.
+        settings: The values, each with its reason.
+        source: Where the figures come from (kohya's docs, a section), shown by the check.
+    """
+
+    min_gb: int
+    settings: tuple[Default, ...]
+    source: str
 
 
 @dataclass(frozen=True)
@@ -72,9 +122,16 @@ class Family:
         vae_overflows_in_fp16: The stock VAE gives NaN in fp16, so the grid keeps it in fp32
             (``--no_half_vae``) when rendering in fp16.
         grid: How the epoch x weight grid is rendered.
-        sd_version: The webui card's ``sd version`` (``SD1``, ``SD2``, ``SDXL``; see
+        sd_version: The webui card's ``sd version`` (``SD1``, ``SD2``, ``SDXL``, Forge's ``Flux``; see
             :mod:`lorabuild.stages.install`).
         rules: Its own pre-flight rules.
+        model_files: The model files its trainer loads besides the base model, each a ``[model]`` key.
+        tokenizers: The Hugging Face ids of the tokenizers kohya loads for it (each read from, or
+            downloaded into, ``--tokenizer_cache_dir/<id with "/" as "_">``; library/strategy_*.py).
+        model_type: kohya ``--model_type`` (``flux_train_network.py``: flux or chroma), or None.
+        defaults: The values it gives recipe keys the recipe leaves out (kohya's documented settings
+            where they differ from kohya's argparse defaults).
+        memory: kohya's documented settings by GPU memory, largest card first (``[launch] vram_gb``).
     """
 
     name: str
@@ -88,6 +145,11 @@ class Family:
     grid: GenImg
     sd_version: str
     rules: tuple[FamilyRule, ...]
+    model_files: tuple[ModelFile, ...]
+    tokenizers: tuple[str, ...]
+    model_type: str | None
+    defaults: tuple[Default, ...]
+    memory: tuple[MemoryPreset, ...]
 
     def problems(self, recipe: Recipe) -> Iterator[Problem]:
         """What is wrong with ``recipe`` for this family: a network it does not train, then its rules."""

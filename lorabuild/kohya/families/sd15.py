@@ -28,4 +28,10 @@ FAMILY = Family(
     grid=GenImg(flags=("--v1",)),
     sd_version="SD1",
     rules=(),
+    model_files=(),
+    # library/strategy_sd.py, strategy_sdxl.py.
+    tokenizers=("openai/clip-vit-large-patch14",),
+    model_type=None,
+    defaults=(),
+    memory=(),
 )

@@ -41,4 +41,10 @@ FAMILY = Family(
     grid=GenImg(flags=("--v2",)),
     sd_version="SD2",
     rules=(clip_skip,),
+    model_files=(),
+    # library/strategy_sd.py, strategy_sdxl.py.
+    tokenizers=("stabilityai/stable-diffusion-2",),
+    model_type=None,
+    defaults=(),
+    memory=(),
 )

@@ -53,4 +53,10 @@ FAMILY = Family(
     grid=GenImg(flags=("--sdxl",)),
     sd_version="SDXL",
     rules=(clip_skip_ignored, fp16_vae),
+    model_files=(),
+    # library/strategy_sd.py, strategy_sdxl.py.
+    tokenizers=("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"),
+    model_type=None,
+    defaults=(),
+    memory=(),
 )

@@ -15,6 +15,7 @@ The tables live in modules by concern, as axolotl splits its schemas:
 - :mod:`~lorabuild.recipe.schema.fields`: the shared value types (:data:`RecipePath`, :data:`Line`,
   kohya's vocabularies) and the tables' base model.
 - :mod:`~lorabuild.recipe.schema.training`: ``[model]``, ``[network]``, ``[optimizer]``, ``[training]``.
+- :mod:`~lorabuild.recipe.schema.flow`: ``[flow]``, the flow-matching families' (FLUX.1, Chroma) settings.
 - :mod:`~lorabuild.recipe.schema.dataset`: ``[dataset]`` and its subsets, ``[captions]``, ``[images]``.
 - :mod:`~lorabuild.recipe.schema.launch`: ``[launch]`` with ``[launch.deepspeed]`` and ``[launch.slurm]``.
 - :mod:`~lorabuild.recipe.schema.results`: ``[evaluate]`` and ``[install]``.
@@ -51,6 +52,7 @@ from lorabuild.recipe.schema.fields import (
     _Table,
     line_problem,
 )
+from lorabuild.recipe.schema.flow import FlowSection, PredictionType, TimestepSampling
 from lorabuild.recipe.schema.launch import (
     MANAGED_ACCELERATE_OPTIONS,
     DeepSpeedSection,
@@ -69,6 +71,7 @@ __all__ = [
     "DeepSpeedSection",
     "EvaluateSection",
     "Family",
+    "FlowSection",
     "ImagesSection",
     "InstallSection",
     "KohyaValue",
@@ -78,12 +81,14 @@ __all__ = [
     "NetworkSection",
     "OffloadDevice",
     "OptimizerSection",
+    "PredictionType",
     "Recipe",
     "RecipePath",
     "Sampler",
     "Scheduler",
     "SlurmSection",
     "Subset",
+    "TimestepSampling",
     "TrainingSection",
     "line_problem",
 ]
@@ -118,6 +123,10 @@ class Recipe(_Table):
     network: NetworkSection = Field(default_factory=NetworkSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     training: TrainingSection = Field(default_factory=TrainingSection)
+    flow: FlowSection = Field(
+        default_factory=FlowSection,
+        description="FLUX.1 and Chroma: guidance, timestep sampling and prediction type (family defaults apply).",
+    )
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     launch: LaunchSection = Field(default_factory=LaunchSection)
     install: InstallSection = Field(

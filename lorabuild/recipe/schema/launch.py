@@ -102,6 +102,14 @@ class SlurmSection(_Table):
 class LaunchSection(_Table):
     """``[launch]``: how ``accelerate launch`` starts the trainer."""
 
+    vram_gb: int | None = Field(
+        None,
+        ge=4,
+        le=200,
+        description="The GPU's memory in GB: picks kohya's documented memory settings for that card size "
+        "(fp8 base, blocks to swap, gradient checkpointing, text-encoder cache, batch size) for the keys the "
+        "recipe leaves out; lorabuild check shows what it chose.",
+    )
     num_cpu_threads_per_process: int = Field(
         2, ge=1, description="CPU threads per training process (accelerate --num_cpu_threads_per_process)."
     )

@@ -19,8 +19,9 @@ class ModelSection(_Table):
     )
     family: Family | None = Field(
         None,
-        description="Model family: sd15, sd2 or sdxl. Detected from the checkpoint's header when omitted. "
-        "Decides the kohya script (train_network.py or sdxl_train_network.py) and --v2.",
+        description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell) or chroma. Detected from the "
+        "checkpoint's header when omitted. Decides the kohya script (train_network.py, sdxl_train_network.py, "
+        "flux_train_network.py), its defaults and the model files it needs.",
     )
     v_parameterization: bool = Field(
         False,
@@ -36,7 +37,17 @@ class ModelSection(_Table):
     vae: RecipePath | None = Field(None, description="Replacement VAE file or folder (kohya --vae).")
     tokenizer_cache_dir: RecipePath | None = Field(
         None,
-        description="Folder holding the CLIP tokenizer(s) for offline runs (kohya --tokenizer_cache_dir).",
+        description="Folder holding the tokenizers (CLIP, T5) for offline runs (kohya --tokenizer_cache_dir).",
+    )
+    clip_l: RecipePath | None = Field(
+        None, description="FLUX.1: the CLIP-L text encoder file, e.g. clip_l.safetensors (kohya --clip_l)."
+    )
+    t5xxl: RecipePath | None = Field(
+        None,
+        description="FLUX.1 and Chroma: the T5-XXL text encoder file, e.g. t5xxl_fp16.safetensors (kohya --t5xxl).",
+    )
+    ae: RecipePath | None = Field(
+        None, description="FLUX.1 and Chroma: the autoencoder file, e.g. ae.safetensors (kohya --ae)."
     )
 
 
@@ -194,3 +205,20 @@ class TrainingSection(_Table):
     full_bf16: bool = Field(False, description="Keep the LoRA itself in bf16 (needs mixed_precision bf16).")
     no_half_vae: bool = Field(False, description="Keep the VAE in fp32 (SDXL's VAE overflows in fp16).")
     max_data_loader_n_workers: int | None = Field(None, ge=0, description="DataLoader worker processes.")
+    fp8_base: bool = Field(
+        False, description="Keep the base model in fp8 (FLUX: about half the VRAM; kohya --fp8_base)."
+    )
+    blocks_to_swap: int | None = Field(
+        None,
+        ge=1,
+        description="Transformer blocks kept in CPU memory and swapped in when needed: less VRAM, slower "
+        "(FLUX: up to 35; kohya --blocks_to_swap).",
+    )
+    cache_text_encoder_outputs: bool = Field(
+        False,
+        description="Encode every caption once before training: less VRAM, but captions can no longer be "
+        "shuffled or dropped and the text encoder is not trained (kohya --cache_text_encoder_outputs).",
+    )
+    cache_text_encoder_outputs_to_disk: bool = Field(
+        False, description="Keep the cached text-encoder outputs on disk, beside the staged images."
+    )

@@ -1,0 +1,63 @@
+"""``[flow]``: how a flow-matching model (FLUX.1, Chroma) is trained.
+
+Every key is optional: left out, the family's default applies (kohya's documented settings, which
+differ from kohya's own argparse defaults; :mod:`lorabuild.kohya.families` holds them), and
+``lorabuild check`` lists the defaults it applied.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lorabuild.recipe.schema.fields import _Table
+
+TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
+"""kohya's ``--timestep_sampling`` choices (library/flux_train_utils.py)."""
+
+PredictionType = Literal["raw", "additive", "sigma_scaled"]
+"""kohya's ``--model_prediction_type`` choices."""
+
+
+class FlowSection(_Table):
+    """``[flow]``: the flow-matching families' training settings (kohya's FLUX options)."""
+
+    guidance_scale: float | None = Field(
+        None,
+        ge=0,
+        description="Guidance the DiT is given while training: 1.0 for FLUX.1 (kohya's default 3.5 is "
+        "wrong for LoRA training), 0.0 for Chroma (kohya --guidance_scale).",
+    )
+    timestep_sampling: TimestepSampling | None = Field(
+        None,
+        description="How noise levels are drawn: flux_shift for FLUX.1, sigmoid for Chroma "
+        "(kohya --timestep_sampling).",
+    )
+    sigmoid_scale: float | None = Field(
+        None,
+        gt=0,
+        description="Scale of sigmoid, shift and flux_shift sampling (kohya --sigmoid_scale; 1.0).",
+    )
+    model_prediction_type: PredictionType | None = Field(
+        None,
+        description="How the prediction is read: raw is kohya's recommendation (kohya --model_prediction_type).",
+    )
+    discrete_flow_shift: float | None = Field(
+        None,
+        gt=0,
+        description='Shift of the noise schedule; used only with timestep_sampling = "shift" '
+        "(kohya --discrete_flow_shift; 3.0).",
+    )
+    apply_t5_attn_mask: bool | None = Field(
+        None,
+        description="Mask T5's padding in its encoding and the DiT's attention: required for Chroma "
+        "(kohya --apply_t5_attn_mask).",
+    )
+    t5xxl_max_token_length: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="T5 tokens per caption: 512 for FLUX.1 dev and Chroma, 256 for schnell when left out "
+        "(kohya --t5xxl_max_token_length).",
+    )
