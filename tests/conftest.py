@@ -25,13 +25,26 @@ FAMILY_KEYS = {
     "sd2": ["cond_stage_model.model.transformer.resblocks.0.ln_1.bias", "model.diffusion_model.out.0.bias"],
     "sdxl": ["conditioner.embedders.1.model.ln_final.bias", "model.diffusion_model.label_emb.0.0.bias"],
     # library/flux_models.py (BFL layout): dev has guidance_in, schnell does not.
-    "flux": ["double_blocks.0.img_attn.proj.bias", "single_blocks.0.modulation.lin.bias", "guidance_in.in_layer.bias"],
+    "flux": [
+        "double_blocks.0.img_attn.proj.bias",
+        "single_blocks.0.modulation.lin.bias",
+        "guidance_in.in_layer.bias",
+    ],
     # library/chroma_models.py: the approximator replaces vector_in and guidance_in.
     "chroma": [
         "distilled_guidance_layer.in_proj.bias",
         "double_blocks.0.img_attn.proj.bias",
         "single_blocks.0.linear1.bias",
     ],
+}
+
+
+# Headers of the model files a family loads besides the base model (lorabuild.probe.modelfile tells
+# them apart by these names), by [model] key.
+COMPONENT_KEYS = {
+    "clip_l": ["text_model.encoder.layers.0.mlp.fc1.weight", "text_model.final_layer_norm.weight"],
+    "t5xxl": ["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"],
+    "ae": ["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"],
 }
 
 
@@ -178,6 +191,46 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     p.add_images()
     write_checkpoint(tmp_path / "models" / "base.safetensors", "sd15")
     return p
+
+
+FLUX_RECIPE = """\
+name = "Flux_v1"
+
+[model]
+base = "models/flux1-dev.safetensors"
+clip_l = "models/clip_l.safetensors"
+t5xxl = "models/t5xxl_fp16.safetensors"
+ae = "models/ae.safetensors"
+
+[dataset]
+resolution = [512, 512]
+batch_size = 1
+
+[[dataset.subsets]]
+source = "data/char"
+trigger = "uiharu_kazari"
+repeats = 2
+
+[network]
+dim = 8
+alpha = 1
+train = "unet"
+
+[training]
+epochs = 2
+"""
+
+
+@pytest.fixture
+def flux_project(project: Project) -> Project:
+    """The ``project`` with a FLUX.1 dev DiT, its CLIP-L, T5-XXL and autoencoder headers and a FLUX recipe."""
+    project.write_recipe(FLUX_RECIPE)
+    models = project.root / "models"
+    write_checkpoint(models / "flux1-dev.safetensors", "flux")
+    write_checkpoint(models / "chroma.safetensors", "chroma")
+    for key, file in (("clip_l", "clip_l"), ("t5xxl", "t5xxl_fp16"), ("ae", "ae")):
+        write_safetensors(models / f"{file}.safetensors", COMPONENT_KEYS[key])
+    return project
 
 
 @pytest.fixture

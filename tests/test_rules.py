@@ -126,10 +126,20 @@ def test_lora_file_given_as_base_model(project: Project) -> None:
 
 
 @covers(model.model_family)
-def test_flux_checkpoint_is_not_trainable(project: Project) -> None:
-    write_safetensors(model_path(project), ["double_blocks.0.img_attn.norm.key_norm.scale"])
+def test_sd3_checkpoint_is_not_trainable(project: Project) -> None:
+    write_safetensors(model_path(project), ["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"])
     assert found(project, model.model_family) == [
-        "recipe.toml: model.base: this is a FLUX checkpoint; lorabuild trains SD1.x, SD2.x and SDXL LoRAs"
+        "recipe.toml: model.base: this is an SD3 checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1 and "
+        "Chroma LoRAs"
+    ]
+
+
+def test_a_flux_checkpoint_is_detected(project: Project) -> None:
+    write_safetensors(model_path(project), ["double_blocks.0.img_attn.norm.key_norm.scale"])
+    assert found(project, model.model_family) == []
+    assert found(project, model.model_family, "model.family=sdxl") == [
+        'recipe.toml: model.family: is "sdxl" but base.safetensors is a FLUX.1 checkpoint (kohya would fail '
+        'after minutes of loading): set model.family = "flux" (or remove it to detect it), or choose an SDXL model'
     ]
 
 
@@ -167,7 +177,7 @@ def test_family_undetectable(project: Project) -> None:
     write_safetensors(model_path(project), ["some.other.weight"])
     assert found(project, model.model_family) == [
         "recipe.toml: model.family: cannot be detected (no known tensor names in its header): "
-        "set model.family to sd15, sd2 or sdxl"
+        "set model.family to sd15, sd2, sdxl, flux or chroma"
     ]
     assert found(project, model.model_family, "model.family=sd15") == []
 

@@ -68,7 +68,10 @@ def apply_defaults(recipe: Recipe, family: Family) -> Resolved:
     for default in family.defaults:
         give(default, f"{family.label} default")
     vram = recipe.launch.vram_gb
-    preset = next((p for p in family.memory if vram is not None and vram >= p.min_gb), None)
+    # The largest card's settings the GPU has room for; below the smallest, the smallest (the
+    # check warns that kohya's docs give no figures that low).
+    fits = [p for p in family.memory if vram is not None and vram >= p.min_gb]
+    preset = fits[0] if fits else (family.memory[-1] if vram is not None and family.memory else None)
     if preset is not None:
         for default in preset.settings:
             give(default, f"launch.vram_gb = {vram}")

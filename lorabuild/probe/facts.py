@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from lorabuild.kohya import families
 from lorabuild.kohya.tagger import TaggerModel, autotag_sections, probe_model_dir
 from lorabuild.probe.cache import (
     STAGE_MANIFEST,
@@ -107,6 +108,10 @@ def probe_path(path: Path) -> PathFacts:
         return PathFacts("folder")
 
 
+MODEL_FILE_KEYS = tuple(dict.fromkeys(f.key for family in families.ALL for f in family.model_files))
+"""Every ``[model]`` key that names a model file besides the base model, in the families' order."""
+
+
 @dataclass(frozen=True)
 class Facts:
     """Everything probed for one recipe.
@@ -122,6 +127,8 @@ class Facts:
         platform: ``sys.platform`` of the machine that checks (and, as a rule, trains).
         paths: What is at each of ``model.vae``, ``model.tokenizer_cache_dir`` and
             ``network.weights`` that the recipe sets.
+        components: The header of each model file the recipe sets besides the base model, by its
+            ``[model]`` key (``clip_l``, ``t5xxl``, ``ae``).
     """
 
     model: ModelInfo
@@ -132,6 +139,7 @@ class Facts:
     tagger_script: tuple[Path, bool] | None = None
     platform: str = field(default_factory=lambda: sys.platform)
     paths: Mapping[Path, PathFacts] = field(default_factory=dict)
+    components: Mapping[str, ModelInfo] = field(default_factory=dict)
 
     @property
     def training_stack(self) -> bool:
@@ -163,6 +171,11 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
             path: probe_path(path)
             for path in (recipe.model.vae, recipe.model.tokenizer_cache_dir, recipe.network.weights)
             if path is not None
+        },
+        components={
+            key: probe_model(path)
+            for key in MODEL_FILE_KEYS
+            if (path := getattr(recipe.model, key)) is not None
         },
     )
 

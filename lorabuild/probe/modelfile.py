@@ -26,16 +26,26 @@ from lorabuild.kohya.families import ModelHeader
 # Tensor-name prefixes of models lorabuild does not train (the families it trains recognise their
 # own: lorabuild.kohya.families), in the order that decides between them.
 _UNTRAINED: tuple[tuple[str, str], ...] = (
-    ("double_blocks.", "flux"),
-    ("model.diffusion_model.double_blocks.", "flux"),
     ("joint_blocks.", "sd3"),
     ("model.diffusion_model.joint_blocks.", "sd3"),
     ("lora_unet_", "lora"),
     ("lora_te", "lora"),
 )
 
-UNTRAINED_LABELS = {"flux": "FLUX", "sd3": "SD3"}
+UNTRAINED_LABELS = {"sd3": "SD3"}
 """How messages name the base models lorabuild recognises but does not train."""
+
+COMPONENT_LABELS = {
+    "clip_l": "the CLIP-L text encoder",
+    "clip_g": "the CLIP-G text encoder",
+    "t5xxl": "the T5-XXL text encoder",
+    "ae": "the FLUX autoencoder",
+    "vae": "an SD VAE",
+}
+"""What a model file that is not a base model is, as messages name it (:func:`component_from_names`)."""
+
+# A CLIP text encoder in transformers' layout (kohya's load_clip_l state dict; SD3's clip_g too).
+_CLIP_LAYER = "text_model.encoder.layers."
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
@@ -47,7 +57,7 @@ class ModelInfo:
     Attributes:
         path: The model path.
         kind: ``file``, ``diffusers`` (a folder), ``missing`` or ``unknown`` (exists, not a model).
-        family: ``sd15``, ``sd2``, ``sdxl``, ``flux``, ``sd3``, ``lora`` (a LoRA, not a base
+        family: A family's name (``sd15``, ``flux``...), ``sd3``, ``lora`` (a LoRA, not a base
             model) or None when the header does not tell.
         v_prediction: True when the model says it predicts v (diffusers scheduler config).
         detail: Why the family could not be told, or where it was read from.
@@ -58,6 +68,19 @@ class ModelInfo:
     family: str | None
     v_prediction: bool = False
     detail: str = ""
+    component: str | None = None
+
+    @property
+    def what(self) -> str:
+        """What the file is, for messages (``the T5-XXL text encoder``, ``a FLUX.1 model``)."""
+        if self.component is not None:
+            return COMPONENT_LABELS[self.component]
+        if self.family == "lora":
+            return "a LoRA"
+        if self.family is not None:
+            label = UNTRAINED_LABELS.get(self.family) or families.get(self.family).label
+            return f"a {label} model"
+        return "a file lorabuild cannot identify"
 
 
 def probe_model(path: Path) -> ModelInfo:
@@ -79,6 +102,11 @@ def probe_model(path: Path) -> ModelInfo:
     except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         return ModelInfo(path, "unknown", None, detail=f"unreadable header: {exc}")
     family = family_from_names(names)
+    component = None if family else component_from_names(names)
+    if component is not None:
+        return ModelInfo(
+            path, "file", None, detail=f"{COMPONENT_LABELS[component]}, not a base model", component=component
+        )
     return ModelInfo(path, "file", family, detail="" if family else "no known tensor names in its header")
 
 
@@ -90,6 +118,25 @@ def family_from_names(names: Iterable[str]) -> str | None:
         return family.name
     found = {kind for prefix, kind in _UNTRAINED if header.has_prefix((prefix,))}
     return next((kind for _, kind in _UNTRAINED if kind in found), None)
+
+
+def component_from_names(names: Iterable[str]) -> str | None:
+    """What a file that is no base model holds, from its tensor names: a text encoder or an autoencoder.
+
+    Told apart as kohya's loaders would load them: CLIP in transformers' layout (more than 12
+    layers is CLIP-G), T5's ``encoder.block.*``, and an autoencoder's ``encoder.down.*``, which has
+    ``quant_conv`` in SD's VAE and not in FLUX's.
+    """
+    names = list(names)
+    clip_layers = {n[len(_CLIP_LAYER) :].split(".", 1)[0] for n in names if n.startswith(_CLIP_LAYER)}
+    if clip_layers:
+        deepest = max((int(i) for i in clip_layers if i.isdigit()), default=0)
+        return "clip_g" if deepest >= 12 else "clip_l"
+    if any(n.startswith(("encoder.block.", "shared.")) for n in names):
+        return "t5xxl"
+    if any(n.startswith("encoder.down.") for n in names) and any(n.startswith("decoder.up.") for n in names):
+        return "vae" if any(n.startswith("quant_conv.") for n in names) else "ae"
+    return None
 
 
 def _safetensors_names(path: Path) -> list[str]:

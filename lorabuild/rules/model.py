@@ -24,6 +24,11 @@ def _label(family: str) -> str:
     return UNTRAINED_LABELS.get(family) or families.get(family).label
 
 
+def _a(label: str) -> str:
+    """``label`` with its article, as it is read out (an SDXL, a FLUX.1)."""
+    return ("an " if label.startswith(("SD", "A", "E", "I", "O", "U")) else "a ") + label
+
+
 def _spoken(items: list[str], last: str) -> str:
     """``a, b and c`` (``last`` is the word before the last item)."""
     return f"{', '.join(items[:-1])} {last} {items[-1]}" if len(items) > 1 else "".join(items)
@@ -47,27 +52,87 @@ def model_exists(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
 def model_family(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """The checkpoint's family must match the trainer (kohya: state_dict mismatch after loading)."""
     detected, declared = facts.model.family, recipe.model.family
+    if facts.model.component is not None:
+        slot = next(
+            (f.key for fam in families.ALL for f in fam.model_files if f.component == facts.model.component),
+            None,
+        )
+        fix = f"put it in model.{slot} and " if slot else ""
+        yield error(
+            "model.base",
+            f"{facts.model.path.name} is {facts.model.what}, not a base model: {fix}point model.base at the "
+            "model file itself (for FLUX.1, flux1-dev.safetensors)",
+        )
+        return
     if detected == "lora":
         yield error("model.base", "this file is a LoRA, not a base model: point model.base at a checkpoint")
         return
     if detected in UNTRAINED_LABELS:
         trained = _spoken([f.label for f in families.ALL], "and")
         yield error(
-            "model.base", f"this is a {_label(detected)} checkpoint; lorabuild trains {trained} LoRAs"
+            "model.base", f"this is {_a(_label(detected))} checkpoint; lorabuild trains {trained} LoRAs"
         )
         return
     if declared and detected and declared != detected:
         yield error(
             "model.family",
-            f'is "{declared}" but {facts.model.path.name} is an {_label(detected)} checkpoint '
+            f'is "{declared}" but {facts.model.path.name} is {_a(_label(detected))} checkpoint '
             f'(kohya would fail after minutes of loading): set model.family = "{detected}" (or remove it to '
-            f"detect it), or choose an {_label(declared)} model",
+            f"detect it), or choose {_a(_label(declared))} model",
         )
     elif not declared and not detected and facts.model.kind in ("file", "diffusers"):
         yield error(
             "model.family",
             f"cannot be detected ({facts.model.detail}): set model.family to {_spoken(list(families.names()), 'or')}",
         )
+
+
+@rule
+def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Each model file the family loads besides the base model is set, exists and is what its key says.
+
+    kohya finds a missing, misplaced or wrong file only when it loads it, after the others: the
+    FLUX trainer loads CLIP-L, T5-XXL and the autoencoder one by one, minutes apart.
+    """
+    family = families.get(family_of(recipe, facts))
+    wanted = {f.key: f for f in family.model_files}
+    if wanted and facts.model.kind == "diffusers":
+        yield error(
+            "model.base",
+            f"is a diffusers folder; kohya's {family.label} trainer ({family.train_script}) takes the single-file "
+            "model: point model.base at the .safetensors file (e.g. flux1-dev.safetensors)",
+        )
+    every = {f.key: f for fam in families.ALL for f in fam.model_files}
+    for key, slot in every.items():
+        path = getattr(recipe.model, key)
+        if key not in wanted:
+            if path is not None:
+                yield error(
+                    f"model.{key}", f"{family.label} models do not use {slot.label}: remove model.{key}"
+                )
+            continue
+        if path is None:
+            yield error(
+                f"model.{key}",
+                f"{family.label} training needs {slot.label} (kohya --{key}): set model.{key} to its file, "
+                f"e.g. {slot.example}",
+            )
+            continue
+        info = facts.components.get(key)
+        if info is None or info.kind == "missing":
+            yield error(f"model.{key}", f"file not found: {path}")
+        elif info.kind != "file":
+            yield error(
+                f"model.{key}", f"{path} is not a model file ({info.detail}): point it at {slot.example}"
+            )
+        elif info.component != slot.component and (info.component or info.family):
+            other = next((k for k, f in every.items() if f.component == info.component), None)
+            swap = f" (did you mean it for model.{other}?)" if other and other != key else ""
+            yield error(
+                f"model.{key}",
+                f"{path.name} is {info.what}, not {slot.label}{swap}: point model.{key} at {slot.label}'s file, "
+                f"e.g. {slot.example}",
+            )
 
 
 @rule
@@ -99,16 +164,6 @@ def vae_exists(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         )
 
 
-# The tokenizers kohya loads per family, by Hugging Face id; with --tokenizer_cache_dir each is read
-# from, or downloaded and saved to, <dir>/<id with "/" as "_"> (library/strategy_base.py
-# TokenizeStrategy._load_tokenizer; strategy_sd.py, strategy_sdxl.py name the ids).
-TOKENIZERS = {
-    "sd15": ("openai/clip-vit-large-patch14",),
-    "sd2": ("stabilityai/stable-diffusion-2",),
-    "sdxl": ("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"),
-}
-
-
 @rule
 def tokenizer_cache(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     """A tokenizer missing from ``model.tokenizer_cache_dir`` is downloaded (offline: kohya stops).
@@ -128,7 +183,9 @@ def tokenizer_cache(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             "point it at a folder, or remove it",
         )
         return
-    ids = TOKENIZERS[family_of(recipe, facts)]
+    # With --tokenizer_cache_dir each tokenizer is read from, or downloaded and saved to,
+    # <dir>/<id with "/" as "_"> (library/strategy_base.py TokenizeStrategy._load_tokenizer).
+    ids = families.get(family_of(recipe, facts)).tokenizers
     absent = [i for i in ids if i.replace("/", "_") not in found.folders]
     if not absent:
         return

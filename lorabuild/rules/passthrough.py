@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from lorabuild.kohya import families
 from lorabuild.kohya import options as kohya_options
+from lorabuild.plan.kohya_config import kohya_config
 from lorabuild.plan.plan import (
     family_of,
 )
-from lorabuild.probe.facts import Facts
+from lorabuild.probe.facts import MODEL_FILE_KEYS, Facts
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import Recipe, line_problem
 from lorabuild.rules.registry import rule
@@ -54,6 +56,13 @@ MODELLED = {
     "caption_dropout_rate": "dataset.caption_dropout_rate", "caption_tag_dropout_rate": "dataset.caption_tag_dropout_rate",
     "validation_split": "dataset.validation_split", "validation_seed": "dataset.validation_seed",
     "dataset_repeats": "dataset.subsets[].repeats",
+    "model_type": "model.family", "clip_l": "model.clip_l", "t5xxl": "model.t5xxl", "ae": "model.ae",
+    "guidance_scale": "flow.guidance_scale", "timestep_sampling": "flow.timestep_sampling",
+    "sigmoid_scale": "flow.sigmoid_scale", "model_prediction_type": "flow.model_prediction_type",
+    "discrete_flow_shift": "flow.discrete_flow_shift", "apply_t5_attn_mask": "flow.apply_t5_attn_mask",
+    "t5xxl_max_token_length": "flow.t5xxl_max_token_length", "fp8_base": "training.fp8_base",
+    "blocks_to_swap": "training.blocks_to_swap", "cache_text_encoder_outputs": "training.cache_text_encoder_outputs",
+    "cache_text_encoder_outputs_to_disk": "training.cache_text_encoder_outputs_to_disk",
     # Managed by lorabuild itself: resume, log format and the recipe hash, and kohya's file rotation
     # (which would delete epoch files lorabuild checks for).
     "resume": "(lorabuild train resumes by itself)", "initial_epoch": "(lorabuild train resumes by itself)",
@@ -80,6 +89,29 @@ def kohya_passthrough(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         message = kohya_options.check_config_value(script, name, value)
         if message:
             yield error(key, message)
+
+
+@rule
+def compiled_options(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """Every option the recipe compiles to is one the family's script has (kohya ignores unknown keys silently).
+
+    ``blocks_to_swap`` for an SD1.5 model, say, would be written to ``config.toml`` and do nothing.
+    """
+    family = family_of(recipe, facts)
+    script = families.get(family).train_script
+    known = kohya_options.options(script)
+    config = kohya_config(recipe, family, Path("."), "")
+    for section, table in config.document().items():
+        if section == "kohya":
+            continue  # checked by kohya_passthrough
+        for name in table:
+            if name not in known and name not in MODEL_FILE_KEYS:  # model files: rules.model.model_files
+                key = MODELLED.get(name, f"{section}.{name}")
+                yield error(
+                    key,
+                    f"{families.get(family).label} models are trained by kohya's {script}, which has no "
+                    f"--{name}: remove {key}",
+                )
 
 
 @rule

@@ -235,3 +235,26 @@ def save_interval(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
             "training.save_every_n_epochs",
             f"is {t.save_every_n_epochs}, more than training.epochs ({t.epochs}): only the last epoch is saved",
         )
+
+
+@rule
+def memory_preset(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """``[launch] vram_gb`` picks kohya's documented settings; say when there are none for the card."""
+    vram = recipe.launch.vram_gb
+    if vram is None:
+        return
+    family = families.get(family_of(recipe, facts))
+    if not family.memory:
+        yield warning(
+            "launch.vram_gb",
+            f"lorabuild has no memory settings for {family.label} models, so it changes nothing: set "
+            "training.gradient_checkpointing and dataset.batch_size yourself, or remove it",
+        )
+        return
+    smallest = family.memory[-1].min_gb
+    if vram < smallest:
+        yield warning(
+            "launch.vram_gb",
+            f"kohya's docs give {family.label} settings down to {smallest} GB; {vram} GB may run out of memory "
+            f"even with the {smallest} GB settings applied (try a smaller dataset.resolution)",
+        )

@@ -32,10 +32,10 @@ CHROMA_SIGNATURES = ("distilled_guidance_layer.", "model.diffusion_model.distill
 
 
 def recognise(header: ModelHeader) -> bool:
-    """A FLUX.1 DiT file (``double_blocks.*``), or a diffusers FLUX pipeline folder."""
+    """A FLUX.1 DiT file (``double_blocks.*``, not Chroma's), or a diffusers FLUX pipeline folder."""
     if header.pipeline is not None:
         return "Flux" in header.pipeline
-    return header.has_prefix(SIGNATURES)
+    return header.has_prefix(SIGNATURES) and not header.has_prefix(CHROMA_SIGNATURES)
 
 
 CLIP_L = ModelFile("clip_l", "the CLIP-L text encoder", "clip_l", "clip_l.safetensors")
