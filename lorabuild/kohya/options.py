@@ -355,13 +355,22 @@ def _unknown_option(script: str, name: str) -> str:
     others = [other for other in SCRIPTS if other in data.scripts and name in data.scripts[other].options]
     dataset_keys = data.general.keys() | data.dreambooth.subset.keys() | data.fine_tuning.subset.keys()
     if others:
-        hint = f" (it is an option of {' and '.join(others)})"
+        hint = f" (it is an option of {_some_scripts(others)})"
     elif name in dataset_keys:
         hint = " (it is a dataset-config key: set it in the --dataset_config TOML)"
     else:
         hint = did_you_mean(name, data.scripts[script].options)
     ignored = "; kohya silently ignores unknown config keys" if data.scripts[script].reads_config_file else ""
     return f"'{name}' is not an option of {script}{hint}{ignored}."
+
+
+def _some_scripts(scripts: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b, c and d``; past four, ``a, b, c and 3 more`` (the data has 13)."""
+    if len(scripts) > 4:
+        return f"{', '.join(scripts[:3])} and {len(scripts) - 3} more"
+    if len(scripts) == 1:
+        return scripts[0]
+    return f"{', '.join(scripts[:-1])} and {scripts[-1]}"
 
 
 def _check_scalar(spec: OptionSpec, value: object) -> str | None:
