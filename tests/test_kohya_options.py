@@ -13,6 +13,7 @@ import pytest
 from lorabuild import KOHYA_COMMIT
 from lorabuild.kohya.options import (
     SCRIPTS,
+    OptionDefault,
     OptionSpec,
     check_config_value,
     check_dataset_config,
@@ -28,6 +29,17 @@ EXTRACTOR = REPO_ROOT / "tools" / "extract_kohya_options.py"
 TN = "train_network.py"
 SDXL = "sdxl_train_network.py"
 GEN = "gen_img.py"
+FLUX = "flux_train_network.py"
+FLUX_GEN = "flux_minimal_inference.py"
+SD3 = "sd3_train_network.py"
+SD3_GEN = "sd3_minimal_inference.py"
+LUMINA = "lumina_train_network.py"
+LUMINA_GEN = "lumina_minimal_inference.py"
+HUNYUAN = "hunyuan_image_train_network.py"
+HUNYUAN_GEN = "hunyuan_image_minimal_inference.py"
+ANIMA = "anima_train_network.py"
+ANIMA_GEN = "anima_minimal_inference.py"
+TRAINERS = (SDXL, FLUX, SD3, LUMINA, HUNYUAN, ANIMA)
 
 
 def _require_sd_scripts() -> None:
@@ -44,8 +56,39 @@ def _require_sd_scripts() -> None:
 
 
 def test_option_counts_match_kohya() -> None:
-    # KOHYA.md section 3: 193 options for train_network.py, +3 for SDXL, 94 for gen_img.py.
-    assert {script: len(options(script)) for script in SCRIPTS} == {TN: 193, SDXL: 196, GEN: 94}
+    # KOHYA.md section 3: 193 options for train_network.py, +3 for SDXL, 94 for gen_img.py; the other
+    # families' trainers add their own to train_network.py's, their generators are small parsers.
+    assert {script: len(options(script)) for script in SCRIPTS} == {
+        TN: 193,
+        SDXL: 196,
+        GEN: 94,
+        FLUX: 215,
+        FLUX_GEN: 24,
+        SD3: 218,
+        SD3_GEN: 21,
+        LUMINA: 213,
+        LUMINA_GEN: 27,
+        HUNYUAN: 214,
+        HUNYUAN_GEN: 34,
+        ANIMA: 220,
+        ANIMA_GEN: 28,
+    }
+
+
+def test_scripts_are_exactly_those_in_the_data_file() -> None:
+    # A script named in SCRIPTS but missing from the data (or the reverse) means the extractor's
+    # SCRIPTS and this module's have drifted apart: regenerate the data file.
+    recorded = json.loads(DATA_FILE.read_text(encoding="utf-8"))["scripts"]
+    assert sorted(recorded) == sorted(SCRIPTS)
+    assert len(set(SCRIPTS)) == len(SCRIPTS)
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_every_trainer_keeps_train_network_options_as_they_are(trainer: str) -> None:
+    # Every *_train_network.py builds on train_network.py's setup_parser(), so a key valid for
+    # train_network.py is valid, with the same type, for every family's trainer.
+    for name, spec in options(TN).items():
+        assert options(trainer).get(name) == spec, f"{trainer}: {name}"
 
 
 def test_sdxl_adds_three_options_to_train_network() -> None:
@@ -92,6 +135,95 @@ def test_option_specs(script: str, spec: OptionSpec) -> None:
     assert options(script)[spec.name] == spec
 
 
+def _value(
+    name: str, type_: str, default: OptionDefault = None, choices: tuple[str, ...] | None = None
+) -> OptionSpec:
+    return OptionSpec(name, "value", type_, default, choices, (f"--{name}",), None)
+
+
+def _flag(name: str) -> OptionSpec:
+    return OptionSpec(name, "flag", "bool", False, None, (f"--{name}",), None)
+
+
+def _list(name: str, type_: str, nargs: int | str, default: OptionDefault) -> OptionSpec:
+    return OptionSpec(name, "list", type_, default, None, (f"--{name}",), nargs)
+
+
+# Each checked against the pinned kohya's source; the comments say where kohya defines them.
+FAMILY_SPECS = [
+    # library/flux_train_utils.py add_flux_train_arguments
+    (FLUX, _value("guidance_scale", "float", 3.5)),
+    (
+        FLUX,
+        _value("timestep_sampling", "str", "sigma", ("sigma", "uniform", "sigmoid", "shift", "flux_shift")),
+    ),
+    (FLUX, _value("model_prediction_type", "str", "sigma_scaled", ("raw", "additive", "sigma_scaled"))),
+    (FLUX, _value("model_type", "str", "flux", ("flux", "chroma"))),
+    (FLUX, _value("t5xxl_max_token_length", "int")),
+    (FLUX, _value("discrete_flow_shift", "float", 3.0)),
+    (FLUX, _flag("apply_t5_attn_mask")),
+    (FLUX, _flag("split_mode")),  # flux_train_network.py setup_parser
+    (FLUX, _flag("cache_text_encoder_outputs")),  # library/train_util.py add_dit_training_arguments
+    (FLUX, _flag("fp8_base")),  # library/train_util.py add_training_arguments
+    (FLUX, _value("blocks_to_swap", "int")),  # library/train_util.py add_dit_training_arguments
+    # flux_minimal_inference.py's __main__ block
+    (FLUX_GEN, _value("ckpt_path", "str")),  # required=True
+    (FLUX_GEN, _value("model_type", "str", "flux", ("flux", "chroma"))),
+    (FLUX_GEN, _value("guidance", "float", 3.5)),
+    (FLUX_GEN, _value("width", "int", 1360)),
+    (FLUX_GEN, _value("height", "int", 768)),
+    (FLUX_GEN, _value("dtype", "str", "bfloat16")),
+    (FLUX_GEN, _list("lora_weights", "str", "*", ())),
+    (FLUX_GEN, _flag("interactive")),
+    # library/train_util.py add_dit_training_arguments (weighting_scheme), library/sd3_train_utils.py
+    # add_sd3_training_arguments
+    (
+        SD3,
+        _value(
+            "weighting_scheme",
+            "str",
+            "uniform",
+            ("sigma_sqrt", "logit_normal", "mode", "cosmap", "none", "uniform"),
+        ),
+    ),
+    (SD3, _value("training_shift", "float", 1.0)),
+    (SD3, _flag("apply_lg_attn_mask")),
+    # sd3_minimal_inference.py's __main__ block
+    (SD3_GEN, _value("ckpt_path", "str")),
+    (SD3_GEN, _value("t5xxl_token_length", "int", 256)),
+    (SD3_GEN, _value("cfg_scale", "float", 5.0)),
+    (SD3_GEN, _flag("apply_lg_attn_mask")),
+    (SD3_GEN, _list("lora_weights", "str", "*", ())),
+    # library/lumina_train_util.py add_lumina_train_arguments
+    (LUMINA, _value("gemma2", "str")),
+    (LUMINA, _value("system_prompt", "str", "")),
+    # lumina_minimal_inference.py setup_parser: the text encoder is --gemma2_path here
+    (LUMINA_GEN, _value("gemma2_path", "str")),
+    (LUMINA_GEN, _value("system_prompt", "str", "")),
+    (LUMINA_GEN, _value("steps", "int", 36)),
+    # hunyuan_image_train_network.py setup_parser
+    (HUNYUAN, _value("byt5", "str")),
+    (HUNYUAN, _flag("fp8_scaled")),
+    # hunyuan_image_minimal_inference.py parse_args()
+    (HUNYUAN_GEN, _value("byt5", "str")),
+    (HUNYUAN_GEN, _flag("fp8_scaled")),
+    (HUNYUAN_GEN, _list("image_size", "int", 2, (2048, 2048))),
+    (HUNYUAN_GEN, _value("attn_mode", "str", "torch", ("flash", "torch", "sageattn", "xformers", "sdpa"))),
+    # library/anima_train_utils.py add_anima_training_arguments
+    (ANIMA, _value("qwen3", "str")),
+    (ANIMA, _value("llm_adapter_path", "str")),
+    # anima_minimal_inference.py parse_args(): one --text_encoder, no separate adapter path
+    (ANIMA_GEN, _value("text_encoder", "str")),
+    (ANIMA_GEN, _list("image_size", "int", 2, (1024, 1024))),
+    (ANIMA_GEN, _list("lora_multiplier", "float", "*", 1.0)),  # sic: a scalar default for a list
+]
+
+
+@pytest.mark.parametrize(("script", "spec"), FAMILY_SPECS, ids=lambda v: getattr(v, "name", v))
+def test_family_option_specs(script: str, spec: OptionSpec) -> None:
+    assert options(script)[spec.name] == spec
+
+
 def test_options_are_loaded_once_and_read_only() -> None:
     assert options(TN) is options(TN)
     with pytest.raises(TypeError):
@@ -99,13 +231,16 @@ def test_options_are_loaded_once_and_read_only() -> None:
 
 
 def test_unknown_script_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match=r"no kohya options recorded for 'flux_train_network\.py'"):
-        options("flux_train_network.py")
+    with pytest.raises(ValueError, match=r"no kohya options recorded for 'sdxl_train\.py'"):
+        options("sdxl_train.py")
+    with pytest.raises(ValueError, match=r"no kohya options recorded"):
+        check_config_value("flux_train.py", "guidance_scale", 3.5)
 
 
 def test_data_file_matches_the_pinned_commit_and_stays_small() -> None:
     assert kohya_commit() == KOHYA_COMMIT
-    assert DATA_FILE.stat().st_size < 150_000
+    # About 27 kB a trainer, 4 kB a minimal-inference script.
+    assert DATA_FILE.stat().st_size < 400_000
 
 
 # ------------------------------------------------------------------------------------------
@@ -144,6 +279,23 @@ ACCEPTED = [
     (GEN, "network_mul", [0.6, 1]),
     (GEN, "noise_offset_range", [0.0, 0.1]),
     (GEN, "sampler", "euler_a"),
+    (FLUX, "model_type", "chroma"),
+    (FLUX, "guidance_scale", 1),
+    (FLUX, "blocks_to_swap", 18),
+    (FLUX, "timestep_sampling", "flux_shift"),
+    (FLUX, "split_mode", True),
+    (FLUX, "resolution", "1024,1024"),  # train_network.py's config-file quirks hold for every trainer
+    (FLUX, "lr_warmup_steps", 0.05),
+    (FLUX_GEN, "lora_weights", ["out/kazari.safetensors;1.0"]),
+    (FLUX_GEN, "width", 1024),
+    (SD3, "weighting_scheme", "logit_normal"),
+    (SD3_GEN, "apply_lg_attn_mask", True),
+    (LUMINA, "system_prompt", "You are an assistant designed to generate high-quality images."),
+    (LUMINA_GEN, "gemma2_path", "gemma2.safetensors"),
+    (HUNYUAN, "fp8_scaled", True),
+    (HUNYUAN_GEN, "image_size", [2048, 2048]),
+    (ANIMA, "llm_adapter_path", "adapter.safetensors"),
+    (ANIMA_GEN, "lora_multiplier", [0.8]),
 ]
 
 
@@ -166,14 +318,51 @@ REJECTED = [
         "cache_text_encoder_outputs",
         True,
         "'cache_text_encoder_outputs' is not an option of train_network.py "
-        "(it is an option of sdxl_train_network.py); kohya silently ignores unknown config keys.",
+        "(it is an option of sdxl_train_network.py, flux_train_network.py, sd3_train_network.py "
+        "and 3 more); kohya silently ignores unknown config keys.",
     ),
     (
         GEN,
         "config_file",
         "x.toml",
         "'config_file' is not an option of gen_img.py (it is an option "
-        "of train_network.py and sdxl_train_network.py).",
+        "of train_network.py, sdxl_train_network.py, flux_train_network.py and 4 more).",
+    ),
+    (
+        TN,
+        "system_prompt",
+        "x",
+        "'system_prompt' is not an option of train_network.py (it is an option of "
+        "lumina_train_network.py and lumina_minimal_inference.py); kohya silently ignores unknown config keys.",
+    ),
+    (
+        TN,
+        "guidance_scale",
+        3.5,
+        "'guidance_scale' is not an option of train_network.py (it is an option of flux_train_network.py, "
+        "lumina_minimal_inference.py, hunyuan_image_minimal_inference.py and anima_minimal_inference.py); "
+        "kohya silently ignores unknown config keys.",
+    ),
+    (
+        FLUX,
+        "guidance",
+        3.5,
+        "'guidance' is not an option of flux_train_network.py (it is an option of flux_minimal_inference.py); "
+        "kohya silently ignores unknown config keys.",
+    ),
+    (
+        FLUX_GEN,
+        "guidance_scale",
+        3.5,
+        "'guidance_scale' is not an option of flux_minimal_inference.py (it is an option of "
+        "flux_train_network.py, lumina_minimal_inference.py, hunyuan_image_minimal_inference.py and "
+        "anima_minimal_inference.py).",
+    ),
+    (
+        ANIMA_GEN,
+        "qwen3",
+        "q.safetensors",
+        "'qwen3' is not an option of anima_minimal_inference.py (it is an option of anima_train_network.py).",
     ),
     (
         TN,
@@ -284,6 +473,31 @@ REJECTED = [
         "'validation_split' must be a float written with a decimal point "
         "(got 0); write 0.0, kohya rejects integers here.",
     ),
+    # the other families
+    (
+        FLUX,
+        "model_type",
+        "flux1",
+        '\'model_type\' must be one of "flux", "chroma" (got "flux1") (did you mean \'flux\'?).',
+    ),
+    (
+        FLUX,
+        "timestep_sampling",
+        "logit_normal",
+        '\'timestep_sampling\' must be one of "sigma", "uniform", "sigmoid", "shift", "flux_shift" '
+        '(got "logit_normal").',
+    ),
+    (FLUX, "blocks_to_swap", 18.0, "'blocks_to_swap' must be an integer (got 18.0)."),
+    (FLUX, "split_mode", "yes", "'split_mode' is a flag and must be true or false (got \"yes\")."),
+    (
+        FLUX,
+        "resolution",
+        1024,
+        '\'resolution\' must be a string in a config file, write "512" or "768,512" (got 1024).',
+    ),
+    (SD3, "training_shift", "3", "'training_shift' must be a number (got \"3\")."),
+    (HUNYUAN_GEN, "image_size", [2048], "'image_size' must be an array of exactly 2 items (got 1)."),
+    (FLUX_GEN, "interactive", 1, "'interactive' is a flag and must be true or false (got 1)."),
 ]
 
 

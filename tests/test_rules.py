@@ -1155,8 +1155,8 @@ def test_kohya_passthrough(project: Project) -> None:
         "(did you mean 'noise_offset'?); kohya silently ignores unknown config keys.",
         "recipe.toml: kohya.multires_noise_discount: 'multires_noise_discount' must be a number (got \"a\").",
         "recipe.toml: kohya.cache_text_encoder_outputs: 'cache_text_encoder_outputs' is not an option of "
-        "train_network.py (it is an option of sdxl_train_network.py); "
-        "kohya silently ignores unknown config keys.",
+        "train_network.py (it is an option of sdxl_train_network.py, flux_train_network.py, "
+        "sd3_train_network.py and 3 more); kohya silently ignores unknown config keys.",
     ]
     assert found(project, passthrough.kohya_passthrough, 'kohya.resume="x"', 'kohya.output_dir="o"') == [
         "recipe.toml: kohya.resume: is managed by lorabuild (lorabuild train resumes by itself): "

@@ -4,11 +4,19 @@ Run from the repository root::
 
     python tools/extract_kohya_options.py --sd-scripts vendor/sd-scripts -o lorabuild/data/kohya_options.json
 
-It builds the real argparse parsers of ``train_network.py``, ``sdxl_train_network.py`` and
-``gen_img.py`` with kohya's own ``setup_parser()`` functions, and instantiates kohya's dataset-config
-``ConfigSanitizer`` (``library/config_util.py``) the way ``train_network.py`` does, then records what
-they accept. Nothing is hand-typed: option names, types, defaults and choices come from the argparse
-actions, dataset-config keys and types from the voluptuous schema objects.
+It builds the real argparse parser of every script in ``SCRIPTS`` (the trainers and image generators
+of each model family lorabuild drives), and instantiates kohya's dataset-config ``ConfigSanitizer``
+(``library/config_util.py``) the way ``train_network.py`` does, then records what they accept. Nothing
+is hand-typed: option names, types, defaults and choices come from the argparse actions, dataset-config
+keys and types from the voluptuous schema objects.
+
+A script that defines ``setup_parser()`` (every ``*_train_network.py``, ``gen_img.py``,
+``lumina_minimal_inference.py``) is imported and that function called. The other minimal-inference
+scripts build their parser inline under ``if __name__ == "__main__":`` (flux, sd3) or inside a
+``parse_args()`` function that ``main()`` calls (hunyuan_image, anima); those are run as ``__main__``
+with ``argparse.ArgumentParser.parse_known_args`` replaced by a trap that hands back the parser it was
+called on. The block runs only up to its parse (flux's and sd3's ask ``get_preferred_device()`` first);
+no model is loaded.
 
 kohya imports torch, diffusers, transformers and friends at module level. So that this tool runs
 anywhere (CI without a GPU stack), every import that is neither the standard library nor a module of
@@ -23,12 +31,14 @@ The output is deterministic: the same checkout gives a byte-identical file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import importlib.abc
 import importlib.machinery
 import json
 import os
+import runpy
 import sys
 import types
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +46,21 @@ from pathlib import Path
 from typing import Any
 
 PINNED_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
-SCRIPTS = ("train_network.py", "sdxl_train_network.py", "gen_img.py")
+SCRIPTS = (
+    "train_network.py",
+    "sdxl_train_network.py",
+    "gen_img.py",
+    "flux_train_network.py",
+    "flux_minimal_inference.py",
+    "sd3_train_network.py",
+    "sd3_minimal_inference.py",
+    "lumina_train_network.py",
+    "lumina_minimal_inference.py",
+    "hunyuan_image_train_network.py",
+    "hunyuan_image_minimal_inference.py",
+    "anima_train_network.py",
+    "anima_minimal_inference.py",
+)
 # What train_network.py passes to ConfigSanitizer (TN:517), with --masked_loss off.
 SANITIZER_FLAGS = {
     "support_dreambooth": True,
@@ -312,9 +336,48 @@ def _option_entry(action: argparse.Action) -> dict[str, Any]:
     }
 
 
-def _script_options(module_name: str) -> dict[str, Any]:
-    module = importlib.import_module(module_name)
-    parser: argparse.ArgumentParser = module.setup_parser()
+class _ParserCaught(BaseException):
+    """Raised by the parse trap; a BaseException so a script's ``except Exception`` cannot swallow it."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        super().__init__(parser.prog)
+        self.parser = parser
+
+
+def _parser_of_main_block(script: Path) -> argparse.ArgumentParser:
+    """The parser a script's ``__main__`` block parses its command line with, caught at the parse."""
+
+    def trap(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        raise _ParserCaught(self)
+
+    original = argparse.ArgumentParser.parse_known_args
+    saved_argv = sys.argv
+    argparse.ArgumentParser.parse_known_args = trap  # type: ignore[method-assign]
+    sys.argv = [str(script)]
+    try:
+        # What the block prints before parsing (flux's get_preferred_device) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            runpy.run_path(str(script), run_name="__main__")
+    except _ParserCaught as caught:
+        return caught.parser
+    finally:
+        argparse.ArgumentParser.parse_known_args = original  # type: ignore[method-assign]
+        sys.argv = saved_argv
+    raise SystemExit(f"{script.name}: its __main__ block finished without parsing a command line")
+
+
+def _script_parser(sd_scripts: Path, script: str) -> argparse.ArgumentParser:
+    module = importlib.import_module(script.removesuffix(".py"))
+    setup_parser = getattr(module, "setup_parser", None)
+    if callable(setup_parser):
+        parser: argparse.ArgumentParser = setup_parser()
+        return parser
+    return _parser_of_main_block(sd_scripts / script)
+
+
+def _script_options(sd_scripts: Path, script: str) -> dict[str, Any]:
+    parser = _script_parser(sd_scripts, script)
+    module_name = script.removesuffix(".py")
     options: dict[str, Any] = {}
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
@@ -429,7 +492,7 @@ def extract(sd_scripts: Path, commit: str, real_imports: bool = False) -> dict[s
     cwd = Path.cwd()
     os.chdir(sd_scripts)  # a few kohya modules read files relative to the working directory
     try:
-        scripts = {script: _script_options(script.removesuffix(".py")) for script in SCRIPTS}
+        scripts = {script: _script_options(sd_scripts, script) for script in SCRIPTS}
         dataset_config = _dataset_config()
     finally:
         os.chdir(cwd)

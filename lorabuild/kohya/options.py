@@ -27,7 +27,24 @@ from typing import Literal, TypeAlias, cast
 
 from lorabuild.problems import did_you_mean
 
-SCRIPTS = ("train_network.py", "sdxl_train_network.py", "gen_img.py")
+# Every script the data file covers, in the extractor's order (tools/extract_kohya_options.py
+# SCRIPTS): each family's trainer and image generator at the pinned commit. kohya's FLUX.1 scripts
+# train and render Chroma too (--model_type chroma).
+SCRIPTS = (
+    "train_network.py",
+    "sdxl_train_network.py",
+    "gen_img.py",
+    "flux_train_network.py",
+    "flux_minimal_inference.py",
+    "sd3_train_network.py",
+    "sd3_minimal_inference.py",
+    "lumina_train_network.py",
+    "lumina_minimal_inference.py",
+    "hunyuan_image_train_network.py",
+    "hunyuan_image_minimal_inference.py",
+    "anima_train_network.py",
+    "anima_minimal_inference.py",
+)
 
 OptionKind = Literal["flag", "value", "list"]
 JsonScalar: TypeAlias = bool | int | float | str | None
@@ -180,7 +197,7 @@ def options(script: str) -> Mapping[str, OptionSpec]:
     """The options a kohya script accepts, by argparse ``dest`` name.
 
     Args:
-        script: ``train_network.py``, ``sdxl_train_network.py`` or ``gen_img.py``.
+        script: One of :data:`SCRIPTS` (``train_network.py``, ``flux_minimal_inference.py``...).
 
     Returns:
         A read-only mapping from option name to its :class:`OptionSpec`.
@@ -308,8 +325,9 @@ def check_config_value(script: str, name: str, value: object) -> str | None:
     value surfaces late, or never (a misspelt key is ignored). This returns what kohya would need.
 
     Args:
-        script: The kohya script the config file is for (see :data:`SCRIPTS`). For ``gen_img.py``,
-            which has no ``--config_file``, the same checks apply to values given on its command line.
+        script: The kohya script the config file is for (see :data:`SCRIPTS`). For the image
+            generators (``gen_img.py``, ``*_minimal_inference.py``), which have no ``--config_file``,
+            the same checks apply to values given on their command line.
         name: The option's argparse ``dest`` name, as written in the TOML.
         value: The value as a TOML parser returns it.
 
@@ -355,13 +373,22 @@ def _unknown_option(script: str, name: str) -> str:
     others = [other for other in SCRIPTS if other in data.scripts and name in data.scripts[other].options]
     dataset_keys = data.general.keys() | data.dreambooth.subset.keys() | data.fine_tuning.subset.keys()
     if others:
-        hint = f" (it is an option of {' and '.join(others)})"
+        hint = f" (it is an option of {_some_scripts(others)})"
     elif name in dataset_keys:
         hint = " (it is a dataset-config key: set it in the --dataset_config TOML)"
     else:
         hint = did_you_mean(name, data.scripts[script].options)
     ignored = "; kohya silently ignores unknown config keys" if data.scripts[script].reads_config_file else ""
     return f"'{name}' is not an option of {script}{hint}{ignored}."
+
+
+def _some_scripts(scripts: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b, c and d``; past four, ``a, b, c and 3 more`` (the data has 13)."""
+    if len(scripts) > 4:
+        return f"{', '.join(scripts[:3])} and {len(scripts) - 3} more"
+    if len(scripts) == 1:
+        return scripts[0]
+    return f"{', '.join(scripts[:-1])} and {scripts[-1]}"
 
 
 def _check_scalar(spec: OptionSpec, value: object) -> str | None:
