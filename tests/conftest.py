@@ -204,7 +204,6 @@ ae = "models/ae.safetensors"
 
 [dataset]
 resolution = [512, 512]
-batch_size = 1
 
 [[dataset.subsets]]
 source = "data/char"

@@ -101,7 +101,7 @@ def test_each_model_file_is_required_found_and_the_right_one(flux_project: Proje
     ]
     recipe.write_text(text.replace("models/ae.safetensors", "models/nowhere.safetensors"))
     assert problems(flux_project) == [
-        f"recipe.toml: model.ae: file not found: {flux_project.root / 'models' / 'nowhere.safetensors'}"
+        "recipe.toml: model.ae: file not found: models/nowhere.safetensors"
     ]
     recipe.write_text(text.replace("models/flux1-dev.safetensors", "models/t5xxl_fp16.safetensors"))
     assert problems(flux_project, "model.family=flux") == [

@@ -98,6 +98,8 @@ def compiled_options(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     ``blocks_to_swap`` for an SD1.5 model, say, would be written to ``config.toml`` and do nothing.
     """
     family = family_of(recipe, facts)
+    if recipe.network.module not in families.get(family).network_modules:
+        return  # the family's rules say so; there is no config to compile
     script = families.get(family).train_script
     known = kohya_options.options(script)
     config = kohya_config(recipe, family, Path("."), "")
