@@ -100,9 +100,7 @@ def test_each_model_file_is_required_found_and_the_right_one(flux_project: Proje
         "mean it for model.ae?): point model.t5xxl at the T5-XXL text encoder's file, e.g. t5xxl_fp16.safetensors"
     ]
     recipe.write_text(text.replace("models/ae.safetensors", "models/nowhere.safetensors"))
-    assert problems(flux_project) == [
-        "recipe.toml: model.ae: file not found: models/nowhere.safetensors"
-    ]
+    assert problems(flux_project) == ["recipe.toml: model.ae: file not found: models/nowhere.safetensors"]
     recipe.write_text(text.replace("models/flux1-dev.safetensors", "models/t5xxl_fp16.safetensors"))
     assert problems(flux_project, "model.family=flux") == [
         "recipe.toml: model.base: t5xxl_fp16.safetensors is the T5-XXL text encoder, not a base model: put it in "
