@@ -126,11 +126,19 @@ def test_lora_file_given_as_base_model(project: Project) -> None:
 
 
 @covers(model.model_family)
-def test_flux_checkpoint_is_not_trainable(project: Project) -> None:
-    write_safetensors(model_path(project), ["double_blocks.0.img_attn.norm.key_norm.scale"])
+def test_sd3_checkpoint_is_not_trainable(project: Project) -> None:
+    write_safetensors(model_path(project), ["joint_blocks.0.context_block.attn.proj.bias"])
     assert found(project, model.model_family) == [
-        "recipe.toml: model.base: this is a FLUX checkpoint; lorabuild trains SD1.x, SD2.x and SDXL LoRAs"
+        "recipe.toml: model.base: this is a SD3 checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1 and "
+        "Chroma LoRAs"
     ]
+
+
+@covers(model.model_family)
+def test_flux_checkpoint_is_detected_as_flux(project: Project) -> None:
+    write_checkpoint(model_path(project), "flux")
+    assert found(project, model.model_family) == []
+    assert found(project, model.model_family, "model.family=flux") == []
 
 
 @covers(model.model_family)
@@ -167,7 +175,7 @@ def test_family_undetectable(project: Project) -> None:
     write_safetensors(model_path(project), ["some.other.weight"])
     assert found(project, model.model_family) == [
         "recipe.toml: model.family: cannot be detected (no known tensor names in its header): "
-        "set model.family to sd15, sd2 or sdxl"
+        "set model.family to sd15, sd2, sdxl, flux or chroma"
     ]
     assert found(project, model.model_family, "model.family=sd15") == []
 

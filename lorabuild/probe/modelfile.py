@@ -26,15 +26,13 @@ from lorabuild.kohya.families import ModelHeader
 # Tensor-name prefixes of models lorabuild does not train (the families it trains recognise their
 # own: lorabuild.kohya.families), in the order that decides between them.
 _UNTRAINED: tuple[tuple[str, str], ...] = (
-    ("double_blocks.", "flux"),
-    ("model.diffusion_model.double_blocks.", "flux"),
     ("joint_blocks.", "sd3"),
     ("model.diffusion_model.joint_blocks.", "sd3"),
     ("lora_unet_", "lora"),
     ("lora_te", "lora"),
 )
 
-UNTRAINED_LABELS = {"flux": "FLUX", "sd3": "SD3"}
+UNTRAINED_LABELS = {"sd3": "SD3"}
 """How messages name the base models lorabuild recognises but does not train."""
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
