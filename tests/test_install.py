@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from lorabuild.kohya import families
 from lorabuild.problems import RecipeError, format_problem
 from lorabuild.stages.install import install, plan_install
-from tests.conftest import RECIPE, Project, run_lorabuild
+from tests.conftest import RECIPE, Project, run_lorabuild, write_checkpoint, write_safetensors
 from tests.finished_build import Finished, finished_build
 
 
@@ -284,3 +285,34 @@ def test_install_table_errors_are_one_line_each(project: Project) -> None:
         "recipe.toml: install.weight: must be at most 2.0 (got 3)",
         'recipe.toml: install.preview: must be "grid", "none" or the path of an image file (got 3)',
     ]
+
+
+def family_project(project: Project, family: str) -> None:
+    """Turn the project into a FLUX.1 or Chroma one: its DiT header, text encoders and autoencoder."""
+    files = families.get(family).model_files
+    model = "".join(f'{f.key} = "models/{f.example}"\n' for f in files)
+    project.write_recipe(
+        RECIPE.replace(
+            'base = "models/base.safetensors"\nclip_skip = 2\n',
+            f'base = "models/dit.safetensors"\nfamily = "{family}"\n{model}',
+        )
+        .replace("shuffle_caption = true\nkeep_tokens = 1\n", "")
+        .replace('mixed_precision = "no"', 'mixed_precision = "bf16"')
+    )
+    write_checkpoint(project.root / "models" / "dit.safetensors", family)
+    for f in files:
+        write_safetensors(project.root / "models" / f.example, [f"{f.component}.weight"])
+
+
+@pytest.mark.parametrize("family", ["flux", "chroma"])
+def test_a_flux_family_card_says_flux_for_forge(project: Project, family: str) -> None:
+    family_project(project, family)
+    f = finished_build(project)
+    assert f.plan.family == family
+    webui = webui_tree(project.root / "webui")
+    assert do_install(f, epoch=2, webui=webui) == ["create", "create", "create"]
+    card = json.loads((webui / "models/Lora/Test_v1.json").read_text(encoding="utf-8"))
+    # Forge's Lora page files a LoRA under its flux preset by this value (ui_extra_networks_lora.py).
+    assert card["sd version"] == "Flux"
+    assert card["activation text"] == "uiharu_kazari"
+
