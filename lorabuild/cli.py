@@ -742,6 +742,10 @@ def install(
         done = install_files(planned, force=force, dry_run=dry_run)
     for line in describe(done, dry_run):
         typer.echo(line)
+    if planned.embedded:
+        typer.echo(
+            f"the copies' header holds {', '.join(planned.embedded)} (the build's own file is unchanged)"
+        )
     where = f"epoch {planned.epoch} ({planned.source.rel}), weight {planned.weight:g}"
     if dry_run:
         typer.echo("card (NAME.json) would read:")

@@ -438,7 +438,7 @@ def test_free_text_is_refused_with_its_key_or_reaches_kohya_exactly(
 
 def _resolved(recipe: Recipe, slot: Slot) -> Path | None:
     node: Any = recipe
-    for part in re.findall(r"[A-Za-z_]+|\[\d+\]", slot.key):
+    for part in re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\[\d+\]", slot.key):
         node = node[int(part[1:-1])] if part.startswith("[") else getattr(node, part)
     return node if isinstance(node, Path) else None
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from lorabuild.build.saved import hash_file
+from lorabuild.kohya import families
 from lorabuild.problems import RecipeError, format_problem
+from lorabuild.stages import install as install_stage
 from lorabuild.stages.install import install, plan_install
-from tests.conftest import RECIPE, Project, run_lorabuild
+from tests.conftest import RECIPE, Project, run_lorabuild, write_checkpoint, write_safetensors
 from tests.finished_build import Finished, finished_build
 
 
@@ -284,3 +291,114 @@ def test_install_table_errors_are_one_line_each(project: Project) -> None:
         "recipe.toml: install.weight: must be at most 2.0 (got 3)",
         'recipe.toml: install.preview: must be "grid", "none" or the path of an image file (got 3)',
     ]
+
+
+def family_project(project: Project, family: str) -> None:
+    """Turn the project into a FLUX.1 or Chroma one: its DiT header, text encoders and autoencoder."""
+    files = families.get(family).model_files
+    model = "".join(f'{f.key} = "models/{f.example}"\n' for f in files)
+    project.write_recipe(
+        RECIPE.replace(
+            'base = "models/base.safetensors"\nclip_skip = 2\n',
+            f'base = "models/dit.safetensors"\nfamily = "{family}"\n{model}',
+        )
+        .replace("shuffle_caption = true\nkeep_tokens = 1\n", "")
+        .replace('mixed_precision = "no"', 'mixed_precision = "bf16"')
+    )
+    write_checkpoint(project.root / "models" / "dit.safetensors", family)
+    for f in files:
+        write_safetensors(project.root / "models" / f.example, [f"{f.component}.weight"])
+
+
+@pytest.mark.parametrize("family", ["flux", "chroma"])
+def test_a_flux_family_card_says_flux_for_forge(project: Project, family: str) -> None:
+    family_project(project, family)
+    f = finished_build(project)
+    assert f.plan.family == family
+    webui = webui_tree(project.root / "webui")
+    assert do_install(f, epoch=2, webui=webui) == ["create", "create", "create"]
+    card = json.loads((webui / "models/Lora/Test_v1.json").read_text(encoding="utf-8"))
+    # Forge's Lora page files a LoRA under its flux preset by this value (ui_extra_networks_lora.py).
+    assert card["sd version"] == "Flux"
+    assert card["activation text"] == "uiharu_kazari"
+
+
+def read_safetensors(path: Path) -> tuple[bytes, dict[str, Any], bytes]:
+    """The header's bytes, its JSON and the byte buffer of a safetensors file, read by hand."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + length]
+    return header, json.loads(header), data[8 + length :]
+
+
+def test_embed_preview_writes_the_picture_and_trigger_into_the_copy_only(project: Project) -> None:
+    project.write_recipe(RECIPE + "\n[install]\nembed_preview = true\n")
+    f = finished_build(project)
+    source = f.build / "output/Test_v1-000002.safetensors"
+    before = (source.read_bytes(), source.stat().st_mtime_ns)
+    webui = webui_tree(project.root / "webui")
+    comfy = comfy_tree(project.root / "ComfyUI")
+    planned = plan_install(f.plan, f.checked.loaded.recipe, epoch=2, webui=webui, comfyui=comfy)
+    assert planned.embedded == ("ssmd_cover_images", "modelspec.trigger_phrase")
+    assert [x.action for x in install(planned)] == ["create"] * 6
+    assert (source.read_bytes(), source.stat().st_mtime_ns) == before  # the build's file is only read
+
+    for lora in (webui / "models/Lora", comfy / "models/loras"):
+        installed = lora / "Test_v1.safetensors"
+        raw, header, tensors = read_safetensors(installed)
+        _, original, original_tensors = read_safetensors(source)
+        assert tensors == original_tensors  # every tensor byte as the build saved it
+        # A valid header: the webui asserts it opens with {" (read_metadata_from_safetensors); padded
+        # with spaces so the buffer starts on an 8-byte boundary; metadata values are strings.
+        assert raw.startswith(b'{"') and len(raw) % 8 == 0 and raw.rstrip(b" ").endswith(b"}")
+        assert {k: v for k, v in header.items() if k != "__metadata__"} == {
+            k: v for k, v in original.items() if k != "__metadata__"
+        }
+        metadata = header["__metadata__"]
+        assert all(isinstance(v, str) for v in metadata.values())
+        assert metadata["format"] == "pt"  # what the file held is kept
+        assert metadata["modelspec.trigger_phrase"] == "uiharu_kazari"
+        # As the webui's fetch_cover_images and ComfyUI's get_model_previews read it.
+        covers = json.loads(metadata["ssmd_cover_images"])
+        assert base64.b64decode(covers[0]) == (lora / "Test_v1.preview.png").read_bytes()
+        with Image.open(io.BytesIO(base64.b64decode(covers[0]))) as image:
+            assert image.format == "PNG"
+        # The card names the installed bytes; the webui's LoRA hash (tensor bytes) is the build's.
+        card = json.loads((lora / "Test_v1.json").read_text(encoding="utf-8"))
+        assert f"file sha256 {hashlib.sha256(installed.read_bytes()).hexdigest()}." in card["notes"]
+        assert hash_file(installed).model_hash == hash_file(source).model_hash
+        assert hash_file(installed).sha256 != hash_file(source).sha256
+        assert not [p for p in lora.iterdir() if p.name.startswith(".")]
+    assert do_install(f, epoch=2, webui=webui, comfyui=comfy) == ["identical"] * 6
+
+
+def test_embed_preview_without_a_picture_embeds_the_trigger(project: Project) -> None:
+    project.write_recipe(RECIPE + '\n[install]\nembed_preview = true\npreview = "none"\n')
+    f = finished_build(project)
+    webui = webui_tree(project.root / "webui")
+    planned = plan_install(f.plan, f.checked.loaded.recipe, webui=webui)
+    assert planned.embedded == ("modelspec.trigger_phrase",)
+    install(planned)
+    _, header, _ = read_safetensors(webui / "models/Lora/Test_v1.safetensors")
+    assert "ssmd_cover_images" not in header["__metadata__"]
+
+
+def test_embed_preview_warns_when_comfyui_would_not_read_the_header(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(install_stage, "COMFYUI_HEADER_LIMIT", 64)
+    project.write_recipe(RECIPE + "\n[install]\nembed_preview = true\n")
+    f = finished_build(project)
+    planned = plan_install(f.plan, f.checked.loaded.recipe, webui=webui_tree(project.root / "webui"))
+    assert any("ComfyUI reads no embedded cover from a header over 64 B" in n for n in planned.notes)
+
+
+def test_embed_preview_refuses_a_broken_file(project: Project) -> None:
+    project.write_recipe(RECIPE + "\n[install]\nembed_preview = true\n")
+    f = finished_build(project)
+    (f.build / "output/Test_v1-000003.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(RecipeError) as exc:
+        do_install(f, webui=webui_tree(project.root / "webui"))
+    assert problems(exc).startswith(
+        "recipe.toml: install.embed_preview: cannot rewrite the header of output/Test_v1-000003.safetensors: "
+    )

@@ -8,6 +8,7 @@
 - :mod:`~lorabuild.render.losslog`: kohya's TensorBoard loss logs, read and plotted.
 - :mod:`~lorabuild.render.tfevents`: TensorBoard event files (TFRecord, protobuf scalars), read without TensorBoard.
 - :mod:`~lorabuild.render.units`: quantities as people read them (file sizes).
+- :mod:`~lorabuild.render.safetensors_header`: a safetensors header read, and rewritten for the same tensors.
 
 May import: :mod:`lorabuild.problems` and :mod:`lorabuild.settings` only; nothing here knows recipes,
 plans or kohya.

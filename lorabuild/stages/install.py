@@ -11,7 +11,12 @@
   weight`` (0: the webui's default multiplier), ``negative text`` and ``notes``).
 
 ComfyUI has no card standard; the same three files are written there (LoRA managers read the
-preview beside the file). Nothing is overwritten that differs from what would be written unless
+preview beside the file). With ``install.embed_preview`` the installed copy gets a header of its own
+(:func:`embedded_header`): the preview as ``ssmd_cover_images`` and the trigger as
+``modelspec.trigger_phrase``, for UIs that read no sidecar; its tensor bytes are the build's, so the
+webui's LoRA hash (``sshs_model_hash``, the SHA-256 of the tensor bytes) is unchanged, while the
+file's SHA-256 (on the card, and Civitai's AutoV2) is the copy's. The build's own file is never
+written. Nothing is overwritten that differs from what would be written unless
 ``force``; an identical file is left alone, so a second install is a no-op. Every file is written
 through a temporary file and a rename. :func:`plan_install` decides everything without writing;
 :func:`install` then writes (or, with ``dry_run``, only reports).
@@ -23,14 +28,14 @@ The two halves share the plan's types and are read together; apart, neither woul
 
 from __future__ import annotations
 
+import base64
 import importlib
 import io
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
@@ -43,6 +48,7 @@ from lorabuild.plan.plan import Plan
 from lorabuild.plan.tags import activation_text
 from lorabuild.problems import Problem, RecipeError, error
 from lorabuild.recipe.schema import Recipe
+from lorabuild.render.safetensors_header import HeaderError, header_bytes, read_header, spliced_sha256
 from lorabuild.render.units import human_size
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import comfyui_dir, webui_dir
@@ -67,6 +73,27 @@ class Target:
     folder: Path
 
 
+COMFYUI_HEADER_LIMIT = 8 * 1024 * 1024
+"""The largest header ComfyUI reads for an embedded cover (app/model_manager.py ``get_model_previews``)."""
+
+
+@dataclass(frozen=True)
+class NewHeader:
+    """The installed copy's own header, in front of the build file's tensor bytes (``install.embed_preview``).
+
+    Attributes:
+        head: The length prefix and the header the copy starts with.
+        offset: Where the tensor bytes start in the build's file (they are copied from there on).
+        keys: The ``__metadata__`` keys written.
+        sha256: SHA-256 of the copy (the head, then the tensor bytes).
+    """
+
+    head: bytes
+    offset: int
+    keys: tuple[str, ...]
+    sha256: str
+
+
 @dataclass(frozen=True)
 class InstallFile:
     """One file the install writes (or found already in place).
@@ -79,6 +106,7 @@ class InstallFile:
         source: The file copied (the model), else None.
         data: The bytes written (preview, card), else None.
         size: Bytes it will hold.
+        header: The model copy's own header, when it gets one (else the file is copied as it is).
     """
 
     path: Path
@@ -87,6 +115,7 @@ class InstallFile:
     source: Path | None
     data: bytes | None
     size: int
+    header: NewHeader | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +131,8 @@ class InstallPlan:
         preview: Where the cover picture comes from (None: no preview).
         files: The files per target, in the order they are written.
         notes: Warnings and hints for the user (no preview, a suggested epoch).
+        embedded: The metadata keys written into the copies' header (empty: the copies are the
+            build's file byte for byte).
     """
 
     name: str
@@ -112,6 +143,7 @@ class InstallPlan:
     preview: Path | None
     files: tuple[InstallFile, ...]
     notes: tuple[str, ...]
+    embedded: tuple[str, ...] = ()
 
     @property
     def conflicts(self) -> list[InstallFile]:
@@ -130,6 +162,7 @@ def default_weight(plan: Plan, recipe: Recipe) -> float:
 def card(plan: Plan, recipe: Recipe, epoch: int, weight: float, sha256: str) -> dict[str, object]:
     """The webui's sidecar (``<name>.json``) for ``epoch`` of the build.
 
+    ``sha256`` is the installed file's (with ``install.embed_preview``, the copy's, not the build's).
     ``notes`` holds the recipe's ``install.notes`` and then where the file came from, so that a
     card still says which epoch and recipe it is after the build folder is gone. Nothing in it
     changes between two installs of the same file, so a second install is a no-op.
@@ -341,12 +374,19 @@ def _action(path: Path, same: bool) -> str:
     return "identical" if same else "conflict"
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two files hold the same bytes (sizes first; then read side by side)."""
+def _same_file(a: Path, b: Path, header: NewHeader | None = None) -> bool:
+    """Whether ``a`` holds ``b``'s bytes, or with ``header`` that head and then ``b``'s tensor bytes.
+
+    Sizes first; then the two are read side by side.
+    """
+    head, offset = (header.head, header.offset) if header is not None else (b"", 0)
     try:
-        if a.stat().st_size != b.stat().st_size:
+        if a.stat().st_size != len(head) + b.stat().st_size - offset:
             return False
         with a.open("rb") as fa, b.open("rb") as fb:
+            if fa.read(len(head)) != head:
+                return False
+            fb.seek(offset)
             while True:
                 x, y = fa.read(1 << 20), fb.read(1 << 20)
                 if x != y:
@@ -395,22 +435,31 @@ def plan_install(
     where = targets(recipe, display, webui, comfyui)
     source = choose_epoch(plan, recipe, display, epoch)
     chosen_weight = weight if weight is not None else default_weight(plan, recipe)
-    hashes = HashCache(plan.build_dir)
-    sha256 = hashes.of(source.rel).sha256
-    hashes.save()
-    document = card(plan, recipe, source.epoch, chosen_weight, sha256)
     preview, warning = choose_preview(plan, recipe, display, source.epoch, chosen_weight)
     preview_data = preview_png(preview) if preview is not None else None
     notes = [f"warning: {warning}"] if warning else []
+    header, header_notes = embedded_header(plan, recipe, display, source, preview_data)
+    notes.extend(header_notes)
+    hashes = HashCache(plan.build_dir)
+    sha256 = header.sha256 if header is not None else hashes.of(source.rel).sha256
+    hashes.save()
+    document = card(plan, recipe, source.epoch, chosen_weight, sha256)
     notes.extend(_suggestion(plan, recipe, display, epoch, source.epoch))
     card_data = card_bytes(document)
     ext = source.path.suffix
+    size = source.size if header is None else len(header.head) + source.size - header.offset
     files: list[InstallFile] = []
     for target in where:
         model = target.folder / f"{plan.name}{ext}"
         files.append(
             InstallFile(
-                model, "model", _action(model, _same_file(model, source.path)), source.path, None, source.size
+                model,
+                "model",
+                _action(model, _same_file(model, source.path, header)),
+                source.path,
+                None,
+                size,
+                header,
             )
         )
         if preview_data is not None:
@@ -437,8 +486,69 @@ def plan_install(
             )
         )
     return InstallPlan(
-        plan.name, source.epoch, chosen_weight, source, document, preview, tuple(files), tuple(notes)
+        plan.name,
+        source.epoch,
+        chosen_weight,
+        source,
+        document,
+        preview,
+        tuple(files),
+        tuple(notes),
+        header.keys if header is not None else (),
     )
+
+
+def embedded_header(
+    plan: Plan, recipe: Recipe, display: str, source: SavedFile, preview: bytes | None
+) -> tuple[NewHeader | None, list[str]]:
+    """The installed copy's header with the preview and the trigger in it (``install.embed_preview``).
+
+    ``ssmd_cover_images`` is a JSON list of base64 images without a ``data:`` prefix: the webui
+    decodes it so (``modules/ui_extra_networks.py`` ``find_embedded_preview``, ``fetch_cover_images``),
+    and so does ComfyUI (``app/model_manager.py`` ``get_model_previews``). ``modelspec.trigger_phrase``
+    is the card's activation text (kohya's ``library/sai_model_spec.py`` names the key; kohya writes
+    none). No ``ss_*`` key changes: kohya's ``sshs_legacy_hash`` is taken over a header of those
+    alone, and ``sshs_model_hash`` over the tensor bytes, which are copied as they are.
+
+    Returns:
+        The header (None: the file is installed as it is) and warnings for the user.
+
+    Raises:
+        RecipeError: The build's file is not a readable safetensors file.
+    """
+    if not recipe.install.embed_preview:
+        return None, []
+    if source.path.suffix != ".safetensors":
+        return None, [
+            f"warning: install.embed_preview: {source.rel} is not a safetensors file: installing it as it is"
+        ]
+    updates: dict[str, str] = {}
+    if preview is not None:
+        updates["ssmd_cover_images"] = json.dumps([base64.b64encode(preview).decode("ascii")])
+    trigger = activation_text(plan)
+    if trigger:
+        updates["modelspec.trigger_phrase"] = trigger
+    if not updates:
+        return None, [
+            "warning: install.embed_preview: no preview picture and no trigger to embed: installing the file "
+            "as it is"
+        ]
+    try:
+        found = read_header(source.path)
+        head = header_bytes(found, updates)
+    except (HeaderError, OSError) as exc:
+        raise RecipeError(
+            [error("install.embed_preview", f"cannot rewrite the header of {source.rel}: {exc}").at(display)]
+        ) from exc
+    notes = []
+    if len(head) - 8 > COMFYUI_HEADER_LIMIT and preview is not None:
+        notes.append(
+            f"warning: install.embed_preview: the header with the picture is {human_size(len(head))}; ComfyUI "
+            f"reads no embedded cover from a header over {human_size(COMFYUI_HEADER_LIMIT)} (the preview file "
+            "beside the LoRA still shows): choose a smaller install.preview"
+        )
+    sha256 = spliced_sha256(head, source.path, found.data_offset)
+    return NewHeader(head, found.data_offset, tuple(updates), sha256), notes
 
 
 def _suggestion(plan: Plan, recipe: Recipe, display: str, flag: int | None, chosen: int) -> list[str]:
@@ -482,19 +592,27 @@ def install(planned: InstallPlan, *, force: bool = False, dry_run: bool = False)
         action = "replace" if f.action == "conflict" else f.action
         if not dry_run and action != "identical":
             if f.source is not None:
-                copy_atomic(f.source, f.path)
+                copy_atomic(f.source, f.path, f.header)
             elif f.data is not None:
                 write_bytes_atomic(f.path, f.data)
-        done.append(InstallFile(f.path, f.what, action, f.source, f.data, f.size))
+        done.append(replace(f, action=action))
     return done
 
 
-def copy_atomic(source: Path, dest: Path) -> None:
-    """Copy ``source`` to ``dest`` through a temporary file in ``dest``'s folder and a rename."""
+def copy_atomic(source: Path, dest: Path, header: NewHeader | None = None) -> None:
+    """Copy ``source`` to ``dest`` through a temporary file in ``dest``'s folder and a rename.
+
+    With ``header``, the copy starts with that head and then ``source``'s bytes from its offset
+    (the same tensor bytes behind a new header); ``source`` itself is only read.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+            if header is not None:
+                out.write(header.head)
+                src.seek(header.offset)
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o644)

@@ -48,7 +48,8 @@ class InstallSection(_Table):
 
     The webui reads ``NAME.json`` beside ``NAME.safetensors`` for a LoRA's card (description, SD
     version, activation text, preferred weight, negative text, notes) and ``NAME.preview.png`` as
-    its picture. The install folders are machine settings: prefer ``--webui`` / ``--comfyui`` or
+    its picture; ``embed_preview`` also puts the picture and the trigger into the installed copy's
+    header. The install folders are machine settings: prefer ``--webui`` / ``--comfyui`` or
     ``LORABUILD_WEBUI`` / ``LORABUILD_COMFYUI`` over writing them into a shared recipe.
     """
 
@@ -82,6 +83,14 @@ class InstallSection(_Table):
         "grid",
         description='The cover picture: "grid" (the grid cell of the first prompt and seed at the chosen '
         'epoch and weight), an image file, or "none".',
+    )
+    embed_preview: bool = Field(
+        False,
+        description="Also write the preview picture (as ssmd_cover_images, which the webui and ComfyUI show "
+        "when no preview file is beside the LoRA) and the trigger (as modelspec.trigger_phrase) into the "
+        "installed copy's header, for UIs that read no sidecar files. Only the copy changes, never the "
+        "build's file; the tensors stay byte for byte, so the webui's LoRA hash (sshs_model_hash) stays too, "
+        "while the file's SHA-256 (Civitai's AutoV2) becomes the copy's.",
     )
 
     @field_validator("epoch", mode="before")
