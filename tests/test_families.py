@@ -20,7 +20,8 @@ import pytest
 
 from lorabuild.kohya import families
 from lorabuild.kohya.families import Family, ModelHeader
-from lorabuild.kohya.families.base import SD_NETWORK_MODULES
+from lorabuild.kohya import options as kohya_options
+from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Default
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.kohya.options import SCRIPTS, options
 from lorabuild.plan.summary import plan_summary
@@ -176,7 +177,7 @@ FAKE = Family(
     model_files=(),
     tokenizers=("openai/clip-vit-large-patch14",),
     model_type=None,
-    defaults=(),
+    defaults=(Default("training.seed", 7, "the fake family's seed"),),
     memory=(),
 )
 
@@ -184,6 +185,11 @@ FAKE = Family(
 def test_a_new_family_needs_only_its_module(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     """Registered and recognised, a family's script, rules, summary, grid and card follow from it alone."""
     monkeypatch.setattr(families, "ALL", (*families.ALL, FAKE))
+    # Its script's options, as tools/extract_kohya_options.py would record them: train_network.py's.
+    real_script = kohya_options._script
+    monkeypatch.setattr(
+        kohya_options, "_script", lambda s: real_script("train_network.py" if s == FAKE.train_script else s)
+    )
     write_safetensors(project.root / "models" / "base.safetensors", ["fake_model.blocks.0.weight"])
     checked = check(project.recipe, ["training.mixed_precision=fp16"], project.build)
     assert [format_problem(p) for p in checked.problems] == [
@@ -191,6 +197,7 @@ def test_a_new_family_needs_only_its_module(project: Project, monkeypatch: pytes
     ]
     plan = require_plan(checked)
     assert (plan.family, plan.script) == ("fake", "fake_train_network.py")
+    assert plan.config.training.seed == 7  # its default, for a recipe that leaves the seed out
     assert "models/base.safetensors: Fake-1 -> kohya fake_train_network.py" in plan_summary(plan)
     compile_build(plan)
     assert '"$SD_SCRIPTS"/fake_train_network.py' in (plan.build_dir / "train.sh").read_text(encoding="utf-8")

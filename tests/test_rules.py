@@ -1146,7 +1146,7 @@ def test_kohya_passthrough(project: Project) -> None:
         "kohya.noise_offset=0.05",
         "kohya.noise_ofset=0.05",
         'kohya.multires_noise_discount="a"',
-        "kohya.cache_text_encoder_outputs=true",
+        "kohya.disable_mmap_load_safetensors=true",
     ) == [
         "recipe.toml: kohya.learning_rate: is set by the recipe as optimizer.lr: set it there instead",
         "recipe.toml: kohya.noise_offset: is set by the recipe as training.noise_offset: "
@@ -1154,7 +1154,7 @@ def test_kohya_passthrough(project: Project) -> None:
         "recipe.toml: kohya.noise_ofset: 'noise_ofset' is not an option of train_network.py "
         "(did you mean 'noise_offset'?); kohya silently ignores unknown config keys.",
         "recipe.toml: kohya.multires_noise_discount: 'multires_noise_discount' must be a number (got \"a\").",
-        "recipe.toml: kohya.cache_text_encoder_outputs: 'cache_text_encoder_outputs' is not an option of "
+        "recipe.toml: kohya.disable_mmap_load_safetensors: 'disable_mmap_load_safetensors' is not an option of "
         "train_network.py (it is an option of sdxl_train_network.py, flux_train_network.py, "
         "sd3_train_network.py and 3 more); kohya silently ignores unknown config keys.",
     ]
@@ -1164,7 +1164,7 @@ def test_kohya_passthrough(project: Project) -> None:
         "recipe.toml: kohya.output_dir: is managed by lorabuild (the build folder): remove it from [kohya]",
     ]
     write_checkpoint(model_path(project), "sdxl")
-    assert found(project, passthrough.kohya_passthrough, "kohya.cache_text_encoder_outputs=true") == []
+    assert found(project, passthrough.kohya_passthrough, "kohya.disable_mmap_load_safetensors=true") == []
 
 
 @covers(passthrough.kohya_text_values)
@@ -1451,4 +1451,32 @@ def test_multi_gpu_on_windows(project: Project) -> None:
         "recipe.toml: launch.gpus: warning: 2 GPUs on Windows: NCCL does not exist there, so the processes "
         'synchronise through gloo, which is much slower; PyTorch 2.4+ may also need USE_LIBUV = "0" in '
         "[launch.env]. WSL2 has NCCL"
+    ]
+
+
+@covers(model.model_files)
+def test_model_files(flux_project: Project) -> None:
+    assert found(flux_project, model.model_files) == []
+    assert found(flux_project, model.model_files, 'model.clip_l="models/t5xxl_fp16.safetensors"') == [
+        "recipe.toml: model.clip_l: t5xxl_fp16.safetensors is the T5-XXL text encoder, not the CLIP-L text encoder "
+        "(did you mean it for model.t5xxl?): point model.clip_l at the CLIP-L text encoder's file, "
+        "e.g. clip_l.safetensors"
+    ]
+
+
+@covers(passthrough.compiled_options)
+def test_compiled_options(project: Project) -> None:
+    assert found(project, passthrough.compiled_options) == []
+    assert found(project, passthrough.compiled_options, "training.cache_text_encoder_outputs=true") == [
+        "recipe.toml: training.cache_text_encoder_outputs: SD1.x models are trained by kohya's train_network.py, "
+        "which has no --cache_text_encoder_outputs: remove training.cache_text_encoder_outputs"
+    ]
+
+
+@covers(training.memory_preset)
+def test_memory_preset(flux_project: Project) -> None:
+    assert found(flux_project, training.memory_preset, "launch.vram_gb=8") == []
+    assert found(flux_project, training.memory_preset, "launch.vram_gb=4") == [
+        "recipe.toml: launch.vram_gb: warning: kohya's docs give FLUX.1 settings down to 8 GB; 4 GB may run out of "
+        "memory even with the 8 GB settings applied (try a smaller dataset.resolution)"
     ]
