@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or not args[0].endswith(".py"):
         sys.exit(USAGE)
     script = Path(args[0]).resolve()
+    # Run as a script, this file's folder is sys.path[0]; its modules (demo.py...) must not shadow kohya's.
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != here]
     shrink_kohya(script.parent)
     sys.argv = [str(script), *args[1:]]
     runpy.run_path(str(script), run_name="__main__")
