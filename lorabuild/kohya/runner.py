@@ -27,6 +27,7 @@ from types import FrameType
 from typing import IO, Any
 
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec
+from lorabuild.settings import script_wrapper
 
 # How long a stopping child may take before it is killed.
 DEFAULT_GRACE = 30.0
@@ -72,16 +73,54 @@ class _Interrupt(BaseException):
 
 
 def resolve_argv(spec: LaunchSpec, sd_scripts: Path, python: str = sys.executable) -> list[str]:
-    """The argv to execute: ``accelerate`` through this Python, kohya paths made real."""
+    """The argv to execute: ``accelerate`` through this Python, kohya paths made real.
+
+    When the machine setting ``LORABUILD_SCRIPT_WRAPPER`` names a wrapper, it goes right before the
+    kohya script (see :func:`wrap_script`); ``train.sh`` and ``train.ps1`` render ``spec`` itself
+    and never get it.
+    """
     argv = list(spec.argv)
     if argv and argv[0] == "accelerate":
         argv[:1] = [python, "-m", "accelerate.commands.launch"]
         if len(argv) > 3 and argv[3] == "launch":
             del argv[3]
+    argv = wrap_script(argv, sd_scripts, script_wrapper())
     return [
         str(sd_scripts / a.removeprefix(SD_SCRIPTS_PREFIX)) if a.startswith(SD_SCRIPTS_PREFIX) else a
         for a in argv
     ]
+
+
+def wrap_script(argv: Sequence[str], sd_scripts: Path, wrapper: Path | None) -> list[str]:
+    """``argv`` with ``wrapper`` inserted right before the kohya script it runs.
+
+    The kohya script is the first argument that starts with ``{sd_scripts}/`` or is a ``.py`` file
+    inside ``sd_scripts``; the wrapper (a Python file, the ``LORABUILD_SCRIPT_WRAPPER`` setting) is
+    then run with the script and its arguments. Nothing changes without a wrapper, without a kohya
+    script, or when the wrapper is already there, so wrapping twice is wrapping once.
+
+    Args:
+        argv: The command (``python -m accelerate.commands.launch [OPTIONS] SCRIPT ARGS...`` or
+            ``python SCRIPT ARGS...``).
+        sd_scripts: The kohya checkout.
+        wrapper: The wrapper's path, or None.
+
+    Returns:
+        The command to run.
+    """
+    argv = list(argv)
+    if wrapper is None:
+        return argv
+    kohya = sd_scripts.resolve()
+    for index, arg in enumerate(argv):
+        is_script = arg.startswith(SD_SCRIPTS_PREFIX) or (
+            arg.endswith(".py") and Path(arg).resolve().is_relative_to(kohya)
+        )
+        if is_script:
+            if index == 0 or argv[index - 1] != str(wrapper):
+                argv.insert(index, str(wrapper))
+            break
+    return argv
 
 
 def run(

@@ -401,7 +401,7 @@ def _render(
 
     log = plan.layout.grid_log
     try:
-        run = run_script(renderer.NAME, argv, build, log, env, handle)
+        run = run_script(renderer.NAME, argv, build, log, env, handle, sd_scripts=sd_scripts)
         done = _collect(build, work / "out", todo)
     finally:
         shutil.rmtree(work, ignore_errors=True)
