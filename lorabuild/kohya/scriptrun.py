@@ -131,6 +131,7 @@ def run_script(
     grace: float | None = None,
     on_start: Callable[[int], None] | None = None,
     sd_scripts: Path | None = None,
+    answer: runner.Answer | None = None,
 ) -> ScriptRun:
     """Run a kohya script, keeping the end of its output for the messages.
 
@@ -146,6 +147,8 @@ def run_script(
         sd_scripts: The kohya checkout ``argv`` runs a script of (default:
             :func:`lorabuild.settings.sd_scripts_dir`): with the ``LORABUILD_SCRIPT_WRAPPER``
             setting, the wrapper goes right before that script (:func:`runner.wrap_script`).
+        answer: Answers output lines on the script's stdin (:class:`lorabuild.kohya.runner.Reply`);
+            None: its stdin is empty.
 
     Returns:
         How it ended. Nothing is raised for a failure or an interruption: the caller decides.
@@ -159,6 +162,6 @@ def run_script(
         emit(line)
 
     # Only what the caller set is passed on: stand-ins for the runner in tests take the rest alone.
-    extra: dict[str, Any] = {"grace": grace, "on_start": on_start}
+    extra: dict[str, Any] = {"grace": grace, "on_start": on_start, "answer": answer}
     result = runner.run(argv, cwd, log, env, handle, **{k: v for k, v in extra.items() if v is not None})
     return ScriptRun(name, result, tuple(tail))
