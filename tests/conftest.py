@@ -25,7 +25,11 @@ FAMILY_KEYS = {
     "sd2": ["cond_stage_model.model.transformer.resblocks.0.ln_1.bias", "model.diffusion_model.out.0.bias"],
     "sdxl": ["conditioner.embedders.1.model.ln_final.bias", "model.diffusion_model.label_emb.0.0.bias"],
     # library/flux_models.py (BFL layout): dev has guidance_in, schnell does not.
-    "flux": ["double_blocks.0.img_attn.proj.bias", "single_blocks.0.modulation.lin.bias", "guidance_in.in_layer.bias"],
+    "flux": [
+        "double_blocks.0.img_attn.proj.bias",
+        "single_blocks.0.modulation.lin.bias",
+        "guidance_in.in_layer.bias",
+    ],
     # library/chroma_models.py: the approximator replaces vector_in and guidance_in.
     "chroma": [
         "distilled_guidance_layer.in_proj.bias",
