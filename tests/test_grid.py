@@ -21,6 +21,7 @@ from lorabuild.kohya import families
 from lorabuild.kohya.options import options
 from lorabuild.plan import gridcells
 from lorabuild.plan.evaluate import GridSettings
+from lorabuild.probe import modelfile
 from lorabuild.problems import RecipeError
 from lorabuild.recipe.load import LoadedRecipe, load_recipe
 from lorabuild.rules import evaluate
@@ -685,3 +686,73 @@ def test_flux_prompts_must_not_hold_dashes(project: Project) -> None:
             "must not contain '--' for FLUX.1/Chroma: flux_minimal_inference.py splits its prompt lines at every '--'",
         )
     ]
+
+
+@pytest.mark.real_trainer
+def test_real_flux_minimal_inference_renders_the_whole_grid_in_one_process(
+    project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A tiny FLUX.1-dev LoRA trained by the real kohya (2 epochs), its grid (2 epochs x 2 weights and the
+    baseline) rendered by the real flux_minimal_inference.py through tinyflux.py: one process, every cell a PNG."""
+    import time
+
+    from tests import test_real_flux as real
+
+    for name in ("torch", "accelerate", "transformers", "safetensors", "sentencepiece", "open_clip"):
+        pytest.importorskip(
+            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
+        )
+    from lorabuild.demo.fluxmodel import ensure_flux_test_model
+
+    model = ensure_flux_test_model(sd_scripts=SD_SCRIPTS)
+    folder = tmp_path_factory.mktemp("flux-dev-grid")
+    options = {
+        "pretrained_model_name_or_path": model.flux_dev.as_posix(),
+        "clip_l": model.clip_l.as_posix(),
+        **real.common_options(model, folder / "output"),
+        "guidance_scale": 1.0,
+        "timestep_sampling": "flux_shift",
+        "learning_rate": 1e-2,  # a visible effect at 64 px (FAMILIES.md: 1e-4 changes < 0.01/255)
+    }
+    loras, _ = real.train(folder, options)
+    monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(SD_SCRIPTS))
+    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", str(real.LAUNCHER))
+    env = {**real.ENV, "HF_HOME": str(model.hf_home)}
+    env.pop("PYTHONUNBUFFERED")
+    text = FLUX_RECIPE.replace(
+        'env = { HF_HOME = "/hf" }', "env = " + json.dumps(env).replace(":", " =")
+    ).replace('base = "models/flux.safetensors"', f"base = {json.dumps(str(model.flux_dev))}")
+    for name in ("clip_l", "t5xxl", "ae"):
+        text = text.replace(f'"models/{name}.safetensors"', json.dumps(str(getattr(model, name))))
+    text = re.sub(r"(?s)\[evaluate\].*", "", text) + (
+        '[evaluate]\nprompts = ["{trigger}, a red square"]\nseeds = [7]\nweights = [0.5, 1.0]\nsteps = 2\n'
+        "width = 64\nheight = 64\n"
+    )
+    project.write_recipe(text)
+    # main's probe still files a FLUX header as a family lorabuild does not train (the WIP families).
+    monkeypatch.delitem(modelfile.UNTRAINED_LABELS, "flux", raising=False)
+    checked = check(project.recipe, [], Path("build"))
+    plan = require_plan(checked)
+    for epoch, lora in zip((1, 2), loras, strict=True):
+        target = plan.build_dir / f"output/Test_v1-{epoch:06d}.safetensors"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(lora.read_bytes())
+    started = time.monotonic()
+    report = grid.render_grid(plan, checked.loaded, epochs=[1, 2])
+    wall = time.monotonic() - started
+    print(
+        f"\n[tiny FLUX] lorabuild grid, {report.cells} cells in one flux_minimal_inference process: {wall:.1f} s"
+    )
+    assert (report.cells, report.rendered) == (5, 5)
+    log = (plan.build_dir / "logs" / "grid.log").read_text(encoding="utf-8")
+    assert log.count("Saved image to") == 5 and log.count("Loading t5xxl") <= 1
+    assert "Invalid number of multipliers" not in log
+    sheets = read_manifest(plan.build_dir)
+    assert sheets is not None
+    (sheet,) = sheets
+    files = {rel for row in sheet.cells for rel in row}
+    assert len(files) == 5
+    for rel in files:
+        assert rel is not None and grid.is_png(plan.build_dir / rel)
+        with Image.open(plan.build_dir / rel) as im:
+            assert im.size == (64, 64)
