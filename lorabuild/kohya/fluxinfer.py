@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
+from lorabuild.kohya.conversation import Reply
 from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png
-from lorabuild.kohya.runner import Reply
 
 FluxDtype = Literal["float32", "bfloat16", "float16"]
 """flux_minimal_inference.py ``--dtype`` (library.utils.str_to_dtype's spellings)."""

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorabuild.kohya.conversation import Answer
 from lorabuild.kohya.prompts import PromptLine
-from lorabuild.kohya.runner import Answer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

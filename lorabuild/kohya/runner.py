@@ -33,8 +33,11 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from lorabuild.kohya.conversation import Answer, Reply
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec
 from lorabuild.settings import script_wrapper
+
+__all__ = ["Answer", "Captured", "Reply", "RunResult", "capture", "resolve_argv", "run", "wrap_script"]
 
 # How long a stopping child may take before it is killed.
 DEFAULT_GRACE = 30.0
@@ -60,23 +63,6 @@ class RunResult:
     log: Path
     signal: int | None = None
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What a run's ``answer`` callback writes to the child's standard input after an output line.
-
-    Attributes:
-        text: Written as UTF-8 and flushed at once (include the ``\\n`` a line needs).
-        close: Close the child's stdin after ``text``: nothing more is answered.
-    """
-
-    text: str = ""
-    close: bool = False
-
-
-Answer = Callable[[str], Reply | None]
-"""Sees each output line of the child (after ``on_line``); returns what to write to its stdin, or None."""
 
 
 @dataclass(frozen=True)
