@@ -34,3 +34,15 @@ def comfyui_dir() -> Path | None:
     """The ComfyUI folder ``lorabuild install`` copies into (``LORABUILD_COMFYUI``), or None."""
     configured = os.environ.get("LORABUILD_COMFYUI")
     return Path(configured).expanduser() if configured else None
+
+
+def script_wrapper() -> Path | None:
+    """A Python file every kohya script is run through (``LORABUILD_SCRIPT_WRAPPER``), or None.
+
+    Its path goes right before the kohya script's in the command lorabuild runs (``python -m
+    accelerate.commands.launch ... WRAPPER {sd_scripts}/flux_train_network.py ...``); the wrapper
+    gets the script and its arguments. Tests use it to run kohya with shrunk model sizes
+    (``lorabuild/demo/tinyflux.py``). The generated ``train.sh``/``train.ps1`` never include it.
+    """
+    configured = os.environ.get("LORABUILD_SCRIPT_WRAPPER")
+    return Path(configured).expanduser() if configured else None

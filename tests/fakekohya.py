@@ -14,6 +14,13 @@ its argv to ``$FAKE_KOHYA_CALLS`` when set.
 
 Its ``gen_img.py`` (:data:`FAKE_GEN_IMG`) writes the small PNGs its prompt file names with
 ``--f``; ``FAKE_GEN_IMG=oom`` fails, ``skip_last`` leaves the last one out.
+
+Its ``flux_minimal_inference.py`` (:data:`FAKE_FLUX_INFERENCE`) talks like kohya's ``--interactive``
+loop: ``Enter prompt ...``, one stdin line, a PNG named by the second (``%Y%m%d_%H%M%S.png``, so
+unpaced lines overwrite each other), ``Saved image to PATH``; an empty line ends it. It stops with
+status 3 when a line arrives before it asked for one (the feeder did not wait for its output), and
+logs its argv and every line to ``$FAKE_FLUX_CALLS``. ``FAKE_FLUX=interrupt_after:N`` sends lorabuild
+SIGINT once the Nth image has been moved away.
 """
 
 from __future__ import annotations
@@ -152,6 +159,74 @@ for i, line in enumerate(lines):
     h = zlib.crc32(line.encode())
     png(os.path.join(outdir, name), (h & 255, (h >> 8) & 255, (h >> 16) & 255))
 print("done!")
+"""
+
+
+# A stand-in for kohya's flux_minimal_inference.py --interactive (see the module's docstring).
+FAKE_FLUX_INFERENCE = r"""
+import json, os, select, signal, struct, sys, time, zlib
+args = sys.argv[1:]
+calls = os.environ.get("FAKE_FLUX_CALLS")
+
+def record(kind, value):
+    if calls:
+        with open(calls, "a") as f:
+            f.write(json.dumps([kind, value]) + "\n")
+
+record("argv", args)
+mode = os.environ.get("FAKE_FLUX", "ok")
+outdir = args[args.index("--output_dir") + 1]
+loras = []
+if "--lora_weights" in args:
+    for a in args[args.index("--lora_weights") + 1:]:
+        if a.startswith("--"):
+            break
+        loras.append(a)
+print("Loading t5xxl...", flush=True)
+
+def png(path, rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * 4 for _ in range(4))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+    data += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    open(path, "wb").write(data)
+
+saved = 0
+while True:
+    if select.select([0], [], [], 0)[0]:  # unbuffered reads below: nothing hides in a buffer
+        print("a prompt line arrived before it was asked for", flush=True)
+        sys.exit(3)
+    print("Enter prompt (empty to exit). Options: --w <width> --h <height> --s <steps> --d <seed> --g <guidance> --m <multipliers for LoRA> --n <negative prompt>, `-` for empty negative prompt --c <cfg_scale>", flush=True)
+    raw = b""
+    while not raw.endswith(b"\n"):
+        byte = os.read(0, 1)
+        if not byte:
+            print("EOF on stdin", flush=True)
+            sys.exit(4)
+        raw += byte
+    line = raw.decode("utf-8").rstrip("\n")
+    if line == "":
+        break
+    record("line", line)
+    options = line.split("--")
+    if any(o.strip().startswith("m") for o in options[1:]):
+        m = [o.strip()[1:].strip() for o in options[1:] if o.strip().startswith("m")][0]
+        if len(m.split(",")) != len(loras):
+            print(f"Invalid number of multipliers, expected {len(loras)}", flush=True)
+    os.makedirs(outdir, exist_ok=True)
+    path = os.path.join(outdir, time.strftime("%Y%m%d_%H%M%S") + ".png")
+    h = zlib.crc32(line.encode())
+    png(path, (h & 255, (h >> 8) & 255, (h >> 16) & 255))
+    sys.stderr.write(f"INFO     Saved image to {path}          flux_minimal_inference.py:387\n")
+    sys.stderr.flush()
+    saved += 1
+    if mode.startswith("interrupt_after:") and saved == int(mode.split(":")[1]):
+        while os.path.exists(path):
+            time.sleep(0.01)
+        os.kill(os.getppid(), signal.SIGINT)
+        while True:
+            time.sleep(0.05)
+print("Done!", flush=True)
 """
 
 

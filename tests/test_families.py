@@ -19,9 +19,10 @@ from typing import get_args
 import pytest
 
 from lorabuild.kohya import families
-from lorabuild.kohya.families import Family, ModelHeader
 from lorabuild.kohya import options as kohya_options
+from lorabuild.kohya.families import Family, ModelHeader
 from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Default
+from lorabuild.kohya.fluxinfer import FluxInference
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.kohya.options import SCRIPTS, options
 from lorabuild.plan.summary import plan_summary
@@ -62,7 +63,11 @@ def test_every_family_gives_every_field(family: Family) -> None:
     assert family.network_modules and set(family.network_modules) <= recipe_modules
     assert family.bucket_steps_multiple > 0 and 64 % family.bucket_steps_multiple == 0
     assert family.sd_version in SD_VERSIONS
-    assert isinstance(family.grid, GenImg) and family.grid.flags
+    # gen_img is told the family by a flag; flux_minimal_inference.py by --model_type.
+    if isinstance(family.grid, GenImg):
+        assert family.grid.flags and family.model_type is None
+    else:
+        assert isinstance(family.grid, FluxInference) and family.model_type in ("flux", "chroma")
     assert all(callable(rule) for rule in family.rules)
 
 

@@ -21,13 +21,14 @@ from lorabuild.kohya import families
 from lorabuild.kohya.options import options
 from lorabuild.plan import gridcells
 from lorabuild.plan.evaluate import GridSettings
+from lorabuild.probe import modelfile
 from lorabuild.problems import RecipeError
 from lorabuild.recipe.load import LoadedRecipe, load_recipe
 from lorabuild.rules import evaluate
 from lorabuild.stages import grid
 from lorabuild.stages.check import check, require_plan
 from tests.conftest import RECIPE, SD_SCRIPTS, Project, run_lorabuild, write_safetensors
-from tests.fakekohya import FAKE_GEN_IMG
+from tests.fakekohya import FAKE_FLUX_INFERENCE, FAKE_GEN_IMG
 
 GRID_RECIPE = RECIPE.replace(
     "epochs = 3\n", "epochs = 3\nsave_every_n_epochs = 1\nmax_token_length = 225\n"
@@ -531,3 +532,227 @@ def test_pre_calc_is_chosen_where_merging_costs_less_than_running_every_network(
     assert not gridcells.use_pre_calc(cpu_demo, batch=1, networks=10)
     assert gridcells.use_pre_calc(settings(steps=80), batch=4, networks=10)  # 80 x 4 x (2 x 2) = 1280 >= 320
     assert not gridcells.use_pre_calc(tutorial, batch=1, networks=0)  # the baseline alone: nothing to merge
+
+
+# --- FLUX.1 / Chroma: flux_minimal_inference.py --interactive (stand-in) -------------------------
+
+FLUX_RECIPE = (
+    GRID_RECIPE.replace(
+        'base = "models/base.safetensors"\nclip_skip = 2\n',
+        'base = "models/flux.safetensors"\nfamily = "flux"\nclip_l = "models/clip_l.safetensors"\n'
+        't5xxl = "models/t5xxl.safetensors"\nae = "models/ae.safetensors"\n',
+    )
+    .replace("max_token_length = 225\n", "")
+    .replace("shuffle_caption = true\n", "")
+    .replace('attention = "sdpa"\n', 'attention = "sdpa"\n\n[launch]\nenv = { HF_HOME = "/hf" }\n')
+)
+
+
+@pytest.fixture
+def fake_flux(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kohya folder whose flux_minimal_inference.py is the stand-in; returns the file it logs to."""
+    root = tmp_path_factory.mktemp("fake-sd-scripts")
+    (root / "flux_minimal_inference.py").write_text(FAKE_FLUX_INFERENCE, encoding="utf-8")
+    calls = root / "calls.jsonl"
+    monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(root))
+    monkeypatch.setenv("FAKE_FLUX_CALLS", str(calls))
+    monkeypatch.delenv("FAKE_FLUX", raising=False)
+    monkeypatch.delenv("LORABUILD_SCRIPT_WRAPPER", raising=False)
+    return calls
+
+
+def flux_calls(log: Path) -> tuple[list[list[str]], list[str]]:
+    """The stand-in's argv of each run, and every line it was fed."""
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return [v for k, v in entries if k == "argv"], [v for k, v in entries if k == "line"]
+
+
+def flux_dit(project: Project) -> None:
+    """A DiT file the recipe names the family of (the probe still files real FLUX headers as untrainable)."""
+    write_safetensors(project.root / "models" / "flux.safetensors", ["dit.weight"])
+
+
+def flux_project(project: Project, text: str = FLUX_RECIPE) -> tuple[LoadedRecipe, grid.Plan]:
+    models = project.root / "models"
+    flux_dit(project)
+    for name in ("clip_l", "t5xxl", "ae"):
+        write_safetensors(models / f"{name}.safetensors", [f"{name}.weight"])
+    return grid_project(project, epochs=(1, 2), text=text)
+
+
+def test_flux_grid_is_one_paced_process(project: Project, fake_flux: Path) -> None:
+    loaded, plan = flux_project(project)
+    settings = plan.grid
+    assert (settings.guidance, settings.cfg_scale, settings.flux_dtype) == (3.5, 1.0, "float32")
+    said: list[str] = []
+    report = grid.render_grid(plan, loaded, epochs=[1, 2], say=said.append)
+    # 2 prompts x 2 seeds x (2 epochs x 2 weights + the baseline)
+    assert (report.cells, report.rendered) == (20, 20)
+    (argv,), lines = flux_calls(fake_flux)
+    assert len(lines) == 20  # every line was asked for (the stand-in stops on an early one)
+    work = argv[argv.index("--output_dir") + 1]
+    assert re.fullmatch(r"grid/\.render-\d+/out", work)
+    assert argv[argv.index("--ckpt_path") :] == [
+        "--ckpt_path",
+        "../../models/flux.safetensors",
+        "--model_type",
+        "flux",
+        "--clip_l",
+        "../../models/clip_l.safetensors",
+        "--t5xxl",
+        "../../models/t5xxl.safetensors",
+        "--ae",
+        "../../models/ae.safetensors",
+        "--dtype",
+        "float32",
+        "--output_dir",
+        work,
+        "--lora_weights",
+        "output/Test_v1-000001.safetensors;1.0",
+        "output/Test_v1-000002.safetensors;1.0",
+        "--interactive",
+    ]
+    # Baselines first (every multiplier 0), then each epoch and weight: only that epoch's file on.
+    assert lines[0] == (
+        "uiharu_kazari, 1girl, smile --w 64 --h 64 --s 4 --d 1 --g 3.5 --c 1.0 --m 0.0,0.0 --n lowres, bad hands"
+    )
+    multipliers = [line.split(" --m ")[1].split(" --")[0] for line in lines]
+    assert (
+        multipliers == ["0.0,0.0"] * 4 + ["0.5,0.0"] * 4 + ["1.0,0.0"] * 4 + ["0.0,0.5"] * 4 + ["0.0,1.0"] * 4
+    )
+    # Named by the second, the stand-in's files would overwrite each other: every cell is its own.
+    build = plan.build_dir
+    sheets = read_manifest(build)
+    assert sheets is not None and len(sheets) == 4
+    files = {rel for s in sheets for row in s.cells for rel in row}
+    assert len(files) == 20 and all(rel is not None and grid.is_png(build / rel) for rel in files)
+    assert len({(build / rel).read_bytes() for rel in files if rel}) == 20
+    assert [line for line in said if line.startswith("grid: cell ")][-1] == "grid: cell 20/20"
+    assert any("with flux_minimal_inference" in line for line in said)
+    assert not list((build / "grid").glob(".render-*"))
+    assert "Saved image to" in (build / "logs" / "grid.log").read_text()
+    assert grid.render_grid(plan, loaded, epochs=[1, 2]).rendered == 0
+    assert len(flux_calls(fake_flux)[0]) == 1
+
+
+def test_flux_keys_cover_its_model_files_and_guidance(project: Project, fake_flux: Path) -> None:
+    loaded, plan = flux_project(project)
+    before = {c.key for c in grid.plan_build_grid(plan, loaded).cells}
+    write_safetensors(project.root / "models" / "t5xxl.safetensors", ["t5xxl.other"])
+    assert not before & {c.key for c in grid.plan_build_grid(plan, loaded).cells}
+    s = plan.grid
+    keyed = plan_of(s)
+    for change in ({"guidance": 2.0}, {"apply_t5_attn_mask": True}, {"model_type": "chroma"}):
+        assert changed(keyed, plan_of(replace(s, **change))) == set(keys(keyed)), change  # type: ignore[arg-type]
+
+
+def test_flux_grid_interrupted_keeps_the_finished_cells(
+    project: Project, fake_flux: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded, plan = flux_project(project)
+    monkeypatch.setenv("FAKE_FLUX", "interrupt_after:3")
+    with pytest.raises(grid.GridInterrupted) as info:
+        grid.render_grid(plan, loaded, epochs=[1])
+    assert info.value.exit_code == 130
+    assert "grid interrupted (SIGINT): 3 of 12 cell(s) rendered and kept" in str(info.value)
+    monkeypatch.setenv("FAKE_FLUX", "ok")
+    assert grid.render_grid(plan, loaded, epochs=[1]).rendered == 9
+
+
+def test_chroma_grid_line(project: Project, fake_flux: Path) -> None:
+    text = FLUX_RECIPE.replace('family = "flux"', 'family = "chroma"').replace(
+        'clip_l = "models/clip_l.safetensors"\n', ""
+    )
+    text = text.replace('negative_prompt = "lowres, bad hands"\n', "")
+    loaded, plan = flux_project(project, text)
+    grid.render_grid(plan, loaded, epochs=[1])
+    (argv,), lines = flux_calls(fake_flux)
+    assert "--clip_l" not in argv and argv[argv.index("--model_type") + 1] == "chroma"
+    assert "--apply_t5_attn_mask" in argv
+    assert lines[0].startswith(
+        "uiharu_kazari, 1girl, smile --w 64 --h 64 --s 4 --d 1 --g 0.0 --c 4.0 --m 0.0 --n low quality"
+    )
+    # kohya's in-training sampler: Chroma's --g 0 and --l 4 (docs/flux_train_network.md), a negative prompt.
+    assert " --l 4 --g 0 --ss euler_a --n low quality, ugly" in plan.sample_prompts
+
+
+def test_flux_prompts_must_not_hold_dashes(project: Project) -> None:
+    project.write_recipe(FLUX_RECIPE.replace("{trigger}, from side", "{trigger}, a--b"))
+    flux_dit(project)
+    checked = check(project.recipe, [], Path("build"))
+    assert [(p.key, p.message) for p in checked.problems if p.key.startswith("evaluate")] == [
+        (
+            "evaluate.prompts[1]",
+            "must not contain '--' for FLUX.1/Chroma: flux_minimal_inference.py splits its prompt lines at every '--'",
+        )
+    ]
+
+
+@pytest.mark.real_trainer
+def test_real_flux_minimal_inference_renders_the_whole_grid_in_one_process(
+    project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A tiny FLUX.1-dev LoRA trained by the real kohya (2 epochs), its grid (2 epochs x 2 weights and the
+    baseline) rendered by the real flux_minimal_inference.py through tinyflux.py: one process, every cell a PNG."""
+    import time
+
+    from tests import test_real_flux as real
+
+    for name in ("torch", "accelerate", "transformers", "safetensors", "sentencepiece", "open_clip"):
+        pytest.importorskip(
+            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
+        )
+    from lorabuild.demo.fluxmodel import ensure_flux_test_model
+
+    model = ensure_flux_test_model(sd_scripts=SD_SCRIPTS)
+    folder = tmp_path_factory.mktemp("flux-dev-grid")
+    options = {
+        "pretrained_model_name_or_path": model.flux_dev.as_posix(),
+        "clip_l": model.clip_l.as_posix(),
+        **real.common_options(model, folder / "output"),
+        "guidance_scale": 1.0,
+        "timestep_sampling": "flux_shift",
+        "learning_rate": 1e-2,  # a visible effect at 64 px (FAMILIES.md: 1e-4 changes < 0.01/255)
+    }
+    loras, _ = real.train(folder, options)
+    monkeypatch.setenv("LORABUILD_SD_SCRIPTS", str(SD_SCRIPTS))
+    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", str(real.LAUNCHER))
+    env = {**real.ENV, "HF_HOME": str(model.hf_home)}
+    env.pop("PYTHONUNBUFFERED")
+    text = FLUX_RECIPE.replace(
+        'env = { HF_HOME = "/hf" }', "env = " + json.dumps(env).replace(":", " =")
+    ).replace('base = "models/flux.safetensors"', f"base = {json.dumps(str(model.flux_dev))}")
+    for name in ("clip_l", "t5xxl", "ae"):
+        text = text.replace(f'"models/{name}.safetensors"', json.dumps(str(getattr(model, name))))
+    text = re.sub(r"(?s)\[evaluate\].*", "", text) + (
+        '[evaluate]\nprompts = ["{trigger}, a red square"]\nseeds = [7]\nweights = [0.5, 1.0]\nsteps = 2\n'
+        "width = 64\nheight = 64\n"
+    )
+    project.write_recipe(text)
+    # main's probe still files a FLUX header as a family lorabuild does not train (the WIP families).
+    monkeypatch.delitem(modelfile.UNTRAINED_LABELS, "flux", raising=False)
+    checked = check(project.recipe, [], Path("build"))
+    plan = require_plan(checked)
+    for epoch, lora in zip((1, 2), loras, strict=True):
+        target = plan.build_dir / f"output/Test_v1-{epoch:06d}.safetensors"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(lora.read_bytes())
+    started = time.monotonic()
+    report = grid.render_grid(plan, checked.loaded, epochs=[1, 2])
+    wall = time.monotonic() - started
+    print(
+        f"\n[tiny FLUX] lorabuild grid, {report.cells} cells in one flux_minimal_inference process: {wall:.1f} s"
+    )
+    assert (report.cells, report.rendered) == (5, 5)
+    log = (plan.build_dir / "logs" / "grid.log").read_text(encoding="utf-8")
+    assert log.count("Saved image to") == 5 and log.count("Loading t5xxl") <= 1
+    assert "Invalid number of multipliers" not in log
+    sheets = read_manifest(plan.build_dir)
+    assert sheets is not None
+    (sheet,) = sheets
+    files = {rel for row in sheet.cells for rel in row}
+    assert len(files) == 5
+    for rel in files:
+        assert rel is not None and grid.is_png(plan.build_dir / rel)
+        with Image.open(plan.build_dir / rel) as im:
+            assert im.size == (64, 64)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lorabuild.kohya.launch import LaunchSpec
-from lorabuild.kohya.runner import capture, resolve_argv, run
+from lorabuild.kohya.runner import Reply, capture, resolve_argv, run
 from tests.conftest import REPO
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
@@ -261,3 +261,28 @@ def test_signal_handlers_are_restored_after_a_run(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     run(script("pass"), tmp_path, tmp_path / "log", on_line=print)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_answer_paces_the_child_by_its_output(tmp_path: Path) -> None:
+    """Each reply is written only after the line that asked; a closing reply ends the child's stdin."""
+    code = (
+        "import sys\n"
+        "for i in range(3):\n"
+        "    print(f'ask {i}', flush=True)\n"
+        "    line = sys.stdin.readline()\n"
+        "    print('got ' + line.strip(), flush=True)\n"
+        "print('eof' if sys.stdin.readline() == '' else 'more', flush=True)\n"
+    )
+    heard: list[str] = []
+
+    def answer(line: str) -> Reply | None:
+        if line.startswith("ask "):
+            n = int(line.split()[1])
+            return Reply(f"line {n}\n", close=n == 2)
+        return None
+
+    result = run(
+        [sys.executable, "-c", code], tmp_path, tmp_path / "log", on_line=heard.append, answer=answer
+    )
+    assert result.returncode == 0
+    assert heard == ["ask 0", "got line 0", "ask 1", "got line 1", "ask 2", "got line 2", "eof"]

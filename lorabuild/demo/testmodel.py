@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +55,8 @@ NUM_MERGES = VOCAB_SIZE - 2 * 256 - 2  # 48,894 merge lines follow the header li
 MODEL_MAX_LENGTH = 77
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 
-_MARKER = "COMPLETE.json"
-_BUILD_PREFIX = f".building-{TEST_MODEL_NAME}-"
+# The file a finished build writes last (see build_cached).
+MARKER = "COMPLETE.json"
 # A build takes about a minute; a build folder untouched for this long was left by a killed build.
 _STALE_BUILD_SECONDS = 3600.0
 
@@ -264,12 +264,12 @@ def _write_model(root: Path) -> None:
         "transformers": transformers.__version__,
     }
     # Written last: its presence means the build finished.
-    (root / _MARKER).write_text(json.dumps(versions, indent=2) + "\n", encoding="utf-8")
+    (root / MARKER).write_text(json.dumps(versions, indent=2) + "\n", encoding="utf-8")
 
 
-def _remove_stale_builds(cache_dir: Path) -> None:
+def _remove_stale_builds(cache_dir: Path, prefix: str) -> None:
     now = time.time()
-    for leftover in cache_dir.glob(_BUILD_PREFIX + "*"):
+    for leftover in cache_dir.glob(prefix + "*"):
         try:
             stale = now - leftover.stat().st_mtime > _STALE_BUILD_SECONDS
         except OSError:
@@ -279,13 +279,61 @@ def _remove_stale_builds(cache_dir: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def build_cached(cache_dir: Path, name: str, write: Callable[[Path], None], what: str) -> Path:
+    """The finished build ``<cache_dir>/<name>``, made by ``write`` first if it is not there yet.
+
+    ``write`` builds into a temporary folder next to the final place and must write
+    ``COMPLETE.json`` last; the folder is then renamed into place, so an interrupted build never
+    leaves a half model behind. Temporary folders of builds killed over an hour ago are removed.
+
+    Args:
+        cache_dir: The cache folder (resolved, created if missing).
+        name: The build's versioned folder name.
+        write: Builds everything into the folder it is given, the marker file last.
+        what: How the log line names the build (``the CPU test model (about a minute ...)``).
+
+    Returns:
+        The build's folder.
+
+    Raises:
+        LorabuildError: A folder in the way is not a finished build.
+    """
+    root = cache_dir / name
+    if (root / MARKER).is_file():
+        return root
+    if root.exists():
+        raise LorabuildError(
+            f"{root} exists but is not a finished test-model build (no {MARKER}); delete it and retry"
+        )
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    prefix = f".building-{name}-"
+    _remove_stale_builds(cache_dir, prefix)
+    build_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=cache_dir))
+    logger.info("building %s in %s", what, root)
+    try:
+        write(build_dir)
+        build_dir.chmod(0o755)  # mkdtemp makes it private
+        try:
+            build_dir.rename(root)
+        except OSError:
+            # Another process finished first; use its build and drop ours.
+            if not (root / MARKER).is_file():
+                raise
+    finally:
+        if build_dir.exists():
+            shutil.rmtree(build_dir, ignore_errors=True)
+    return root
+
+
 def ensure_test_model(cache_dir: Path | None = None) -> TestModel:
     """Return the cached test model, building it first if it is not there yet.
 
     The model is built into a temporary folder next to its final place, completed by a marker
     file written last, and then renamed into place, so an interrupted build never leaves a
-    half model behind. Building is seeded and therefore deterministic for given package versions.
-    Needs torch, diffusers, transformers and open-clip-torch (``lorabuild[train]``).
+    half model behind (:func:`build_cached`). Building is seeded and therefore deterministic for
+    given package versions. Needs torch, diffusers, transformers and open-clip-torch
+    (``lorabuild[train]``).
 
     Args:
         cache_dir: Folder to cache in; defaults to :func:`default_cache_dir`. The model goes into
@@ -298,31 +346,8 @@ def ensure_test_model(cache_dir: Path | None = None) -> TestModel:
         LorabuildError: open-clip-torch is missing, or a folder in the way is not a finished build.
     """
     cache_dir = (cache_dir or default_cache_dir()).expanduser().resolve()
-    root = cache_dir / TEST_MODEL_NAME
-    if (root / _MARKER).is_file():
-        return _paths(root)
-    if root.exists():
-        raise LorabuildError(
-            f"{root} exists but is not a finished test-model build (no {_MARKER}); delete it and retry"
-        )
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(cache_dir)
-    build_dir = Path(tempfile.mkdtemp(prefix=_BUILD_PREFIX, dir=cache_dir))
-    logger.info("building the CPU test model in %s (about a minute, 3.5 GB on disk, 8 GB of memory)", root)
-    try:
-        _write_model(build_dir)
-        build_dir.chmod(0o755)  # mkdtemp makes it private
-        try:
-            build_dir.rename(root)
-        except OSError:
-            # Another process finished first; use its build and drop ours.
-            if not (root / _MARKER).is_file():
-                raise
-    finally:
-        if build_dir.exists():
-            shutil.rmtree(build_dir, ignore_errors=True)
-    return _paths(root)
+    what = "the CPU test model (about a minute, 3.5 GB on disk, 8 GB of memory)"
+    return _paths(build_cached(cache_dir, TEST_MODEL_NAME, _write_model, what))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,10 +8,14 @@
 - :mod:`~lorabuild.kohya.config`: ``--config_file`` and ``--dataset_config`` as typed values, and the one
   place they become TOML tables.
 - :mod:`~lorabuild.kohya.prompts`: the one writer of kohya's prompt-line syntax (``sample_prompts.txt``,
-  gen_img's ``--from_file``) and what a prompt may hold to survive it.
+  gen_img's ``--from_file``, flux_minimal_inference's stdin) and what a prompt may hold to survive it.
 - :mod:`~lorabuild.kohya.buckets`: kohya's aspect-ratio bucketing and step counting, reimplemented.
 - :mod:`~lorabuild.kohya.outputs`: how kohya names what a training run saves, and how a run resumes.
-- :mod:`~lorabuild.kohya.genimg`: ``gen_img.py``'s command line for a grid.
+- :mod:`~lorabuild.kohya.gridrender`: the grid renderer seam's vocabulary: the job a renderer is
+  given (images, LoRA files) and the run it returns (command, inputs, progress, stdin answers).
+- :mod:`~lorabuild.kohya.genimg`: ``gen_img.py`` as the SD families' grid renderer.
+- :mod:`~lorabuild.kohya.fluxinfer`: ``flux_minimal_inference.py --interactive`` as the FLUX.1/Chroma
+  grid renderer, fed one line per image as it asks.
 - :mod:`~lorabuild.kohya.runner`: the one place lorabuild starts processes.
 - :mod:`~lorabuild.kohya.scriptrun`: one run of a kohya script (trainer, gen_img, tagger): its output's
   tail kept, its failure, interruption or missing files worded, naming the script that ran.

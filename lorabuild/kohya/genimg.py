@@ -3,8 +3,9 @@
 gen_img renders SD1.x, SD2.x and SDXL models; the family says which with one flag (``--v1``,
 ``--v2``, ``--sdxl``), so each of those families' :attr:`~lorabuild.kohya.families.Family.grid` is a
 :class:`GenImg` with its flags. The settings are whatever object has the attributes of
-:class:`GenImgSettings` (the grid stage's ``GridSettings``). KOHYA.md section 8.2 has the gen_img
-facts relied on here.
+:class:`GenImgSettings` (the grid stage's ``GridSettings``). :meth:`GenImg.prepare` is its side of the
+renderer seam (:mod:`lorabuild.kohya.gridrender`): one prompt file, each line naming its image with
+``--f``. KOHYA.md section 8.2 has the gen_img facts relied on here.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
+from lorabuild.kohya.gridrender import GridJob, GridRun
 from lorabuild.kohya.prompts import exact_number
 
 EMBEDDINGS_MULTIPLES = {75: 1, 150: 2, 225: 3}
 """``[training] max_token_length`` -> gen_img ``--max_embeddings_multiples`` (75 tokens each)."""
 
 Dtype = Literal["fp32", "fp16", "bf16"]
+
+PROMPT_FILE = "prompts.txt"
+"""The ``--from_file`` prompt file's name in the job's folder."""
 
 # gen_img's line as it starts each prompt of its prompt file.
 _PROMPT_PROGRESS = re.compile(r"prompt (\d+)/(\d+):")
@@ -179,6 +184,24 @@ class GenImg:
             # wraps lines at 80 columns when not on a terminal: wider lines keep messages whole.
             "COLUMNS": os.environ.get("COLUMNS", "200"),
         }
+
+    def prepare(self, settings: GenImgSettings, job: GridJob) -> GridRun:
+        """The run of ``job``: every image a line of one ``--from_file`` prompt file, saved by its ``--f``."""
+        return GridRun(
+            argv=self.argv(
+                settings,
+                script=job.script,
+                outdir=job.outdir,
+                prompt_file=f"{job.workdir}/{PROMPT_FILE}",
+                network_files=job.network_files,
+                batch=job.batch,
+                pre_calc=job.pre_calc,
+                python=job.python,
+            ),
+            env=self.env(job.env),
+            inputs={PROMPT_FILE: "".join(image.line.gen_img_line() + "\n" for image in job.images)},
+            progress=self.progress,
+        )
 
     def progress(self, line: str) -> int | None:
         """The number of the prompt-file line gen_img starts rendering, when ``line`` says one."""

@@ -3,9 +3,12 @@
 Two kohya readers take the same line format, ``PROMPT --w 512 --h 512 --d 42 …``: the in-training
 sampler (``--sample_prompts``, ``train_util.line_to_prompt_dict``) and ``gen_img.py`` (``--from_file``,
 the grid). Both split a line at ``" --"`` and try each option's pattern on every part, in any order.
-:class:`PromptLine` writes a line for either (:meth:`~PromptLine.sample_prompts_line`,
-:meth:`~PromptLine.gen_img_line`); :func:`prompt_text_problem` says why a prompt or negative prompt
-would not be read back exactly.
+A third reads a shorter form: ``flux_minimal_inference.py --interactive`` (the FLUX.1/Chroma grid)
+reads ``PROMPT --w 512 --h 512 --s 20 --d 42 --g 3.5 --c 1.0 --m 0,0.8`` from stdin, split at every
+``"--"`` (no space needed) and told apart by each part's first letter.
+:class:`PromptLine` writes a line for each (:meth:`~PromptLine.sample_prompts_line`,
+:meth:`~PromptLine.gen_img_line`, :meth:`~PromptLine.flux_line`); :func:`prompt_text_problem` and
+:func:`flux_text_problem` say why a prompt or negative prompt would not be read back exactly.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class PromptLine:
         multipliers: ``--am``, for gen_img only: the weight of each loaded network, in
             ``--network_weights`` order; empty for none.
         image_name: ``--f``, for gen_img only: the file it saves the image as.
+        guidance: FLUX.1's distilled guidance (``--g``; 0 for Chroma); None for SD families, whose
+            lines leave it out.
     """
 
     prompt: str
@@ -62,6 +67,7 @@ class PromptLine:
     sampler: str | None = None
     multipliers: tuple[float, ...] = ()
     image_name: str | None = None
+    guidance: float | None = None
 
     def sample_prompts_line(self) -> str:
         """The line for the in-training sampler (``sample_prompts.txt``).
@@ -77,6 +83,8 @@ class PromptLine:
                 ("d", str(self.seed)),
                 ("s", str(self.steps)),
                 ("l", plain_number(f"{self.cfg_scale:g}")),
+                # kohya's FLUX sampler reads it (flux_train_utils.sample_image_inference: guidance_scale).
+                ("g", None if self.guidance is None else plain_number(f"{self.guidance:g}")),
                 ("ss", self.sampler),
                 ("n", self.negative or None),
             ],
@@ -97,6 +105,43 @@ class PromptLine:
                 ("f", self.image_name),
             ],
         )
+
+    def flux_line(self) -> str:
+        """The stdin line for ``flux_minimal_inference.py --interactive``: every setting on every line.
+
+        kohya keeps size, steps, guidance, CFG scale and the LoRA multipliers from the line before
+        (and starts at 1360x768 whatever ``--width`` says), so each line sets them all; the seed
+        and negative prompt are reset per line. ``--m`` is left out when no LoRA is loaded (kohya
+        would log a count mismatch).
+        """
+        return _line(
+            self.prompt,
+            [
+                ("w", str(self.width)),
+                ("h", str(self.height)),
+                ("s", str(self.steps)),
+                ("d", str(self.seed)),
+                ("g", None if self.guidance is None else exact_number(self.guidance)),
+                ("c", exact_number(self.cfg_scale)),
+                ("m", ",".join(exact_number(m) for m in self.multipliers) if self.multipliers else None),
+                ("n", self.negative or None),
+            ],
+        )
+
+
+def flux_text_problem(text: str, negative: bool = False) -> str | None:
+    """Why ``flux_minimal_inference.py --interactive`` would not read ``text`` back exactly, or None.
+
+    It splits each stdin line at every ``"--"`` (flux_minimal_inference.py: ``prompt.split("--")``),
+    strips each part and takes ``-`` as "no negative prompt".
+    """
+    if "--" in text:
+        return "must not contain '--' for FLUX.1/Chroma: flux_minimal_inference.py splits its prompt lines at every '--'"
+    if negative and text.strip() == "-":
+        return (
+            "must not be '-' for FLUX.1/Chroma: flux_minimal_inference.py reads '--n -' as no negative prompt"
+        )
+    return None
 
 
 # kohya's in-training sampler tries its option patterns on every " --" segment of a prompt line, the

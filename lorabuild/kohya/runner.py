@@ -9,6 +9,13 @@ kohya as a grandchild and does not pass signals on; signalling only the direct c
 kohya training as an orphan. Ctrl-C (SIGINT), SIGTERM and SIGHUP sent to lorabuild are forwarded
 to the whole group; its output keeps being read (and logged) while it stops, and if it has not
 stopped after ``grace`` seconds, or a second signal arrives, the group is killed.
+
+Conversations: a run may be given ``answer``, which sees each output line after ``on_line`` and may
+return a :class:`Reply` to write to the child's standard input (kohya's
+``flux_minimal_inference.py --interactive`` asks for each prompt line). The child is paced by its
+own output, never by sleeps. Its stdin is closed when a reply says so, when lorabuild is asked to
+stop (``answer`` still sees the lines that follow; its replies are dropped), and when the child's
+output ends; without ``answer`` the child's stdin is empty (``/dev/null``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from lorabuild.kohya.conversation import Answer, Reply
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec
+from lorabuild.settings import script_wrapper
+
+__all__ = ["Answer", "Captured", "Reply", "RunResult", "capture", "resolve_argv", "run", "wrap_script"]
 
 # How long a stopping child may take before it is killed.
 DEFAULT_GRACE = 30.0
@@ -72,16 +83,54 @@ class _Interrupt(BaseException):
 
 
 def resolve_argv(spec: LaunchSpec, sd_scripts: Path, python: str = sys.executable) -> list[str]:
-    """The argv to execute: ``accelerate`` through this Python, kohya paths made real."""
+    """The argv to execute: ``accelerate`` through this Python, kohya paths made real.
+
+    When the machine setting ``LORABUILD_SCRIPT_WRAPPER`` names a wrapper, it goes right before the
+    kohya script (see :func:`wrap_script`); ``train.sh`` and ``train.ps1`` render ``spec`` itself
+    and never get it.
+    """
     argv = list(spec.argv)
     if argv and argv[0] == "accelerate":
         argv[:1] = [python, "-m", "accelerate.commands.launch"]
         if len(argv) > 3 and argv[3] == "launch":
             del argv[3]
+    argv = wrap_script(argv, sd_scripts, script_wrapper())
     return [
         str(sd_scripts / a.removeprefix(SD_SCRIPTS_PREFIX)) if a.startswith(SD_SCRIPTS_PREFIX) else a
         for a in argv
     ]
+
+
+def wrap_script(argv: Sequence[str], sd_scripts: Path, wrapper: Path | None) -> list[str]:
+    """``argv`` with ``wrapper`` inserted right before the kohya script it runs.
+
+    The kohya script is the first argument that starts with ``{sd_scripts}/`` or is a ``.py`` file
+    inside ``sd_scripts``; the wrapper (a Python file, the ``LORABUILD_SCRIPT_WRAPPER`` setting) is
+    then run with the script and its arguments. Nothing changes without a wrapper, without a kohya
+    script, or when the wrapper is already there, so wrapping twice is wrapping once.
+
+    Args:
+        argv: The command (``python -m accelerate.commands.launch [OPTIONS] SCRIPT ARGS...`` or
+            ``python SCRIPT ARGS...``).
+        sd_scripts: The kohya checkout.
+        wrapper: The wrapper's path, or None.
+
+    Returns:
+        The command to run.
+    """
+    argv = list(argv)
+    if wrapper is None:
+        return argv
+    kohya = sd_scripts.resolve()
+    for index, arg in enumerate(argv):
+        is_script = arg.startswith(SD_SCRIPTS_PREFIX) or (
+            arg.endswith(".py") and Path(arg).resolve().is_relative_to(kohya)
+        )
+        if is_script:
+            if index == 0 or argv[index - 1] != str(wrapper):
+                argv.insert(index, str(wrapper))
+            break
+    return argv
 
 
 def run(
@@ -93,6 +142,7 @@ def run(
     *,
     grace: float = DEFAULT_GRACE,
     on_start: Callable[[int], None] | None = None,
+    answer: Answer | None = None,
 ) -> RunResult:
     """Run ``argv`` in ``cwd``, streaming its combined output to ``on_line`` and to ``log``.
 
@@ -104,6 +154,8 @@ def run(
         on_line: Called with each line (without its ending); default prints to stdout.
         grace: Seconds a child may take to stop after a forwarded signal before it is killed.
         on_start: Called with the child's process id once it runs.
+        answer: Sees each output line and may answer it on the child's stdin (see :class:`Reply`);
+            None: the child's stdin is empty.
 
     Returns:
         How the process ended. A Ctrl-C or SIGTERM does not raise: the result says
@@ -122,11 +174,18 @@ def run(
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if answer is None else subprocess.PIPE,
             **_own_group(),
         )
         assert process.stdout is not None
-        pump = _LinePump(process.stdout, sink, emit)
+        feed = _StdinFeed(process.stdin, answer) if answer is not None and process.stdin else None
+
+        def output(line: str) -> None:
+            emit(line)
+            if feed is not None:
+                feed.hear(line)
+
+        pump = _LinePump(process.stdout, sink, output)
         try:
             if on_start is not None:
                 on_start(process.pid)
@@ -136,6 +195,8 @@ def run(
                     process.wait()
                     break
                 except _Interrupt as exc:
+                    if feed is not None:
+                        feed.close()  # a stopping child is asked nothing more
                     if stop_signal is None:
                         stop_signal = exc.signum
                         _signal_group(process, exc.signum)
@@ -153,6 +214,8 @@ def run(
             process.wait()
             raise
         finally:
+            if feed is not None:
+                feed.close()
             if killer is not None:
                 killer.cancel()
     return RunResult(process.returncode, stop_signal is not None, log, stop_signal, time.monotonic() - start)
@@ -180,6 +243,41 @@ def capture(argv: Sequence[str], timeout: float = 60.0, cwd: Path | None = None)
     return Captured(
         done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
     )
+
+
+class _StdinFeed:
+    """Gives every output line to ``answer`` and writes its replies to the child's stdin while it is open.
+
+    ``answer`` sees every line even after stdin is closed (the renderer still files what the
+    child reports while it stops); its replies are then dropped. A child that has exited (a broken
+    pipe) is not an error here: its exit status says what happened.
+    """
+
+    def __init__(self, stdin: IO[bytes], answer: Answer):
+        self._stdin: IO[bytes] | None = stdin
+        self._answer = answer
+
+    def hear(self, line: str) -> None:
+        """Give ``line`` to ``answer`` and write its reply, while stdin is open."""
+        reply = self._answer(line)
+        if reply is None or self._stdin is None:
+            return
+        if reply.text:
+            try:
+                self._stdin.write(reply.text.encode("utf-8"))
+                self._stdin.flush()
+            except OSError:  # BrokenPipeError: the child has gone
+                self.close()
+                return
+        if reply.close:
+            self.close()
+
+    def close(self) -> None:
+        """Close the child's stdin (once; errors ignored)."""
+        stdin, self._stdin = self._stdin, None
+        if stdin is not None:
+            with contextlib.suppress(OSError):
+                stdin.close()
 
 
 class _LinePump:

@@ -20,6 +20,7 @@ from typing import Any
 from lorabuild.kohya import runner
 from lorabuild.kohya.diagnose import Diagnosis, diagnose, last_error
 from lorabuild.problems import LorabuildError
+from lorabuild.settings import script_wrapper, sd_scripts_dir
 
 TAIL_LINES = 400
 """Lines of output kept for the diagnosis (the whole output is in the log)."""
@@ -129,6 +130,8 @@ def run_script(
     *,
     grace: float | None = None,
     on_start: Callable[[int], None] | None = None,
+    sd_scripts: Path | None = None,
+    answer: runner.Answer | None = None,
 ) -> ScriptRun:
     """Run a kohya script, keeping the end of its output for the messages.
 
@@ -141,10 +144,16 @@ def run_script(
         on_line: Receives each line of output (default: printed).
         grace: Seconds it may take to stop after Ctrl-C before it is killed (default: the runner's).
         on_start: Called with its process id once it runs.
+        sd_scripts: The kohya checkout ``argv`` runs a script of (default:
+            :func:`lorabuild.settings.sd_scripts_dir`): with the ``LORABUILD_SCRIPT_WRAPPER``
+            setting, the wrapper goes right before that script (:func:`runner.wrap_script`).
+        answer: Answers output lines on the script's stdin (:class:`lorabuild.kohya.runner.Reply`);
+            None: its stdin is empty.
 
     Returns:
         How it ended. Nothing is raised for a failure or an interruption: the caller decides.
     """
+    argv = runner.wrap_script(argv, sd_scripts or sd_scripts_dir(), script_wrapper())
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     emit = on_line or (lambda line: print(line, flush=True))
 
@@ -153,6 +162,6 @@ def run_script(
         emit(line)
 
     # Only what the caller set is passed on: stand-ins for the runner in tests take the rest alone.
-    extra: dict[str, Any] = {"grace": grace, "on_start": on_start}
+    extra: dict[str, Any] = {"grace": grace, "on_start": on_start, "answer": answer}
     result = runner.run(argv, cwd, log, env, handle, **{k: v for k, v in extra.items() if v is not None})
     return ScriptRun(name, result, tuple(tail))

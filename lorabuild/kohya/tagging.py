@@ -226,7 +226,7 @@ def _run_once(
     names: Mapping[str, Path],
     on_line: Callable[[str], None] | None,
 ) -> dict[Path, list[str]]:
-    run = run_script(TAGGER_NAME, argv, cwd, log, tagger_env(sd_scripts), on_line)
+    run = run_script(TAGGER_NAME, argv, cwd, log, tagger_env(sd_scripts), on_line, sd_scripts=sd_scripts)
     if run.interrupted:
         raise AutotagError(run.interrupted_message("tagging"))
     if run.failed:

@@ -5,6 +5,12 @@ the precision, the prompts with ``{trigger}`` replaced, seeds, weights, epochs, 
 :mod:`lorabuild.stages.grid` renders it with gen_img, :mod:`lorabuild.stages.install` takes its
 default weight from it, and :func:`sample_prompts` writes the same prompts as kohya's
 ``sample_prompts.txt``. Nothing downstream goes back to the recipe's ``[evaluate]`` table.
+
+The flow families (FLUX.1, Chroma) add their model files (``--clip_l``, ``--t5xxl``, ``--ae``),
+``--model_type``, the T5 attention mask and the inference guidance (``--g``: FLUX.1-dev's distilled
+guidance, 0 for Chroma, whose CFG scale and negative prompt do the guiding), all from the compiled
+config and ``[evaluate]`` (the family's defaults fill ``evaluate.guidance`` and ``cfg_scale``).
+``[flow] guidance_scale`` is the *training* guidance and is not used here.
 """
 
 from __future__ import annotations
@@ -14,11 +20,14 @@ from typing import Any, Literal
 
 from lorabuild.kohya import families
 from lorabuild.kohya.config import KohyaConfig
+from lorabuild.kohya.fluxinfer import FluxDtype
 from lorabuild.kohya.genimg import EMBEDDINGS_MULTIPLES, Dtype
 from lorabuild.kohya.prompts import PromptLine
 from lorabuild.plan.subsets import first_trigger
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render.quoting import comment_text
+
+_FLUX_DTYPES: dict[Dtype, FluxDtype] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,12 @@ class GridSettings:
         width: Image width.
         height: Image height.
         epochs: The rows ``[evaluate] epochs`` asks for: ``"all"`` (every saved epoch) or a list.
+        clip_l: FLUX.1's CLIP-L (``--clip_l``); None for Chroma and the SD families.
+        t5xxl: The flow families' T5-XXL (``--t5xxl``), or None.
+        ae: The flow families' autoencoder (``--ae``), or None.
+        model_type: ``--model_type`` (flux, chroma); None for the SD families.
+        apply_t5_attn_mask: ``--apply_t5_attn_mask`` (from ``[flow]``; Chroma needs it).
+        guidance: The inference guidance (``--g``) of the flow families; None for the SD families.
     """
 
     family: str
@@ -73,9 +88,38 @@ class GridSettings:
     width: int
     height: int
     epochs: Literal["all"] | tuple[int, ...] = "all"
+    clip_l: str | None = None
+    t5xxl: str | None = None
+    ae: str | None = None
+    model_type: str | None = None
+    apply_t5_attn_mask: bool = False
+    guidance: float | None = None
+
+    @property
+    def flux_dtype(self) -> FluxDtype:
+        """:attr:`dtype` as flux_minimal_inference.py's ``--dtype`` spells it."""
+        return _FLUX_DTYPES[self.dtype]
+
+    def model_files(self) -> dict[str, str]:
+        """The model files besides :attr:`base` and :attr:`vae` that the renderer loads (key -> path)."""
+        files = {"clip_l": self.clip_l, "t5xxl": self.t5xxl, "ae": self.ae}
+        return {key: path for key, path in files.items() if path}
 
     def image_inputs(self) -> dict[str, Any]:
         """What every cell's pixels depend on besides its own model files, weight, prompt and seed."""
+        if self.model_type is not None:
+            # flux_minimal_inference.py: one sampler (FLUX's flow schedule), no CLIP skip, its own
+            # T5 length; what it does read is here.
+            return {
+                "family": self.family,
+                "model_type": self.model_type,
+                "apply_t5_attn_mask": self.apply_t5_attn_mask,
+                "dtype": self.dtype,
+                "steps": self.steps,
+                "guidance": self.guidance,
+                "cfg_scale": self.cfg_scale,
+                "size": [self.width, self.height],
+            }
         return {
             "family": self.family,
             "v_parameterization": self.v_parameterization,
@@ -111,6 +155,7 @@ class GridSettings:
             sampler=self.sampler,
             multipliers=multipliers,
             image_name=image_name,
+            guidance=self.guidance,
         )
 
 
@@ -147,6 +192,12 @@ def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSetti
         width=e.width or recipe.dataset.resolution[0],
         height=e.height or recipe.dataset.resolution[1],
         epochs=e.epochs if e.epochs == "all" else tuple(e.epochs),
+        clip_l=model.clip_l,
+        t5xxl=model.t5xxl,
+        ae=model.ae,
+        model_type=model.model_type,
+        apply_t5_attn_mask=config.flow.apply_t5_attn_mask,
+        guidance=e.guidance if model.model_type is not None else None,
     )
 
 

@@ -6,7 +6,8 @@ a cell reads (the stage :mod:`lorabuild.stages.grid` computes those and runs gen
 - **Content-addressed cells.** A cell's file is ``grid/cells/<key>.png``, where the key
   (:func:`cell_key`) hashes everything its pixels depend on (base model and LoRA file digests,
   weight, prompt, negative prompt, seed, sampler, steps, CFG, size, clip skip, prompt length,
-  precision, kohya commit). The no-LoRA baseline does not depend on the epoch, so its one cell
+  precision, kohya commit; for FLUX.1/Chroma also the CLIP-L, T5-XXL and AE digests, the model
+  type, T5 mask and guidance). The no-LoRA baseline does not depend on the epoch, so its one cell
   per prompt and seed serves every row.
 - **One model load, batched.** :func:`plan_grid` orders the cells so that those of one epoch and
   weight follow each other (gen_img batches consecutive lines with equal settings); each
@@ -24,6 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from lorabuild.kohya.gridrender import GridImage
 from lorabuild.plan.evaluate import GridSettings
 from lorabuild.plan.layout import BuildLayout
 
@@ -110,11 +112,14 @@ def cell_key(
     prompt: str,
     seed: int,
     kohya: str,
+    model_digests: Mapping[str, str] | None = None,
 ) -> str:
     """The content key of one cell (32 hex digits): what its pixels depend on, and nothing else.
 
     The epoch number is not part of it (the LoRA file's digest is), nor the batch a cell is
-    rendered in, nor the other networks loaded beside it (their weight is 0).
+    rendered in, nor the other networks loaded beside it (their weight is 0). ``model_digests``
+    are the other model files' (FLUX's ``clip_l``, ``t5xxl``, ``ae``); absent for the SD families,
+    whose keys stay as they were.
     """
     doc = {
         "version": KEY_VERSION,
@@ -128,6 +133,8 @@ def cell_key(
         "seed": seed,
         **settings.image_inputs(),
     }
+    if model_digests:
+        doc["models"] = dict(model_digests)
     return json_digest(doc)[:32]
 
 
@@ -140,6 +147,7 @@ def plan_grid(
     base_digest: str,
     vae_digest: str | None,
     kohya: str,
+    model_digests: Mapping[str, str] | None = None,
 ) -> GridPlan:
     """Every cell of the grid for the chosen ``epochs`` (each with its LoRA file and digest).
 
@@ -161,6 +169,7 @@ def plan_grid(
             prompt=settings.prompts[p],
             seed=seed,
             kohya=kohya,
+            model_digests=model_digests,
         )
         cell = order.setdefault(key, Cell(epoch, weight, p, seed, settings.prompts[p], key))
         return cell
@@ -195,18 +204,25 @@ def network_order(cells: Sequence[Cell]) -> tuple[int, ...]:
     return tuple(sorted({c.epoch for c in cells if c.epoch is not None}))
 
 
-def prompt_line(settings: GridSettings, cell: Cell, networks: Sequence[int]) -> str:
-    """The gen_img ``--from_file`` line that renders ``cell`` into ``<key>.png``.
+def grid_image(settings: GridSettings, cell: Cell, networks: Sequence[int]) -> GridImage:
+    """What a renderer needs to render ``cell`` as ``<key>.png`` with the LoRA files of ``networks`` loaded.
 
-    Every line carries its seed (``--d``), size, steps and scale, so no line depends on the
-    command's defaults or on the lines before it; ``--am`` gives every loaded network a weight:
-    the cell's epoch gets the cell's weight, every other one 0.
+    Every line carries its seed, size, steps and scale, so no line depends on the command's
+    defaults or on the lines before it; every loaded network gets a multiplier: the cell's epoch
+    the cell's weight, every other one 0 (all 0 for the baseline).
     """
     multipliers = tuple(
         cell.weight if cell.epoch == epoch and cell.weight is not None else 0.0 for epoch in networks
     )
-    line = settings.prompt_line(cell.prompt, cell.seed, multipliers=multipliers, image_name=f"{cell.key}.png")
-    return line.gen_img_line()
+    name = f"{cell.key}.png"
+    return GridImage(
+        settings.prompt_line(cell.prompt, cell.seed, multipliers=multipliers, image_name=name), name
+    )
+
+
+def prompt_line(settings: GridSettings, cell: Cell, networks: Sequence[int]) -> str:
+    """The gen_img ``--from_file`` line that renders ``cell`` into ``<key>.png`` (``--am``: the multipliers)."""
+    return grid_image(settings, cell, networks).line.gen_img_line()
 
 
 def prompt_file_text(settings: GridSettings, cells: Sequence[Cell], networks: Sequence[int]) -> str:

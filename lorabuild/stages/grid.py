@@ -1,22 +1,26 @@
-"""The grid stage: render every epoch x weight x prompt x seed cell with kohya's ``gen_img.py``.
+"""The grid stage: render every epoch x weight x prompt x seed cell in one kohya process.
 
-- **One model load.** One ``gen_img.py`` process renders every missing cell: each needed epoch's
-  LoRA file is loaded as a network of its own (``--network_module`` repeated once per file,
-  ``--network_weights`` in the same order) and each prompt-file line selects one with ``--am``
-  (``0,0,0.8,0``: zeros switch the others off; all zeros is the no-LoRA baseline). With
-  ``--network_pre_calc`` each batch merges the selected weights into the model instead of running
-  every network's layers in every forward pass. The cells, their order and their prompt lines are
-  :mod:`lorabuild.plan.gridcells`' (pure); KOHYA.md section 8.2 has the gen_img facts they rely on.
+- **One model load.** One process renders every missing cell, whichever the family's renderer
+  (:attr:`~lorabuild.kohya.families.Family.grid`, a
+  :class:`~lorabuild.kohya.families.base.GridRenderer`): each needed epoch's LoRA file is loaded
+  once, and each cell selects its epoch by multipliers (0 for every other file; all 0 is the
+  no-LoRA baseline). For SD1/SD2/SDXL that is ``gen_img.py`` with a prompt file
+  (:mod:`lorabuild.kohya.genimg`: ``--am``, ``--network_pre_calc`` merging per batch); for FLUX.1
+  and Chroma ``flux_minimal_inference.py --interactive``, fed one line per cell as it asks and
+  paced by its output (:mod:`lorabuild.kohya.fluxinfer`). The stage never asks which: it hands the
+  renderer a :class:`~lorabuild.kohya.gridrender.GridJob` and runs the
+  :class:`~lorabuild.kohya.gridrender.GridRun` it gets back. The cells, their order and their lines
+  are :mod:`lorabuild.plan.gridcells`' (pure); KOHYA.md section 8.2 has the gen_img facts they rely on.
 - **Content-addressed cells.** A cell's file is ``grid/cells/<key>.png``, where the key hashes
   everything its pixels depend on (:func:`lorabuild.plan.gridcells.cell_key`). Only missing cells
   are rendered; a second ``lorabuild grid`` renders nothing.
-- **Truthful results.** gen_img writes into a temporary folder under ``grid/``; every expected
-  PNG must be there and decode before it is moved into ``cells/`` (kohya's exit status alone is
-  not trusted). ``grid/grid.json`` (:mod:`lorabuild.build.gridmanifest`) lists each prompt
-  and seed's sheet: rows by epoch, columns by weight; :mod:`lorabuild.render.sheets` draws them.
+- **Truthful results.** The renderer writes into a temporary folder under ``grid/``; every expected
+  PNG must be there, whole, before it is moved into ``cells/`` (kohya's exit status alone is not
+  trusted; the FLUX renderer moves each one as kohya logs saving it). ``grid/grid.json``
+  (:mod:`lorabuild.build.gridmanifest`) lists each prompt and seed's sheet: rows by epoch, columns
+  by weight; :mod:`lorabuild.render.sheets` draws them.
 
-:func:`plan_build_grid` finds the build's epoch files and digests and plans its cells (the command
-line is the family's :attr:`~lorabuild.kohya.families.Family.grid`: :mod:`lorabuild.kohya.genimg`);
+:func:`plan_build_grid` finds the build's epoch files and digests and plans its cells;
 :func:`render_grid` is the stage's verb.
 """
 
@@ -37,15 +41,16 @@ from PIL import Image
 from lorabuild.build.gridmanifest import manifest
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya import families
+from lorabuild.kohya.gridrender import GridJob, is_png
 from lorabuild.kohya.scriptrun import ScriptInterrupted, run_script
 from lorabuild.plan.gridcells import (
     Cell,
     GridPlan,
     batch_size,
+    grid_image,
     json_digest,
     network_order,
     plan_grid,
-    prompt_file_text,
     use_pre_calc,
 )
 from lorabuild.plan.layout import BuildLayout
@@ -59,17 +64,15 @@ from lorabuild.rules.evaluate import epochs_not_saved
 from lorabuild.rules.evaluate import prompt_problems as recipe_prompt_problems
 from lorabuild.settings import sd_scripts_dir
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
 
 class GridError(LorabuildError):
-    """The grid cannot be rendered (nothing trained yet) or gen_img failed; the message says what to do."""
+    """The grid cannot be rendered (nothing trained yet) or its renderer failed; the message says what to do."""
 
     exit_code = 2
 
 
 class GridInterrupted(ScriptInterrupted):
-    """The user stopped lorabuild while gen_img rendered; the cells finished so far are kept."""
+    """The user stopped lorabuild while the grid rendered; the cells finished so far are kept."""
 
 
 # --- the pure part -------------------------------------------------------------------------------
@@ -151,8 +154,8 @@ class GridReport:
         manifest: ``grid/grid.json``.
         sheets: The composed sheets (``grid/sheet_<id>.png``).
         blank: Cells whose image is a single colour (NaN in sampling gives black images).
-        seconds: How long gen_img ran (0 when nothing was rendered).
-        log: gen_img's output, when it ran.
+        seconds: How long the renderer ran (0 when nothing was rendered).
+        log: the renderer's output, when it ran.
     """
 
     cells: int
@@ -193,18 +196,6 @@ def tree_digest(path: Path, digests: Any) -> str:
     if not entries:
         raise GridError(f"{path.as_posix()} does not exist or is empty: check model.base (lorabuild check)")
     return json_digest(entries)
-
-
-def is_png(path: Path) -> bool:
-    """Whether ``path`` is a whole PNG file (its signature and its closing IEND chunk)."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(8)
-            f.seek(-12, os.SEEK_END)
-            tail = f.read(12)
-    except OSError:
-        return False
-    return head == PNG_SIGNATURE and tail[4:8] == b"IEND"
 
 
 def is_blank(path: Path) -> bool:
@@ -257,6 +248,9 @@ def plan_build_grid(
     lora_digests = {e: str(digests.of(build / present[e])) for e in rows}
     base_digest = tree_digest(_relative(build, settings.base), digests)
     vae_digest = tree_digest(_relative(build, settings.vae), digests) if settings.vae else None
+    model_digests = {
+        key: tree_digest(_relative(build, path), digests) for key, path in settings.model_files().items()
+    }
     if isinstance(digests, Digests):
         digests.save()
     return plan_grid(
@@ -267,6 +261,7 @@ def plan_build_grid(
         base_digest=base_digest,
         vae_digest=vae_digest,
         kohya=kohya_revision(sd_scripts or sd_scripts_dir()),
+        model_digests=model_digests,
     )
 
 
@@ -289,7 +284,7 @@ def render_grid(
     max_batch: int = MAX_BATCH,
     lock: bool = True,
 ) -> GridReport:
-    """Render the build's missing grid cells with one gen_img run, then write the manifest and sheets.
+    """Render the build's missing grid cells with one run of the family's renderer, then write the manifest and sheets.
 
     Args:
         plan: A compiled, trained build.
@@ -298,7 +293,7 @@ def render_grid(
         epochs: The rows (``--epochs``); ``[evaluate] epochs`` when None.
         force: Render every cell again.
         say: Receives lorabuild's own messages (what is cached, progress).
-        on_line: Receives gen_img's output lines (it is always written to ``logs/grid.log``).
+        on_line: Receives the renderer's output lines (it is always written to ``logs/grid.log``).
         sd_scripts: The kohya checkout (``LORABUILD_SD_SCRIPTS`` or vendor/sd-scripts by default).
         python: The Python with kohya's stack.
         pre_calc: Use ``--network_pre_calc``; None chooses by cost (:func:`use_pre_calc`).
@@ -307,7 +302,7 @@ def render_grid(
 
     Raises:
         RecipeError: The recipe's ``[evaluate]`` table cannot make a grid (exit 2).
-        GridError: Nothing trained yet, or gen_img failed or left cells unwritten (exit 2).
+        GridError: Nothing trained yet, or the renderer failed or left cells unwritten (exit 2).
         GridInterrupted: Ctrl-C; the finished cells are kept for the next run.
     """
     kohya = sd_scripts or sd_scripts_dir()
@@ -326,7 +321,7 @@ def render_grid(
             )
         else:
             tell(
-                f"grid: rendering {len(todo)} cell(s) with gen_img"
+                f"grid: rendering {len(todo)} cell(s) with {families.get(plan.grid.family).grid.NAME}"
                 + (f" ({cached} already rendered)" if cached else "")
                 + f"; its output goes to {plan.layout.grid_log.as_posix()}"
             )
@@ -364,45 +359,59 @@ def _render(
     pre_calc: bool | None,
     max_batch: int,
 ) -> tuple[float, Path]:
-    """Run gen_img once for ``todo``; move each verified PNG into ``cells/``; raise on anything missing."""
+    """Run the family's renderer once for ``todo``; move each verified PNG into ``cells/``; raise on anything missing."""
     build = plan.build_dir
     settings = grid.settings
     networks = network_order(todo)
     work = plan.layout.grid_dir / f".render-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "out").mkdir(parents=True)
-    prompt_file = work / "prompts.txt"
-    prompt_file.write_text(prompt_file_text(settings, todo, networks), encoding="utf-8", newline="\n")
     rel = work.relative_to(build).as_posix()
     batch = batch_size(todo, max_batch)
     if pre_calc is None:
         pre_calc = use_pre_calc(settings, batch, len(networks))
     renderer = families.get(settings.family).grid
-    argv = renderer.argv(
-        settings,
+    job = GridJob(
+        images=tuple(grid_image(settings, c, networks) for c in todo),
+        network_files=tuple(grid.lora_files[e] for e in networks),
         script=str((sd_scripts / renderer.SCRIPT).resolve()),
+        workdir=rel,
         outdir=f"{rel}/out",
-        prompt_file=f"{rel}/prompts.txt",
-        network_files=[grid.lora_files[e] for e in networks],
+        cells_dir=plan.layout.cells_dir,
+        cwd=build,
+        python=python,
+        env=dict(plan.launch.env),
         batch=batch,
         pre_calc=pre_calc,
-        python=python,
     )
-    env = renderer.env(dict(plan.launch.env))
+    run_of = renderer.prepare(settings, job)
+    for name, text in run_of.inputs.items():
+        (work / name).write_text(text, encoding="utf-8", newline="\n")
     total = len(todo)
 
     def handle(line: str) -> None:
         if on_line is not None:
             on_line(line)
             return
-        cell = renderer.progress(line)
+        cell = run_of.progress(line)
         if cell is not None:
             tell(f"grid: cell {cell}/{total}")
 
     log = plan.layout.grid_log
     try:
-        run = run_script(renderer.NAME, argv, build, log, env, handle)
-        done = _collect(build, work / "out", todo)
+        run = run_script(
+            renderer.NAME,
+            run_of.argv,
+            build,
+            log,
+            run_of.env,
+            handle,
+            sd_scripts=sd_scripts,
+            answer=run_of.answer,
+        )
+        done = _collect(build, work / "out", todo) | {
+            c.key for c in todo if f"{c.key}.png" in run_of.delivered
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     missing = [c for c in todo if c.key not in done]
@@ -425,7 +434,7 @@ def _render(
 
 
 def _collect(build: Path, outdir: Path, todo: Sequence[Cell]) -> set[str]:
-    """Move every whole PNG gen_img wrote for ``todo`` into ``cells/``; return the keys moved."""
+    """Move every whole PNG the renderer wrote for ``todo`` into ``cells/``; return the keys moved."""
     cells = BuildLayout(build).cells_dir
     cells.mkdir(parents=True, exist_ok=True)
     done: set[str] = set()

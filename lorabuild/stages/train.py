@@ -201,6 +201,7 @@ def train(
             handle,
             grace=grace,
             on_start=(lambda pid: lock.note(trainer_pid=pid)) if lock else None,
+            sd_scripts=sd_scripts,
         )
     finally:
         if display is not None:

@@ -13,7 +13,8 @@ Adding a family: write its module, add its ``FAMILY`` to :data:`ALL`, add its na
 header of its model to ``tests/conftest.py``'s ``FAMILY_KEYS``; ``tests/test_families.py`` says what
 else is missing (its scripts in the kohya option data, for one).
 
-May import: :mod:`lorabuild.kohya.genimg`, :mod:`lorabuild.recipe` and the layers below it.
+May import: the grid renderers (:mod:`lorabuild.kohya.genimg`, :mod:`lorabuild.kohya.fluxinfer`,
+:mod:`lorabuild.kohya.gridrender`), :mod:`lorabuild.recipe` and the layers below it.
 """
 
 from __future__ import annotations

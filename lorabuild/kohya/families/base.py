@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar, Protocol
 
-from lorabuild.kohya.genimg import GenImg
+from lorabuild.kohya.fluxinfer import FluxSettings
+from lorabuild.kohya.genimg import GenImgSettings
+from lorabuild.kohya.gridrender import GridJob, GridRun
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import KohyaValue, Recipe
 
@@ -31,6 +34,28 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
     }
 )
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
+
+
+class RenderSettings(GenImgSettings, FluxSettings, Protocol):
+    """What every grid renderer may read from the grid's settings (the plan's ``GridSettings`` has it all)."""
+
+
+class GridRenderer(Protocol):
+    """How a family's epoch x weight grid is rendered: one kohya process for a whole job.
+
+    :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL) and
+    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) implement it; the grid stage
+    drives either through :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s vocabulary.
+    """
+
+    SCRIPT: ClassVar[str]
+    """The kohya script, inside the kohya checkout."""
+    NAME: ClassVar[str]
+    """How messages name it."""
+
+    def prepare(self, settings: RenderSettings, job: GridJob) -> GridRun:
+        """The command, environment, input files and conversation that render ``job``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -142,7 +167,7 @@ class Family:
     v2: bool
     bucket_steps_multiple: int
     vae_overflows_in_fp16: bool
-    grid: GenImg
+    grid: GridRenderer
     sd_version: str
     rules: tuple[FamilyRule, ...]
     model_files: tuple[ModelFile, ...]

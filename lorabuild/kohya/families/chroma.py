@@ -15,6 +15,12 @@ from lorabuild.kohya.families.base import Default, Family, ModelHeader
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import Recipe
 
+NEGATIVE_PROMPT = (
+    "low quality, ugly, unfinished, out of focus, deformed, disfigure, blurry, smudged, restricted palette, "
+    "flat colors"
+)
+"""The negative prompt of kohya's Chroma sample line (docs/flux_train_network.md)."""
+
 
 def recognise(header: ModelHeader) -> bool:
     """A Chroma DiT file: FLUX's blocks with Chroma's guidance approximator."""
@@ -52,13 +58,20 @@ FAMILY = Family(
     vae_overflows_in_fp16=False,
     grid=flux.FAMILY.grid,
     sd_version="Flux",
-    rules=(*flux.RULES, t5_attention_mask, no_clip_l),
+    rules=(*flux.RULES, t5_attention_mask, no_clip_l, flux.tokenizers_offline),
     model_files=(flux.T5XXL, flux.AE),
     tokenizers=flux.TOKENIZERS,
     model_type="chroma",
     defaults=(
         *flux.common_defaults(0.0, "sigmoid"),
         Default("flow.apply_t5_attn_mask", True, "kohya requires it for Chroma"),
+        *flux.inference_defaults(0.0, 4.0),
+        Default(
+            "evaluate.negative_prompt",
+            NEGATIVE_PROMPT,
+            'kohya docs/flux_train_network.md "Training Chroma Models": Chroma samples need a negative prompt '
+            "(its example's)",
+        ),
     ),
     memory=flux.MEMORY,
 )

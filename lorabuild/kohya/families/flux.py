@@ -18,7 +18,8 @@ from lorabuild.kohya.families.base import (
     ModelHeader,
     NetworkModules,
 )
-from lorabuild.kohya.genimg import GenImg
+from lorabuild.kohya.fluxinfer import FluxInference
+from lorabuild.kohya.prompts import flux_text_problem
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 
@@ -67,6 +68,22 @@ def common_defaults(guidance: float, sampling: str) -> tuple[Default, ...]:
             "flow.model_prediction_type", "raw", f"{_DOCS}'s recommendation (kohya's default: sigma_scaled)"
         ),
         Default("training.attention", "sdpa", "xformers is not used by kohya's FLUX model"),
+    )
+
+
+def inference_defaults(guidance: float, cfg_scale: float) -> tuple[Default, ...]:
+    """The grid's and in-training samples' guidance (``--g``) and CFG scale for FLUX.1 or Chroma."""
+    return (
+        Default(
+            "evaluate.guidance",
+            guidance,
+            f"{_DOCS}: the inference guidance (--g) for the grid and samples; [flow] guidance_scale is the training's",
+        ),
+        Default(
+            "evaluate.cfg_scale",
+            cfg_scale,
+            "flux_minimal_inference.py's CFG scale (--c / sample --l); 1.0 runs no negative pass",
+        ),
     )
 
 
@@ -228,7 +245,32 @@ def caption_changes(recipe: Recipe) -> str | None:
     return None
 
 
-RULES = (fp16, clip_skip, max_token_length, flow_shift, deprecated, text_encoder_cache)
+def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
+    """flux_minimal_inference.py splits each grid line at every "--": a prompt holding one would lose its end."""
+    e = recipe.evaluate
+    for i, prompt in enumerate(e.prompts):
+        why = flux_text_problem(prompt)
+        if why:
+            yield error(f"evaluate.prompts[{i}]", why)
+    why = flux_text_problem(e.negative_prompt, negative=True)
+    if why:
+        yield error("evaluate.negative_prompt", why)
+
+
+def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
+    """flux_minimal_inference.py reads its tokenizers from the Hugging Face cache only, offline."""
+    if recipe.evaluate.prompts and "HF_HOME" not in recipe.launch.env:
+        yield warning(
+            "launch.env",
+            "has no HF_HOME: the FLUX grid (flux_minimal_inference.py, run offline) takes no tokenizer folder and "
+            "reads openai/clip-vit-large-patch14 and google/t5-v1_1-xxl from the Hugging Face cache "
+            "(~/.cache/huggingface, or HF_HOME); download them there once (huggingface-cli download "
+            "openai/clip-vit-large-patch14; the same for google/t5-v1_1-xxl) or set [launch] env HF_HOME to a "
+            "cache that has them",
+        )
+
+
+RULES = (fp16, clip_skip, max_token_length, flow_shift, deprecated, text_encoder_cache, prompt_dashes)
 
 FAMILY = Family(
     name="flux",
@@ -240,13 +282,13 @@ FAMILY = Family(
     # flux_train_network.py: verify_bucket_reso_steps(32).
     bucket_steps_multiple=32,
     vae_overflows_in_fp16=False,
-    grid=GenImg(flags=("--flux",)),
+    grid=FluxInference(),
     # Forge filters LoRAs by the card's sd version; "Flux" is its FLUX preset.
     sd_version="Flux",
-    rules=RULES,
+    rules=(*RULES, tokenizers_offline),
     model_files=(CLIP_L, T5XXL, AE),
     tokenizers=TOKENIZERS,
     model_type="flux",
-    defaults=common_defaults(1.0, "flux_shift"),
+    defaults=(*common_defaults(1.0, "flux_shift"), *inference_defaults(3.5, 1.0)),
     memory=MEMORY,
 )

@@ -28,7 +28,18 @@ class EvaluateSection(_Table):
     epochs: Literal["all"] | list[int] = Field("all", description='Epochs to compare: "all" or a list.')
     sampler: Sampler = Field("euler_a", description="Sampler (kohya sample_sampler).")
     steps: int = Field(28, ge=1, le=1000, description="Sampling steps.")
-    cfg_scale: float = Field(7.0, gt=0, description="CFG scale.")
+    cfg_scale: float = Field(
+        7.0,
+        gt=0,
+        description="CFG scale (FLUX.1 and Chroma: --c of kohya's inference, default 1.0 for FLUX.1, which "
+        "its distilled guidance steers instead, and 4.0 for Chroma).",
+    )
+    guidance: float | None = Field(
+        None,
+        ge=0,
+        description="FLUX.1/Chroma only: the inference guidance (kohya's --g; the family gives 3.5 for "
+        "FLUX.1-dev's distilled guidance, 0.0 for Chroma). Not [flow] guidance_scale, which is the training's.",
+    )
     width: int | None = Field(
         None, ge=64, multiple_of=8, description="Image width; the training width if unset."
     )
