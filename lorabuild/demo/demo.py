@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from lorabuild.demo.fluxmodel import ensure_flux_test_model
 from lorabuild.demo.synthetic import make_dataset
 from lorabuild.demo.testmodel import ensure_test_model
 from lorabuild.settings import REPO_ROOT
@@ -50,3 +51,65 @@ def prepare_demo(workdir: Path, images: int = 4) -> list[str]:
     # The model and tokenizer are local: never ask the Hugging Face hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return demo_overrides(model.model_dir, model.tokenizer_cache_dir, data_dir)
+
+
+FLUX_RECIPES = {
+    "flux": REPO_ROOT / "recipes" / "flux_character.toml",
+    "chroma": REPO_ROOT / "recipes" / "chroma_character.toml",
+}
+"""The shipped recipe ``lorabuild demo --family`` trains for each flow-matching family."""
+
+LAUNCHER = Path(__file__).with_name("tinyflux.py")
+"""The test-only launcher that shrinks kohya's FLUX sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
+
+# What a CPU and the tiny model need changed from the shipped FLUX recipes' GPU settings.
+FLUX_CPU_OVERRIDES = (
+    "dataset.resolution=64",
+    "dataset.min_bucket_reso=64",
+    "dataset.max_bucket_reso=128",
+    "training.mixed_precision=no",
+    # The 24 GB figures: no blocks to swap (the tiny DiT has 2 blocks); fp8 is a GPU format.
+    "launch.vram_gb=24",
+    "training.fp8_base=false",
+    "optimizer.type=AdamW",
+    "training.epochs=4",
+    "launch.num_cpu_threads_per_process=1",
+    "evaluate.width=64",
+    "evaluate.height=64",
+    "evaluate.steps=4",
+)
+
+
+def prepare_flux_demo(workdir: Path, family: str, images: int = 4) -> tuple[Path, list[str]]:
+    """Make (or reuse) the tiny FLUX test model and a synthetic dataset; return the recipe and its overrides.
+
+    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
+    FLUX scripts through :data:`LAUNCHER`; the compiled ``train.sh`` and ``train.ps1`` stay the
+    real commands.
+    """
+    model = ensure_flux_test_model()
+    data_dir = workdir / "data" / "character"
+    make_dataset(data_dir, n=images, size=128, trigger="")
+    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(LAUNCHER)
+    base = model.flux_dev if family == "flux" else model.chroma
+    env = {
+        "HF_HOME": str(model.hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    paths = {
+        "base": base,
+        "t5xxl": model.t5xxl,
+        "ae": model.ae,
+        "tokenizer_cache_dir": model.tokenizer_cache_dir,
+    }
+    if family == "flux":
+        paths["clip_l"] = model.clip_l
+    return FLUX_RECIPES[family], [
+        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
+        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
+        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
+        *FLUX_CPU_OVERRIDES,
+    ]
