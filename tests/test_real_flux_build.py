@@ -1,0 +1,157 @@
+"""lorabuild builds FLUX.1 and Chroma LoRAs with the real kohya, on the CPU, from the shipped recipes.
+
+The tiny random-weight model of :mod:`lorabuild.demo.fluxmodel`, and kohya's scripts run unmodified
+through ``lorabuild/demo/tinyflux.py`` (``LORABUILD_SCRIPT_WRAPPER``), which shrinks kohya's
+hard-coded FLUX sizes in its process: the DiT (1 double + 1 single block, width 64), CLIP-L and
+T5 (width 32, one layer) and the autoencoder (32 channels). Everything else is real: kohya's
+parser reads the compiled files, its trainer saves every epoch, flux_minimal_inference.py renders
+the grid, and lorabuild installs the chosen epoch. ``lorabuild demo --family`` is the same build.
+
+Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.real_trainer
+
+# What kohya writes as ss_base_model_version (library/train_util.py, flux_train_network.py).
+BASE_MODEL_VERSION = {"flux": "flux1", "chroma": "chroma"}
+NAMES = {"flux": "Character_FLUX_v1", "chroma": "Character_Chroma_v1"}
+EPOCHS = 4  # lorabuild.demo.demo.FLUX_CPU_OVERRIDES
+
+
+def kohya_stack() -> None:
+    for name in ("torch", "accelerate", "transformers", "safetensors", "sentencepiece", "open_clip"):
+        pytest.importorskip(
+            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
+        )
+
+
+def lorabuild(*args: str, cwd: Path, quiet: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "lorabuild", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "LORABUILD_SCRIPT_WRAPPER": str(REPO / "lorabuild" / "demo" / "tinyflux.py"),
+        },
+    )
+
+
+def metadata(path: Path) -> dict[str, str]:
+    from lorabuild.stages.train import read_metadata
+
+    return read_metadata(path)
+
+
+def demo_build(root: Path, family: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
+    """The demo's recipe and ``--set`` overrides for ``family`` (the model built, the dataset drawn)."""
+    from lorabuild.demo.demo import prepare_flux_demo
+
+    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", "")  # prepare_flux_demo sets it; restored after the test
+    recipe, overrides = prepare_flux_demo(root, family)
+    return recipe, [arg for o in overrides for arg in ("--set", o)]
+
+
+@pytest.mark.parametrize("family", ["flux", "chroma"])
+def test_the_demo_trains_renders_and_installs(family: str, tmp_path: Path) -> None:
+    """`lorabuild demo --family`: check, compile, prepare, train, one-process grid, report, install."""
+    kohya_stack()
+    started = time.monotonic()
+    process = lorabuild("demo", "--family", family, "--build-dir", str(tmp_path), cwd=tmp_path)
+    output, _ = process.communicate(timeout=900)
+    print(f"\n[tiny {family}] lorabuild demo: {time.monotonic() - started:.1f} s")
+    assert process.returncode == 0, output
+    name = NAMES[family]
+    build = tmp_path / name
+    plan = json.loads((build / "plan.json").read_text(encoding="utf-8"))
+    assert (plan["family"], plan["script"]) == (family, "flux_train_network.py")
+    for epoch in range(1, EPOCHS + 1):
+        path = build / "output" / f"{name}-{epoch:06d}.safetensors"
+        if epoch == EPOCHS:
+            path = build / "output" / f"{name}.safetensors"
+        meta = metadata(path)
+        assert meta["ss_base_model_version"] == BASE_MODEL_VERSION[family]
+        assert meta["ss_network_module"] == "networks.lora_flux"
+        assert meta["ss_epoch"] == str(epoch)
+        assert plan["recipe_hash"] in meta["ss_training_comment"]
+        assert meta["modelspec.trigger_phrase"] == "my_character"
+    # The grid: every epoch x weight (and the no-LoRA column) x prompt from one model load.
+    log = (build / "logs" / "grid.log").read_text(encoding="utf-8")
+    cells = 2 * (EPOCHS * 3 + 1)  # 2 prompts; weights 0.6, 0.8, 1.0 and the baseline
+    assert log.count("Loading t5xxl") == 1 and log.count("Saved image to") == cells, log[-2000:]
+    assert f"grid     rendered {cells} of {cells} cell(s), 2 sheet(s)" in output
+    assert len(list((build / "grid" / "cells").glob("*.png"))) == cells
+    card = json.loads((tmp_path / "webui" / "models" / "Lora" / f"{name}.json").read_text(encoding="utf-8"))
+    assert card["sd version"] == "Flux" and card["activation text"] == "my_character"
+    assert (tmp_path / "webui" / "models" / "Lora" / f"{name}.preview.png").is_file()
+
+
+def state_saved(build: Path, epoch: int, name: str) -> bool:
+    from lorabuild.kohya.outputs import state_is_complete
+
+    return state_is_complete(build / f"output/{name}-{epoch:06d}-state")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_a_killed_flux_build_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kohya_stack()
+    recipe, overrides = demo_build(tmp_path, "flux", monkeypatch)
+    args = ["train", str(recipe), *overrides, "--set", "training.save_state=true"]
+    name = NAMES["flux"]
+
+    whole = tmp_path / "whole"
+    started = time.monotonic()
+    first = lorabuild(*args, "--build-dir", str(whole), cwd=tmp_path)
+    output, _ = first.communicate(timeout=600)
+    print(f"\n[tiny FLUX] uninterrupted lorabuild train: {time.monotonic() - started:.1f} s")
+    assert first.returncode == 0, output
+
+    killed = tmp_path / "killed"
+    build = killed / name
+    second = lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path, quiet=True)
+    deadline = time.monotonic() + 600
+    while not state_saved(build, 1, name):
+        assert second.poll() is None, "training ended before its first state was saved"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    info = json.loads((build / ".lorabuild" / "lock").read_text() or "{}")
+    os.killpg(int(info["trainer_pid"]), signal.SIGKILL)  # kohya's whole process group, as a power cut
+    second.kill()
+    second.wait()
+    assert not (build / f"output/{name}.safetensors").exists(), "killed too late to test a resume"
+
+    started = time.monotonic()
+    third = lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path)
+    output, _ = third.communicate(timeout=600)
+    print(f"[tiny FLUX] resumed lorabuild train: {time.monotonic() - started:.1f} s")
+    assert third.returncode == 0, output
+    assert f"resuming from output/{name}-00000" in output
+    from safetensors.torch import load_file
+
+    for epoch in range(1, EPOCHS + 1):
+        file = f"output/{name}-{epoch:06d}.safetensors" if epoch < EPOCHS else f"output/{name}.safetensors"
+        resumed, reference = load_file(build / file), load_file(whole / name / file)
+        assert resumed.keys() == reference.keys()
+        different = [k for k in reference if not resumed[k].equal(reference[k])]
+        assert not different, f"{file}: {len(different)} tensors differ, e.g. {different[:3]}"
+        assert metadata(build / file)["ss_epoch"] == str(epoch)
