@@ -635,6 +635,18 @@ def test_flux_grid_is_one_paced_process(project: Project, fake_flux: Path) -> No
     assert len(flux_calls(fake_flux)[0]) == 1
 
 
+def test_flux_argv_uses_only_flux_minimal_inference_options(project: Project) -> None:
+    _, plan = flux_project(project)
+    renderer = families.get(plan.grid.family).grid
+    argv = renderer.argv(plan.grid, script="/k/flux_minimal_inference.py", outdir="o", network_files=["a"])
+    known = options("flux_minimal_inference.py")
+    spellings = {o for spec in known.values() for o in spec.option_strings}
+    used = [a for a in argv[2:] if a.startswith("--")]
+    assert used and set(used) <= spellings, set(used) - spellings
+    assert known["lora_weights"].kind == "list" and known["interactive"].kind == "flag"
+    assert argv[argv.index("--model_type") + 1] in (known["model_type"].choices or ())
+
+
 def test_flux_keys_cover_its_model_files_and_guidance(project: Project, fake_flux: Path) -> None:
     loaded, plan = flux_project(project)
     before = {c.key for c in grid.plan_build_grid(plan, loaded).cells}

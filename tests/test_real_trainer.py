@@ -184,3 +184,43 @@ def test_tutorial_recipe_trains_with_the_real_kohya(tmp_path: Path, monkeypatch:
     tags = json.loads(meta["ss_tag_frequency"])
     assert tags["2_uiharu_kazari"]["uiharu_kazari"] == len(plan.subsets[0].images)
     assert not {"flower", "hair_ornament", "short_hair", "brown_hair"} & set(tags["2_uiharu_kazari"])
+
+
+@pytest.mark.parametrize("recipe_name", ["flux_character", "chroma_character"])
+def test_kohyas_flux_parser_reads_the_shipped_flux_recipes(
+    recipe_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flux_train_network.py's own parser and config loader read the compiled FLUX/Chroma options back."""
+    flux_train_network = kohya("flux_train_network")
+    train_util = kohya("library.train_util")
+    recipe = shipped_project(tmp_path, REPO / "recipes" / f"{recipe_name}.toml")
+    monkeypatch.chdir(tmp_path)
+    plan = require_plan(check(recipe.relative_to(tmp_path), [], Path("build")))
+    compile_build(plan)
+    monkeypatch.chdir(plan.build_dir)
+    parser = flux_train_network.setup_parser()
+    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
+    monkeypatch.setattr(sys, "argv", ["flux_train_network.py", *argv])
+    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    chroma = recipe_name.startswith("chroma")
+    expected = {
+        "model_type": "chroma" if chroma else "flux",
+        "clip_l": None if chroma else "../../models/clip_l.safetensors",
+        "t5xxl": "../../models/t5xxl_fp16.safetensors",
+        "ae": "../../models/ae.safetensors",
+        "network_module": "networks.lora_flux",
+        "network_train_unet_only": True,
+        "guidance_scale": 0.0 if chroma else 1.0,
+        "timestep_sampling": "sigmoid" if chroma else "flux_shift",
+        "model_prediction_type": "raw",
+        "apply_t5_attn_mask": chroma,
+        "mixed_precision": "bf16",
+        "save_precision": "bf16",
+        # launch.vram_gb = 16: kohya docs/flux_train_network.md 6.1
+        "fp8_base": True,
+        "blocks_to_swap": 8,
+        "gradient_checkpointing": True,
+        "cache_text_encoder_outputs": True,
+        "split_mode": False,
+    }
+    assert {k: getattr(args, k) for k in expected} == expected
