@@ -45,22 +45,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lorabuild.kohya.options import SCRIPTS  # the one list of the scripts the data file covers
+
 PINNED_COMMIT = "48d368fa557731ad0488c07304dfeba8c07910eb"
-SCRIPTS = (
-    "train_network.py",
-    "sdxl_train_network.py",
-    "gen_img.py",
-    "flux_train_network.py",
-    "flux_minimal_inference.py",
-    "sd3_train_network.py",
-    "sd3_minimal_inference.py",
-    "lumina_train_network.py",
-    "lumina_minimal_inference.py",
-    "hunyuan_image_train_network.py",
-    "hunyuan_image_minimal_inference.py",
-    "anima_train_network.py",
-    "anima_minimal_inference.py",
-)
 # What train_network.py passes to ConfigSanitizer (TN:517), with --masked_loss off.
 SANITIZER_FLAGS = {
     "support_dreambooth": True,

@@ -31,11 +31,9 @@ so importing this module is cheap.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
 import json
-import logging
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -44,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild.demo import fluxsizes
-from lorabuild.demo.testmodel import MARKER, build_cached, build_tokenizer, default_cache_dir
+from lorabuild.demo.testmodel import MARKER, build_cached, build_tokenizer, default_cache_dir, model_main
 from lorabuild.problems import LorabuildError
 from lorabuild.settings import sd_scripts_dir
 
@@ -197,34 +195,14 @@ def ensure_flux_test_model(cache_dir: Path | None = None, sd_scripts: Path | Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build (or find) the FLUX test model and print its paths; the ``python -m`` entry point.
-
-    Args:
-        argv: Command-line arguments without the program name; defaults to ``sys.argv[1:]``.
-
-    Returns:
-        The exit status.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m lorabuild.demo.fluxmodel",
-        description="Build (once) the tiny FLUX test model for kohya (run through tinyflux.py) and print its paths.",
+    """Build (or find) the FLUX test model and print its paths; the ``python -m`` entry point."""
+    return model_main(
+        argv,
+        "python -m lorabuild.demo.fluxmodel",
+        "Build (once) the tiny FLUX test model for kohya (run through tinyflux.py) and print its paths.",
+        ensure_flux_test_model,
+        ("flux_dev", "chroma", "clip_l", "t5xxl", "ae", "tokenizer_cache_dir", "hf_home"),
     )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="cache folder (default: $LORABUILD_CACHE or ~/.cache/lorabuild)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        model = ensure_flux_test_model(args.cache_dir)
-    except LorabuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    for name in ("flux_dev", "chroma", "clip_l", "t5xxl", "ae", "tokenizer_cache_dir", "hf_home"):
-        print(f"{name}: {getattr(model, name)}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -350,19 +350,26 @@ def ensure_test_model(cache_dir: Path | None = None) -> TestModel:
     return _paths(build_cached(cache_dir, TEST_MODEL_NAME, _write_model, what))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Build (or find) the test model and print its paths; the ``python -m`` entry point.
+def model_main(
+    argv: Sequence[str] | None,
+    prog: str,
+    description: str,
+    ensure: Callable[[Path | None], object],
+    names: Sequence[str],
+) -> int:
+    """A test model's ``python -m`` entry point: build (or find) it with ``ensure`` and print its ``names`` paths.
 
     Args:
         argv: Command-line arguments without the program name; defaults to ``sys.argv[1:]``.
+        prog: The program's name in its help.
+        description: Its help's description.
+        ensure: Builds or finds the model, given ``--cache-dir``.
+        names: The attributes of the model to print, one ``name: path`` line each.
 
     Returns:
         The exit status.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m lorabuild.demo.testmodel",
-        description="Build (once) the offline CPU test model for kohya and print its paths.",
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -372,13 +379,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        model = ensure_test_model(args.cache_dir)
+        model = ensure(args.cache_dir)
     except LorabuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"model_dir: {model.model_dir}")
-    print(f"tokenizer_cache_dir: {model.tokenizer_cache_dir}")
+    for name in names:
+        print(f"{name}: {getattr(model, name)}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build (or find) the test model and print its paths; the ``python -m`` entry point."""
+    return model_main(
+        argv,
+        "python -m lorabuild.demo.testmodel",
+        "Build (once) the offline CPU test model for kohya and print its paths.",
+        ensure_test_model,
+        ("model_dir", "tokenizer_cache_dir"),
+    )
 
 
 if __name__ == "__main__":
