@@ -211,3 +211,34 @@ def test_an_option_the_script_lacks_is_named_by_its_recipe_key(project: Project)
         "recipe.toml: flow.guidance_scale: SD1.x models are trained by kohya's train_network.py, which has no "
         "--guidance_scale: remove flow.guidance_scale"
     ]
+
+
+def test_sd_noise_settings_flux_ignores(flux_project: Project) -> None:
+    said = problems(
+        flux_project,
+        "training.noise_offset=0.05",
+        "training.min_snr_gamma=5",
+        "model.v_parameterization=true",
+    )
+    assert said == [
+        f"recipe.toml: {key}: is for Stable Diffusion's noise schedule; kohya's FLUX trainer accepts it and "
+        "silently ignores it: remove it"
+        for key in ("training.noise_offset", "training.min_snr_gamma", "model.v_parameterization")
+    ]
+
+
+def test_flux_tokenizers_missing_offline_is_an_error(flux_project: Project) -> None:
+    """FLUX loads CLIP-L's and T5's tokenizers; told to stay offline, kohya could not fetch a missing one."""
+    (flux_project.root / "tok" / "openai_clip-vit-large-patch14").mkdir(parents=True)
+    recipe = flux_project.root / "recipe.toml"
+    recipe.write_text(recipe.read_text().replace("[model]\n", '[model]\ntokenizer_cache_dir = "tok"\n'))
+    assert problems(flux_project) == [
+        "recipe.toml: model.tokenizer_cache_dir: warning: tok has no google_t5-v1_1-xxl yet: kohya downloads the "
+        "tokenizer (google/t5-v1_1-xxl) from Hugging Face and saves it there, which fails without network access: "
+        "run it once online, or copy that folder there"
+    ]
+    assert problems(flux_project, 'launch.env.HF_HUB_OFFLINE="1"') == [
+        "recipe.toml: model.tokenizer_cache_dir: tok has no google_t5-v1_1-xxl yet: kohya downloads the "
+        "tokenizer (google/t5-v1_1-xxl) from Hugging Face and saves it there, which launch.env.HF_HUB_OFFLINE "
+        "forbids: run it once online, or copy that folder there"
+    ]

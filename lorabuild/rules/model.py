@@ -194,13 +194,20 @@ def tokenizer_cache(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         f"kohya downloads the tokenizer{'s' if len(absent) > 1 else ''} ({', '.join(absent)}) from Hugging "
         "Face and saves it there, which fails without network access: run it once online, or copy"
     )
+    # Told to stay offline, kohya cannot download: the run would stop after the model loads.
+    offline = recipe.launch.env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    report = error if offline else warning
+    if offline:
+        download = download.replace(
+            "which fails without network access", "which launch.env.HF_HUB_OFFLINE forbids"
+        )
     if found.kind == "missing":
-        yield warning(
+        yield report(
             key, f"{path} does not exist yet: {download} a folder holding {' and '.join(folders)} there"
         )
     else:
         what = "that folder" if len(absent) == 1 else "those folders"
-        yield warning(key, f"{path} has no {' or '.join(folders)} yet: {download} {what} there")
+        yield report(key, f"{path} has no {' or '.join(folders)} yet: {download} {what} there")
 
 
 @rule

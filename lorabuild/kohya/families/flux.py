@@ -162,6 +162,26 @@ def clip_skip(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
+def sd_only_settings(recipe: Recipe) -> Iterator[Problem]:
+    """Settings of SD's noise schedule that flux_train_network.py accepts and then ignores.
+
+    Its get_noise_pred_and_target draws plain noise (no noise offset), its post_process_loss returns
+    the loss as it is (no min-SNR weighting), and a flow-matching model has no v-prediction.
+    """
+    ignored = {
+        "training.noise_offset": recipe.training.noise_offset,
+        "training.min_snr_gamma": recipe.training.min_snr_gamma,
+        "model.v_parameterization": recipe.model.v_parameterization or None,
+    }
+    for key, value in ignored.items():
+        if value is not None:
+            yield error(
+                key,
+                "is for Stable Diffusion's noise schedule; kohya's FLUX trainer accepts it and silently ignores "
+                "it: remove it",
+            )
+
+
 def max_token_length(recipe: Recipe) -> Iterator[Problem]:
     """flux_train_network.py logs that max_token_length is unused; T5's length is its own option."""
     if recipe.training.max_token_length != 75:
@@ -270,7 +290,16 @@ def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-RULES = (fp16, clip_skip, max_token_length, flow_shift, deprecated, text_encoder_cache, prompt_dashes)
+RULES = (
+    fp16,
+    clip_skip,
+    sd_only_settings,
+    max_token_length,
+    flow_shift,
+    deprecated,
+    text_encoder_cache,
+    prompt_dashes,
+)
 
 FAMILY = Family(
     name="flux",
