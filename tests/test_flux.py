@@ -242,3 +242,14 @@ def test_flux_tokenizers_missing_offline_is_an_error(flux_project: Project) -> N
         "tokenizer (google/t5-v1_1-xxl) from Hugging Face and saves it there, which launch.env.HF_HUB_OFFLINE "
         "forbids: run it once online, or copy that folder there"
     ]
+
+
+def test_an_offline_flux_grid_needs_a_hub_cache(flux_project: Project) -> None:
+    """flux_minimal_inference.py takes no tokenizer folder: offline, they must be in HF_HOME's hub cache."""
+    prompts = 'evaluate.prompts=["a photo of {trigger}"]'
+    assert problems(flux_project, prompts) == []
+    said = problems(flux_project, prompts, 'launch.env.HF_HUB_OFFLINE="1"')
+    assert len(said) == 1 and said[0].startswith(
+        "recipe.toml: launch.env: warning: has HF_HUB_OFFLINE but no HF_HOME: the FLUX grid"
+    )
+    assert problems(flux_project, prompts, 'launch.env={HF_HUB_OFFLINE = "1", HF_HOME = "hf"}') == []

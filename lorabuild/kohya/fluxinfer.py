@@ -17,8 +17,8 @@ at the cell's weight, every other one 0; all 0 for the baseline).
 
 The tokenizers: flux_minimal_inference.py takes no ``--tokenizer_cache_dir`` and loads
 ``openai/clip-vit-large-patch14`` and ``google/t5-v1_1-xxl`` from the Hugging Face hub cache
-(``HF_HOME``); the run gets the training's ``[launch] env`` and ``HF_HUB_OFFLINE=1``, so offline
-they must be in that cache (the check warns).
+(``HF_HOME``); the run gets the training's ``[launch] env``, so with ``HF_HUB_OFFLINE`` they must be
+in that cache (the check says so), and online the hub fills it on the first grid.
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ class FluxInference:
         """The environment: ``base`` (the training's ``[launch] env``, ``HF_HOME`` included) and what kohya needs."""
         return {
             **base,
-            # The model and tokenizers were used (downloaded, if ever) by the training: stay offline.
-            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+            # Not forced offline, unlike gen_img: the training read its tokenizers from
+            # --tokenizer_cache_dir, which this script cannot, so the hub cache may still lack them.
             # kohya's rich log handler wraps lines at 80 columns when not on a terminal.
             "COLUMNS": os.environ.get("COLUMNS", "200"),
         }

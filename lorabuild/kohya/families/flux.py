@@ -278,11 +278,13 @@ def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
 
 
 def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
-    """flux_minimal_inference.py reads its tokenizers from the Hugging Face cache only, offline."""
-    if recipe.evaluate.prompts and "HF_HOME" not in recipe.launch.env:
+    """flux_minimal_inference.py reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."""
+    env = recipe.launch.env
+    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if recipe.evaluate.prompts and offline and "HF_HOME" not in env:
         yield warning(
             "launch.env",
-            "has no HF_HOME: the FLUX grid (flux_minimal_inference.py, run offline) takes no tokenizer folder and "
+            "has HF_HUB_OFFLINE but no HF_HOME: the FLUX grid (flux_minimal_inference.py) takes no tokenizer folder and "
             "reads openai/clip-vit-large-patch14 and google/t5-v1_1-xxl from the Hugging Face cache "
             "(~/.cache/huggingface, or HF_HOME); download them there once (huggingface-cli download "
             "openai/clip-vit-large-patch14; the same for google/t5-v1_1-xxl) or set [launch] env HF_HOME to a "
