@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 TRAINER = r"""
-import json, os, signal, struct, sys, time, tomllib
+import json, os, signal, struct, sys, time, tomllib, zipfile
 from pathlib import Path
 
 args = sys.argv[1:]
@@ -102,8 +102,12 @@ for epoch in range(start_epoch, epochs):
             state = out / f"{name}-{epoch + 1:06d}-state"
             state.mkdir(exist_ok=True)
             (state / "train_state.json").write_text(json.dumps({"current_epoch": epoch + 1, "current_step": global_step}))
-            for f in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
-                (state / f).write_bytes(b"x")
+            # Whole files, as accelerate's save_state leaves them: torch.save's zip archives, safetensors.
+            for f in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl"):
+                with zipfile.ZipFile(state / f, "w") as archive:
+                    archive.writestr("archive/data.pkl", b"x")
+            header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+            (state / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
     if mode.startswith("kill_after:") and epoch + 1 == int(mode.split(":")[1]):
         os.kill(os.getpid(), signal.SIGKILL)
 sys.stderr.write("\n")

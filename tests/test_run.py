@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lorabuild.build import state
+from lorabuild.kohya.outputs import state_is_complete
 from lorabuild.pipeline import RunReport, run
 from lorabuild.stages.check import check
 from lorabuild.stages.train import TrainingError, read_metadata
@@ -216,6 +217,27 @@ def test_a_killed_build_resumes_from_its_last_state_and_ends_like_an_uninterrupt
     assert steps == ["4", "8", "12"]
     assert read_metadata(out / "output/Test_v1.safetensors")["ss_steps"] == "12"
     assert ran(build(project, "training.save_state=true"))["train"] is False
+
+
+def test_a_state_cut_short_while_saving_is_not_resumed_from(
+    project: Project, fake_kohya: FakeKohya, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """accelerate skips an unreadable random_states_0.pkl with an info line: resuming from it would
+    silently draw other noise than the uninterrupted run (seen with the real kohya on a tiny FLUX)."""
+    monkeypatch.setenv("FAKE_KOHYA", "kill_after:2")
+    with pytest.raises(TrainingError, match="killed by the system"):
+        build(project, "training.save_state=true")
+    monkeypatch.delenv("FAKE_KOHYA")
+    last = build_dir(project) / "output/Test_v1-000002-state"
+    assert state_is_complete(last)
+    rng = last / "random_states_0.pkl"
+    whole = rng.read_bytes()
+    rng.write_bytes(whole[: len(whole) // 2])  # the power went while it was written
+    assert not state_is_complete(last)
+    report = build(project, "training.save_state=true")
+    assert report.trained is not None and report.trained.resumed_from is not None
+    assert report.trained.resumed_from.epoch == 1
+    assert fake_kohya.calls[-1][-4:] == ["--resume", "output/Test_v1-000001-state", "--initial_epoch", "2"]
 
 
 def test_changed_inputs_or_fresh_start_over_instead_of_resuming(

@@ -9,7 +9,10 @@ where the epoch goes). ``--resume STATE --initial_epoch E+1`` continues after ep
 
 from __future__ import annotations
 
+import json
 import re
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +24,44 @@ STATE_FILES = ("train_state.json", "optimizer.bin", "scheduler.bin", "random_sta
 
 
 def state_is_complete(folder: Path) -> bool:
-    """Whether an accelerate state folder was written to the end."""
-    return all((folder / name).is_file() for name in STATE_FILES) and any(
-        (folder / name).is_file() for name in ("model.safetensors", "pytorch_model.bin")
+    """Whether an accelerate state folder was written to the end: every file there and whole.
+
+    A file that merely exists is not enough: a run killed while saving leaves a truncated one, and
+    accelerate's ``load_state`` skips an unreadable ``random_states_0.pkl`` with only an info line,
+    so the resumed run would draw other noise than an uninterrupted one, silently. ``torch.save``
+    writes zip archives, whole when their end-of-archive record is there; the network's weights are
+    whole when the safetensors header's last tensor ends at the end of the file.
+    """
+    network = next(
+        (folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()), None
     )
+    if network is None or not all((folder / name).is_file() for name in STATE_FILES):
+        return False
+    torch_files = [folder / n for n in STATE_FILES if n.endswith((".bin", ".pkl"))]
+    if network.suffix == ".bin":
+        torch_files.append(network)
+    elif not _whole_safetensors(network):
+        return False
+    return all(zipfile.is_zipfile(f) for f in torch_files) and _whole_json(folder / "train_state.json")
+
+
+def _whole_safetensors(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        return 8 + size + max(ends, default=0) == path.stat().st_size
+    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
+        return False
+
+
+def _whole_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def resume_args(state: str, epoch: int) -> list[str]:
