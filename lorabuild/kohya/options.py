@@ -99,7 +99,7 @@ class _Script:
 @dataclass(frozen=True)
 class _KohyaData:
     kohya_commit: str
-    scripts: Mapping[str, _Script]
+    raw_scripts: Mapping[str, Mapping[str, object]]  # parsed script by script, on first use (_script)
     top_level: tuple[str, ...]
     general: Mapping[str, _TypeExpr]
     dreambooth: _DatasetKind
@@ -162,17 +162,10 @@ def _dataset_kind(raw: Mapping[str, object]) -> _DatasetKind:
 def _data() -> _KohyaData:
     text = resources.files("lorabuild").joinpath("data/kohya_options.json").read_text(encoding="utf-8")
     raw = cast(dict[str, dict[str, object]], json.loads(text))
-    scripts: dict[str, _Script] = {}
-    for script, entry in cast(dict[str, dict[str, object]], raw["scripts"]).items():
-        options = cast(dict[str, dict[str, object]], entry["options"])
-        scripts[script] = _Script(
-            reads_config_file=bool(entry["reads_config_file"]),
-            options=MappingProxyType({name: _option(name, spec) for name, spec in options.items()}),
-        )
     dataset_config = raw["dataset_config"]
     return _KohyaData(
         kohya_commit=cast(str, raw["kohya_commit"]),
-        scripts=MappingProxyType(scripts),
+        raw_scripts=MappingProxyType(cast(dict[str, dict[str, object]], raw["scripts"])),
         top_level=tuple(cast(list[str], dataset_config["top_level"])),
         general=_type_map(dataset_config["general"]),
         dreambooth=_dataset_kind(cast(dict[str, object], dataset_config["dreambooth"])),
@@ -181,11 +174,17 @@ def _data() -> _KohyaData:
     )
 
 
+@functools.cache
 def _script(script: str) -> _Script:
     try:
-        return _data().scripts[script]
+        entry = _data().raw_scripts[script]
     except KeyError:
         raise ValueError(f"no kohya options recorded for {script!r}; known: {', '.join(SCRIPTS)}") from None
+    options = cast(dict[str, dict[str, object]], entry["options"])
+    return _Script(
+        reads_config_file=bool(entry["reads_config_file"]),
+        options=MappingProxyType({name: _option(name, spec) for name, spec in options.items()}),
+    )
 
 
 def kohya_commit() -> str:
@@ -370,15 +369,15 @@ def check_config_value(script: str, name: str, value: object) -> str | None:
 
 def _unknown_option(script: str, name: str) -> str:
     data = _data()
-    others = [other for other in SCRIPTS if other in data.scripts and name in data.scripts[other].options]
+    others = [other for other in SCRIPTS if other in data.raw_scripts and name in _script(other).options]
     dataset_keys = data.general.keys() | data.dreambooth.subset.keys() | data.fine_tuning.subset.keys()
     if others:
         hint = f" (it is an option of {_some_scripts(others)})"
     elif name in dataset_keys:
         hint = " (it is a dataset-config key: set it in the --dataset_config TOML)"
     else:
-        hint = did_you_mean(name, data.scripts[script].options)
-    ignored = "; kohya silently ignores unknown config keys" if data.scripts[script].reads_config_file else ""
+        hint = did_you_mean(name, _script(script).options)
+    ignored = "; kohya silently ignores unknown config keys" if _script(script).reads_config_file else ""
     return f"'{name}' is not an option of {script}{hint}{ignored}."
 
 

@@ -50,8 +50,8 @@ def _whole_safetensors(path: Path) -> bool:
         with path.open("rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(size))
-        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
-        return 8 + size + max(ends, default=0) == path.stat().st_size
+        ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+        return bool(8 + size + max(ends, default=0) == path.stat().st_size)
     except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError):
         return False
 
