@@ -253,3 +253,11 @@ def test_an_offline_flux_grid_needs_a_hub_cache(flux_project: Project) -> None:
         "recipe.toml: launch.env: warning: has HF_HUB_OFFLINE but no HF_HOME: the FLUX grid"
     )
     assert problems(flux_project, prompts, 'launch.env={HF_HUB_OFFLINE = "1", HF_HOME = "hf"}') == []
+
+
+def test_blocks_to_swap_fits_flux(flux_project: Project) -> None:
+    assert problems(flux_project, "training.blocks_to_swap=35") == []
+    assert problems(flux_project, "training.blocks_to_swap=36") == [
+        "recipe.toml: training.blocks_to_swap: is 36, but FLUX models can swap at most 35 blocks (kohya stops after "
+        'loading the model: "Cannot swap more than 17 double blocks"): use 35 or fewer'
+    ]

@@ -182,6 +182,22 @@ def sd_only_settings(recipe: Recipe) -> Iterator[Problem]:
             )
 
 
+MAX_BLOCKS_TO_SWAP = 35
+"""flux_models.Flux.enable_block_swap: n // 2 of the 19 double and 2 * (n - n // 2) of the 38 single
+blocks, each at most the count less 2 (docs/flux_train_network.md: "up to 35")."""
+
+
+def blocks_to_swap(recipe: Recipe) -> Iterator[Problem]:
+    """kohya asserts the swap fits FLUX's blocks, after loading the model."""
+    swap = recipe.training.blocks_to_swap
+    if swap is not None and swap > MAX_BLOCKS_TO_SWAP:
+        yield error(
+            "training.blocks_to_swap",
+            f"is {swap}, but FLUX models can swap at most {MAX_BLOCKS_TO_SWAP} blocks (kohya stops after loading "
+            f'the model: "Cannot swap more than 17 double blocks"): use {MAX_BLOCKS_TO_SWAP} or fewer',
+        )
+
+
 def max_token_length(recipe: Recipe) -> Iterator[Problem]:
     """flux_train_network.py logs that max_token_length is unused; T5's length is its own option."""
     if recipe.training.max_token_length != 75:
@@ -296,6 +312,7 @@ RULES = (
     fp16,
     clip_skip,
     sd_only_settings,
+    blocks_to_swap,
     max_token_length,
     flow_shift,
     deprecated,
