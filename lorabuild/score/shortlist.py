@@ -64,7 +64,7 @@ def shortlist(
     def key(c: Candidate) -> tuple[bool, float, float, int, float, float]:
         loss = c.validation_loss if c.validation_loss is not None else math.inf
         like = c.likeness if c.likeness is not None else math.inf
-        return (bool(c.warnings), loss, like, -c.epoch, abs(c.weight - preferred_weight), c.weight)
+        return (bool(c.warnings), loss, like, -c.epoch, round(abs(c.weight - preferred_weight), 6), c.weight)
 
     ranked = sorted(ok, key=key)
     return Shortlist(
