@@ -700,7 +700,8 @@ def install(
         typer.Option(
             "--epoch",
             min=1,
-            help="The saved epoch to install (else install.epoch; default: the last).",
+            help='The saved epoch to install (else install.epoch: a number, "last" or "suggested", the first of '
+            "lorabuild pick's shortlist; default: the last).",
             show_default=False,
         ),
     ] = None,
