@@ -46,6 +46,7 @@ golden: setup
 bench: setup
 	$(PY) bench/bench_check.py
 	$(PY) bench/bench_prepare.py
+	$(PY) bench/bench_pick.py
 
 # Needs kohya's Python stack: lorabuild train against plain accelerate launch, and the no-op run.
 bench-train: setup-train

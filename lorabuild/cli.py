@@ -700,7 +700,8 @@ def install(
         typer.Option(
             "--epoch",
             min=1,
-            help="The saved epoch to install (else install.epoch; default: the last).",
+            help='The saved epoch to install (else install.epoch: a number, "last" or "suggested", the first of '
+            "lorabuild pick's shortlist; default: the last).",
             show_default=False,
         ),
     ] = None,
@@ -780,6 +781,28 @@ def install(
         typer.echo(f"{plan.name} {where} is already installed")
     else:
         typer.echo(f"installed {plan.name} {where}")
+
+
+@app.command()
+def pick(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    only: OnlyOpt = None,
+    build_dir: BuildDirOpt = None,
+) -> None:
+    """Print a shortlist of epochs x weights from the grid's scores, with the reason for each.
+
+    Scores every grid cell offline (memorisation: a copy of a training image; collapse: seeds that
+    converge on one picture; effect: distance from the no-LoRA baseline) with the validation loss
+    per epoch; says what ruled the others out. Thresholds: the recipe's [pick] table.
+    """
+    from lorabuild.stages.pick import pick as pick_epochs  # lazy: per command
+
+    _, plan = _checked(recipe, set_, build_dir, only=only)
+    with _locked(plan.build_dir):  # the scores' cache is written into the build
+        _, lines = pick_epochs(plan)
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()

@@ -287,7 +287,7 @@ def test_install_table_errors_are_one_line_each(project: Project) -> None:
     with pytest.raises(RecipeError) as exc:
         load_recipe(project.recipe)
     assert problems(exc).splitlines() == [
-        'recipe.toml: install.epoch: must be a saved epoch\'s number (1 or more) or "last" (got 0)',
+        'recipe.toml: install.epoch: must be a saved epoch\'s number (1 or more), "last" or "suggested" (got 0)',
         "recipe.toml: install.weight: must be at most 2.0 (got 3)",
         'recipe.toml: install.preview: must be "grid", "none" or the path of an image file (got 3)',
     ]

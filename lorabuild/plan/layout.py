@@ -57,6 +57,7 @@ class BuildLayout:
     GRID_LOG: ClassVar[str] = "logs/grid.log"
     STATE: ClassVar[str] = STATE_DIR
     HASHES: ClassVar[str] = f"{STATE_DIR}/hashes.json"
+    SCORES: ClassVar[str] = f"{STATE_DIR}/scores.json"
     TAGS_CSV: ClassVar[str] = "tags.csv"
     REPORT: ClassVar[str] = "report.html"
     LOSS_PNG: ClassVar[str] = "loss.png"
@@ -115,6 +116,11 @@ class BuildLayout:
     def hashes(self) -> Path:
         """``.lorabuild/hashes.json``: the saved LoRA files' hashes (:mod:`lorabuild.build.saved`)."""
         return self.root / self.HASHES
+
+    @property
+    def scores(self) -> Path:
+        """``.lorabuild/scores.json``: perceptual hashes of grid cells and training images (:mod:`lorabuild.score`)."""
+        return self.root / self.SCORES
 
     @property
     def tags_csv(self) -> Path:

@@ -12,7 +12,7 @@ counts (its own bucketing and batch rounding), the typed ``--config_file`` and `
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from lorabuild.plan.layout import BuildLayout, relpath
 from lorabuild.plan.subsets import Subsets, epoch_bucket_counts, plan_subsets, staged_caption
 from lorabuild.probe.facts import Facts
 from lorabuild.recipe.load import LoadedRecipe
-from lorabuild.recipe.schema import Recipe
+from lorabuild.recipe.schema import PickSection, Recipe
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -60,6 +60,7 @@ class Plan:
         num_processes: Training processes (GPUs) accelerate launches; each takes its share of
             every epoch's batches, so ``total_steps`` counts the steps of one process.
         defaults: The family's defaults and memory preset applied to keys the recipe leaves out.
+        pick: ``[pick]``: the thresholds of the grid's scores and the shortlist's length.
     """
 
     name: str
@@ -81,6 +82,7 @@ class Plan:
     on_bad_image: str = "error"
     num_processes: int = 1
     defaults: Resolved | None = None
+    pick: PickSection = field(default_factory=PickSection)
 
     @property
     def layout(self) -> BuildLayout:
@@ -214,6 +216,7 @@ def build_plan(loaded: LoadedRecipe, facts: Facts, build_root: Path, subsets: Su
         on_bad_image=recipe.images.on_bad_image,
         num_processes=recipe.launch.num_processes,
         defaults=resolved,
+        pick=recipe.pick,
     )
 
 

@@ -8,9 +8,10 @@
 - :mod:`~lorabuild.stages.grid`: the epoch x weight comparison grid with kohya's ``gen_img.py``.
 - :mod:`~lorabuild.stages.report`: ``report.html``.
 - :mod:`~lorabuild.stages.install`: an epoch, its preview and card into the webui or ComfyUI.
+- :mod:`~lorabuild.stages.pick`: the shortlist of epochs x weights from the grid's scores (``lorabuild pick``).
 - :mod:`~lorabuild.stages.doctor`: ``lorabuild doctor`` and ``lorabuild setup``.
 
-May import: :mod:`lorabuild.build`, :mod:`lorabuild.rules` and the layers below them, not each other
+May import: :mod:`lorabuild.score`, :mod:`lorabuild.build`, :mod:`lorabuild.rules` and the layers below them, not each other
 (an import-linter ``independence`` contract): what two stages share lives in a lower layer. The order
 of the stages is :mod:`lorabuild.pipeline`'s business, not theirs.
 """

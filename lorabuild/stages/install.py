@@ -51,6 +51,7 @@ from lorabuild.recipe.schema import Recipe
 from lorabuild.render.safetensors_header import HeaderError, header_bytes, read_header, spliced_sha256
 from lorabuild.render.units import human_size
 from lorabuild.render.writer import write_atomic
+from lorabuild.score import Candidate, label, reason, score_build
 from lorabuild.settings import comfyui_dir, webui_dir
 
 # (what, where the LoRA folder sits in the app's folder, env variable, recipe key, flag)
@@ -279,8 +280,11 @@ def targets(
     return found
 
 
-def choose_epoch(plan: Plan, recipe: Recipe, display: str, epoch: int | None) -> SavedFile:
-    """The saved file of the chosen epoch (``--epoch``, else ``install.epoch``; "last" = the final epoch).
+def choose_epoch(
+    plan: Plan, recipe: Recipe, display: str, epoch: int | None, suggested: Candidate | None = None
+) -> SavedFile:
+    """The saved file of the chosen epoch (``--epoch``, else ``install.epoch``; "last" = the final epoch,
+    "suggested" = ``suggested``'s, the first of the shortlist: :func:`suggestion`).
 
     Raises:
         RecipeError: Nothing was saved yet, or not that epoch (the message lists what was).
@@ -292,7 +296,8 @@ def choose_epoch(plan: Plan, recipe: Recipe, display: str, epoch: int | None) ->
         wanted, key, file = epoch, "--epoch", ""
     else:
         value = recipe.install.epoch
-        wanted, key, file = (epochs if value == "last" else value), "install.epoch", display
+        chosen = suggested.epoch if suggested is not None else epochs
+        wanted, key, file = (value if isinstance(value, int) else chosen), "install.epoch", display
     if not files:
         raise RecipeError(
             [
@@ -316,6 +321,39 @@ def choose_epoch(plan: Plan, recipe: Recipe, display: str, epoch: int | None) ->
             ]
         )
     return files[wanted]
+
+
+def suggestion(plan: Plan, recipe: Recipe, display: str) -> tuple[Candidate, str]:
+    """The first of ``lorabuild pick``'s shortlist (``install.epoch = "suggested"``) and a note saying why.
+
+    Raises:
+        RecipeError: The shortlist is empty (no grid, or every epoch x weight ruled out): the
+            message says why and how to choose instead.
+    """
+    listed = score_build(plan)
+    first = listed.first
+    if first is None:
+        why = (
+            "every epoch x weight was ruled out ("
+            + "; ".join(f"{label(c)}: {c.ruled_out[0]}" for c in listed.ruled_out[:3])
+            + (", …" if len(listed.ruled_out) > 3 else "")
+            + ")"
+            if listed.ruled_out
+            else "; ".join(listed.notes) or "nothing was scored"
+        )
+        raise RecipeError(
+            [
+                error(
+                    "install.epoch",
+                    f'"suggested": the shortlist is empty: {why}; choose an epoch with --epoch N '
+                    f"(lorabuild pick {display or 'RECIPE'} says why each was ruled out)",
+                ).at(display)
+            ]
+        )
+    return (
+        first,
+        f'note: install.epoch = "suggested": {label(first)}, the first of lorabuild pick\'s shortlist: {reason(first, listed)}',
+    )
 
 
 def choose_preview(
@@ -433,11 +471,17 @@ def plan_install(
             [error("--weight", f"must be above 0 and at most 2, the webui's range (got {weight:g})")]
         )
     where = targets(recipe, display, webui, comfyui)
-    source = choose_epoch(plan, recipe, display, epoch)
+    suggested, why = (None, "")
+    if epoch is None and recipe.install.epoch == "suggested":
+        suggested, why = suggestion(plan, recipe, display)
+    source = choose_epoch(plan, recipe, display, epoch, suggested)
     chosen_weight = weight if weight is not None else default_weight(plan, recipe)
+    if suggested is not None and weight is None and recipe.install.weight is None:
+        chosen_weight = suggested.weight
     preview, warning = choose_preview(plan, recipe, display, source.epoch, chosen_weight)
     preview_data = preview_png(preview) if preview is not None else None
-    notes = [f"warning: {warning}"] if warning else []
+    notes = [why] if why else []
+    notes.extend([f"warning: {warning}"] if warning else [])
     header, header_notes = embedded_header(plan, recipe, display, source, preview_data)
     notes.extend(header_notes)
     hashes = HashCache(plan.build_dir)

@@ -36,6 +36,8 @@ from lorabuild.plan.plan import Plan
 from lorabuild.plan.tags import activation_text
 from lorabuild.render.units import human_size
 from lorabuild.render.writer import Artefact, write_files
+from lorabuild.score import score_build
+from lorabuild.score.view import browse_grid, shortlist_rows
 from lorabuild.settings import TEMPLATES_DIR
 
 TAGS_SHOWN = 40
@@ -46,6 +48,8 @@ TAGS_SHOWN = 40
 MAX_EMBED_BYTES = 3_000_000
 MAX_EMBED_SIDE = 4096
 THUMB_SIDE = 256
+LARGE_SIDE = 768
+"""The browsable grid's large view: each cell (and nearest training image) once, as JPEG at most this side."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class ReportData:
     install_command: str
     footer: str
     hashed: int = field(default=0)
+    shortlist: dict[str, Any] | None = None
+    browse: dict[str, Any] | None = None
 
 
 def write_report(plan: Plan, build_dir: Path | None = None) -> Path:
@@ -110,6 +116,7 @@ def collect(plan: Plan, build: Path) -> ReportData:
     loss, loss_svg, loss_note = _loss(build, scalars)
     tags, tags_note = tag_tables(plan, build)
     sheets, grid_note = grid_sheets(build)
+    shortlist, browse = pick_view(plan, build)
     files, files_note, hashed = saved_table(plan, build, suggested)
     epochs = plan.epochs
     saved_epochs = {f["epoch"] for f in files}
@@ -139,6 +146,8 @@ def collect(plan: Plan, build: Path) -> ReportData:
         footer=f"lorabuild {__version__}, kohya sd-scripts {KOHYA_COMMIT[:12]}, recipe sha256 "
         f"{plan.recipe_hash[:12]}, {epochs} epoch(s)",
         hashed=hashed,
+        shortlist=shortlist,
+        browse=browse,
     )
 
 
@@ -394,6 +403,21 @@ def _sheet(build: Path, sheet: Sheet) -> dict[str, Any]:
     }
 
 
+def pick_view(plan: Plan, build: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``lorabuild pick``'s shortlist for the page, and the browsable grid (None without a grid)."""
+    listed = score_build(plan, build)
+    install = f"lorabuild install {shlex.quote(plan.recipe_file.as_posix())}"
+    sheets = read_manifest(build)
+
+    def picture(rel: str, large: bool) -> dict[str, Any] | None:
+        path = build / rel
+        p = embed(path, thumb=True, side=LARGE_SIDE if large else THUMB_SIDE) if path.is_file() else None
+        return None if p is None else {"uri": p.uri, "width": p.width, "height": p.height}
+
+    browse = browse_grid(sheets, listed, install, picture) if sheets else None
+    return shortlist_rows(listed, install), browse
+
+
 def saved_table(plan: Plan, build: Path, suggested: int | None) -> tuple[list[dict[str, Any]], str, int]:
     """The saved LoRA files with epoch, size and hashes; how many files were read to hash them."""
     files = saved_files(plan, build)
@@ -422,8 +446,8 @@ def saved_table(plan: Plan, build: Path, suggested: int | None) -> tuple[list[di
     return rows, "", cache.hashed
 
 
-def embed(path: Path, thumb: bool = False) -> Picture | None:
-    """The image as a ``data:`` URI (re-encoded as JPEG when large; a thumbnail when ``thumb``)."""
+def embed(path: Path, thumb: bool = False, side: int = THUMB_SIDE) -> Picture | None:
+    """The image as a ``data:`` URI (re-encoded as JPEG when large; at most ``side`` pixels when ``thumb``)."""
     try:
         data = path.read_bytes()
     except OSError:
@@ -434,8 +458,8 @@ def embed(path: Path, thumb: bool = False) -> Picture | None:
             fmt = image.format
             too_big = len(data) > MAX_EMBED_BYTES or max(size) > MAX_EMBED_SIDE
             if thumb or too_big or fmt not in ("PNG", "JPEG", "WEBP", "GIF"):
-                side = THUMB_SIDE if thumb else MAX_EMBED_SIDE
-                image.thumbnail((side, side))
+                longest = side if thumb else MAX_EMBED_SIDE
+                image.thumbnail((longest, longest))
                 rgb = image.convert("RGBA")
                 flat = Image.new("RGB", rgb.size, "white")
                 flat.paste(rgb, mask=rgb.getchannel("A"))

@@ -18,7 +18,7 @@ The tables live in modules by concern, as axolotl splits its schemas:
 - :mod:`~lorabuild.recipe.schema.flow`: ``[flow]``, the flow-matching families' (FLUX.1, Chroma) settings.
 - :mod:`~lorabuild.recipe.schema.dataset`: ``[dataset]`` and its subsets, ``[captions]``, ``[images]``.
 - :mod:`~lorabuild.recipe.schema.launch`: ``[launch]`` with ``[launch.deepspeed]`` and ``[launch.slurm]``.
-- :mod:`~lorabuild.recipe.schema.results`: ``[evaluate]`` and ``[install]``.
+- :mod:`~lorabuild.recipe.schema.results`: ``[evaluate]``, ``[pick]`` and ``[install]``.
 
 Their names are re-exported here (:data:`__all__`), unlike other packages' ``__init__``: the
 schema is one vocabulary, whose models are named after the TOML tables they check, so importers
@@ -60,7 +60,7 @@ from lorabuild.recipe.schema.launch import (
     OffloadDevice,
     SlurmSection,
 )
-from lorabuild.recipe.schema.results import EvaluateSection, InstallSection
+from lorabuild.recipe.schema.results import EvaluateSection, InstallSection, PickSection
 from lorabuild.recipe.schema.training import ModelSection, NetworkSection, OptimizerSection, TrainingSection
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "NetworkSection",
     "OffloadDevice",
     "OptimizerSection",
+    "PickSection",
     "PredictionType",
     "Recipe",
     "RecipePath",
@@ -128,6 +129,10 @@ class Recipe(_Table):
         description="FLUX.1 and Chroma: guidance, timestep sampling and prediction type (family defaults apply).",
     )
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    pick: PickSection = Field(
+        default_factory=PickSection,
+        description="Thresholds of the grid's scores and the length of lorabuild pick's shortlist.",
+    )
     launch: LaunchSection = Field(default_factory=LaunchSection)
     install: InstallSection = Field(
         default_factory=InstallSection,

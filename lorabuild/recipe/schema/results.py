@@ -1,5 +1,6 @@
-"""What becomes of the trained LoRA files: ``[evaluate]`` (samples and the epoch x weight grid)
-and ``[install]`` (the epoch copied into the webui or ComfyUI, and its card).
+"""What becomes of the trained LoRA files: ``[evaluate]`` (samples and the epoch x weight grid),
+``[pick]`` (the thresholds of the grid's scores and the shortlist) and ``[install]`` (the epoch
+copied into the webui or ComfyUI, and its card).
 """
 
 from __future__ import annotations
@@ -54,6 +55,50 @@ class EvaluateSection(_Table):
     )
 
 
+class PickSection(_Table):
+    """``[pick]``: the grid's scores (``lorabuild pick``, the report) and the shortlist they make.
+
+    Distances are between 64-bit perceptual hashes (pHash, PyPI ``imagehash``): 0 is the same
+    picture, about 32 two unrelated ones. The scores flag; the shortlist ranks what no flag
+    rules out, by validation loss where the recipe has a split. A shortlist, not a verdict.
+    """
+
+    copy_distance: int = Field(
+        6,
+        ge=0,
+        le=64,
+        description="Memorisation: a grid cell whose pHash is at most this far from a training image's is a copy "
+        "of it (its epoch x weight is ruled out), unless the no-LoRA baseline is as close.",
+    )
+    collapse_distance: float = Field(
+        6.0,
+        ge=0,
+        le=64,
+        description="Collapse: one prompt's cells across seeds whose mean pHash distance is at most this are one "
+        "picture (ruled out), unless the baseline's seeds are as alike. Needs two seeds or more.",
+    )
+    effect_min: float = Field(
+        3.0,
+        ge=0,
+        le=64,
+        description="Effect: a weight whose cells are on average at most this far from the no-LoRA baseline of "
+        "the same prompt and seed does nothing (ruled out). Needs evaluate.baseline.",
+    )
+    effect_max: float = Field(
+        30.0,
+        ge=0,
+        le=64,
+        description="Effect: at least this far from the baseline on average, the LoRA replaces the picture "
+        "(a warning: ranked after the others, not ruled out).",
+    )
+    shortlist: int = Field(3, ge=1, le=50, description="Epoch x weight pairs on the shortlist.")
+    likeness: bool = Field(
+        True,
+        description="Also score likeness to the training images with the packaged models that are installed "
+        "(animeface: anime faces' hair and eye colours); never downloads a model.",
+    )
+
+
 class InstallSection(_Table):
     """``[install]``: the epoch ``lorabuild install`` copies into the webui or ComfyUI, and its card.
 
@@ -64,10 +109,11 @@ class InstallSection(_Table):
     ``LORABUILD_WEBUI`` / ``LORABUILD_COMFYUI`` over writing them into a shared recipe.
     """
 
-    epoch: int | Literal["last"] = Field(
+    epoch: int | Literal["last", "suggested"] = Field(
         "last",
-        description='The epoch to install: a saved epoch\'s number (the tutorial chose 8 from its grid) or "last". '
-        "lorabuild install --epoch N overrides it; lorabuild report suggests the lowest validation loss.",
+        description='The epoch to install: a saved epoch\'s number (the tutorial chose 8 from its grid), "last", '
+        'or "suggested": the first of lorabuild pick\'s shortlist (its epoch, and its weight unless '
+        "install.weight or --weight says otherwise). lorabuild install --epoch N overrides it.",
     )
     weight: float | None = Field(
         None,
@@ -108,9 +154,13 @@ class InstallSection(_Table):
     @classmethod
     def _epoch(cls, value: Any) -> Any:
         # One message instead of one per member of the union.
-        if value == "last" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        if value in ("last", "suggested") or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
             return value
-        raise ValueError(f'must be a saved epoch\'s number (1 or more) or "last" (got {value!r})')
+        raise ValueError(
+            f'must be a saved epoch\'s number (1 or more), "last" or "suggested" (got {value!r})'
+        )
 
     @field_validator("preview", mode="before")
     @classmethod
