@@ -128,6 +128,36 @@ class PromptLine:
             ],
         )
 
+    def anima_line(self) -> str:
+        """The ``--from_file`` line for ``anima_minimal_inference.py``: size, seed, steps, CFG scale, negative prompt.
+
+        Its ``parse_prompt_line`` splits the line at every ``" --"`` and reads ``w``, ``h``, ``d``,
+        ``s``, ``g`` (the CFG scale) and ``n``; the LoRA multipliers are the command's, not the line's.
+        """
+        return _line(
+            self.prompt,
+            [
+                ("w", str(self.width)),
+                ("h", str(self.height)),
+                ("d", str(self.seed)),
+                ("s", str(self.steps)),
+                ("g", exact_number(self.cfg_scale)),
+                ("n", self.negative or None),
+            ],
+        )
+
+
+def anima_text_problem(text: str) -> str | None:
+    """Why ``anima_minimal_inference.py --from_file`` would not read ``text`` back exactly, or None.
+
+    It splits each line at every ``" --"``, strips the parts, and skips a line that starts with ``#``.
+    """
+    if " --" in text or text.startswith("--"):
+        return "must not contain ' --' for Anima: anima_minimal_inference.py splits its prompt lines there"
+    if text.lstrip().startswith("#"):
+        return "must not start with '#' for Anima: anima_minimal_inference.py skips such prompt lines as comments"
+    return None
+
 
 def flux_text_problem(text: str, negative: bool = False) -> str | None:
     """Why ``flux_minimal_inference.py --interactive`` would not read ``text`` back exactly, or None.
