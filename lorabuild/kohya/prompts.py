@@ -147,18 +147,6 @@ class PromptLine:
         )
 
 
-def anima_text_problem(text: str) -> str | None:
-    """Why ``anima_minimal_inference.py --from_file`` would not read ``text`` back exactly, or None.
-
-    It splits each line at every ``" --"``, strips the parts, and skips a line that starts with ``#``.
-    """
-    if " --" in text or text.startswith("--"):
-        return "must not contain ' --' for Anima: anima_minimal_inference.py splits its prompt lines there"
-    if text.lstrip().startswith("#"):
-        return "must not start with '#' for Anima: anima_minimal_inference.py skips such prompt lines as comments"
-    return None
-
-
 def flux_text_problem(text: str, negative: bool = False) -> str | None:
     """Why ``flux_minimal_inference.py --interactive`` would not read ``text`` back exactly, or None.
 

@@ -209,7 +209,15 @@ FAMILY = Family(
     grid=AnimaInference(),
     # A1111 knows SD1/SD2/SDXL/SD3 and Forge adds Flux: none of them is Anima.
     sd_version="Unknown",
-    rules=(fp8, sd_only_settings, max_token_length, text_encoder_cache, attention, block_swap, llm_adapter),
+    rules=(
+        fp8,
+        sd_only_settings,
+        max_token_length,
+        text_encoder_cache,
+        attention,
+        block_swap,
+        llm_adapter,
+    ),
     model_files=(QWEN3, VAE),
     tokenizers=(),
     model_type=None,
