@@ -9,7 +9,11 @@
   and Chroma ``flux_minimal_inference.py --interactive``, fed one line per cell as it asks and
   paced by its output (:mod:`lorabuild.kohya.fluxinfer`). The stage never asks which: it hands the
   renderer a :class:`~lorabuild.kohya.gridrender.GridJob` and runs the
-  :class:`~lorabuild.kohya.gridrender.GridRun` it gets back. The cells, their order and their lines
+  :class:`~lorabuild.kohya.gridrender.GridRun` it gets back. The exception is a renderer whose
+  script merges the LoRA into the model as it loads (Anima's ``anima_minimal_inference.py``,
+  :mod:`lorabuild.kohya.animainfer`): a :class:`~lorabuild.kohya.gridrender.SplitsJobs` cuts the
+  job into one per LoRA setting, run one after the other; the stage says how many model loads
+  that takes, and every load's output goes to the one ``logs/grid.log``. The cells, their order and their lines
   are :mod:`lorabuild.plan.gridcells`' (pure); KOHYA.md section 8.2 has the gen_img facts they rely on.
 - **Content-addressed cells.** A cell's file is ``grid/cells/<key>.png``, where the key hashes
   everything its pixels depend on (:func:`lorabuild.plan.gridcells.cell_key`). Only missing cells
