@@ -185,6 +185,16 @@ def test_anima_rules(anima_project: Project, overrides: list[str], expected: str
 def test_caption_dropout_is_cacheable_for_anima(anima_project: Project) -> None:
     """Anima's cache supports caption dropout (is_text_encoder_output_cacheable(cache_supports_dropout=True))."""
     assert problems(anima_project, "dataset.caption_dropout_rate=0.1") == []
+    both = problems(anima_project, "dataset.caption_dropout_rate=0.1", "dataset.caption_tag_dropout_rate=0.1")
+    assert both == []  # the cache is left off (a tag dropout changes what is encoded), so nothing to refuse
+    plan = require_plan(
+        check(
+            anima_project.recipe,
+            ["dataset.caption_dropout_rate=0.1", "dataset.caption_tag_dropout_rate=0.1"],
+            anima_project.build,
+        )
+    )
+    assert not plan.config.training.cache_text_encoder_outputs
     plan = require_plan(
         check(anima_project.recipe, ["dataset.caption_dropout_rate=0.1"], anima_project.build)
     )

@@ -25,7 +25,6 @@ from types import MappingProxyType
 
 from lorabuild.kohya.animainfer import AnimaInference
 from lorabuild.kohya.families.base import Default, Family, ModelFile, ModelHeader, NetworkModules
-from lorabuild.kohya.families.flux import caption_changes
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 
@@ -61,9 +60,19 @@ def _uncacheable(recipe: Recipe) -> str | None:
 
 
 def _caption_changes(recipe: Recipe) -> str | None:
-    """What changes a caption between epochs that Anima's cache cannot follow (its caption dropout it can)."""
-    changing = caption_changes(recipe)
-    return None if changing == "dataset.caption_dropout_rate" else changing
+    """What changes a caption between epochs that Anima's cache cannot follow, as a recipe key, or None.
+
+    anima_train_network.py asks ``is_text_encoder_output_cacheable(cache_supports_dropout=True)``:
+    shuffled captions and tag dropout change what is encoded; whole-caption dropout it applies to the
+    cached outputs (``drop_cached_text_encoder_outputs``).
+    """
+    ds = recipe.dataset
+    for i, subset in enumerate(ds.subsets):
+        if subset.shuffle_caption:
+            return f"dataset.subsets[{i}].shuffle_caption"
+        if subset.shuffle_caption is None and ds.shuffle_caption:
+            return "dataset.shuffle_caption"
+    return "dataset.caption_tag_dropout_rate" if ds.caption_tag_dropout_rate else None
 
 
 DEFAULTS = (
