@@ -224,3 +224,41 @@ def test_kohyas_flux_parser_reads_the_shipped_flux_recipes(
         "split_mode": False,
     }
     assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_kohyas_anima_parser_reads_the_shipped_anima_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """anima_train_network.py's own parser and config loader read the compiled Anima options back."""
+    anima_train_network = kohya("anima_train_network")
+    train_util = kohya("library.train_util")
+    recipe = shipped_project(tmp_path, REPO / "recipes" / "anima_character.toml")
+    monkeypatch.chdir(tmp_path)
+    plan = require_plan(check(recipe.relative_to(tmp_path), [], Path("build")))
+    compile_build(plan)
+    monkeypatch.chdir(plan.build_dir)
+    parser = anima_train_network.setup_parser()
+    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
+    monkeypatch.setattr(sys, "argv", ["anima_train_network.py", *argv])
+    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    expected = {
+        "pretrained_model_name_or_path": "../../models/anima-preview.safetensors",
+        "qwen3": "../../models/qwen_3_06b_base.safetensors",
+        "vae": "../../models/qwen_image_vae.safetensors",
+        "llm_adapter_path": None,
+        "t5_tokenizer_path": None,
+        "network_module": "networks.lora_anima",
+        "network_train_unet_only": True,
+        "timestep_sampling": "sigmoid",
+        "discrete_flow_shift": 1.0,
+        "attn_mode": None,
+        "vae_chunk_size": 64,
+        "vae_disable_cache": True,
+        "mixed_precision": "bf16",
+        "save_precision": "bf16",
+        "fp8_base": False,
+        "gradient_checkpointing": True,
+        "cache_text_encoder_outputs": True,
+        "cache_latents": True,
+    }
+    assert {k: getattr(args, k) for k in expected} == expected

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from lorabuild.demo.animamodel import ensure_anima_test_model
 from lorabuild.demo.fluxmodel import ensure_flux_test_model
 from lorabuild.demo.synthetic import make_dataset
 from lorabuild.demo.testmodel import ensure_test_model
@@ -112,4 +113,54 @@ def prepare_flux_demo(workdir: Path, family: str, images: int = 4) -> tuple[Path
         f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
         *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
         *FLUX_CPU_OVERRIDES,
+    ]
+
+
+ANIMA_RECIPE = REPO_ROOT / "recipes" / "anima_character.toml"
+"""The shipped recipe ``lorabuild demo --family anima`` trains."""
+
+ANIMA_LAUNCHER = Path(__file__).with_name("tinyanima.py")
+"""The test-only launcher that shrinks kohya's Anima sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
+
+# What a CPU and the tiny model need changed from the shipped Anima recipe's GPU settings.
+ANIMA_CPU_OVERRIDES = (
+    "dataset.resolution=64",
+    "dataset.min_bucket_reso=64",
+    "dataset.max_bucket_reso=128",
+    "dataset.bucket_reso_steps=16",
+    "training.mixed_precision=no",
+    "optimizer.type=AdamW",
+    "training.epochs=4",
+    "launch.num_cpu_threads_per_process=1",
+    "evaluate.width=64",
+    "evaluate.height=64",
+    "evaluate.steps=4",
+    # One weight: anima_minimal_inference.py loads the model once per (epoch, weight), a process each.
+    "evaluate.weights=[1.0]",
+)
+
+
+def prepare_anima_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
+    """Make (or reuse) the tiny Anima test model and a synthetic dataset; return the recipe and its overrides.
+
+    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
+    Anima scripts through :data:`ANIMA_LAUNCHER`; the compiled ``train.sh`` and ``train.ps1`` stay the
+    real commands. No tokenizer is needed: kohya ships Anima's.
+    """
+    model = ensure_anima_test_model()
+    data_dir = workdir / "data" / "character"
+    make_dataset(data_dir, n=images, size=128, trigger="")
+    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(ANIMA_LAUNCHER)
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    paths = {"base": model.dit, "qwen3": model.qwen3, "vae": model.vae}
+    return ANIMA_RECIPE, [
+        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
+        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
+        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
+        *ANIMA_CPU_OVERRIDES,
     ]

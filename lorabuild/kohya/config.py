@@ -63,6 +63,10 @@ class ModelOptions:
     clip_l: str | None
     t5xxl: str | None
     ae: str | None
+    # Anima (library/anima_train_utils.py add_anima_training_arguments).
+    qwen3: str | None
+    llm_adapter_path: str | None
+    t5_tokenizer_path: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +138,10 @@ class FlowOptions:
     discrete_flow_shift: float | None
     apply_t5_attn_mask: bool
     t5xxl_max_token_length: int | None
+    # Anima (library/anima_train_utils.py add_anima_training_arguments).
+    attn_mode: str | None
+    vae_chunk_size: int | None
+    vae_disable_cache: bool
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from lorabuild.kohya.conversation import Answer
 from lorabuild.kohya.prompts import PromptLine
@@ -103,3 +104,17 @@ class GridRun:
     progress: Callable[[str], int | None]
     answer: Answer | None = None
     delivered: set[str] = field(default_factory=set)
+
+
+@runtime_checkable
+class SplitsJobs(Protocol):
+    """A renderer that cannot render a whole job in one process, and cuts it into jobs that it can.
+
+    :class:`lorabuild.kohya.animainfer.AnimaInference` is one: its script merges the LoRA files into
+    the model at load time, so each LoRA setting needs a model load of its own. The grid stage runs
+    the jobs one after the other and says how many model loads that took.
+    """
+
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """``job``'s images as jobs of one model load each, in render order."""
+        ...

@@ -128,6 +128,24 @@ class PromptLine:
             ],
         )
 
+    def anima_line(self) -> str:
+        """The ``--from_file`` line for ``anima_minimal_inference.py``: size, seed, steps, CFG scale, negative prompt.
+
+        Its ``parse_prompt_line`` splits the line at every ``" --"`` and reads ``w``, ``h``, ``d``,
+        ``s``, ``g`` (the CFG scale) and ``n``; the LoRA multipliers are the command's, not the line's.
+        """
+        return _line(
+            self.prompt,
+            [
+                ("w", str(self.width)),
+                ("h", str(self.height)),
+                ("d", str(self.seed)),
+                ("s", str(self.steps)),
+                ("g", exact_number(self.cfg_scale)),
+                ("n", self.negative or None),
+            ],
+        )
+
 
 def flux_text_problem(text: str, negative: bool = False) -> str | None:
     """Why ``flux_minimal_inference.py --interactive`` would not read ``text`` back exactly, or None.

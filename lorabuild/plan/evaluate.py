@@ -65,6 +65,9 @@ class GridSettings:
         model_type: ``--model_type`` (flux, chroma); None for the SD families.
         apply_t5_attn_mask: ``--apply_t5_attn_mask`` (from ``[flow]``; Chroma needs it).
         guidance: The inference guidance (``--g``) of the flow families; None for the SD families.
+        qwen3: Anima's Qwen3 text encoder (``--text_encoder``), or None.
+        vae_chunk_size: Anima's ``--vae_chunk_size`` (from ``[flow]``), or None.
+        vae_disable_cache: Anima's ``--vae_disable_cache`` (from ``[flow]``).
     """
 
     family: str
@@ -94,6 +97,9 @@ class GridSettings:
     model_type: str | None = None
     apply_t5_attn_mask: bool = False
     guidance: float | None = None
+    qwen3: str | None = None
+    vae_chunk_size: int | None = None
+    vae_disable_cache: bool = False
 
     @property
     def flux_dtype(self) -> FluxDtype:
@@ -102,7 +108,7 @@ class GridSettings:
 
     def model_files(self) -> dict[str, str]:
         """The model files besides :attr:`base` and :attr:`vae` that the renderer loads (key -> path)."""
-        files = {"clip_l": self.clip_l, "t5xxl": self.t5xxl, "ae": self.ae}
+        files = {"clip_l": self.clip_l, "t5xxl": self.t5xxl, "ae": self.ae, "qwen3": self.qwen3}
         return {key: path for key, path in files.items() if path}
 
     def image_inputs(self) -> dict[str, Any]:
@@ -198,6 +204,9 @@ def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSetti
         model_type=model.model_type,
         apply_t5_attn_mask=config.flow.apply_t5_attn_mask,
         guidance=e.guidance if model.model_type is not None else None,
+        qwen3=model.qwen3,
+        vae_chunk_size=config.flow.vae_chunk_size,
+        vae_disable_cache=config.flow.vae_disable_cache,
     )
 
 

@@ -67,6 +67,9 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             clip_l=rel(m.clip_l) if m.clip_l else None,
             t5xxl=rel(m.t5xxl) if m.t5xxl else None,
             ae=rel(m.ae) if m.ae else None,
+            qwen3=rel(m.qwen3) if m.qwen3 else None,
+            llm_adapter_path=rel(m.llm_adapter_path) if m.llm_adapter_path else None,
+            t5_tokenizer_path=rel(m.t5_tokenizer_path) if m.t5_tokenizer_path else None,
         ),
         network=NetworkOptions(
             network_module=module,
@@ -159,6 +162,9 @@ def flow_options(f: FlowSection) -> FlowOptions:
         discrete_flow_shift=f.discrete_flow_shift,
         apply_t5_attn_mask=bool(f.apply_t5_attn_mask),
         t5xxl_max_token_length=f.t5xxl_max_token_length,
+        attn_mode=f.attn_mode,
+        vae_chunk_size=f.vae_chunk_size,
+        vae_disable_cache=bool(f.vae_disable_cache),
     )
 
 

@@ -41,11 +41,19 @@ COMPONENT_LABELS = {
     "t5xxl": "the T5-XXL text encoder",
     "ae": "the FLUX autoencoder",
     "vae": "an SD VAE",
+    "qwen3": "the Qwen3 text encoder",
+    "qwen_image_vae": "the Qwen-Image VAE",
 }
 """What a model file that is not a base model is, as messages name it (:func:`component_from_names`)."""
 
 # A CLIP text encoder in transformers' layout (kohya's load_clip_l state dict; SD3's clip_g too).
 _CLIP_LAYER = "text_model.encoder.layers."
+# Qwen3's decoder layers (transformers' Qwen3Model, bare or under "model."): its attention has
+# q_norm, which Qwen2's has not (library/anima_utils.py load_qwen3_text_encoder strips "model.").
+_QWEN3_LAYER = ("model.layers.0.self_attn.q_norm.", "layers.0.self_attn.q_norm.")
+# The Qwen-Image VAE's mid-block attention (one fused to_qkv), in ComfyUI's layout or the official
+# one (library/qwen_image_autoencoder_kl.py convert_comfyui_state_dict maps the first to the second).
+_QWEN_IMAGE_VAE = ("decoder.middle.1.to_qkv.", "decoder.mid_block.attentions.0.to_qkv.")
 
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 
@@ -124,8 +132,9 @@ def component_from_names(names: Iterable[str]) -> str | None:
     """What a file that is no base model holds, from its tensor names: a text encoder or an autoencoder.
 
     Told apart as kohya's loaders would load them: CLIP in transformers' layout (more than 12
-    layers is CLIP-G), T5's ``encoder.block.*``, and an autoencoder's ``encoder.down.*``, which has
-    ``quant_conv`` in SD's VAE and not in FLUX's.
+    layers is CLIP-G), T5's ``encoder.block.*``, Qwen3's normed attention (``layers.0.self_attn.q_norm``),
+    the Qwen-Image VAE's fused mid-block attention (``to_qkv``), and an autoencoder's ``encoder.down.*``,
+    which has ``quant_conv`` in SD's VAE and not in FLUX's.
     """
     names = list(names)
     clip_layers = {n[len(_CLIP_LAYER) :].split(".", 1)[0] for n in names if n.startswith(_CLIP_LAYER)}
@@ -134,6 +143,10 @@ def component_from_names(names: Iterable[str]) -> str | None:
         return "clip_g" if deepest >= 12 else "clip_l"
     if any(n.startswith(("encoder.block.", "shared.")) for n in names):
         return "t5xxl"
+    if any(n.startswith(_QWEN3_LAYER) for n in names):
+        return "qwen3"
+    if any(n.startswith(_QWEN_IMAGE_VAE) for n in names):
+        return "qwen_image_vae"
     if any(n.startswith("encoder.down.") for n in names) and any(n.startswith("decoder.up.") for n in names):
         return "vae" if any(n.startswith("quant_conv.") for n in names) else "ae"
     return None

@@ -14,6 +14,9 @@ from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 from lorabuild.rules.registry import rule
 
+SHARED_KEYS = ("vae",)
+"""``[model]`` keys that are one family's required model file and another's optional one."""
+
 MISSING = PathFacts("missing")  # a path the facts do not hold (they hold every path the recipe sets)
 
 # --- model -------------------------------------------------------------------------------------
@@ -106,7 +109,8 @@ def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     for key, slot in every.items():
         path = getattr(recipe.model, key)
         if key not in wanted:
-            if path is not None:
+            # model.vae is also SD's optional replacement VAE (checked by vae_exists), not only Anima's.
+            if path is not None and key not in SHARED_KEYS:
                 yield error(
                     f"model.{key}", f"{family.label} models do not use {slot.label}: remove model.{key}"
                 )

@@ -63,6 +63,8 @@ MODELLED = {
     "t5xxl_max_token_length": "flow.t5xxl_max_token_length", "fp8_base": "training.fp8_base",
     "blocks_to_swap": "training.blocks_to_swap", "cache_text_encoder_outputs": "training.cache_text_encoder_outputs",
     "cache_text_encoder_outputs_to_disk": "training.cache_text_encoder_outputs_to_disk",
+    "qwen3": "model.qwen3", "llm_adapter_path": "model.llm_adapter_path", "t5_tokenizer_path": "model.t5_tokenizer_path",
+    "attn_mode": "flow.attn_mode", "vae_chunk_size": "flow.vae_chunk_size", "vae_disable_cache": "flow.vae_disable_cache",
     # Managed by lorabuild itself: resume, log format and the recipe hash, and kohya's file rotation
     # (which would delete epoch files lorabuild checks for).
     "resume": "(lorabuild train resumes by itself)", "initial_epoch": "(lorabuild train resumes by itself)",

@@ -9,7 +9,11 @@
   and Chroma ``flux_minimal_inference.py --interactive``, fed one line per cell as it asks and
   paced by its output (:mod:`lorabuild.kohya.fluxinfer`). The stage never asks which: it hands the
   renderer a :class:`~lorabuild.kohya.gridrender.GridJob` and runs the
-  :class:`~lorabuild.kohya.gridrender.GridRun` it gets back. The cells, their order and their lines
+  :class:`~lorabuild.kohya.gridrender.GridRun` it gets back. The exception is a renderer whose
+  script merges the LoRA into the model as it loads (Anima's ``anima_minimal_inference.py``,
+  :mod:`lorabuild.kohya.animainfer`): a :class:`~lorabuild.kohya.gridrender.SplitsJobs` cuts the
+  job into one per LoRA setting, run one after the other; the stage says how many model loads
+  that takes, and every load's output goes to the one ``logs/grid.log``. The cells, their order and their lines
   are :mod:`lorabuild.plan.gridcells`' (pure); KOHYA.md section 8.2 has the gen_img facts they rely on.
 - **Content-addressed cells.** A cell's file is ``grid/cells/<key>.png``, where the key hashes
   everything its pixels depend on (:func:`lorabuild.plan.gridcells.cell_key`). Only missing cells
@@ -32,7 +36,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +45,7 @@ from PIL import Image
 from lorabuild.build.gridmanifest import manifest
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya import families
-from lorabuild.kohya.gridrender import GridJob, is_png
+from lorabuild.kohya.gridrender import GridJob, SplitsJobs, is_png
 from lorabuild.kohya.scriptrun import ScriptInterrupted, run_script
 from lorabuild.plan.gridcells import (
     Cell,
@@ -371,7 +375,7 @@ def _render(
     if pre_calc is None:
         pre_calc = use_pre_calc(settings, batch, len(networks))
     renderer = families.get(settings.family).grid
-    job = GridJob(
+    whole = GridJob(
         images=tuple(grid_image(settings, c, networks) for c in todo),
         network_files=tuple(grid.lora_files[e] for e in networks),
         script=str((sd_scripts / renderer.SCRIPT).resolve()),
@@ -384,34 +388,57 @@ def _render(
         batch=batch,
         pre_calc=pre_calc,
     )
-    run_of = renderer.prepare(settings, job)
-    for name, text in run_of.inputs.items():
-        (work / name).write_text(text, encoding="utf-8", newline="\n")
+    # A renderer that merges the LoRA at load time renders a job per LoRA setting (SplitsJobs).
+    jobs = renderer.split(whole) if isinstance(renderer, SplitsJobs) else (whole,)
+    tell(f"grid: {len(jobs)} model load(s) for {len(todo)} cell(s)")
     total = len(todo)
-
-    def handle(line: str) -> None:
-        if on_line is not None:
-            on_line(line)
-            return
-        cell = run_of.progress(line)
-        if cell is not None:
-            tell(f"grid: cell {cell}/{total}")
-
     log = plan.layout.grid_log
+    by_name = {f"{c.key}.png": c for c in todo}
+    done: set[str] = set()
+    seconds = 0.0
+    offset = 0
     try:
-        run = run_script(
-            renderer.NAME,
-            run_of.argv,
-            build,
-            log,
-            run_of.env,
-            handle,
-            sd_scripts=sd_scripts,
-            answer=run_of.answer,
-        )
-        done = _collect(build, work / "out", todo) | {
-            c.key for c in todo if f"{c.key}.png" in run_of.delivered
-        }
+        for index, job in enumerate(jobs):
+            run_of = renderer.prepare(settings, job)
+            for name, text in run_of.inputs.items():
+                (work / name).write_text(text, encoding="utf-8", newline="\n")
+            first = offset
+
+            def handle(
+                line: str, first: int = first, progress: Callable[[str], int | None] = run_of.progress
+            ) -> None:
+                if on_line is not None:
+                    on_line(line)
+                    return
+                cell = progress(line)
+                if cell is not None:
+                    tell(f"grid: cell {first + cell}/{total}")
+
+            # Each load's output goes to logs/grid.log, the later ones appended (the runner truncates its log).
+            part_log = log if index == 0 else log.with_name(log.name + ".part")
+            run = run_script(
+                renderer.NAME,
+                run_of.argv,
+                build,
+                part_log,
+                run_of.env,
+                handle,
+                sd_scripts=sd_scripts,
+                answer=run_of.answer,
+            )
+            if part_log != log:
+                with (build / log).open("ab") as whole_log, (build / part_log).open("rb") as part:
+                    shutil.copyfileobj(part, whole_log)
+                (build / part_log).unlink()
+                run = replace(run, result=replace(run.result, log=log))
+            seconds += run.result.seconds
+            part_cells = [by_name[i.name] for i in job.images]
+            done |= _collect(build, work / "out", part_cells) | {
+                c.key for c in part_cells if f"{c.key}.png" in run_of.delivered
+            }
+            offset += len(job.images)
+            if run.interrupted or run.failed:
+                break
     finally:
         shutil.rmtree(work, ignore_errors=True)
     missing = [c for c in todo if c.key not in done]
@@ -430,7 +457,7 @@ def _render(
     if missing:
         names = ", ".join(f"{c.key}.png" for c in missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise GridError(run.missing_message(f"{len(missing)} of {total} cell(s) ({names})"))
-    return run.result.seconds, log
+    return seconds, log
 
 
 def _collect(build: Path, outdir: Path, todo: Sequence[Cell]) -> set[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Protocol
 
+from lorabuild.kohya.animainfer import AnimaSettings
 from lorabuild.kohya.fluxinfer import FluxSettings
 from lorabuild.kohya.genimg import GenImgSettings
 from lorabuild.kohya.gridrender import GridJob, GridRun
@@ -36,7 +37,7 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
 
 
-class RenderSettings(GenImgSettings, FluxSettings, Protocol):
+class RenderSettings(GenImgSettings, FluxSettings, AnimaSettings, Protocol):
     """What every grid renderer may read from the grid's settings (the plan's ``GridSettings`` has it all)."""
 
 
@@ -44,8 +45,10 @@ class GridRenderer(Protocol):
     """How a family's epoch x weight grid is rendered: one kohya process for a whole job.
 
     :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL) and
-    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) implement it; the grid stage
-    drives either through :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s vocabulary.
+    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) and
+    :class:`lorabuild.kohya.animainfer.AnimaInference` (Anima; one process per LoRA setting, a
+    :class:`lorabuild.kohya.gridrender.SplitsJobs`) implement it; the grid stage drives each through
+    :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s vocabulary.
     """
 
     SCRIPT: ClassVar[str]

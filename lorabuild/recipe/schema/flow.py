@@ -1,4 +1,4 @@
-"""``[flow]``: how a flow-matching model (FLUX.1, Chroma) is trained.
+"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, Anima) is trained.
 
 Every key is optional: left out, the family's default applies (kohya's documented settings, which
 differ from kohya's own argparse defaults; :mod:`lorabuild.kohya.families` holds them), and
@@ -14,7 +14,10 @@ from pydantic import Field
 from lorabuild.recipe.schema.fields import _Table
 
 TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
-"""kohya's ``--timestep_sampling`` choices (library/flux_train_utils.py)."""
+"""kohya's ``--timestep_sampling`` choices (library/flux_train_utils.py, library/anima_train_utils.py)."""
+
+AttnMode = Literal["torch", "xformers", "flash", "sageattn"]
+"""kohya's ``--attn_mode`` choices for Anima (library/anima_train_utils.py; its "sdpa" is "torch")."""
 
 PredictionType = Literal["raw", "additive", "sigma_scaled"]
 """kohya's ``--model_prediction_type`` choices."""
@@ -60,4 +63,19 @@ class FlowSection(_Table):
         le=512,
         description="T5 tokens per caption: 512 for FLUX.1 dev and Chroma, 256 for schnell when left out "
         "(kohya --t5xxl_max_token_length).",
+    )
+    attn_mode: AttnMode | None = Field(
+        None,
+        description="Anima: the DiT's attention implementation; torch (PyTorch's SDPA) when left out. xformers "
+        "needs kohya.split_attn = true; sageattn cannot train (kohya --attn_mode).",
+    )
+    vae_chunk_size: int | None = Field(
+        None,
+        ge=2,
+        description="Anima: the Qwen-Image VAE's spatial chunk size, to save memory; kohya rounds odd values up "
+        "(kohya --vae_chunk_size; no chunking when left out).",
+    )
+    vae_disable_cache: bool | None = Field(
+        None,
+        description="Anima: turn the Qwen-Image VAE's internal cache off, to save memory (kohya --vae_disable_cache).",
     )

@@ -34,7 +34,11 @@ class ModelSection(_Table):
         description="Use the Nth-from-last CLIP layer: 2 for anime models, 1 for realistic ones "
         "(kohya --clip_skip; SD1/2 only).",
     )
-    vae: RecipePath | None = Field(None, description="Replacement VAE file or folder (kohya --vae).")
+    vae: RecipePath | None = Field(
+        None,
+        description="Replacement VAE file or folder (kohya --vae); for Anima, its required Qwen-Image VAE file, "
+        "e.g. qwen_image_vae.safetensors.",
+    )
     tokenizer_cache_dir: RecipePath | None = Field(
         None,
         description="Folder holding the tokenizers (CLIP, T5) for offline runs (kohya --tokenizer_cache_dir).",
@@ -47,7 +51,22 @@ class ModelSection(_Table):
         description="FLUX.1 and Chroma: the T5-XXL text encoder file, e.g. t5xxl_fp16.safetensors (kohya --t5xxl).",
     )
     ae: RecipePath | None = Field(
-        None, description="FLUX.1 and Chroma: the autoencoder file, e.g. ae.safetensors (kohya --ae)."
+        None,
+        description="FLUX.1, Chroma and Lumina 2: the FLUX autoencoder file, e.g. ae.safetensors (kohya --ae).",
+    )
+    qwen3: RecipePath | None = Field(
+        None,
+        description="Anima: the Qwen3-0.6B text encoder file, e.g. qwen_3_06b_base.safetensors (kohya --qwen3).",
+    )
+    llm_adapter_path: RecipePath | None = Field(
+        None,
+        description="Anima: a separate LLM adapter file (kohya --llm_adapter_path; unused by kohya at the pinned "
+        "commit: the adapter is read from the DiT file).",
+    )
+    t5_tokenizer_path: RecipePath | None = Field(
+        None,
+        description="Anima: a T5 tokenizer folder for the LLM adapter's target tokens; kohya's own configs/t5_old "
+        "when left out (kohya --t5_tokenizer_path).",
     )
 
 
