@@ -85,18 +85,19 @@ def translate(path: Path) -> Translated:
         )
     flat: dict[str, object] = {}
     where: dict[str, str] = {}
+    overridden: dict[str, str] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
-            for inner, item in value.items():
-                flat[inner] = item  # kohya: a later section's key wins
-                where[inner] = f"{key}.{inner}"
-        else:
-            flat[key] = value
-            where[key] = key
+        for inner, item in value.items() if isinstance(value, dict) else [(key, value)]:
+            if inner in where:  # kohya: a later section's key wins
+                overridden[where[inner]] = f"overridden by {key}.{inner} (kohya reads the last one)"
+            flat[inner] = item
+            where[inner] = f"{key}.{inner}" if isinstance(value, dict) else key
     if not flat:
         raise NotAConfigError(f"{path}: holds no settings")
     script = _script(flat)
     out = Translated(path, TOOL, script)
+    for source, why in overridden.items():
+        out.skip(source, why)
     _options(flat, where, out)
     return out
 

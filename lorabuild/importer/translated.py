@@ -262,7 +262,7 @@ def prompt_settings(text: str, key: str, into: Translated) -> None:
         into.skip(key, "empty")
         return
     prompts: list[str] = []
-    per_option: dict[str, set[str]] = {}
+    per_option: dict[str, list[str]] = {}
     seeds: list[int] = []
     for line in lines:
         parts = re.split(r"\s+--(?=[a-z]+\b)", " " + line)
@@ -273,16 +273,16 @@ def prompt_settings(text: str, key: str, into: Translated) -> None:
             if letter == "d" and value.isdigit():
                 seeds.append(int(value))
             elif letter in _PROMPT_OPTIONS:
-                per_option.setdefault(letter, set()).add(value)
+                per_option.setdefault(letter, []).append(value)
             else:
                 into.note(key, "not representable", f"the prompt option --{letter} {value} has no recipe key")
     into.set(key, "evaluate.prompts", prompts)
     for letter, values in per_option.items():
         target = f"evaluate.{_PROMPT_OPTIONS[letter]}"
-        if len(values) > 1 or len(values) < len(lines):
+        if len(set(values)) > 1 or len(values) < len(lines):
             into.note(key, "not representable", f"--{letter} differs between prompts; {target} is one value")
             continue
-        (value,) = values
+        value = values[0]
         into.recipe[target] = value if letter == "n" else _number(value)
     if seeds:
         into.recipe["evaluate.seeds"] = sorted(set(seeds))
