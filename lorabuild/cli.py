@@ -860,6 +860,61 @@ def grid(
     typer.echo(f"ok: {plan.name}: {report.cells} cell(s), {how}; {report.manifest.as_posix()}")
 
 
+@app.command("import")
+def import_(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="kohya config.toml / dataset.toml, a train script (.sh, .ps1, .bat) or a LoRA .safetensors; "
+            "several make one recipe (a later one wins where they disagree).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="The recipe to write [NAME.toml in this folder]."),
+    ] = None,
+    diff: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--diff", help="Show where this recipe and the sources disagree; write nothing."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing recipe file.")] = False,
+) -> None:
+    """Turn kohya configs, training scripts or a LoRA file's metadata into a recipe.
+
+    Prints what could not be carried over (options kohya does not know, secrets removed, what the
+    source cannot hold). With --diff RECIPE, lists the keys where RECIPE and the sources disagree
+    (exit status 1 when they do).
+    """
+    from lorabuild.importer.diff import diff as diff_recipe  # lazy: per command
+    from lorabuild.importer.sources import import_sources  # lazy: per command
+    from lorabuild.importer.write import write_recipe  # lazy: per command
+
+    imported = import_sources(sources)
+    if diff is not None:
+        differences = diff_recipe(diff, imported)
+        for difference in differences:
+            typer.echo(difference.line())
+        typer.echo(f"{len(differences)} difference(s) between {diff.as_posix()} and {imported.source}")
+        raise typer.Exit(1 if differences else 0)
+    path = output or Path(f"{imported.values['name']}.toml")
+    if path.exists() and not force:
+        raise RecipeError(
+            [
+                Problem(
+                    "",
+                    "exists: pass --force to overwrite it, or -o another file",
+                    Severity.ERROR,
+                    path.as_posix(),
+                )
+            ]
+        )
+    write_recipe(imported, path)
+    for note in imported.notes:
+        typer.echo(f"  {note.line()}")
+    typer.echo(f"ok: wrote {path.as_posix()} from {imported.source} ({len(imported.notes)} note(s))")
+
+
 class Terminated(BaseException):
     """lorabuild was asked to stop (SIGTERM, SIGHUP): raised in the main thread so that every
     ``finally`` runs (the stage records what it finished, worker processes are stopped, the build

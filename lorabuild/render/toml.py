@@ -19,8 +19,12 @@ from lorabuild.render.quoting import comment_text, toml_basic_string
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _key(name: str) -> str:
+def key(name: str) -> str:
+    """A TOML key: bare when it can be, else a basic string."""
     return name if _BARE_KEY.match(name) else toml_basic_string(name)
+
+
+_key = key
 
 
 def value(v: Any) -> str:

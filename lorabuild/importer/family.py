@@ -1,0 +1,49 @@
+"""The model family a source is for, from the script it names or the options it sets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lorabuild.importer.model import Imported, ImportFailed
+from lorabuild.kohya import families
+from lorabuild.kohya import options as kohya_options
+
+
+def infer_family(flat: Mapping[str, object], script: str | None, imp: Imported) -> str | None:
+    """The recipe's family from the script's name and the options, or None when nothing tells."""
+    model_type = flat.get("model_type")
+    if script is not None:
+        candidates = [f for f in families.ALL if f.train_script == script]
+        if not candidates:
+            trains = ", ".join(sorted({f.train_script for f in families.ALL}))
+            raise ImportFailed(
+                imp.source,
+                f"{script} trains a model family lorabuild does not build (it runs {trains})",
+            )
+    else:
+        flow = any(flat.get(k) is not None for k in ("model_type", "clip_l", "t5xxl", "ae")) or "flux" in str(
+            flat.get("network_module", "")
+        )
+        sdxl_only = set(kohya_options.options("sdxl_train_network.py")) - set(
+            kohya_options.options("train_network.py")
+        )
+        if flow:
+            candidates = [f for f in families.ALL if f.model_type is not None]
+        elif any(k in sdxl_only for k in flat):
+            candidates = [f for f in families.ALL if f.train_script == "sdxl_train_network.py"]
+        elif flat.get("v2"):
+            candidates = [f for f in families.ALL if f.v2]
+        else:
+            imp.todo(
+                "model.family",
+                "the source does not tell the model family: lorabuild reads it from the base model's "
+                "header (or set model.family)",
+            )
+            return None
+    if len(candidates) > 1:
+        if any(f.model_type for f in candidates):
+            wanted = model_type or "flux"  # kohya's --model_type default
+            candidates = [f for f in candidates if f.model_type == wanted] or candidates
+        else:
+            candidates = [f for f in candidates if f.v2 == bool(flat.get("v2"))] or candidates
+    return candidates[0].name
