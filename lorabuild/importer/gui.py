@@ -23,23 +23,12 @@ does the same translation, key by key, and accounts for every key of the file:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from lorabuild.importer.translated import (
-    NotAConfigError,
-    Translated,
-    coerce,
-    dreambooth_subsets,
-    flag_value,
-    is_secret,
-    known_options,
-    prompt_settings,
-    split_flags,
-)
-
-TOOL = "kohya_ss GUI"
+from lorabuild.importer.model import Imported, NoteKind, is_secret
+from lorabuild.importer.translated import Translated, coerce, refuse, to_imported
+from lorabuild.kohya import options as kohya_options
 
 # The family checkboxes, first checked wins (train_model's if/elif chain), → kohya's script.
 SCRIPTS = (
@@ -194,28 +183,40 @@ GUI_ONLY = {
 }
 
 
-def translate(path: Path) -> Translated:
+def read(path: Path, doc: Mapping[str, object]) -> Imported | None:
+    """A kohya_ss GUI LoRA config as a recipe, or None when the JSON is not one (``sources.JSON_READERS``).
+
+    Raises:
+        ImportFailed: The JSON is a kohya_ss config of another tab (DreamBooth, fine-tuning).
+    """
+    if not looks_like(doc) and not _other_tab(doc):
+        return None
+    return to_imported(translate(path, doc))
+
+
+def translate(path: Path, doc: Mapping[str, object]) -> Translated:
     """Translate a kohya_ss GUI LoRA config into kohya's options, accounting for every key.
 
     Raises:
-        NotAConfigError: The file is not JSON, not an object, or not a kohya_ss LoRA config.
+        ImportFailed: ``doc`` is not a kohya_ss LoRA config (the message names the file).
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NotAConfigError(f"{path}: is not JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise NotAConfigError(f"{path}: is not a kohya_ss config: a JSON object of GUI settings was expected")
-    if "LoRA_type" not in data:
-        if {"pretrained_model_name_or_path", "train_data_dir", "learning_rate"} & data.keys():
-            raise NotAConfigError(
-                f"{path}: is a kohya_ss config without LoRA_type: a DreamBooth, fine-tuning or textual-inversion "
-                "config, not a LoRA one (lorabuild trains LoRAs; save the config from the GUI's LoRA tab)"
+    if not looks_like(doc):
+        if _other_tab(doc):
+            raise refuse(
+                path,
+                "is a kohya_ss config without LoRA_type: a DreamBooth, fine-tuning or textual-inversion "
+                "config, not a LoRA one (lorabuild trains LoRAs; save the config from the GUI's LoRA tab)",
             )
-        raise NotAConfigError(
-            f"{path}: is not a kohya_ss LoRA config: it has no LoRA_type (its keys: {', '.join(sorted(data)[:6])}…)"
+        raise refuse(
+            path,
+            f"is not a kohya_ss LoRA config: it has no LoRA_type (its keys: {', '.join(sorted(doc)[:6])}…)",
         )
-    return _Reader(path, data).run()
+    return _Reader(path, dict(doc)).run()
+
+
+def _other_tab(doc: Mapping[str, object]) -> bool:
+    # Every tab of the GUI saves these; only the LoRA tab saves LoRA_type.
+    return {"pretrained_model_name_or_path", "train_data_dir", "learning_rate", "model_list"} <= doc.keys()
 
 
 def looks_like(data: Mapping[str, object]) -> bool:
@@ -233,8 +234,10 @@ class _Reader:
         self.data = data
         self.family_key = next((key for key, _ in SCRIPTS if self._on(key)), None)
         script = dict(SCRIPTS).get(self.family_key or "", DEFAULT_SCRIPT)
-        self.out = Translated(path, TOOL, script)
-        self.known = known_options(script)
+        # kohya_ss runs kohya from its own folder, which the JSON does not name: relative paths are
+        # kept relative to the current folder.
+        self.out = Translated(path, script)
+        self.known = kohya_options.options(script)
 
     def _on(self, key: str) -> bool:
         value = self.data.get(key)
@@ -247,7 +250,7 @@ class _Reader:
                 out.skip(key, f"picks kohya's script ({out.script})")
         for key, value in data.items():
             if is_secret(key):
-                self._secret(key, value)
+                self.out.secret(key, value)
         self._network()
         self._schedule()
         self._attention()
@@ -258,14 +261,6 @@ class _Reader:
         self._rest()
         return out
 
-    def _secret(self, key: str, value: object) -> None:
-        if _unset(value):
-            self.out.skip(key, "secret, empty")
-        else:
-            self.out.note(
-                key, "secret removed", "a credential: not written to the recipe (set it in the environment)"
-            )
-
     # --- the network ----------------------------------------------------------------------------
 
     def _network(self) -> None:
@@ -275,7 +270,7 @@ class _Reader:
         arg_keys: tuple[str, ...]
         algo: str | None
         if kind not in NETWORK_TYPES:
-            out.note("LoRA_type", "not representable", f"{kind!r} is not a LoRA type kohya_ss knows")
+            out.note(NoteKind.UNREPRESENTABLE, "LoRA_type", f"{kind!r} is not a LoRA type kohya_ss knows")
             module, arg_keys, algo = "networks.lora", (), None
         else:
             module, arg_keys, algo = NETWORK_TYPES[kind]
@@ -380,8 +375,8 @@ class _Reader:
             for key in ("stop_text_encoder_training", "stop_text_encoder_training_pct"):
                 if key in data and not _unset(data[key]):
                     out.note(
+                        NoteKind.UNREPRESENTABLE,
                         key,
-                        "not representable",
                         f"{data[key]}% of the steps: kohya_ss does not pass it on ('not yet supported. Ignoring')",
                     )
                 elif key in data:
@@ -415,36 +410,31 @@ class _Reader:
         config = str(data.get("dataset_config") or "")
         if config:
             out.note(
+                NoteKind.TODO,
                 "dataset_config",
-                "TODO",
                 f"the images are described by the dataset TOML {config!r}: import it too "
                 "(lorabuild import CONFIG.json DATASET.toml) or fill in dataset.subsets",
             )
-            out.options["dataset_config"] = config
         else:
             out.skip("dataset_config", "unset")
-        subsets: list[dict[str, object]] = []
-        for key, is_reg in (("train_data_dir", False), ("reg_data_dir", True)):
+        for key in ("train_data_dir", "reg_data_dir"):
             folder = str(data.get(key) or "")
             if not folder:
                 out.skip(key, "unset")
-                continue
-            if config:
+            elif config:
                 out.skip(key, "ignored by kohya: dataset_config is set")
-                continue
-            subsets.extend(dreambooth_subsets(folder, is_reg=is_reg, key=key, into=out))
-            out.skip(key, "dataset.subsets")
-        if subsets:
-            out.dataset = {"datasets": [{"subsets": subsets}]}
-        elif not config:
-            out.note("train_data_dir", "TODO", "no training images are named: fill in dataset.subsets")
+            else:
+                # kohya's DreamBooth layout: one subset per N_name folder (read by the core).
+                out.option(key, key, folder)
 
     def _prompts(self) -> None:
         text = self.data.get("sample_prompts")
         if "sample_prompts" not in self.data:
             return
         if isinstance(text, str) and text.strip():
-            prompt_settings(text, "sample_prompts", self.out)
+            # The GUI writes the text into a prompts file for kohya (common_gui.create_prompt_file).
+            self.out.prompts = text
+            self.out.skip("sample_prompts", "evaluate.prompts")
         else:
             self.out.skip("sample_prompts", "unset")
 
@@ -456,7 +446,7 @@ class _Reader:
             try:
                 out.set("gpu_ids", "launch.gpus", [int(i) for i in ids.split(",")])
             except ValueError:
-                out.note("gpu_ids", "not representable", f"{ids!r} is not a list of GPU ids")
+                out.note(NoteKind.UNREPRESENTABLE, "gpu_ids", f"{ids!r} is not a list of GPU ids")
         elif processes > 1:
             out.set("num_processes", "launch.gpus", processes)
         for key, target in LAUNCH.items():
@@ -473,33 +463,18 @@ class _Reader:
                 out.skip(key, "accelerate's default")
             else:
                 out.note(
-                    key, "not representable", f"the accelerate setting {key} = {value!r} has no recipe key"
+                    NoteKind.UNREPRESENTABLE,
+                    key,
+                    f"the accelerate setting {key} = {value!r} has no recipe key",
                 )
 
     def _additional(self) -> None:
-        out = self.out
         text = str(self.data.get("additional_parameters") or "").strip()
-        if not text:
-            out.skip("additional_parameters", "unset")
-            return
-        try:
-            flags = split_flags(text)
-        except ValueError as exc:
-            out.note("additional_parameters", "not representable", f"{text!r} does not parse: {exc}")
-            return
-        out.skip("additional_parameters", "parsed as kohya options")
-        for flag in flags:
-            key = f"additional_parameters: --{flag.name}"
-            if is_secret(flag.name):
-                out.note(key, "secret removed", "a credential: not written to the recipe")
-            elif flag.name not in self.known:
-                out.note(key, "unknown to kohya", f"{flag.text}: kohya's {out.script} has no --{flag.name}")
-            else:
-                try:
-                    # kohya reads the command line after --config_file: these win.
-                    out.options[flag.name] = flag_value(out.script, flag)
-                except ValueError as exc:
-                    out.note(key, "not representable", str(exc))
+        if text:
+            # run_cmd_advanced_training appends them after --config_file: they win.
+            self.out.flags("additional_parameters", text)
+        else:
+            self.out.skip("additional_parameters", "unset")
 
     # --- everything else ------------------------------------------------------------------------
 
@@ -526,6 +501,13 @@ class _Reader:
             if self.family_key in NOT_FOR.get(name, ()):
                 out.skip(key, f"not passed to kohya for {self.family_key}")
                 continue
+            if name == "clip_skip" and _int(value) == 1:
+                # 1 is the last layer, what kohya uses without clip_skip; the GUI saves it for every family.
+                out.skip(key, "kohya's default (the last CLIP layer)")
+                continue
+            if name == "dynamo_backend" and value == "no":
+                out.skip(key, "accelerate's dynamo off (kohya uses it only with torch_compile)")
+                continue
             if name == "max_data_loader_n_workers":
                 out.option(key, name, _int(value))  # the GUI always writes it, 0 included
                 continue
@@ -538,9 +520,9 @@ class _Reader:
                 out.option(key, name, coerce(out.script, name, value))
             else:
                 out.note(
+                    NoteKind.UNKNOWN,
                     key,
-                    "unknown to kohya",
-                    f"{key} = {value!r}: neither kohya's {out.script} nor kohya_ss knows it",
+                    f"{value!r}: neither kohya's {out.script} nor kohya_ss knows {key} (kohya ignores it): left out",
                 )
 
 

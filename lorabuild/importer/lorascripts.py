@@ -21,20 +21,14 @@ The web UI's form keys that its frontend folds into kohya options before saving 
 
 from __future__ import annotations
 
-import tomllib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from lorabuild.importer.translated import (
-    NotAConfigError,
-    Translated,
-    coerce,
-    dreambooth_subsets,
-    is_secret,
-    known_options,
-)
-
-TOOL = "lora-scripts"
+from lorabuild.importer.model import Imported, NoteKind, is_secret
+from lorabuild.importer.scripts import bash_words
+from lorabuild.importer.translated import Translated, coerce, refuse, to_imported
+from lorabuild.kohya import options as kohya_options
 
 # lora-scripts' model_train_type / train_type → kohya's script (mikazuki/app/api.py trainer_mapping).
 TRAIN_TYPES = {
@@ -64,24 +58,57 @@ _PROMPT_FORM = ("positive_prompts", "negative_prompts", "sample_width", "sample_
 _UI_SWITCHES = ("enable_base_weight", "enable_block_weights", "ui_custom_params")
 
 
-def translate(path: Path) -> Translated:
+# Keys only lora-scripts writes: a flat TOML holding one is its web UI's, not kohya's own.
+SIGNATURE_KEYS = frozenset(
+    {"model_train_type", "lr_restart_cycles", "lycoris_algo", "network_args_custom", "optimizer_args_custom",
+     "positive_prompts", "enable_preview", "ui_custom_params", "enable_base_weight", "enable_block_weights"}
+)  # fmt: skip
+# The legacy TOML's own section names (kohya's are the *_arguments ones).
+LEGACY_SECTIONS = frozenset({"model", "dataset", "additional_network", "optimizer", "training", "sample_prompt", "saving", "others"})  # fmt: skip
+
+
+def read(path: Path, doc: Mapping[str, object]) -> Imported | None:
+    """A lora-scripts TOML as a recipe, or None when it is not one (``sources.TOML_READERS``).
+
+    Claimed: presets (``[metadata]``), the legacy sections, and TOMLs holding a key only
+    lora-scripts writes (:data:`SIGNATURE_KEYS`); kohya's own config files are left to its reader.
+    """
+    if not looks_like(doc):
+        return None
+    return to_imported(translate(path, doc))
+
+
+def looks_like(doc: Mapping[str, object]) -> bool:
+    """Whether a TOML document is lora-scripts' rather than kohya's own."""
+    tables = {k for k, v in doc.items() if isinstance(v, dict)}
+    keys = {k for v in doc.values() if isinstance(v, dict) for k in v} | set(doc)
+    return "metadata" in tables or bool(tables & LEGACY_SECTIONS) or bool(keys & SIGNATURE_KEYS)
+
+
+def root(path: Path) -> Path:
+    """lora-scripts' folder, which its relative paths start from: above ``config/``, else the file's folder."""
+    parts = path.absolute().parts
+    if "config" in parts[:-1]:
+        index = len(parts) - 1 - parts[::-1].index("config")
+        return Path(*parts[:index])
+    return path.absolute().parent
+
+
+def translate(path: Path, data: Mapping[str, object]) -> Translated:
     """Translate a lora-scripts TOML (sectioned, autosave or preset), accounting for every key.
 
     Raises:
-        NotAConfigError: The file is not TOML, or holds nothing kohya would read.
+        ImportFailed: The document holds tables of neither lora-scripts nor kohya, or nothing.
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise NotAConfigError(f"{path}: is not TOML ({exc})") from None
     tables = {k for k, v in data.items() if isinstance(v, dict)}
     if "metadata" in tables:
         return _preset(path, data)
     unknown_tables = tables - SECTIONS
     if unknown_tables:
-        raise NotAConfigError(
-            f"{path}: is not a lora-scripts config: tables {', '.join(sorted(unknown_tables))} are neither its "
-            "sections nor kohya's"
+        raise refuse(
+            path,
+            f"is not a lora-scripts config: tables {', '.join(sorted(unknown_tables))} are neither its "
+            "sections nor kohya's",
         )
     flat: dict[str, object] = {}
     where: dict[str, str] = {}
@@ -93,19 +120,13 @@ def translate(path: Path) -> Translated:
             flat[inner] = item
             where[inner] = f"{key}.{inner}" if isinstance(value, dict) else key
     if not flat:
-        raise NotAConfigError(f"{path}: holds no settings")
+        raise refuse(path, "holds no settings")
     script = _script(flat)
-    out = Translated(path, TOOL, script)
+    out = Translated(path, script, base=root(path))
     for source, why in overridden.items():
         out.skip(source, why)
     _options(flat, where, out)
     return out
-
-
-def looks_like(data: Mapping[str, object]) -> bool:
-    """Whether a TOML document has lora-scripts' shape (its sections or a preset)."""
-    tables = {k for k, v in data.items() if isinstance(v, dict)}
-    return "metadata" in tables or bool(tables & SECTIONS)
 
 
 def _script(flat: Mapping[str, object]) -> str:
@@ -128,17 +149,16 @@ def _unset(value: object) -> bool:
 
 
 def _options(flat: Mapping[str, object], where: Mapping[str, str], out: Translated) -> None:
-    known = known_options(out.script)
+    known = kohya_options.options(out.script)
     if "model_train_type" in flat:
         out.skip(where["model_train_type"], f"picks kohya's script ({out.script})")
     if out.script == "train_network.py" and "model_train_type" not in flat:
         out.note(
-            "(family)",
-            "TODO",
+            NoteKind.TODO,
+            "model.family",
             "the config does not say the model family (lora-scripts picks the script outside it): "
             "model.family is left to the checkpoint's header; set it for an SDXL model",
         )
-    subsets: list[dict[str, object]] = []
     network_args: list[str] = []
     optimizer_args: list[str] = []
     for key, value in flat.items():
@@ -146,18 +166,7 @@ def _options(flat: Mapping[str, object], where: Mapping[str, str], out: Translat
         if source in out.accounted:
             continue
         if is_secret(key):
-            if _unset(value):
-                out.skip(source, "secret, empty")
-            else:
-                out.note(source, "secret removed", "a credential: not written to the recipe")
-        elif key in ("train_data_dir", "reg_data_dir"):
-            if _unset(value):
-                out.skip(source, "unset")
-            else:
-                subsets.extend(
-                    dreambooth_subsets(str(value), is_reg=key == "reg_data_dir", key=source, into=out)
-                )
-                out.skip(source, "dataset.subsets")
+            out.secret(source, value)
         elif key in _LYCORIS_FORM:
             if not _unset(value):
                 network_args.append(f"{_LYCORIS_FORM[key]}={_arg(value)}")
@@ -182,18 +191,14 @@ def _options(flat: Mapping[str, object], where: Mapping[str, str], out: Translat
                 else ""
             )
             out.note(
+                NoteKind.UNKNOWN,
                 source,
-                "unknown to kohya",
                 f"{key} = {value!r}: kohya's {out.script} has no such option and ignores it{hint}",
             )
     if network_args:
         out.options["network_args"] = [*list(_as_list(out.options.get("network_args"))), *network_args]
     if optimizer_args:
         out.options["optimizer_args"] = [*list(_as_list(out.options.get("optimizer_args"))), *optimizer_args]
-    if subsets:
-        out.dataset = {"datasets": [{"subsets": subsets}]}
-    elif "dataset_config" not in out.options:
-        out.note("train_data_dir", "TODO", "no training images are named: fill in dataset.subsets")
 
 
 def _form_key(key: str, value: object, source: str, out: Translated) -> None:
@@ -215,12 +220,12 @@ def _form_key(key: str, value: object, source: str, out: Translated) -> None:
         out.skip(source, "the web UI's preview switch (sample_every_n_epochs says it)")
     elif key == "ui_custom_params" and not _unset(value):
         out.note(
-            source, "not representable", "the web UI's raw TOML overrides: import them as their own file"
+            NoteKind.UNREPRESENTABLE, source, "the web UI's raw TOML overrides: import them as their own file"
         )
     elif _unset(value) or value is False:
         out.skip(source, "unset")
     else:
-        out.note(source, "not representable", f"the web UI setting {key} = {value!r} has no recipe key")
+        out.note(NoteKind.UNREPRESENTABLE, source, f"the web UI setting {key} = {value!r} has no recipe key")
 
 
 def _preset(path: Path, data: Mapping[str, object]) -> Translated:
@@ -231,16 +236,14 @@ def _preset(path: Path, data: Mapping[str, object]) -> Translated:
     where: dict[str, str] = {}
     for key, value in body.items():
         if not isinstance(value, dict):
-            raise NotAConfigError(
-                f"{path}: a lora-scripts preset holds tables ([metadata], [data]); {key} is not one"
-            )
+            raise refuse(path, f"a lora-scripts preset holds tables ([metadata], [data]); {key} is not one")
         for inner, item in value.items():
             flat[inner], where[inner] = item, f"{key}.{inner}"
     train_type = metadata.get("train_type")
     if isinstance(train_type, str) and train_type in TRAIN_TYPES:
         flat.setdefault("model_train_type", train_type)
         where.setdefault("model_train_type", "metadata.train_type")
-    out = Translated(path, TOOL, _script(flat))
+    out = Translated(path, _script(flat), base=root(path))
     for key in metadata:
         if key == "train_type":
             continue
@@ -248,8 +251,8 @@ def _preset(path: Path, data: Mapping[str, object]) -> Translated:
     if "model_train_type" not in flat and "train_type" in metadata:
         out.skip("metadata.train_type", "empty: the preset fits every kind of training")
     out.note(
+        NoteKind.TODO,
         "(preset)",
-        "TODO",
         "a preset holds only the settings it changes: set model.base and dataset.subsets (the rest are "
         "lorabuild's defaults, not lora-scripts')",
     )
@@ -328,34 +331,73 @@ _MODEL_TYPES = {"sd1.5": "train_network.py", "sd2.0": "train_network.py", "sdxl"
                 "flux": "flux_train_network.py"}  # fmt: skip
 
 
+MARKER = "DO NOT MODIFY CONTENTS BELOW"
+"""The line of lora-scripts' train.sh/train.ps1 above which the user's variables are set."""
+VARIABLES = (*SCRIPT_OPTIONS, *SCRIPT_FLAGS, "model_type", "train_data_dir", "reg_data_dir", "algo", "conv_dim",
+             "conv_alpha", "dropout", "use_wandb", "wandb_api_key", "multi_gpu")  # fmt: skip
+"""Every variable lora-scripts' train.sh/train.ps1 sets for its launch."""
+
+
+def read_script(path: Path) -> Imported | None:
+    """A lora-scripts ``train.sh``/``train.ps1`` as a recipe, or None when the script is not one.
+
+    The launch line of these scripts is built by ``if`` blocks on the variables set above
+    :data:`MARKER`; the variables are read with the script readers (bash, or the PowerShell grammar),
+    and :func:`from_script_variables` applies the blocks' logic.
+    """
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    if MARKER not in text or "trainer_file" not in text:
+        return None
+    return to_imported(from_script_variables(path, script_variables(path, text)))
+
+
+def script_variables(path: Path, text: str) -> dict[str, str]:
+    """The values lora-scripts' variables hold above :data:`MARKER`, resolved by the script's own reader.
+
+    The part above the marker is read with one more command appended that names every variable, so
+    the reader (bash words, or the PowerShell grammar) resolves them as it resolves the launch.
+    """
+    top = text[: text.index(MARKER)].rsplit("\n", 1)[0]
+    probe = "__lorabuild_variables " + " ".join(f'"{name}=${name}"' for name in VARIABLES)
+    folder = str(path.parent)
+    if path.suffix.lower() == ".ps1":
+        from lorabuild.importer import powershell  # lazy: the grammar (tree-sitter) only for a .ps1
+
+        commands = list(powershell.commands(top + "\n" + probe + "\n", folder))
+    else:
+        commands = list(bash_words(top + "\n" + probe + "\n", folder))
+    words = next((c for c in reversed(commands) if c and c[0] == "__lorabuild_variables"), [])
+    assigned = {name for name in VARIABLES if re.search(rf"(?m)^\s*\$?{name}\s*=", top)}
+    values = dict(word.partition("=")[::2] for word in words[1:])
+    return {name: values.get(name, "") for name in VARIABLES if name in assigned}
+
+
 def from_script_variables(path: Path, variables: Mapping[str, str]) -> Translated:
     """A lora-scripts ``train.sh``/``train.ps1`` as kohya options, from the variables it sets.
 
-    ``variables`` are the script's assignments above its "DO NOT MODIFY" line, as text (the
-    script reader resolves them); every one is accounted for.
+    ``variables`` are the script's assignments above its "DO NOT MODIFY" line, as text; every one
+    is accounted for. Relative paths are relative to the script's folder (lora-scripts' own).
     """
     model_type = variables.get("model_type", "sd1.5")
     script = _MODEL_TYPES.get(model_type, "train_network.py")
-    out = Translated(path, TOOL, script)
+    out = Translated(path, script, base=path.absolute().parent)
     for name, value in SCRIPT_FIXED.items():
         out.options[name] = value
     out.skip("model_type", f"picks kohya's script ({script})")
     if model_type not in _MODEL_TYPES:
-        out.note("model_type", "not representable", f"{model_type!r} is not one of sd1.5, sd2.0, sdxl, flux")
+        out.note(
+            NoteKind.UNREPRESENTABLE, "model_type", f"{model_type!r} is not one of sd1.5, sd2.0, sdxl, flux"
+        )
     if model_type == "sd2.0":
         out.options["v2"] = True
     out.options["log_prefix"] = variables.get("output_name", "")
-    on = {k for k, v in variables.items() if v.strip() in ("1", "$true", "true")}
+    on = {k for k, v in variables.items() if v.strip() in ("1", "True", "true")}
     lycoris = variables.get("network_module") == "lycoris.kohya"
-    subsets: list[dict[str, object]] = []
     for key, value in variables.items():
         if key in out.accounted:
             continue
         if is_secret(key):
-            if value.strip():
-                out.note(key, "secret removed", "a credential: not written to the recipe")
-            else:
-                out.skip(key, "secret, empty")
+            out.secret(key, value.strip())
         elif key in SCRIPT_FLAGS:
             # train.sh tests lowram with [[ $lowram ]], true for any text, "0" included.
             if key in on or (key == "lowram" and path.suffix == ".sh" and value.strip()):
@@ -364,8 +406,7 @@ def from_script_variables(path: Path, variables: Mapping[str, str]) -> Translate
                 out.skip(key, "off")
         elif key in ("train_data_dir", "reg_data_dir"):
             if value.strip():
-                subsets.extend(dreambooth_subsets(value, is_reg=key == "reg_data_dir", key=key, into=out))
-                out.skip(key, "dataset.subsets")
+                out.option(key, key, value)  # its N_name folders are the subsets
             else:
                 out.skip(key, "unset")
         elif key in ("algo", "conv_dim", "conv_alpha", "dropout"):
@@ -379,30 +420,42 @@ def from_script_variables(path: Path, variables: Mapping[str, str]) -> Translate
             else:
                 out.skip(key, "off")
         elif key in SCRIPT_OPTIONS:
-            name = SCRIPT_OPTIONS[key]
-            # The script passes these only when set (non-empty, non-zero).
-            conditional = name in ("network_weights", "resume", "stop_text_encoder_training", "noise_offset",
-                                   "min_snr_gamma", "log_tracker_name")  # fmt: skip
-            if conditional and value.strip() in ("", "0"):
-                out.skip(key, "unset")
-            elif name == "clip_skip" and model_type != "sd1.5":
-                out.skip(key, f"passed only for sd1.5 (model_type is {model_type})")
-            elif name == "log_tracker_name" and "use_wandb" not in on:
-                out.skip(key, "used only with use_wandb")
-            elif name in known_options(script):
-                out.option(key, name, coerce(script, name, value))
-            else:
-                out.note(key, "unknown to kohya", f"--{name} is not an option of kohya's {script}")
+            _script_option(out, key, value, model_type, on)
         else:
-            out.note(key, "unknown to kohya", f"{key} = {value!r}: the script's launch does not use it")
+            out.note(NoteKind.UNKNOWN, key, f"{value!r}: the script's launch does not use it")
     if lycoris:
         out.options["network_args"] = [
             f"{name}={variables.get(name, '')}" for name in ("conv_dim", "conv_alpha", "algo", "dropout")
         ]
     if variables.get("optimizer_type") == "DAdaptation":
         out.options["optimizer_args"] = ["decouple=True"]
-    if subsets:
-        out.dataset = {"datasets": [{"subsets": subsets}]}
-    else:
-        out.note("train_data_dir", "TODO", "no training images are named: fill in dataset.subsets")
     return out
+
+
+# Passed only when set: non-empty, and not 0 for the numbers.
+_WHEN_SET = frozenset(
+    {
+        "network_weights",
+        "resume",
+        "stop_text_encoder_training",
+        "noise_offset",
+        "min_snr_gamma",
+        "log_tracker_name",
+    }
+)
+
+
+def _script_option(out: Translated, key: str, value: str, model_type: str, on: set[str]) -> None:
+    name = SCRIPT_OPTIONS[key]
+    if name in _WHEN_SET and value.strip() in ("", "0"):
+        out.skip(key, "unset")
+    elif name == "clip_skip" and model_type != "sd1.5":
+        out.skip(key, f"passed only for sd1.5 (model_type is {model_type})")
+    elif name == "log_tracker_name" and "use_wandb" not in on:
+        out.skip(key, "used only with use_wandb")
+    elif name in kohya_options.options(out.script):
+        out.option(key, name, coerce(out.script, name, value))
+    else:
+        out.note(
+            NoteKind.UNKNOWN, key, f"{value!r}: kohya's {out.script} has no --{name} (kohya would stop on it)"
+        )

@@ -1,46 +1,32 @@
-"""A config of another tool translated into kohya's option names: what the GUI readers hand on.
+"""Another tool's config translated into kohya's option names: what the GUI readers hand on.
 
 The readers of other tools' configs (:mod:`~lorabuild.importer.gui` for bmaltais/kohya_ss,
-:mod:`~lorabuild.importer.lorascripts` for Akegarasu/lora-scripts) do not write recipe keys
-themselves: they translate the tool's own names and units into the options kohya's training script
-would have received (``--config_file`` keys) and a kohya ``--dataset_config`` document, and the
-one mapping from kohya's options to a recipe does the rest. What the tool holds that kohya never
-sees (its launch settings, inline sample prompts) goes straight to recipe keys, and every key of
-the source file is accounted for in :attr:`Translated.accounted`, so that a test can prove none
-was dropped silently.
-
-Also here, shared by the readers: the parts of a kohya command line (:func:`parse_flags`), the
-DreamBooth folder layout (:func:`dreambooth_subsets`), kohya's sample-prompt lines
-(:func:`prompt_settings`) and what counts as a secret (:func:`is_secret`).
+:mod:`~lorabuild.importer.lorascripts` for Akegarasu/lora-scripts) write no recipe keys for what
+kohya has an option for: they translate the tool's own names and units into the options kohya's
+training script would have received (``--config_file`` keys), and
+:func:`~lorabuild.importer.kohya.from_kohya_options`, the one mapping from kohya's options to a
+recipe, does the rest (:func:`to_imported`). What the tool holds that kohya never sees (its launch
+settings, inline sample prompts) goes straight to recipe keys. Every key of the source file is
+accounted for in :attr:`Translated.accounted`, so that a test can prove that none was dropped
+silently.
 """
 
 from __future__ import annotations
 
-import re
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from pydantic import ValidationError
+
+from lorabuild.importer import dataset as dataset_import
+from lorabuild.importer.kohya import from_kohya_options
+from lorabuild.importer.model import Imported, ImportFailed, Note, NoteKind, is_secret
+from lorabuild.importer.scripts import parse_flags
+from lorabuild.importer.write import recipe_document
 from lorabuild.kohya import options as kohya_options
-
-NoteKind = Literal["unknown to kohya", "not representable", "secret removed", "TODO", "tool only"]
-
-
-@dataclass(frozen=True)
-class Note:
-    """Something of the source that the recipe does not carry, and why.
-
-    Attributes:
-        key: The source's own key (``wandb_api_key``, ``additional_parameters: --foo``).
-        kind: What kind of loss it is.
-        message: One sentence for the user.
-    """
-
-    key: str
-    kind: NoteKind
-    message: str
+from lorabuild.recipe.load import problems_from_validation
+from lorabuild.recipe.schema import Recipe
 
 
 @dataclass
@@ -49,21 +35,21 @@ class Translated:
 
     Attributes:
         source: The file read.
-        tool: The tool that wrote it, as messages name it (``kohya_ss GUI``).
         script: kohya's training script it would run (``sdxl_train_network.py``).
-        options: kohya ``--config_file`` options: option name → value, as kohya would read them.
-        dataset: A kohya ``--dataset_config`` document (``datasets[].subsets[]``), or None when the
-            source names no training images.
-        recipe: Recipe keys set directly (dotted: ``evaluate.prompts``, ``launch.num_cpu_threads_per_process``).
-        notes: What the recipe cannot carry.
+        base: The folder the config's relative paths are relative to (None: the current folder).
+        options: kohya ``--config_file`` options: option name → value, as kohya would read them
+            (``train_data_dir`` and ``reg_data_dir`` included: their ``N_name`` folders are the subsets).
+        prompts: Inline sample-prompt lines (kohya's prompt syntax), or None.
+        recipe: Recipe keys set directly (dotted: ``launch.num_cpu_threads_per_process``).
+        notes: What the recipe cannot carry, found while translating.
         accounted: Every key of the source → what became of it (a kohya option, a recipe key, a note).
     """
 
     source: Path
-    tool: str
     script: str
+    base: Path | None = None
     options: dict[str, object] = field(default_factory=dict)
-    dataset: dict[str, object] | None = None
+    prompts: str | None = None
     recipe: dict[str, object] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
     accounted: dict[str, str] = field(default_factory=dict)
@@ -78,109 +64,88 @@ class Translated:
         self.recipe[recipe_key] = value
         self.accounted.setdefault(source_key, recipe_key)
 
-    def note(self, key: str, kind: NoteKind, message: str) -> None:
-        """Record that ``key`` is not carried over (``key`` is accounted for by the note)."""
-        self.notes.append(Note(key, kind, message))
-        self.accounted.setdefault(key.split(":", 1)[0], f"note: {kind}")
+    def note(self, kind: NoteKind, key: str, why: str) -> None:
+        """Record that ``key`` is not carried over (a ``key: detail`` note accounts for ``key``)."""
+        self.notes.append(Note(kind, key, why))
+        self.accounted.setdefault(key.split(":", 1)[0], f"note: {kind.value}")
+
+    def secret(self, key: str, value: object) -> None:
+        """A credential: never carried; said so when it holds one."""
+        if value in (None, "", False):
+            self.skip(key, "secret, empty")
+        else:
+            self.note(
+                NoteKind.SECRET,
+                key,
+                "removed: secrets are never written to a recipe; give it to the tool that needs it "
+                "(e.g. an environment variable) when you train",
+            )
 
     def skip(self, key: str, why: str) -> None:
-        """Account for ``key`` that means nothing to kohya (unset, a default, the tool's own state)."""
+        """Account for ``key``, which means nothing to kohya (unset, a default, the tool's own state)."""
         self.accounted.setdefault(key, why)
 
+    def flags(self, key: str, text: str) -> None:
+        """Raw kohya command-line flags (``--name value …``) as options: they win over the config's."""
+        try:
+            words = shlex.split(text, posix=True)
+        except ValueError as exc:
+            self.note(NoteKind.UNREPRESENTABLE, key, f"{text!r} does not split into shell words ({exc})")
+            return
+        self.skip(key, "parsed as kohya options")
+        for name, value in parse_flags(words, self.script).items():
+            if is_secret(name):
+                self.secret(f"{key}: --{name}", value)
+            else:
+                self.options[name] = value
 
-class NotAConfigError(ValueError):
-    """The file is not a config of the tool its reader reads; the message names the file."""
+
+def to_imported(translated: Translated) -> Imported:
+    """The recipe: kohya's options through :func:`from_kohya_options`, then the tool's own keys and notes."""
+    imp = from_kohya_options(
+        translated.options,
+        None,
+        script=translated.script,
+        source=translated.source.as_posix(),
+        base=translated.base,
+    )
+    for key, value in translated.recipe.items():
+        imp.set(key, value)
+    if translated.prompts is not None:
+        dataset_import.read_prompt_lines(imp, translated.prompts, "sample_prompts")
+    for note in translated.notes:
+        imp.note(note.kind, note.key, note.why)
+    drop_refused(imp)
+    return imp
 
 
-# --- secrets -------------------------------------------------------------------------------------
+def drop_refused(imp: Imported) -> None:
+    """Take out every value the recipe schema refuses, each with a note: the recipe keeps lorabuild's default.
 
-_SECRET = re.compile(r"(token|api_?key|secret|password|passwd|credential)", re.IGNORECASE)
-
-
-def is_secret(name: str) -> bool:
-    """Whether an option or key name holds a credential (``wandb_api_key``, ``huggingface_token``).
-
-    ``max_token_length``-like names are not secrets: a token *count* is not a credential.
+    GUIs save values kohya itself would stop on or that a recipe cannot hold (kohya_ss's
+    ``bucket_reso_steps = 1``, LyCORIS's "full rank" ``network_dim = 100000``); an import writes a
+    recipe that loads, and says what it left out.
     """
-    if re.search(r"token_(length|warmup|count)|tokens?_separator|keep_tokens|class_tokens", name):
-        return False
-    return bool(_SECRET.search(name))
-
-
-# --- kohya's command line ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One option of a kohya command line: ``--name`` with its values (none for a flag)."""
-
-    name: str
-    values: tuple[str, ...]
-    text: str  # as written, for messages
-
-
-def split_flags(text: str) -> list[Flag]:
-    """``--name value --flag --list a b`` (POSIX shell words) as flags with their values.
-
-    Raises:
-        ValueError: The text does not split into shell words (an unclosed quote), or a value
-            comes before any ``--name``.
-    """
-    words = shlex.split(text, posix=True)
-    flags: list[Flag] = []
-    name: str | None = None
-    values: list[str] = []
-    written: list[str] = []
-
-    def close() -> None:
-        if name is not None:
-            flags.append(Flag(name, tuple(values), " ".join(written)))
-
-    for word in words:
-        if word.startswith("--") and len(word) > 2:
-            close()
-            head, eq, tail = word[2:].partition("=")
-            name, values, written = head.replace("-", "_"), ([tail] if eq else []), [word]
-        elif name is None:
-            raise ValueError(f"{word!r} is not an option: each item must start with --")
-        else:
-            values.append(word)
-            written.append(shlex.quote(word))
-    close()
-    return flags
-
-
-def flag_value(script: str, flag: Flag) -> object:
-    """The value kohya's parser gives ``flag`` (typed by the option's argparse type).
-
-    Raises:
-        KeyError: kohya's ``script`` has no such option.
-        ValueError: The values do not fit the option (a flag with a value, a number that is not one).
-    """
-    spec = kohya_options.options(script)[flag.name]
-    if spec.kind == "flag":
-        if flag.values:
-            raise ValueError(f"--{flag.name} is a flag and takes no value (got {' '.join(flag.values)!r})")
-        return True
-    if spec.kind == "list":
-        return [_typed(spec.type, v) for v in flag.values]
-    if len(flag.values) != 1:
-        raise ValueError(f"--{flag.name} takes one value (got {len(flag.values)})")
-    return _typed(spec.type, flag.values[0])
-
-
-def _typed(kind: str, text: str) -> object:
-    if kind == "int":
-        return int(text)
-    if kind == "float":
-        return float(text)
-    if kind == "int_or_float":
-        return float(text) if any(c in text for c in ".eE%") else int(text)
-    return text
+    for _ in range(3):  # a refused value can hide another in the same table; a few passes suffice
+        try:
+            Recipe.model_validate(
+                recipe_document(imp, Path.cwd() / "recipe.toml"), context={"base": Path.cwd()}
+            )
+            return
+        except ValidationError as exc:
+            refused = [p for p in problems_from_validation(exc) if p.key in imp.values]
+        if not refused:
+            return  # what is left (a missing key, a subset) is the writer's to report
+        for problem in refused:
+            value = imp.values.pop(problem.key)
+            imp.comments.pop(problem.key, None)
+            imp.unrepresentable(
+                problem.key, f"{value!r} left out, lorabuild's default applies: {problem.message}"
+            )
 
 
 def coerce(script: str, name: str, value: object) -> object:
-    """A value as kohya's argparse type would have made it: GUIs save numbers as text ("1234").
+    """A value as kohya's argparse type would have made it: GUIs save numbers as text ("1234") or 4.0.
 
     Values that do not convert are left as they are (the recipe's check then names them).
     """
@@ -191,113 +156,19 @@ def coerce(script: str, name: str, value: object) -> object:
         return int(value)  # the GUI's int(...) of a number field saved as 4.0
     if not isinstance(value, str):
         return value
+    text = value.strip()
     try:
-        return _typed(spec.type, value.strip())
+        if spec.type == "int":
+            return int(text)
+        if spec.type == "float":
+            return float(text)
+        if spec.type == "int_or_float":  # lr_warmup_steps: steps, or a fraction of them
+            return float(text) if any(c in text for c in ".eE") else int(text)
     except ValueError:
         return value
+    return value
 
 
-# --- DreamBooth folders --------------------------------------------------------------------------
-
-_REPEATS_FOLDER = re.compile(r"^(\d+)_(.*)$")
-
-
-def dreambooth_subsets(folder: str, *, is_reg: bool, key: str, into: Translated) -> list[dict[str, object]]:
-    """kohya's subsets for a ``--train_data_dir`` / ``--reg_data_dir`` parent folder.
-
-    kohya trains each ``N_name`` subfolder with ``N`` repeats and ``name`` as its class tokens
-    (train_util.DreamBoothDataset); other subfolders are skipped. A folder that is not on this
-    machine is kept as one subset with a TODO note: its repeats and trigger live in folder names
-    that cannot be read here.
-    """
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        into.note(
-            key,
-            "TODO",
-            f"{folder!r} is not a folder on this machine: kohya reads repeats and trigger from its N_name "
-            "subfolders, so dataset.subsets holds the folder itself; point each subset at one N_name "
-            "subfolder and set its repeats and trigger",
-        )
-        subset: dict[str, object] = {"image_dir": folder}
-        if is_reg:
-            subset["is_reg"] = True
-        return [subset]
-    subsets: list[dict[str, object]] = []
-    for child in sorted(p for p in path.iterdir() if p.is_dir()):
-        match = _REPEATS_FOLDER.match(child.name)
-        if not match:
-            into.note(
-                f"{key}: {child.name}",
-                "not representable",
-                f"{child} is not named N_name: kohya skips it, and so does the recipe",
-            )
-            continue
-        subset = {"image_dir": str(child), "num_repeats": int(match.group(1))}
-        if match.group(2).strip():
-            subset["class_tokens"] = match.group(2).strip()
-        if is_reg:
-            subset["is_reg"] = True
-        subsets.append(subset)
-    if not subsets:
-        into.note(key, "TODO", f"{folder} has no N_name subfolder: kohya would train nothing from it")
-    return subsets
-
-
-# --- sample prompts ------------------------------------------------------------------------------
-
-# kohya's per-prompt options (library/train_util.py line_to_prompt_dict) and the [evaluate] key each
-# sets when every prompt agrees on it.
-_PROMPT_OPTIONS = {"n": "negative_prompt", "s": "steps", "l": "cfg_scale", "w": "width", "h": "height"}
-
-
-def prompt_settings(text: str, key: str, into: Translated) -> None:
-    """Inline kohya prompt lines (``a cat --w 832 --h 1216 --s 20 --l 4 --d 42 --n ugly``) → ``[evaluate]``.
-
-    The prompts become ``evaluate.prompts``; an option every line gives the same value becomes the
-    ``[evaluate]`` setting, ``--d`` seeds ``evaluate.seeds``; anything else is noted.
-    """
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not lines:
-        into.skip(key, "empty")
-        return
-    prompts: list[str] = []
-    per_option: dict[str, list[str]] = {}
-    seeds: list[int] = []
-    for line in lines:
-        parts = re.split(r"\s+--(?=[a-z]+\b)", " " + line)
-        prompts.append(parts[0].strip())
-        for part in parts[1:]:
-            letter, _, value = part.partition(" ")
-            value = value.strip()
-            if letter == "d" and value.isdigit():
-                seeds.append(int(value))
-            elif letter in _PROMPT_OPTIONS:
-                per_option.setdefault(letter, []).append(value)
-            else:
-                into.note(key, "not representable", f"the prompt option --{letter} {value} has no recipe key")
-    into.set(key, "evaluate.prompts", prompts)
-    for letter, values in per_option.items():
-        target = f"evaluate.{_PROMPT_OPTIONS[letter]}"
-        if len(set(values)) > 1 or len(values) < len(lines):
-            into.note(key, "not representable", f"--{letter} differs between prompts; {target} is one value")
-            continue
-        value = values[0]
-        into.recipe[target] = value if letter == "n" else _number(value)
-    if seeds:
-        into.recipe["evaluate.seeds"] = sorted(set(seeds))
-
-
-def _number(text: str) -> int | float | str:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-
-def known_options(script: str) -> Mapping[str, kohya_options.OptionSpec]:
-    """kohya's options for ``script`` (a shorthand for the readers)."""
-    return kohya_options.options(script)
+def refuse(path: Path, message: str) -> ImportFailed:
+    """The error for a file that is not the config its reader reads (it names the file)."""
+    return ImportFailed(path.as_posix(), message)
