@@ -119,6 +119,14 @@ def from_header(path: Path) -> Imported:
         options["vae"] = meta["ss_vae_name"]
     dataset, img_counts = _dataset(meta, options)
     script = families.get(family).train_script if family else None
+    for key in ("title", "author", "description"):
+        if meta.get(f"modelspec.{key}"):
+            options[f"metadata_{key}"] = meta[f"modelspec.{key}"]
+    trained = _trained_parts(header.fields)
+    if trained == "unet":
+        options["network_train_unet_only"] = True
+    elif trained == "text_encoder":
+        options["network_train_text_encoder_only"] = True
     if options.get("max_train_epochs") is not None:
         options.pop("max_train_steps", None)  # the steps kohya computed from the epochs
     precision = _saved_precision(header.fields)
@@ -134,6 +142,14 @@ def from_header(path: Path) -> Imported:
         "the header does not say the attention kernel (xformers, sdpa): the family's default",
     )
     return imp
+
+
+def _trained_parts(fields: Mapping[str, object]) -> str | None:
+    """Which parts the LoRA's tensors belong to (kohya names them lora_unet_*, lora_te*_*)."""
+    names = [k for k in fields if k != "__metadata__"]
+    unet = any(n.startswith("lora_unet_") for n in names)
+    te = any(n.startswith("lora_te") for n in names)
+    return "unet" if unet and not te else "text_encoder" if te and not unet else None
 
 
 _DTYPE_PRECISION = {"F32": "float", "F16": "fp16", "BF16": "bf16"}
@@ -294,9 +310,14 @@ def _todo(imp: Imported, meta: Mapping[str, str], img_counts: list[int]) -> None
     ]
     if "model.base" in imp.values:
         imp.todo("model.base", "the header holds the base model's file name only: give its path")
-    for key in ("vae", "clip_l", "t5xxl", "ae"):
-        if f"model.{key}" in imp.values:
-            imp.todo(f"model.{key}", "the header holds the file name only: give its path")
+    if "model.vae" in imp.values:
+        imp.todo("model.vae", "the header holds the file name only: give its path")
+    family = imp.get("model.family")
+    for model_file in families.get(str(family)).model_files if family else ():
+        imp.todo(
+            f"model.{model_file.key}",
+            f"{model_file.label} (e.g. {model_file.example}): the header does not name it",
+        )
     frequency: dict[str, dict[str, int]] = {}
     try:
         parsed = json.loads(meta.get("ss_tag_frequency") or "{}")

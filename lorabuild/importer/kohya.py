@@ -455,6 +455,13 @@ def _metadata(imp: Imported, flat: Mapping[str, object]) -> None:
             "metadata_trigger_phrase", f"{trigger!r}: lorabuild writes the first subset's trigger ({first!r})"
         )
     comment = flat.get("training_comment")
+    if str(comment).startswith("lorabuild ") and isinstance(subsets, list):
+        for index in range(len(subsets)):
+            imp.todo(
+                f"dataset.subsets[{index}].source",
+                "lorabuild's staged copy in the build folder (build/<name>/dataset/): point it at the "
+                "original folder of images and captions",
+            )
     if comment and not str(comment).startswith("lorabuild "):
         imp.unrepresentable("training_comment", f"{comment!r} dropped: {MANAGED['training_comment']}")
 
