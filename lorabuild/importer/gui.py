@@ -19,6 +19,10 @@ does the same translation, key by key, and accounts for every key of the file:
 - the accelerate settings become ``[launch]`` keys where the recipe has one;
 - secrets (``wandb_api_key``, ``huggingface_token``, anything token- or key-like) are dropped and
   noted, never carried.
+
+Why one module: it mirrors one function of kohya_ss, ``train_model``, whose tables (the LoRA types,
+the family-only keys, the GUI-only keys) and the rules reading them change together with each
+kohya_ss release; split, a new GUI key would need two files read side by side.
 """
 
 from __future__ import annotations

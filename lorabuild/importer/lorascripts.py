@@ -63,8 +63,9 @@ SIGNATURE_KEYS = frozenset(
     {"model_train_type", "lr_restart_cycles", "lycoris_algo", "network_args_custom", "optimizer_args_custom",
      "positive_prompts", "enable_preview", "ui_custom_params", "enable_base_weight", "enable_block_weights"}
 )  # fmt: skip
-# The legacy TOML's own section names (kohya's are the *_arguments ones).
-LEGACY_SECTIONS = frozenset({"model", "dataset", "additional_network", "optimizer", "training", "sample_prompt", "saving", "others"})  # fmt: skip
+# Section names only lora-scripts' legacy TOML uses ([model], [dataset], [optimizer], [training] and
+# [saving] are lorabuild's own config.toml sections too; kohya's are the *_arguments ones).
+LEGACY_SECTIONS = frozenset({"additional_network", "sample_prompt", "others"})
 
 
 def read(path: Path, doc: Mapping[str, object]) -> Imported | None:
@@ -82,7 +83,14 @@ def looks_like(doc: Mapping[str, object]) -> bool:
     """Whether a TOML document is lora-scripts' rather than kohya's own."""
     tables = {k for k, v in doc.items() if isinstance(v, dict)}
     keys = {k for v in doc.values() if isinstance(v, dict) for k in v} | set(doc)
-    return "metadata" in tables or bool(tables & LEGACY_SECTIONS) or bool(keys & SIGNATURE_KEYS)
+    return is_preset(doc) or bool(tables & LEGACY_SECTIONS) or bool(keys & SIGNATURE_KEYS)
+
+
+def is_preset(doc: Mapping[str, object]) -> bool:
+    """A preset: a ``[metadata]`` table of its own (name, author…), not kohya's ``metadata_*`` options
+    (which lorabuild's config.toml also groups under ``[metadata]``)."""
+    metadata = doc.get("metadata")
+    return isinstance(metadata, dict) and not any(str(k).startswith("metadata_") for k in metadata)
 
 
 def root(path: Path) -> Path:
@@ -101,7 +109,7 @@ def translate(path: Path, data: Mapping[str, object]) -> Translated:
         ImportFailed: The document holds tables of neither lora-scripts nor kohya, or nothing.
     """
     tables = {k for k, v in data.items() if isinstance(v, dict)}
-    if "metadata" in tables:
+    if is_preset(data):
         return _preset(path, data)
     unknown_tables = tables - SECTIONS
     if unknown_tables:
