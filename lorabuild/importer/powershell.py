@@ -63,7 +63,21 @@ class _Walker:
     # --- statements -------------------------------------------------------------------------
 
     def statements(self, node: Node) -> Iterator[list[str]]:
+        skip_to = -1
         for child in node.named_children:
+            if child.start_byte < skip_to:
+                continue  # read with the ERROR's logical line
+            if child.type in ("statement_list", "program"):
+                yield from self.statements(child)
+                continue
+            if child.type == "ERROR" or _has_error(child):
+                # The grammar gave up inside this statement: read its whole logical line (to a line
+                # end without a backtick before it) by PowerShell's argument-mode rules.
+                skip_to = _logical_line_end(self.source, child.start_byte)
+                words = _argument_words(self.source[child.start_byte : skip_to].decode("utf-8"), self.scope)
+                if words:
+                    yield words
+                continue
             yield from self.statement(child)
 
     def statement(self, node: Node) -> Iterator[list[str]]:
@@ -75,10 +89,6 @@ class _Walker:
                 yield from self.expression_statement(node)
             else:
                 yield from self.statements(node)
-        elif kind == "ERROR":
-            words = _argument_words(self.text(node), self.scope)
-            if words:
-                yield words
         elif kind == "if_statement":
             yield from self.if_statement(node)
         elif kind == "assignment_expression":
@@ -305,6 +315,34 @@ def _expand(body: str, scope: Mapping[str, Any]) -> str:
         out.append(ch)
         index += 1
     return "".join(out)
+
+
+def _has_error(node: Node) -> bool:
+    """Whether a statement holds an ERROR node outside its nested blocks (those are walked on their own)."""
+    if node.type == "ERROR":
+        return True
+    return any(_has_error(c) for c in node.children if c.type not in ("statement_block", "script_block"))
+
+
+def _logical_line_end(source: bytes, start: int) -> int:
+    """Where the logical line from ``start`` ends: the first line end not escaped by a backtick."""
+    index = start
+    quote: int | None = None
+    while index < len(source):
+        ch = source[index]
+        if quote is not None:
+            if ch == quote:
+                quote = None
+            elif ch == ord("`") and quote == ord('"'):
+                index += 1
+        elif ch in (ord("'"), ord('"')):
+            quote = ch
+        elif ch == ord("`"):
+            index += 1
+        elif ch == ord("\n"):
+            return index
+        index += 1
+    return len(source)
 
 
 def _argument_words(text: str, scope: Mapping[str, Any]) -> list[str]:

@@ -237,6 +237,8 @@ _VAR = re.compile(r"\$\{(\w+)(?:\[@\]|\[\*\])?(?::?-([^}]*))?\}|\$(\w+)")
 def bash_words(text: str, folder: str) -> Iterator[list[str]]:
     """Each simple command of a bash script as words, its variables resolved (in order of the script)."""
     text = text.replace("\\\r\n", " ").replace("\\\n", " ")
+    # The script's own folder: the one command substitution launch scripts use (cd "$(dirname "$0")").
+    text = re.sub(r'\$\(\s*dirname\s+"?\$\{?0\}?"?\s*\)', lambda _: folder.replace("\\", "/"), text)
     lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|()\n")
     lexer.whitespace = " \t\r"
     lexer.whitespace_split = True
