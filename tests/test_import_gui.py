@@ -18,6 +18,7 @@ from lorabuild.recipe.load import load_recipe
 from lorabuild.stages.check import check
 
 CORPUS = Path(__file__).parent / "data" / "import"
+TOOLS = ("kohya_ss", "lora-scripts")  # the real configs SOURCES.md names, a folder per tool
 GUI_CONFIGS = sorted(p for p in (CORPUS / "kohya_ss").rglob("*.json") if not p.name.startswith("dreambooth"))
 LORA_SCRIPTS_TOMLS = sorted((CORPUS / "lora-scripts").rglob("*.toml"))
 
@@ -55,7 +56,7 @@ def test_the_corpus_is_all_there() -> None:
         "chroma.toml",
     }
     named = (CORPUS / "SOURCES.md").read_text(encoding="utf-8")
-    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name != "SOURCES.md"):
+    for path in sorted(p for tool in TOOLS for p in (CORPUS / tool).rglob("*") if p.is_file()):
         assert f"`{path.relative_to(CORPUS)}`" in named, f"{path} has no source in SOURCES.md"
 
 
@@ -321,12 +322,18 @@ def test_the_web_ui_s_form_keys_are_folded_as_its_frontend_does(tmp_path: Path) 
     assert [n.kind for n in out.notes if n.key == "wandb_api_key"] == [NoteKind.SECRET]
 
 
-def test_toml_that_is_not_lora_scripts_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "pyproject.toml"
-    path.write_text('[project]\nname = "x"\n', encoding="utf-8")
-    assert lorascripts.read(path, _toml(path)) is None  # left to kohya's own TOML reader
-    with pytest.raises(ImportFailed, match=r"pyproject.toml: is not a lora-scripts config: tables project"):
-        lorascripts.translate(path, _toml(path))
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[project]\nname = "x"\n',
+        "[model_arguments]\nnetwork_dim = 8\nlr_restart_cycles = 2\n",  # kohya's own sections: its reader's
+        '[metadata]\nmetadata_title = "x"\n[network]\nnetwork_dim = 8\n',  # lorabuild's config.toml
+    ],
+)
+def test_toml_that_is_not_lora_scripts_is_left_to_kohya_s_reader(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    assert lorascripts.read(path, _toml(path)) is None
 
 
 TRAIN_SH_VARIABLES = {
@@ -384,7 +391,10 @@ def test_train_scripts_read_through_the_script_readers() -> None:
 # --- the whole corpus, as recipes -------------------------------------------------------------------
 
 ALL_SOURCES = sorted(
-    p for p in CORPUS.rglob("*") if p.is_file() and p.suffix != ".md" and not p.name.startswith("dreambooth")
+    p
+    for tool in TOOLS
+    for p in (CORPUS / tool).rglob("*")
+    if p.is_file() and not p.name.startswith("dreambooth")
 )
 # Problems check finds in a corpus recipe besides files that are not on this machine: the source's own
 # settings, which kohya would take and lorabuild refuses (check says why; the import keeps them).

@@ -60,12 +60,12 @@ _UI_SWITCHES = ("enable_base_weight", "enable_block_weights", "ui_custom_params"
 
 # Keys only lora-scripts writes: a flat TOML holding one is its web UI's, not kohya's own.
 SIGNATURE_KEYS = frozenset(
-    {"model_train_type", "lr_restart_cycles", "lycoris_algo", "network_args_custom", "optimizer_args_custom",
+    {"model_train_type", "lycoris_algo", "network_args_custom", "optimizer_args_custom",
      "positive_prompts", "enable_preview", "ui_custom_params", "enable_base_weight", "enable_block_weights"}
 )  # fmt: skip
-# Section names only lora-scripts' legacy TOML uses ([model], [dataset], [optimizer], [training] and
-# [saving] are lorabuild's own config.toml sections too; kohya's are the *_arguments ones).
-LEGACY_SECTIONS = frozenset({"additional_network", "sample_prompt", "others"})
+# Section names only lora-scripts' legacy TOML uses ([model], [dataset], [optimizer], [training],
+# [saving] and [others] are also lorabuild's config.toml sections or hand-written kohya ones).
+LEGACY_SECTIONS = frozenset({"additional_network", "sample_prompt"})
 
 
 def read(path: Path, doc: Mapping[str, object]) -> Imported | None:
@@ -105,19 +105,13 @@ def root(path: Path) -> Path:
 def translate(path: Path, data: Mapping[str, object]) -> Translated:
     """Translate a lora-scripts TOML (sectioned, autosave or preset), accounting for every key.
 
+    Its tables are sections, which kohya flattens (any name: lora-scripts' or kohya's own).
+
     Raises:
-        ImportFailed: The document holds tables of neither lora-scripts nor kohya, or nothing.
+        ImportFailed: The document holds nothing.
     """
-    tables = {k for k, v in data.items() if isinstance(v, dict)}
     if is_preset(data):
         return _preset(path, data)
-    unknown_tables = tables - SECTIONS
-    if unknown_tables:
-        raise refuse(
-            path,
-            f"is not a lora-scripts config: tables {', '.join(sorted(unknown_tables))} are neither its "
-            "sections nor kohya's",
-        )
     flat: dict[str, object] = {}
     where: dict[str, str] = {}
     overridden: dict[str, str] = {}
