@@ -25,7 +25,7 @@ from lorabuild.importer.sources import import_sources
 from lorabuild.importer.write import recipe_text, write_recipe
 from lorabuild.kohya import options as kohya_options
 from lorabuild.rules.passthrough import MODELLED
-from tests.conftest import run_lorabuild
+from tests.conftest import run_lorabuild, write_checkpoint
 
 DATA = Path(__file__).parent / "data" / "import"
 HEADER = DATA / "flux_demo_lora.header.safetensors"
@@ -468,3 +468,49 @@ def test_option_table_covers_the_scripts_read() -> None:
     assert {"train_network.py", "sdxl_train_network.py", "flux_train_network.py"} <= set(
         kohya_options.SCRIPTS
     )
+
+
+def test_family_is_read_from_the_base_models_header_when_the_options_do_not_tell(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "models" / "xl.safetensors", "sdxl")
+    options = {"pretrained_model_name_or_path": "models/xl.safetensors", "max_train_epochs": 1, "seed": 1}
+    dataset = {"datasets": [{"resolution": 1024, "subsets": [{"image_dir": "img"}]}]}
+    imp = from_kohya_options(options, dataset, script=None, source="config.toml", base=tmp_path)
+    assert imp.values["model.family"] == "sdxl"
+    assert imp.comments["model.family"] == "read from the base model's header"
+    assert not any(n.key == "model.family" for n in imp.notes)
+
+
+def test_sample_prompts_file_becomes_evaluate(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "prompts.txt",
+        "# a comment\nkazari, smile --w 768 --h 512 --d 7 --s 30 --l 6.5 --n lowres\n"
+        "kazari, smile --w 768 --h 512 --d 8 --s 30 --l 6.5 --n lowres\nkazari, running --d 7\n",
+    )
+    options = {"sample_prompts": "prompts.txt", "sample_every_n_epochs": 2, "max_train_epochs": 4, "seed": 1}
+    imp = from_kohya_options(options, None, script="train_network.py", source="config.toml", base=tmp_path)
+    v = imp.values
+    assert v["evaluate.prompts"] == ["kazari, smile", "kazari, running"]
+    assert (v["evaluate.seeds"], v["evaluate.width"], v["evaluate.height"]) == ([7, 8], 768, 512)
+    assert (v["evaluate.steps"], v["evaluate.cfg_scale"], v["evaluate.negative_prompt"]) == (
+        30,
+        6.5,
+        "lowres",
+    )
+    assert v["evaluate.sample_every_n_epochs"] == 2
+
+
+def test_other_tools_readers_are_tried_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sources.JSON_READERS / TOML_READERS: the hooks other tools' readers register in."""
+    from lorabuild.importer import sources
+
+    def gui(path: Path, doc: object) -> sources.KohyaParts | None:
+        if not isinstance(doc, dict) or "LoRA_type" not in doc:
+            return None
+        return sources.KohyaParts(
+            options={"network_dim": doc["network_dim"], "max_train_epochs": 1, "seed": 1}
+        )
+
+    monkeypatch.setattr(sources, "JSON_READERS", [gui])
+    config = _write(tmp_path, "gui.json", json.dumps({"LoRA_type": "Standard", "network_dim": 12}))
+    assert import_sources([config]).values["network.dim"] == 12

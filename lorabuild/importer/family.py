@@ -1,16 +1,29 @@
-"""The model family a source is for, from the script it names or the options it sets."""
+"""The model family a source is for: from the script it names, the options it sets, or the base
+model's header when the file is on this machine."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
-from lorabuild.importer.model import Imported, ImportFailed
+from lorabuild.importer.model import Imported, ImportFailed, is_rooted
 from lorabuild.kohya import families
 from lorabuild.kohya import options as kohya_options
+from lorabuild.probe.modelfile import probe_model
 
 
-def infer_family(flat: Mapping[str, object], script: str | None, imp: Imported) -> str | None:
-    """The recipe's family from the script's name and the options, or None when nothing tells."""
+def infer_family(
+    flat: Mapping[str, object], script: str | None, imp: Imported, base: Path | None = None
+) -> str | None:
+    """The recipe's family from the script's name and the options, or None when nothing tells.
+
+    Args:
+        flat: kohya's options.
+        script: The training script the source names, or None.
+        imp: Where a TODO goes when nothing tells.
+        base: The folder a relative ``pretrained_model_name_or_path`` is relative to: when the
+            options alone do not tell, the model's header is read (as ``lorabuild check`` would).
+    """
     model_type = flat.get("model_type")
     if script is not None:
         candidates = [f for f in families.ALL if f.train_script == script]
@@ -34,6 +47,10 @@ def infer_family(flat: Mapping[str, object], script: str | None, imp: Imported) 
         elif flat.get("v2"):
             candidates = [f for f in families.ALL if f.v2]
         else:
+            detected = _from_header(flat.get("pretrained_model_name_or_path"), base)
+            if detected is not None:
+                imp.comments["model.family"] = "read from the base model's header"
+                return detected
             imp.todo(
                 "model.family",
                 "the source does not tell the model family: lorabuild reads it from the base model's "
@@ -47,3 +64,14 @@ def infer_family(flat: Mapping[str, object], script: str | None, imp: Imported) 
         else:
             candidates = [f for f in candidates if f.v2 == bool(flat.get("v2"))] or candidates
     return candidates[0].name
+
+
+def _from_header(model: object, base: Path | None) -> str | None:
+    """The family the base model's header tells, when the file is here."""
+    if not isinstance(model, str) or not model:
+        return None
+    path = Path(model) if is_rooted(model) or base is None else base / model
+    if not path.exists():
+        return None
+    family = probe_model(path).family
+    return family if family in families.names() else None

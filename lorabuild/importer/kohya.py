@@ -128,7 +128,7 @@ def from_kohya_options(
     """
     flat = flatten_sections(options)
     imp = Imported(source=source)
-    family = infer_family(flat, script, imp)
+    family = infer_family(flat, script, imp, base)
     imp.script = families.get(family or families.FALLBACK).train_script
     known = kohya_options.options(imp.script)
 
@@ -394,7 +394,7 @@ def _saving(imp: Imported, flat: Mapping[str, object], effective: Effective, sou
         ("console_log_simple", True),
     ):
         value = flat.get(option)
-        if value is not None and value != expected and value is not False:
+        if value not in (None, "", False) and value != expected:
             imp.unrepresentable(option, f"{value!r} dropped: {MANAGED[option]}")
 
 
@@ -411,6 +411,11 @@ def _sampling(imp: Imported, flat: Mapping[str, object], effective: Effective, b
     every = flat.get("sample_every_n_epochs")
     if every is not None:
         imp.set("evaluate.sample_every_n_epochs", every)
+        if "evaluate.prompts" not in imp.values:
+            imp.todo(
+                "evaluate.prompts",
+                "kohya samples images every few epochs here, but the source holds no prompts",
+            )
     sampler = flat.get("sample_sampler")
     if sampler is not None:
         if sampler in _SAMPLERS:
@@ -475,8 +480,8 @@ def _the_rest(
             if value:
                 imp.secret(name)
             continue
-        if name in MAPPED or value is None:
-            continue
+        if name in MAPPED or value is None or value == "" or value == []:
+            continue  # read above, or nothing said
         if name in MANAGED:
             if name not in _MANAGED_ELSEWHERE and value is not False:
                 imp.unrepresentable(name, f"{value!r} dropped: {MANAGED[name]}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -145,14 +145,6 @@ class Imported:
         for n in later.notes:
             merged.note(n.kind, n.key, n.why)
         return merged
-
-    def tables(self) -> Iterator[tuple[str, dict[str, object]]]:
-        """The values grouped by their first key part (top-level keys under ``""``)."""
-        grouped: dict[str, dict[str, object]] = {}
-        for key, value in self.values.items():
-            table, _, rest = key.rpartition(".") if key.count(".") else ("", "", key)
-            grouped.setdefault(table, {})[rest] = value
-        yield from grouped.items()
 
 
 def path_value(text: str, base: Path | None) -> PathValue:
