@@ -9,6 +9,9 @@
 - :mod:`~lorabuild.importer.scripts`: the training launch in a bash, PowerShell
   (:mod:`~lorabuild.importer.powershell`, the tree-sitter grammar) or ``.bat`` script.
 - :mod:`~lorabuild.importer.header`: a LoRA file's ``ss_*`` metadata.
+- :mod:`~lorabuild.importer.gui` (the kohya_ss GUI's JSON) and :mod:`~lorabuild.importer.lorascripts`
+  (lora-scripts' TOMLs and launch scripts): other tools' configs, translated into kohya's options
+  (:mod:`~lorabuild.importer.translated`) with every source key accounted for.
 - :mod:`~lorabuild.importer.sources`: :func:`import_sources`, each file read by its kind (kohya's
   TOMLs, scripts, a LoRA's header; readers of other tools' configs register there).
 - :mod:`~lorabuild.importer.write`: the recipe text, checked by the schema, written atomically.

@@ -265,10 +265,18 @@ _PROMPT_OPTIONS = {
 
 def read_sample_prompts(imp: Imported, path: Path) -> None:
     """A kohya sample-prompts file (``prompt --w 512 --d 42 ...`` lines) as ``[evaluate]``."""
+    read_prompt_lines(imp, path.read_text(encoding="utf-8", errors="replace"), path.name)
+
+
+def read_prompt_lines(imp: Imported, text: str, where: str) -> None:
+    """kohya's sample-prompt lines (a file's text, or a GUI's inline prompts) as ``[evaluate]``.
+
+    ``where`` names their source in a TODO when there is no prompt.
+    """
     prompts: list[str] = []
     seeds: list[int] = []
     first: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -282,7 +290,7 @@ def read_sample_prompts(imp: Imported, path: Path) -> None:
             elif name in _PROMPT_OPTIONS and name not in first:
                 first[name] = value.strip()
     if not prompts:
-        imp.todo("evaluate.prompts", f"{path.name} holds no prompt: write the prompts")
+        imp.todo("evaluate.prompts", f"{where} holds no prompt: write the prompts")
         return
     imp.set("evaluate.prompts", prompts)
     if seeds:

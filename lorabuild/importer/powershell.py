@@ -146,7 +146,8 @@ class _Walker:
                 return
 
     def assign(self, node: Node) -> Iterator[list[str]]:
-        named = node.named_children
+        # A comment after the value ($a = 1 # note) is the statement's last named child.
+        named = [c for c in node.named_children if c.type != "comment"]
         left, op, right = named[0], named[1], named[-1]
         name = self.text(left).lstrip("$").lower()
         if name.startswith("env:"):

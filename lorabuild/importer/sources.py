@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lorabuild.importer import gui, lorascripts
 from lorabuild.importer import header as header_reader
 from lorabuild.importer import scripts as script_reader
 from lorabuild.importer.kohya import from_kohya_options
@@ -61,10 +62,10 @@ class KohyaParts:
 Reader = Callable[[Path, Mapping[str, object]], "Imported | KohyaParts | None"]
 """A reader of another tool's config: the parsed document in, an import out (None: not its format)."""
 
-TOML_READERS: list[Reader] = []
+TOML_READERS: list[Reader] = [lorascripts.read]
 """Readers tried on a TOML before it is read as kohya's own (lora-scripts' formats register here)."""
 
-JSON_READERS: list[Reader] = []
+JSON_READERS: list[Reader] = [gui.read]
 """Readers of JSON configs (the kohya_ss GUI's registers here)."""
 
 
@@ -113,6 +114,9 @@ def read_source(path: Path) -> list[Imported | KohyaParts]:
     if suffix == ".safetensors":
         return [header_reader.from_header(path)]
     if suffix in script_reader.SHELLS:
+        lora_scripts = lorascripts.read_script(path)  # its launch is built by if blocks on its variables
+        if lora_scripts is not None:
+            return [lora_scripts]
         launch = script_reader.read_script(path)
         return [_launch_parts(path, launch)]
     data = _read_text(path)
