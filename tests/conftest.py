@@ -36,6 +36,12 @@ FAMILY_KEYS = {
         "double_blocks.0.img_attn.proj.bias",
         "single_blocks.0.linear1.bias",
     ],
+    # library/sd3_models.py MMDiT in SAI's single-file layout (SD3.5 Large: qk-norm, no attn2).
+    "sd3": [
+        "model.diffusion_model.joint_blocks.0.context_block.attn.ln_k.weight",
+        "model.diffusion_model.x_embedder.proj.weight",
+        "first_stage_model.decoder.conv_in.weight",
+    ],
 }
 
 
@@ -45,6 +51,8 @@ COMPONENT_KEYS = {
     "clip_l": ["text_model.encoder.layers.0.mlp.fc1.weight", "text_model.final_layer_norm.weight"],
     "t5xxl": ["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"],
     "ae": ["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"],
+    # CLIP-G has 32 layers (CLIP-L 12): the probe tells them apart by depth.
+    "clip_g": ["text_model.encoder.layers.31.mlp.fc1.weight", "text_model.final_layer_norm.weight"],
 }
 
 

@@ -25,6 +25,7 @@ from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Default
 from lorabuild.kohya.fluxinfer import FluxInference
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.kohya.options import SCRIPTS, options
+from lorabuild.kohya.sd3infer import Sd3Inference
 from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import family_from_names, probe_model
 from lorabuild.problems import Problem, format_problem, warning
@@ -63,9 +64,12 @@ def test_every_family_gives_every_field(family: Family) -> None:
     assert family.network_modules and set(family.network_modules) <= recipe_modules
     assert family.bucket_steps_multiple > 0 and 64 % family.bucket_steps_multiple == 0
     assert family.sd_version in SD_VERSIONS
-    # gen_img is told the family by a flag; flux_minimal_inference.py by --model_type.
+    # gen_img is told the family by a flag; flux_minimal_inference.py by --model_type;
+    # sd3_minimal_inference.py renders SD3 alone.
     if isinstance(family.grid, GenImg):
         assert family.grid.flags and family.model_type is None
+    elif isinstance(family.grid, Sd3Inference):
+        assert family.model_type is None
     else:
         assert isinstance(family.grid, FluxInference) and family.model_type in ("flux", "chroma")
     assert all(callable(rule) for rule in family.rules)

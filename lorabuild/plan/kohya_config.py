@@ -65,6 +65,7 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             tokenizer_cache_dir=rel(m.tokenizer_cache_dir) if m.tokenizer_cache_dir else None,
             model_type=fam.model_type,
             clip_l=rel(m.clip_l) if m.clip_l else None,
+            clip_g=rel(m.clip_g) if m.clip_g else None,
             t5xxl=rel(m.t5xxl) if m.t5xxl else None,
             ae=rel(m.ae) if m.ae else None,
         ),
@@ -159,6 +160,12 @@ def flow_options(f: FlowSection) -> FlowOptions:
         discrete_flow_shift=f.discrete_flow_shift,
         apply_t5_attn_mask=bool(f.apply_t5_attn_mask),
         t5xxl_max_token_length=f.t5xxl_max_token_length,
+        weighting_scheme=f.weighting_scheme,
+        logit_mean=f.logit_mean,
+        logit_std=f.logit_std,
+        mode_scale=f.mode_scale,
+        training_shift=f.training_shift,
+        apply_lg_attn_mask=bool(f.apply_lg_attn_mask),
     )
 
 

@@ -111,10 +111,25 @@ def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                     f"model.{key}", f"{family.label} models do not use {slot.label}: remove model.{key}"
                 )
             continue
+        slot = wanted[key]
+        inside = slot.bundled is not None and key in facts.model.bundled
+        if path is not None and inside and slot.checkpoint_first:
+            yield warning(
+                f"model.{key}",
+                f"is ignored: {facts.model.path.name} includes {slot.label} ({slot.bundled}* tensors) and kohya loads "
+                f"that one whenever it is there: remove model.{key} (or use a checkpoint without it)",
+            )
         if path is None:
+            if inside:
+                continue  # the single-file base model holds it (kohya reads it from there)
+            where = (
+                f"; {facts.model.path.name} does not include it (no {slot.bundled}* tensors)"
+                if slot.bundled and facts.model.kind == "file"
+                else ""
+            )
             yield error(
                 f"model.{key}",
-                f"{family.label} training needs {slot.label} (kohya --{key}): set model.{key} to its file, "
+                f"{family.label} training needs {slot.label} (kohya --{key}){where}: set model.{key} to its file, "
                 f"e.g. {slot.example}",
             )
             continue

@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol
 from lorabuild.kohya.fluxinfer import FluxSettings
 from lorabuild.kohya.genimg import GenImgSettings
 from lorabuild.kohya.gridrender import GridJob, GridRun
+from lorabuild.kohya.sd3infer import Sd3Settings
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import KohyaValue, Recipe
 
@@ -36,7 +37,7 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
 
 
-class RenderSettings(GenImgSettings, FluxSettings, Protocol):
+class RenderSettings(GenImgSettings, FluxSettings, Sd3Settings, Protocol):
     """What every grid renderer may read from the grid's settings (the plan's ``GridSettings`` has it all)."""
 
 
@@ -44,7 +45,8 @@ class GridRenderer(Protocol):
     """How a family's epoch x weight grid is rendered: one kohya process for a whole job.
 
     :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL) and
-    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) implement it; the grid stage
+    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) and
+    :class:`lorabuild.kohya.sd3infer.Sd3Inference` (SD3) implement it; the grid stage
     drives either through :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s vocabulary.
     """
 
@@ -67,12 +69,18 @@ class ModelFile:
         label: How messages name it (``the CLIP-L text encoder``).
         component: What :func:`lorabuild.probe.modelfile.probe_model` must find in its header.
         example: A file name users download it as, for messages.
+        bundled: The tensor-name prefix under which a single-file base model may hold it (SD3's
+            ``text_encoders.clip_l.``): the key may then be left out. None: the key is required.
+        checkpoint_first: kohya loads the checkpoint's copy when there is one, and ignores the
+            file the key names (SD3's CLIP-G and T5-XXL: sd3_utils.load_clip_g, load_t5xxl).
     """
 
     key: str
     label: str
     component: str
     example: str
+    bundled: str | None = None
+    checkpoint_first: bool = False
 
 
 @dataclass(frozen=True)
