@@ -43,7 +43,7 @@ train = "unet"
 epochs = 2
 """
 
-# What a checkpoint that includes its text encoders also holds (sd3_utils.load_clip_l/g, load_t5xxl).
+# What a checkpoint holding its text encoders in SAI's layout also has (sd3_utils.load_clip_l/g, load_t5xxl).
 BUNDLED_KEYS = [
     "text_encoders.clip_l.transformer.text_model.embeddings.position_embedding.weight",
     "text_encoders.clip_g.transformer.text_model.embeddings.position_embedding.weight",
@@ -133,37 +133,45 @@ def test_the_sd3_flow_keys_compile_under_their_kohya_names(sd3_project: Project)
     )
 
 
-def test_text_encoders_inside_the_checkpoint_need_no_files(sd3_project: Project) -> None:
+def test_text_encoders_inside_the_checkpoint_are_refused(sd3_project: Project) -> None:
+    """kohya detects SAI's bundled text encoders but loads none of their weights (sd3_utils, pinned commit)."""
     assert probe_model(sd3_project.root / "models" / "sd3_incl_te.safetensors").bundled == {
         "clip_l",
         "clip_g",
         "t5xxl",
     }
-    without(sd3_project, "clip_l", "clip_g", "t5xxl")
-    assert problems(sd3_project, "model.base=models/sd3_incl_te.safetensors") == []
-    plan = require_plan(
-        check(sd3_project.recipe, ["model.base=models/sd3_incl_te.safetensors"], sd3_project.build)
+    inside = "model.base=models/sd3_incl_te.safetensors"
+    # CLIP-L's file wins over the checkpoint's copy; CLIP-G's and T5's do not.
+    assert problems(sd3_project, inside) == [
+        f"recipe.toml: model.{key}: sd3_incl_te.safetensors holds the {label} text encoder "
+        f"(text_encoders.{key}.transformer.* tensors), which kohya takes instead of any file but loads none of (it "
+        "strips only the part before transformer., so every weight stays empty and training stops after the main "
+        f"model has loaded): use the release's file without text encoders and set model.{key} to {example}"
+        for key, label, example in (
+            ("t5xxl", "T5-XXL", "t5xxl_fp16.safetensors"),
+            ("clip_g", "CLIP-G", "clip_g.safetensors"),
+        )
+    ]
+    without(sd3_project, "clip_l")
+    assert problems(sd3_project, inside)[0] == (
+        "recipe.toml: model.clip_l: sd3_incl_te.safetensors holds the CLIP-L text encoder "
+        "(text_encoders.clip_l.transformer.* tensors), which kohya takes when model.clip_l is not set but loads "
+        "none of (it strips only the part before transformer., so every weight stays empty and training stops after "
+        "the main model has loaded): use the release's file without text encoders and set model.clip_l to "
+        "clip_l.safetensors"
     )
-    assert (plan.config.model.clip_l, plan.config.model.clip_g, plan.config.model.t5xxl) == (None, None, None)
-    # Without them inside, each is named with where kohya looked (it would stop at .eval() after the MMDiT loads).
+
+
+def test_each_text_encoder_file_is_required(sd3_project: Project) -> None:
+    without(sd3_project, "clip_l", "clip_g", "t5xxl")
     assert problems(sd3_project) == [
-        f"recipe.toml: model.{key}: SD3 training needs the {label} text encoder (kohya --{key}); sd3.5_large.safetensors "
-        f"does not include it (no text_encoders.{key}.* tensors): set model.{key} to its file, e.g. {example}"
+        f"recipe.toml: model.{key}: SD3 training needs the {label} text encoder (kohya --{key}): set model.{key} "
+        f"to its file, e.g. {example}"
         for key, label, example in (
             ("clip_l", "CLIP-L", "clip_l.safetensors"),
             ("t5xxl", "T5-XXL", "t5xxl_fp16.safetensors"),
             ("clip_g", "CLIP-G", "clip_g.safetensors"),
         )
-    ]
-
-
-def test_a_file_the_checkpoints_own_copy_overrides_is_named(sd3_project: Project) -> None:
-    """sd3_utils.load_clip_g and load_t5xxl read the checkpoint first; load_clip_l prefers --clip_l."""
-    assert problems(sd3_project, "model.base=models/sd3_incl_te.safetensors") == [
-        f"recipe.toml: model.{key}: warning: is ignored: sd3_incl_te.safetensors includes the {label} text encoder "
-        f"(text_encoders.{key}.* tensors) and kohya loads that one whenever it is there: remove model.{key} (or use "
-        "a checkpoint without it)"
-        for key, label in (("t5xxl", "T5-XXL"), ("clip_g", "CLIP-G"))
     ]
 
 

@@ -11,7 +11,8 @@ release, so lorabuild's model-header probe sees realistic files:
 - ``clip_l.safetensors`` and ``clip_g.safetensors`` (``text_model.*``, ``text_projection.weight``:
   ``CLIPTextModelWithProjection``), ``t5xxl.safetensors`` (``shared.weight``, ``encoder.*``);
 - ``sd3_incl_te.safetensors``: the same MMDiT and VAE with the three text encoders inside
-  (``text_encoders.clip_l.transformer.*``...), as ``sd3_medium_incl_clips_t5xxlfp16`` is laid out;
+  (``text_encoders.clip_l.transformer.*``...), as ``sd3_medium_incl_clips_t5xxlfp16`` is laid out,
+  which kohya detects but loads none of (the test that shows it; lorabuild's check refuses it);
 - ``tokenizers/``, for kohya's ``--tokenizer_cache_dir``: ``openai_clip-vit-large-patch14`` and
   ``laion_CLIP-ViT-bigG-14-laion2B-39B-b160k`` (both CLIP BPE rebuilt from open-clip's file; kohya
   sets CLIP-G's pad id itself) and ``google_t5-v1_1-xxl`` (kohya's ``configs/t5_old``);

@@ -66,7 +66,7 @@ class ModelInfo:
         detail: Why the family could not be told, or where it was read from.
         component: What a file that is no base model holds (``clip_l``...), or None.
         bundled: The ``[model]`` keys of the model files a single-file base model holds itself
-            (SD3's text encoders: :attr:`lorabuild.kohya.families.ModelFile.bundled`).
+            (SD3's text encoders in SAI's layout: :attr:`lorabuild.kohya.families.ModelFile.bundled`).
     """
 
     path: Path

@@ -112,24 +112,26 @@ def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 )
             continue
         slot = wanted[key]
-        inside = slot.bundled is not None and key in facts.model.bundled
-        if path is not None and inside and slot.checkpoint_first:
-            yield warning(
-                f"model.{key}",
-                f"is ignored: {facts.model.path.name} includes {slot.label} ({slot.bundled}* tensors) and kohya loads "
-                f"that one whenever it is there: remove model.{key} (or use a checkpoint without it)",
-            )
-        if path is None:
-            if inside:
-                continue  # the single-file base model holds it (kohya reads it from there)
-            where = (
-                f"; {facts.model.path.name} does not include it (no {slot.bundled}* tensors)"
-                if slot.bundled and facts.model.kind == "file"
-                else ""
-            )
+        # kohya detects the base model's own copy by its prefix, prefers it to a file for some
+        # slots, and at the pinned commit loads none of its weights (see ModelFile.bundled).
+        if (
+            slot.bundled is not None
+            and key in facts.model.bundled
+            and (path is None or slot.checkpoint_first)
+        ):
             yield error(
                 f"model.{key}",
-                f"{family.label} training needs {slot.label} (kohya --{key}){where}: set model.{key} to its file, "
+                f"{facts.model.path.name} holds {slot.label} ({slot.bundled}* tensors), which kohya takes "
+                f"{'instead of any file' if slot.checkpoint_first else 'when model.' + key + ' is not set'} but "
+                "loads none of (it strips only the part before transformer., so every weight stays empty and "
+                "training stops after the main model has loaded): use the release's file without text encoders "
+                f"and set model.{key} to {slot.example}",
+            )
+            continue
+        if path is None:
+            yield error(
+                f"model.{key}",
+                f"{family.label} training needs {slot.label} (kohya --{key}): set model.{key} to its file, "
                 f"e.g. {slot.example}",
             )
             continue

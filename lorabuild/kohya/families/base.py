@@ -69,10 +69,12 @@ class ModelFile:
         label: How messages name it (``the CLIP-L text encoder``).
         component: What :func:`lorabuild.probe.modelfile.probe_model` must find in its header.
         example: A file name users download it as, for messages.
-        bundled: The tensor-name prefix under which a single-file base model may hold it (SD3's
-            ``text_encoders.clip_l.``): the key may then be left out. None: the key is required.
-        checkpoint_first: kohya loads the checkpoint's copy when there is one, and ignores the
-            file the key names (SD3's CLIP-G and T5-XXL: sd3_utils.load_clip_g, load_t5xxl).
+        bundled: The tensor-name prefix by which kohya finds a copy inside the base model (SD3's
+            ``text_encoders.clip_l.transformer.``), or None. At the pinned commit kohya detects
+            such a copy but loads none of it (sd3_utils strips only ``text_encoders.clip_l.``), so
+            a base model holding one is an error (:func:`lorabuild.rules.model.model_files`).
+        checkpoint_first: kohya takes the base model's copy over the file the key names (SD3's
+            CLIP-G and T5-XXL: sd3_utils.load_clip_g, load_t5xxl; CLIP-L's file wins).
     """
 
     key: str

@@ -9,11 +9,15 @@ which kohya failure it prevents; most show only after the model has loaded.
   ``*_train_network.py`` checks the module; ``sd3_minimal_inference.py`` loads only
   ``networks.lora_sd3`` files. The recipe's ``lora`` is therefore always ``networks.lora_sd3``.
 - **The model files.** kohya reads the MMDiT from the checkpoint's ``model.diffusion_model.*``
-  tensors only (``sd3_utils.load_mmdit``), and CLIP-L, CLIP-G, T5-XXL and the VAE from the same
-  file (``text_encoders.clip_l.*``, ``text_encoders.clip_g.*``, ``text_encoders.t5xxl.*``,
-  ``first_stage_model.*``) unless a file is given (``--clip_l``...). A text encoder in neither
-  place makes its loader return None and the trainer stop at ``.eval()`` after the MMDiT has
-  loaded; the SD3.5 releases ship the text encoders as separate files (``text_encoders/``).
+  tensors only (``sd3_utils.load_mmdit``) and the VAE from its ``first_stage_model.*`` unless
+  ``--vae`` is given. The text encoders must be files (``--clip_l``, ``--clip_g``, ``--t5xxl``; the
+  SD3.5 releases ship them in ``text_encoders/``): a checkpoint that holds them in SAI's layout
+  (``text_encoders.clip_l.transformer.text_model.*``, the ``sd3_medium_incl_clips*`` files) is
+  detected by ``sd3_utils.load_clip_l``/``load_clip_g``/``load_t5xxl``, which strip only
+  ``text_encoders.clip_l.`` and so load none of the weights (checked at the pinned commit: they stay
+  on the meta device), and for CLIP-G and T5-XXL that copy is taken even when a file is given. A text
+  encoder given nowhere makes its loader return None and the trainer stop at ``.eval()``. Both
+  fail only after the MMDiT has loaded; the check names them first.
 - **Defaults.** docs/sd3_train_network.md's values for ``weighting_scheme`` (uniform),
   ``training_shift`` (1.0), ``t5xxl_max_token_length`` (256) and the attention masks (off) are
   kohya's argparse defaults, so nothing is applied for them; what is applied is bf16 (the doc's
@@ -54,17 +58,21 @@ def recognise(header: ModelHeader) -> bool:
     return header.has_prefix(SIGNATURES)
 
 
-# The prefixes are those sd3_utils.load_clip_l/load_clip_g/load_t5xxl look for in the checkpoint;
-# load_clip_l prefers --clip_l, the other two the checkpoint's copy.
+# The prefixes are those sd3_utils.load_clip_l/load_clip_g/load_t5xxl detect in the checkpoint (and
+# then load nothing from); load_clip_l prefers --clip_l, the other two the checkpoint's copy.
 CLIP_L = ModelFile(
-    "clip_l", "the CLIP-L text encoder", "clip_l", "clip_l.safetensors", bundled="text_encoders.clip_l."
+    "clip_l",
+    "the CLIP-L text encoder",
+    "clip_l",
+    "clip_l.safetensors",
+    bundled="text_encoders.clip_l.transformer.",
 )
 CLIP_G = ModelFile(
     "clip_g",
     "the CLIP-G text encoder",
     "clip_g",
     "clip_g.safetensors",
-    bundled="text_encoders.clip_g.",
+    bundled="text_encoders.clip_g.transformer.",
     checkpoint_first=True,
 )
 T5XXL = ModelFile(
@@ -72,7 +80,7 @@ T5XXL = ModelFile(
     "the T5-XXL text encoder",
     "t5xxl",
     "t5xxl_fp16.safetensors",
-    bundled="text_encoders.t5xxl.",
+    bundled="text_encoders.t5xxl.transformer.",
     checkpoint_first=True,
 )
 
