@@ -200,6 +200,7 @@ def test_vram_gb_applies_the_documented_command(
     assert (t.gradient_checkpointing, t.cache_text_encoder_outputs, t.fp8_base) == (True, True, False)
     assert (t.blocks_to_swap, plan.config.optimizer.optimizer_type) == (swap, optimizer)
     assert "gives no VRAM figures" in plan_summary(plan)
+    assert not [p for p in problems(sd3_project, f"launch.vram_gb={vram}") if "launch.vram_gb" in p]
 
 
 def test_fp16(sd3_project: Project) -> None:

@@ -141,7 +141,8 @@ MEMORY = (
         "24 GB and up is lorabuild's line for no block swap)",
     ),
     MemoryPreset(
-        8,
+        # vram_gb's smallest value: the doc names no card, so no size is "below the documented figures".
+        4,
         (
             Default("training.gradient_checkpointing", True, f"{_DOCS} 4: in the documented command"),
             Default(
