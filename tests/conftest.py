@@ -36,6 +36,12 @@ FAMILY_KEYS = {
         "double_blocks.0.img_attn.proj.bias",
         "single_blocks.0.linear1.bias",
     ],
+    # library/sd3_models.py MMDiT in SAI's single-file layout (SD3.5 Large: qk-norm, no attn2).
+    "sd3": [
+        "model.diffusion_model.joint_blocks.0.context_block.attn.ln_k.weight",
+        "model.diffusion_model.x_embedder.proj.weight",
+        "first_stage_model.decoder.conv_in.weight",
+    ],
     # library/anima_models.py, under the released files' "net." prefix: the LLM adapter is Anima's own.
     "anima": [
         "net.blocks.0.adaln_modulation_cross_attn.1.weight",
@@ -51,6 +57,8 @@ COMPONENT_KEYS = {
     "clip_l": ["text_model.encoder.layers.0.mlp.fc1.weight", "text_model.final_layer_norm.weight"],
     "t5xxl": ["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"],
     "ae": ["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"],
+    # CLIP-G has 32 layers (CLIP-L 12): the probe tells them apart by depth.
+    "clip_g": ["text_model.encoder.layers.31.mlp.fc1.weight", "text_model.final_layer_norm.weight"],
     # Anima: Qwen3-0.6B (ComfyUI's qwen_3_06b_base.safetensors) and the Qwen-Image VAE in ComfyUI's layout.
     "qwen3": ["model.embed_tokens.weight", "model.layers.0.self_attn.q_norm.weight"],
     "vae": ["conv1.weight", "decoder.middle.1.to_qkv.weight", "encoder.downsamples.0.residual.0.gamma"],

@@ -25,6 +25,7 @@ from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Default
 from lorabuild.kohya.fluxinfer import FluxInference
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.kohya.options import SCRIPTS, options
+from lorabuild.kohya.sd3infer import Sd3Inference
 from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import family_from_names, probe_model
 from lorabuild.problems import Problem, format_problem, warning
@@ -64,11 +65,13 @@ def test_every_family_gives_every_field(family: Family) -> None:
     assert family.bucket_steps_multiple > 0 and 64 % family.bucket_steps_multiple == 0
     assert family.sd_version in SD_VERSIONS
     # gen_img is told the family by a flag; flux_minimal_inference.py by --model_type; the others
-    # are their family's own script.
+    # (sd3_minimal_inference.py, anima_minimal_inference.py) are their family's own script.
     if isinstance(family.grid, GenImg):
         assert family.grid.flags and family.model_type is None
     elif isinstance(family.grid, FluxInference):
         assert family.model_type in ("flux", "chroma")
+    elif isinstance(family.grid, Sd3Inference):
+        assert family.model_type is None
     else:
         assert family.model_type is None
     assert all(callable(rule) for rule in family.rules)

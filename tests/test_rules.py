@@ -126,11 +126,17 @@ def test_lora_file_given_as_base_model(project: Project) -> None:
 
 
 @covers(model.model_family)
-def test_sd3_checkpoint_is_not_trainable(project: Project) -> None:
+def test_sd3_checkpoint_is_detected_and_a_bare_mmdit_is_not_trainable(project: Project) -> None:
     write_safetensors(model_path(project), ["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"])
+    assert found(project, model.model_family) == []
+    assert found(project, model.model_family, "model.family=sdxl")[0].startswith(
+        'recipe.toml: model.family: is "sdxl" but base.safetensors is an SD3 checkpoint'
+    )
+    # kohya's loader reads only model.diffusion_model.* (sd3_utils.load_mmdit: KeyError otherwise).
+    write_safetensors(model_path(project), ["joint_blocks.0.x_block.attn.qkv.weight"])
     assert found(project, model.model_family) == [
-        "recipe.toml: model.base: this is an SD3 checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1, "
-        "Chroma and Anima LoRAs"
+        "recipe.toml: model.base: this is an SD3 MMDiT-only (without the model.diffusion_model. prefix that "
+        "kohya's SD3 loader reads) checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1, Chroma, SD3 and Anima LoRAs"
     ]
 
 
@@ -177,7 +183,7 @@ def test_family_undetectable(project: Project) -> None:
     write_safetensors(model_path(project), ["some.other.weight"])
     assert found(project, model.model_family) == [
         "recipe.toml: model.family: cannot be detected (no known tensor names in its header): "
-        "set model.family to sd15, sd2, sdxl, flux, chroma or anima"
+        "set model.family to sd15, sd2, sdxl, flux, chroma, sd3 or anima"
     ]
     assert found(project, model.model_family, "model.family=sd15") == []
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lorabuild.demo.animamodel import ensure_anima_test_model
 from lorabuild.demo.fluxmodel import ensure_flux_test_model
+from lorabuild.demo.sd3model import ensure_sd3_test_model
 from lorabuild.demo.synthetic import make_dataset
 from lorabuild.demo.testmodel import ensure_test_model
 from lorabuild.settings import REPO_ROOT
@@ -163,4 +164,60 @@ def prepare_anima_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]
         f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
         *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
         *ANIMA_CPU_OVERRIDES,
+    ]
+
+
+SD3_RECIPE = REPO_ROOT / "recipes" / "sd3_character.toml"
+"""The shipped recipe ``lorabuild demo --family sd3`` trains."""
+
+SD3_LAUNCHER = Path(__file__).with_name("tinysd3.py")
+"""The test-only launcher that shrinks kohya's SD3 text-encoder and VAE sizes (LORABUILD_SCRIPT_WRAPPER)."""
+
+# What a CPU and the tiny model need changed from the shipped SD3 recipe's GPU settings.
+SD3_CPU_OVERRIDES = (
+    "dataset.resolution=64",
+    "dataset.min_bucket_reso=64",
+    "dataset.max_bucket_reso=128",
+    "training.mixed_precision=no",
+    # The 24 GB preset: no blocks to swap (the tiny MMDiT has one block).
+    "launch.vram_gb=24",
+    "optimizer.type=AdamW",
+    "training.epochs=4",
+    "launch.num_cpu_threads_per_process=1",
+    "evaluate.width=64",
+    "evaluate.height=64",
+    "evaluate.steps=4",
+)
+
+
+def prepare_sd3_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
+    """Make (or reuse) the tiny SD3 test model and a synthetic dataset; return the recipe and its overrides.
+
+    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
+    SD3 scripts through :data:`SD3_LAUNCHER`; the compiled ``train.sh`` and ``train.ps1`` stay the
+    real commands.
+    """
+    model = ensure_sd3_test_model()
+    data_dir = workdir / "data" / "character"
+    make_dataset(data_dir, n=images, size=128, trigger="")
+    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(SD3_LAUNCHER)
+    env = {
+        "HF_HOME": str(model.hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    paths = {
+        "base": model.base,
+        "clip_l": model.clip_l,
+        "clip_g": model.clip_g,
+        "t5xxl": model.t5xxl,
+        "tokenizer_cache_dir": model.tokenizer_cache_dir,
+    }
+    return SD3_RECIPE, [
+        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
+        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
+        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
+        *SD3_CPU_OVERRIDES,
     ]

@@ -61,6 +61,7 @@ class ModelOptions:
     tokenizer_cache_dir: str | None
     model_type: str | None
     clip_l: str | None
+    clip_g: str | None
     t5xxl: str | None
     ae: str | None
     # Anima (library/anima_train_utils.py add_anima_training_arguments).
@@ -129,7 +130,8 @@ class TrainingOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class FlowOptions:
-    """``[flow]``: the flow-matching families' training options (``flux_train_utils.add_flux_train_arguments``)."""
+    """``[flow]``: the flow-matching families' training options (``flux_train_utils.add_flux_train_arguments``;
+    SD3's from ``train_util.add_dit_training_arguments`` and ``sd3_train_utils.add_sd3_training_arguments``)."""
 
     guidance_scale: float | None
     timestep_sampling: str | None
@@ -138,6 +140,13 @@ class FlowOptions:
     discrete_flow_shift: float | None
     apply_t5_attn_mask: bool
     t5xxl_max_token_length: int | None
+    # SD3 (library/sd3_train_utils.py).
+    weighting_scheme: str | None
+    logit_mean: float | None
+    logit_std: float | None
+    mode_scale: float | None
+    training_shift: float | None
+    apply_lg_attn_mask: bool
     # Anima (library/anima_train_utils.py add_anima_training_arguments).
     attn_mode: str | None
     vae_chunk_size: int | None
@@ -208,7 +217,7 @@ class KohyaConfig:
     """The ``--config_file`` document: one value per section, in the file's order.
 
     Attributes:
-        flow: The flow-matching options (FLUX.1, Chroma); all unset for the other families.
+        flow: The flow-matching options (FLUX.1, Chroma, SD3); all unset for the other families.
         deepspeed: ``[launch.deepspeed]`` of the recipe, or None (no section).
         passthrough: The recipe's ``[kohya]`` table: options lorabuild does not model, written
             last and as given (the rules checked each against kohya's parsers).

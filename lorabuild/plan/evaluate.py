@@ -6,7 +6,8 @@ the precision, the prompts with ``{trigger}`` replaced, seeds, weights, epochs, 
 default weight from it, and :func:`sample_prompts` writes the same prompts as kohya's
 ``sample_prompts.txt``. Nothing downstream goes back to the recipe's ``[evaluate]`` table.
 
-The flow families (FLUX.1, Chroma) add their model files (``--clip_l``, ``--t5xxl``, ``--ae``),
+SD3 adds CLIP-G, the CLIP attention mask and the T5 length (``sd3_minimal_inference.py``). The
+flow families (FLUX.1, Chroma) add their model files (``--clip_l``, ``--t5xxl``, ``--ae``),
 ``--model_type``, the T5 attention mask and the inference guidance (``--g``: FLUX.1-dev's distilled
 guidance, 0 for Chroma, whose CFG scale and negative prompt do the guiding), all from the compiled
 config and ``[evaluate]`` (the family's defaults fill ``evaluate.guidance`` and ``cfg_scale``).
@@ -23,6 +24,7 @@ from lorabuild.kohya.config import KohyaConfig
 from lorabuild.kohya.fluxinfer import FluxDtype
 from lorabuild.kohya.genimg import EMBEDDINGS_MULTIPLES, Dtype
 from lorabuild.kohya.prompts import PromptLine
+from lorabuild.kohya.sd3infer import Sd3Inference
 from lorabuild.plan.subsets import first_trigger
 from lorabuild.recipe.schema import Recipe
 from lorabuild.render.quoting import comment_text
@@ -64,7 +66,11 @@ class GridSettings:
         ae: The flow families' autoencoder (``--ae``), or None.
         model_type: ``--model_type`` (flux, chroma); None for the SD families.
         apply_t5_attn_mask: ``--apply_t5_attn_mask`` (from ``[flow]``; Chroma needs it).
-        guidance: The inference guidance (``--g``) of the flow families; None for the SD families.
+        guidance: The inference guidance (``--g``) of FLUX.1 and Chroma; None for the SD families and SD3.
+        clip_g: SD3's CLIP-G (``--clip_g``), or None (not SD3, or the checkpoint includes it).
+        apply_lg_attn_mask: SD3's ``--apply_lg_attn_mask`` (from ``[flow]``), as trained.
+        t5xxl_max_token_length: The T5 length trained with (``[flow]``), or None for kohya's default;
+            SD3's grid is given it (``--t5xxl_token_length``).
         qwen3: Anima's Qwen3 text encoder (``--text_encoder``), or None.
         vae_chunk_size: Anima's ``--vae_chunk_size`` (from ``[flow]``), or None.
         vae_disable_cache: Anima's ``--vae_disable_cache`` (from ``[flow]``).
@@ -97,6 +103,9 @@ class GridSettings:
     model_type: str | None = None
     apply_t5_attn_mask: bool = False
     guidance: float | None = None
+    clip_g: str | None = None
+    apply_lg_attn_mask: bool = False
+    t5xxl_max_token_length: int | None = None
     qwen3: str | None = None
     vae_chunk_size: int | None = None
     vae_disable_cache: bool = False
@@ -108,11 +117,29 @@ class GridSettings:
 
     def model_files(self) -> dict[str, str]:
         """The model files besides :attr:`base` and :attr:`vae` that the renderer loads (key -> path)."""
-        files = {"clip_l": self.clip_l, "t5xxl": self.t5xxl, "ae": self.ae, "qwen3": self.qwen3}
+        files = {
+            "clip_l": self.clip_l,
+            "clip_g": self.clip_g,
+            "t5xxl": self.t5xxl,
+            "ae": self.ae,
+            "qwen3": self.qwen3,
+        }
         return {key: path for key, path in files.items() if path}
 
     def image_inputs(self) -> dict[str, Any]:
         """What every cell's pixels depend on besides its own model files, weight, prompt and seed."""
+        if isinstance(families.get(self.family).grid, Sd3Inference):
+            # sd3_minimal_inference.py: one sampler (SD3's flow schedule, shift 3.0), no CLIP skip.
+            return {
+                "family": self.family,
+                "apply_lg_attn_mask": self.apply_lg_attn_mask,
+                "apply_t5_attn_mask": self.apply_t5_attn_mask,
+                "t5xxl_max_token_length": self.t5xxl_max_token_length,
+                "dtype": self.dtype,
+                "steps": self.steps,
+                "cfg_scale": self.cfg_scale,
+                "size": [self.width, self.height],
+            }
         if self.model_type is not None:
             # flux_minimal_inference.py: one sampler (FLUX's flow schedule), no CLIP skip, its own
             # T5 length; what it does read is here.
@@ -204,6 +231,9 @@ def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSetti
         model_type=model.model_type,
         apply_t5_attn_mask=config.flow.apply_t5_attn_mask,
         guidance=e.guidance if model.model_type is not None else None,
+        clip_g=model.clip_g,
+        apply_lg_attn_mask=config.flow.apply_lg_attn_mask,
+        t5xxl_max_token_length=config.flow.t5xxl_max_token_length,
         qwen3=model.qwen3,
         vae_chunk_size=config.flow.vae_chunk_size,
         vae_disable_cache=config.flow.vae_disable_cache,

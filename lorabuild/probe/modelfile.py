@@ -25,14 +25,17 @@ from lorabuild.kohya.families import ModelHeader
 
 # Tensor-name prefixes of models lorabuild does not train (the families it trains recognise their
 # own: lorabuild.kohya.families), in the order that decides between them.
+# An SD3 MMDiT without the model.diffusion_model. prefix is SD3 (lorabuild.kohya.families.sd3 is the
+# prefixed single file), but kohya's loader reads the prefixed names only (sd3_utils.load_mmdit).
 _UNTRAINED: tuple[tuple[str, str], ...] = (
-    ("joint_blocks.", "sd3"),
-    ("model.diffusion_model.joint_blocks.", "sd3"),
+    ("joint_blocks.", "sd3-mmdit"),
     ("lora_unet_", "lora"),
     ("lora_te", "lora"),
 )
 
-UNTRAINED_LABELS = {"sd3": "SD3"}
+UNTRAINED_LABELS = {
+    "sd3-mmdit": "SD3 MMDiT-only (without the model.diffusion_model. prefix that kohya's SD3 loader reads)"
+}
 """How messages name the base models lorabuild recognises but does not train."""
 
 COMPONENT_LABELS = {
@@ -69,6 +72,9 @@ class ModelInfo:
             model) or None when the header does not tell.
         v_prediction: True when the model says it predicts v (diffusers scheduler config).
         detail: Why the family could not be told, or where it was read from.
+        component: What a file that is no base model holds (``clip_l``...), or None.
+        bundled: The ``[model]`` keys of the model files a single-file base model holds itself
+            (SD3's text encoders in SAI's layout: :attr:`lorabuild.kohya.families.ModelFile.bundled`).
     """
 
     path: Path
@@ -77,6 +83,7 @@ class ModelInfo:
     v_prediction: bool = False
     detail: str = ""
     component: str | None = None
+    bundled: frozenset[str] = frozenset()
 
     @property
     def what(self) -> str:
@@ -115,7 +122,24 @@ def probe_model(path: Path) -> ModelInfo:
         return ModelInfo(
             path, "file", None, detail=f"{COMPONENT_LABELS[component]}, not a base model", component=component
         )
-    return ModelInfo(path, "file", family, detail="" if family else "no known tensor names in its header")
+    return ModelInfo(
+        path,
+        "file",
+        family,
+        detail="" if family else "no known tensor names in its header",
+        bundled=bundled_from_names(names),
+    )
+
+
+def bundled_from_names(names: Iterable[str]) -> frozenset[str]:
+    """The ``[model]`` keys of the model files a checkpoint carries inside it, by their tensor-name prefixes."""
+    header = ModelHeader(tensor_names=tuple(names))
+    return frozenset(
+        f.key
+        for family in families.ALL
+        for f in family.model_files
+        if f.bundled is not None and header.has_prefix((f.bundled,))
+    )
 
 
 def family_from_names(names: Iterable[str]) -> str | None:

@@ -115,6 +115,23 @@ def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                     f"model.{key}", f"{family.label} models do not use {slot.label}: remove model.{key}"
                 )
             continue
+        slot = wanted[key]
+        # kohya detects the base model's own copy by its prefix, prefers it to a file for some
+        # slots, and at the pinned commit loads none of its weights (see ModelFile.bundled).
+        if (
+            slot.bundled is not None
+            and key in facts.model.bundled
+            and (path is None or slot.checkpoint_first)
+        ):
+            yield error(
+                f"model.{key}",
+                f"{facts.model.path.name} holds {slot.label} ({slot.bundled}* tensors), which kohya takes "
+                f"{'instead of any file' if slot.checkpoint_first else 'when model.' + key + ' is not set'} but "
+                "loads none of (it strips only the part before transformer., so every weight stays empty and "
+                "training stops after the main model has loaded): use the release's file without text encoders "
+                f"and set model.{key} to {slot.example}",
+            )
+            continue
         if path is None:
             yield error(
                 f"model.{key}",

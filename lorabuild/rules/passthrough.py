@@ -63,6 +63,9 @@ MODELLED = {
     "t5xxl_max_token_length": "flow.t5xxl_max_token_length", "fp8_base": "training.fp8_base",
     "blocks_to_swap": "training.blocks_to_swap", "cache_text_encoder_outputs": "training.cache_text_encoder_outputs",
     "cache_text_encoder_outputs_to_disk": "training.cache_text_encoder_outputs_to_disk",
+    "clip_g": "model.clip_g", "weighting_scheme": "flow.weighting_scheme", "logit_mean": "flow.logit_mean",
+    "logit_std": "flow.logit_std", "mode_scale": "flow.mode_scale", "training_shift": "flow.training_shift",
+    "apply_lg_attn_mask": "flow.apply_lg_attn_mask",
     "qwen3": "model.qwen3", "llm_adapter_path": "model.llm_adapter_path", "t5_tokenizer_path": "model.t5_tokenizer_path",
     "attn_mode": "flow.attn_mode", "vae_chunk_size": "flow.vae_chunk_size", "vae_disable_cache": "flow.vae_disable_cache",
     # Managed by lorabuild itself: resume, log format and the recipe hash, and kohya's file rotation

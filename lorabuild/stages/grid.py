@@ -325,7 +325,8 @@ def render_grid(
             )
         else:
             tell(
-                f"grid: rendering {len(todo)} cell(s) with {families.get(plan.grid.family).grid.NAME}"
+                f"grid: rendering {len(todo)} cell(s) with {families.get(plan.grid.family).grid.NAME} "
+                "in one process (one model load)"
                 + (f" ({cached} already rendered)" if cached else "")
                 + f"; its output goes to {plan.layout.grid_log.as_posix()}"
             )

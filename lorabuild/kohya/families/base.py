@@ -16,6 +16,7 @@ from lorabuild.kohya.animainfer import AnimaSettings
 from lorabuild.kohya.fluxinfer import FluxSettings
 from lorabuild.kohya.genimg import GenImgSettings
 from lorabuild.kohya.gridrender import GridJob, GridRun
+from lorabuild.kohya.sd3infer import Sd3Settings
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import KohyaValue, Recipe
 
@@ -37,7 +38,7 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
 
 
-class RenderSettings(GenImgSettings, FluxSettings, AnimaSettings, Protocol):
+class RenderSettings(GenImgSettings, FluxSettings, Sd3Settings, AnimaSettings, Protocol):
     """What every grid renderer may read from the grid's settings (the plan's ``GridSettings`` has it all)."""
 
 
@@ -46,6 +47,7 @@ class GridRenderer(Protocol):
 
     :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL) and
     :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) and
+    :class:`lorabuild.kohya.sd3infer.Sd3Inference` (SD3) and
     :class:`lorabuild.kohya.animainfer.AnimaInference` (Anima; one process per LoRA setting, a
     :class:`lorabuild.kohya.gridrender.SplitsJobs`) implement it; the grid stage drives each through
     :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s vocabulary.
@@ -70,12 +72,20 @@ class ModelFile:
         label: How messages name it (``the CLIP-L text encoder``).
         component: What :func:`lorabuild.probe.modelfile.probe_model` must find in its header.
         example: A file name users download it as, for messages.
+        bundled: The tensor-name prefix by which kohya finds a copy inside the base model (SD3's
+            ``text_encoders.clip_l.transformer.``), or None. At the pinned commit kohya detects
+            such a copy but loads none of it (sd3_utils strips only ``text_encoders.clip_l.``), so
+            a base model holding one is an error (:func:`lorabuild.rules.model.model_files`).
+        checkpoint_first: kohya takes the base model's copy over the file the key names (SD3's
+            CLIP-G and T5-XXL: sd3_utils.load_clip_g, load_t5xxl; CLIP-L's file wins).
     """
 
     key: str
     label: str
     component: str
     example: str
+    bundled: str | None = None
+    checkpoint_first: bool = False
 
 
 @dataclass(frozen=True)

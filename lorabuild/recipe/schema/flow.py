@@ -1,4 +1,4 @@
-"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, Anima) is trained.
+"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, SD3, Anima) is trained.
 
 Every key is optional: left out, the family's default applies (kohya's documented settings, which
 differ from kohya's own argparse defaults; :mod:`lorabuild.kohya.families` holds them), and
@@ -22,9 +22,16 @@ AttnMode = Literal["torch", "xformers", "flash", "sageattn"]
 PredictionType = Literal["raw", "additive", "sigma_scaled"]
 """kohya's ``--model_prediction_type`` choices."""
 
+WeightingScheme = Literal["sigma_sqrt", "logit_normal", "mode", "cosmap", "none", "uniform"]
+"""kohya's ``--weighting_scheme`` choices (library/train_util.py add_dit_training_arguments)."""
+
 
 class FlowSection(_Table):
-    """``[flow]``: the flow-matching families' training settings (kohya's FLUX options)."""
+    """``[flow]``: the flow-matching families' training settings (kohya's FLUX and SD3 options).
+
+    The FLUX.1/Chroma keys are ``flux_train_network.py``'s, the SD3 keys (``weighting_scheme`` to
+    ``apply_lg_attn_mask``) ``sd3_train_network.py``'s; a key the family's script lacks is an error.
+    """
 
     guidance_scale: float | None = Field(
         None,
@@ -61,8 +68,34 @@ class FlowSection(_Table):
         None,
         ge=1,
         le=512,
-        description="T5 tokens per caption: 512 for FLUX.1 dev and Chroma, 256 for schnell when left out "
-        "(kohya --t5xxl_max_token_length).",
+        description="T5 tokens per caption: 512 for FLUX.1 dev and Chroma, 256 for schnell and SD3 when left "
+        "out (kohya --t5xxl_max_token_length).",
+    )
+    weighting_scheme: WeightingScheme | None = Field(
+        None,
+        description="SD3: how training noise levels are drawn and the loss weighted: uniform (kohya's default; "
+        "none is the same), logit_normal, mode, sigma_sqrt or cosmap (kohya --weighting_scheme).",
+    )
+    logit_mean: float | None = Field(
+        None, description='SD3: mean of weighting_scheme = "logit_normal" (kohya --logit_mean; 0.0).'
+    )
+    logit_std: float | None = Field(
+        None,
+        gt=0,
+        description='SD3: standard deviation of weighting_scheme = "logit_normal" (kohya --logit_std; 1.0).',
+    )
+    mode_scale: float | None = Field(
+        None, description='SD3: scale of weighting_scheme = "mode" (kohya --mode_scale; 1.29).'
+    )
+    training_shift: float | None = Field(
+        None,
+        gt=0,
+        description="SD3: shift of the training noise levels, on top of the weighting scheme: above 1 towards "
+        "noise (composition), below 1 towards detail (kohya --training_shift; 1.0).",
+    )
+    apply_lg_attn_mask: bool | None = Field(
+        None,
+        description="SD3: zero CLIP-L and CLIP-G's outputs past the caption's tokens (kohya --apply_lg_attn_mask).",
     )
     attn_mode: AttnMode | None = Field(
         None,

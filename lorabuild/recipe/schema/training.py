@@ -19,9 +19,10 @@ class ModelSection(_Table):
     )
     family: Family | None = Field(
         None,
-        description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell) or chroma. Detected from the "
-        "checkpoint's header when omitted. Decides the kohya script (train_network.py, sdxl_train_network.py, "
-        "flux_train_network.py), its defaults and the model files it needs.",
+        description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell), chroma or sd3 (SD3 and SD3.5 "
+        "Medium/Large). Detected from the checkpoint's header when omitted. Decides the kohya script "
+        "(train_network.py, sdxl_train_network.py, flux_train_network.py, sd3_train_network.py), its defaults "
+        "and the model files it needs.",
     )
     v_parameterization: bool = Field(
         False,
@@ -44,11 +45,19 @@ class ModelSection(_Table):
         description="Folder holding the tokenizers (CLIP, T5) for offline runs (kohya --tokenizer_cache_dir).",
     )
     clip_l: RecipePath | None = Field(
-        None, description="FLUX.1: the CLIP-L text encoder file, e.g. clip_l.safetensors (kohya --clip_l)."
+        None,
+        description="FLUX.1 and SD3: the CLIP-L text encoder file, e.g. clip_l.safetensors (kohya --clip_l; SD3: "
+        "may be left out when the checkpoint includes it).",
+    )
+    clip_g: RecipePath | None = Field(
+        None,
+        description="SD3: the CLIP-G text encoder file, e.g. clip_g.safetensors (kohya --clip_g; may be left out "
+        "when the checkpoint includes it).",
     )
     t5xxl: RecipePath | None = Field(
         None,
-        description="FLUX.1 and Chroma: the T5-XXL text encoder file, e.g. t5xxl_fp16.safetensors (kohya --t5xxl).",
+        description="FLUX.1, Chroma and SD3: the T5-XXL text encoder file, e.g. t5xxl_fp16.safetensors (kohya "
+        "--t5xxl; SD3: may be left out when the checkpoint includes it).",
     )
     ae: RecipePath | None = Field(
         None,
