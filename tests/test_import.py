@@ -423,9 +423,9 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(
 
 
 def test_a_script_for_a_family_lorabuild_does_not_build(tmp_path: Path) -> None:
-    script = _write(tmp_path, "sd3.sh", "accelerate launch sd3_train_network.py --network_dim 4\n")
+    script = _write(tmp_path, "lumina.sh", "accelerate launch lumina_train_network.py --network_dim 4\n")
     with pytest.raises(
-        ImportFailed, match=r"sd3_train_network\.py trains a model family lorabuild does not build"
+        ImportFailed, match=r"lumina_train_network\.py trains a model family lorabuild does not build"
     ):
         import_sources([script])
 

@@ -112,3 +112,15 @@ def test_the_generated_scripts_never_get_the_wrapper(
     for name in ("train.sh", "train.ps1"):
         text = (plan.build_dir / name).read_text(encoding="utf-8")
         assert "tinyflux" not in text and "train_network.py" in text
+
+
+def test_a_checkout_of_symlinked_files_is_still_wrapped(tmp_path: Path) -> None:
+    """A kohya folder whose files are links elsewhere (as a test checkout can be): the script is found as written."""
+    real = tmp_path / "elsewhere" / "flux_minimal_inference.py"
+    real.parent.mkdir()
+    real.write_text("")
+    checkout = tmp_path / "sd-scripts"
+    checkout.mkdir()
+    (checkout / "flux_minimal_inference.py").symlink_to(real)
+    script = str(checkout / "flux_minimal_inference.py")
+    assert wrap_script(["py", script, "--x"], checkout, Path("/w.py")) == ["py", "/w.py", script, "--x"]

@@ -40,7 +40,11 @@ def infer_family(
         sdxl_only = set(kohya_options.options("sdxl_train_network.py")) - set(
             kohya_options.options("train_network.py")
         )
-        if flow:
+        if flat.get("qwen3") is not None or flat.get("llm_adapter_path") is not None:
+            candidates = [f for f in families.ALL if f.train_script == "anima_train_network.py"]
+        elif flat.get("clip_g") is not None:
+            candidates = [f for f in families.ALL if f.train_script == "sd3_train_network.py"]
+        elif flow:
             candidates = [f for f in families.ALL if f.model_type is not None]
         elif any(k in sdxl_only for k in flat):
             candidates = [f for f in families.ALL if f.train_script == "sdxl_train_network.py"]

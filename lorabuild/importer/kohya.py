@@ -58,7 +58,7 @@ MANAGED: Mapping[str, str] = {
 MAPPED = frozenset(
     {
         "pretrained_model_name_or_path", "v2", "v_parameterization", "clip_skip", "vae", "tokenizer_cache_dir",
-        "model_type", "clip_l", "t5xxl", "ae",
+        "model_type", "clip_l", "clip_g", "t5xxl", "ae", "qwen3", "llm_adapter_path", "t5_tokenizer_path",
         "network_module", "network_dim", "network_alpha", "network_dropout", "network_args",
         "network_train_unet_only", "network_train_text_encoder_only", "network_weights",
         "optimizer_type", "use_8bit_adam", "use_lion_optimizer", "learning_rate", "unet_lr", "text_encoder_lr",
@@ -71,6 +71,8 @@ MAPPED = frozenset(
         "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk",
         "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type", "discrete_flow_shift",
         "apply_t5_attn_mask", "t5xxl_max_token_length",
+        "weighting_scheme", "logit_mean", "logit_std", "mode_scale", "training_shift", "apply_lg_attn_mask",
+        "attn_mode", "vae_chunk_size", "vae_disable_cache",
         "output_name", "save_model_as", "save_precision", "save_every_n_epochs", "save_state",
         "sample_prompts", "sample_every_n_epochs", "sample_sampler",
         "metadata_title", "metadata_author", "metadata_description",
@@ -169,7 +171,17 @@ def _model(imp: Imported, flat: Mapping[str, object], effective: Effective, base
     else:
         imp.set("model.base", "TODO.safetensors")
         imp.todo("model.base", "the source names no base model (kohya --pretrained_model_name_or_path)")
-    for key in ("vae", "tokenizer_cache_dir", "clip_l", "t5xxl", "ae"):
+    for key in (
+        "vae",
+        "tokenizer_cache_dir",
+        "clip_l",
+        "clip_g",
+        "t5xxl",
+        "ae",
+        "qwen3",
+        "llm_adapter_path",
+        "t5_tokenizer_path",
+    ):
         value = flat.get(key)
         if isinstance(value, str) and value:
             imp.set_path(f"model.{key}", value, base)
@@ -346,18 +358,30 @@ def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, famil
         "discrete_flow_shift",
         "apply_t5_attn_mask",
         "t5xxl_max_token_length",
+        # SD3 (sd3_train_utils), Anima (anima_train_utils)
+        "weighting_scheme",
+        "logit_mean",
+        "logit_std",
+        "mode_scale",
+        "training_shift",
+        "apply_lg_attn_mask",
+        "attn_mode",
+        "vae_chunk_size",
+        "vae_disable_cache",
     ):
         family_default = family_defaults.get(f"flow.{key}")
         value = effective(key)
         if family_default is None and (flat.get(key) is None or value == _kohya_default(imp, key)):
             continue  # left out, it compiles to nothing: kohya's default
-        if key == "apply_t5_attn_mask":
+        if key in ("apply_t5_attn_mask", "apply_lg_attn_mask", "vae_disable_cache"):
             value = bool(value)
         if value is not None:
             imp.set(
                 f"flow.{key}",
                 values.number(value)
-                if isinstance(value, int) and not isinstance(value, bool) and key != "t5xxl_max_token_length"
+                if isinstance(value, int)
+                and not isinstance(value, bool)
+                and key not in ("t5xxl_max_token_length", "vae_chunk_size")
                 else value,
             )
 

@@ -121,10 +121,16 @@ def wrap_script(argv: Sequence[str], sd_scripts: Path, wrapper: Path | None) -> 
     argv = list(argv)
     if wrapper is None:
         return argv
-    kohya = sd_scripts.resolve()
+    # Both as written and resolved: a checkout of symlinked files resolves elsewhere.
+    kohya = (Path(os.path.abspath(sd_scripts)), sd_scripts.resolve())
     for index, arg in enumerate(argv):
         is_script = arg.startswith(SD_SCRIPTS_PREFIX) or (
-            arg.endswith(".py") and Path(arg).resolve().is_relative_to(kohya)
+            arg.endswith(".py")
+            and any(
+                p.is_relative_to(root)
+                for p in (Path(os.path.abspath(arg)), Path(arg).resolve())
+                for root in kohya
+            )
         )
         if is_script:
             if index == 0 or argv[index - 1] != str(wrapper):
