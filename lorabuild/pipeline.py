@@ -124,7 +124,9 @@ def run(
                 "prepare",
                 True,
                 f"staged {images} image(s): {report.linked} linked, {report.copied} copied, "
-                f"{report.converted} converted, {report.unchanged} unchanged, "
+                f"{report.converted} converted, "
+                + (f"{report.cut_out} cut out, " if report.cut_out else "")
+                + f"{report.unchanged} unchanged, "
                 f"{report.captions_written} caption(s) written",
             )
         if until == "prepare":

@@ -4,7 +4,8 @@ Each subset becomes ``build/<name>/dataset/<repeats>_<trigger>/`` holding its im
 ``.txt`` caption per image, after the caption rules. An image is a hard link to the source
 where the file system allows (no admin rights needed on Windows), else a copy; an image kohya
 would misread (EXIF orientation, transparency, a format it cannot list) is a converted PNG
-(:mod:`lorabuild.probe.imagefix`). An image is staged only once it decodes (:mod:`lorabuild.probe.decodecheck`;
+(:mod:`lorabuild.probe.imagefix`); an image cut out of its background (``[images.remove_background]``)
+is a hard link to its cut-out rendered by :mod:`lorabuild.build.cutout`. An image is staged only once it decodes (:mod:`lorabuild.probe.decodecheck`;
 checked for new and changed sources only). ``build/<name>/tags.csv`` gets the tag table of :mod:`lorabuild.plan.tags`.
 
 Sources are never written to: every write goes to a temporary file in the stage and is renamed
@@ -102,6 +103,8 @@ class StageReport:
         linked: Images hard-linked to their source.
         copied: Images copied (the stage is on another file system than the source).
         converted: Images written as converted PNGs.
+        cut_out: Images staged as their cut-outs (``[images.remove_background]``; the count of those
+            staged anew, made or taken from the cache).
         unchanged: Images already staged as planned.
         captions_written: Caption files written.
         removed: Files and folders removed from the stage (no longer planned, or leftovers).
@@ -113,6 +116,7 @@ class StageReport:
     copied: int = 0
     converted: int = 0
     unchanged: int = 0
+    cut_out: int = 0
     captions_written: int = 0
     removed: int = 0
     problems: tuple[Problem, ...] = ()
@@ -147,6 +151,8 @@ def _manifest_bytes(images: Mapping[str, list[Any]], captions: Mapping[str, list
 
 
 def _method(image: StagedImage) -> str:
+    if image.cutout is not None:
+        return f"cutout;{image.cutout.key}"
     return "link" if image.conversion is None else image.conversion.key
 
 
@@ -162,7 +168,11 @@ def _is_current(image: StagedImage, record: list[Any] | None, staged: Stat | Non
     if staged is None:
         return False
     key = image.fingerprint.key if image.fingerprint else None
-    if image.conversion is None and key is not None and staged == (key.size, key.mtime_ns, key.inode):
+    if image.cutout is not None:
+        # A hard link to the rendered cut-out, whose name is its content's key.
+        if staged == _stat(image.cutout.file):
+            return True
+    elif image.conversion is None and key is not None and staged == (key.size, key.mtime_ns, key.inode):
         return True  # the staged name is a hard link to this very version of the source
     return (
         record is not None
@@ -276,7 +286,15 @@ class _Stager:
             self.old_captions = manifest["captions"]
         self.images: dict[str, list[Any]] = {}
         self.captions: dict[str, list[Any]] = {}
-        self.counts = {"link": 0, "copy": 0, "convert": 0, "unchanged": 0, "captions": 0, "removed": 0}
+        self.counts = {
+            "link": 0,
+            "copy": 0,
+            "convert": 0,
+            "cutout": 0,
+            "unchanged": 0,
+            "captions": 0,
+            "removed": 0,
+        }
         self.failed: list[tuple[StagedImage, str]] = []
         # (stem, kind) per folder whose kohya caches are stale: re-staged images, re-written captions.
         self.stale: dict[str, set[tuple[str, str]]] = {}
@@ -285,6 +303,7 @@ class _Stager:
         self.root.mkdir(parents=True, exist_ok=True)
         conversions: list[tuple[str, StagedImage, Path]] = []
         links: list[tuple[str, StagedImage, str, str]] = []
+        cutouts: list[tuple[str, StagedImage, str, str]] = []
         for subset in self.plan.subsets:
             # Paths as strings in the loops: pathlib costs more than the stat calls themselves.
             folder = os.path.join(self.root, subset.folder)
@@ -301,12 +320,15 @@ class _Stager:
                     if not _same_source(image, record):  # edited in place: the link shows the new pixels
                         self._restaged(subset.folder, image)
                     self._record(rel, image, record[0] if record else "link", staged, base)
+                elif image.cutout is not None:
+                    cutouts.append((rel, image, folder, base))
                 elif image.conversion is None:
                     links.append((rel, image, folder, base))
                 else:
                     conversions.append((rel, image, Path(folder, image.name)))
         self._link_all(links)
         self._convert_all(conversions)
+        self._link_cutouts(cutouts)
         failed = {id(image) for image, _ in self.failed}
         for subset in self.plan.subsets:
             for image in subset.images:
@@ -343,6 +365,19 @@ class _Stager:
             self.counts[how] += 1
             self._restaged(rel.split("/", 1)[0], image)
             self._record(rel, image, how, _stat(os.path.join(folder, image.name)), base)
+
+    def _link_cutouts(self, jobs: list[tuple[str, StagedImage, str, str]]) -> None:
+        """Link each rendered cut-out (:mod:`lorabuild.build.cutout`; decoded when it was made)."""
+        for rel, image, folder, base in jobs:
+            assert image.cutout is not None
+            try:
+                _link_or_copy(image.cutout.file, folder, image.name)
+            except _SourceGone as gone:
+                self.failed.append((image, f"its cut-out cannot be read ({gone}): prepare again"))
+                continue
+            self.counts["cutout"] += 1
+            self._restaged(rel.split("/", 1)[0], image)
+            self._record(rel, image, "cutout", _stat(os.path.join(folder, image.name)), base)
 
     def _convert_all(self, jobs: list[tuple[str, StagedImage, Path]]) -> None:
         """Convert on every core: Pillow decodes and encodes without holding the GIL."""
@@ -466,6 +501,8 @@ def _image_bytes(image: StagedImage, device: int | None) -> int:
         st = os.stat(image.source)
     except OSError:
         return 0
+    if image.cutout is not None:
+        return 0  # a hard link to the rendered cut-out
     if image.conversion is not None:
         width, height = image.info.pixel_size if image.info is not None else (0, 0)
         return max(st.st_size, width * height * 3 // 2)  # a PNG of a photo: about half its pixels' bytes
@@ -523,6 +560,7 @@ def stage(plan: Plan) -> StageReport:
         unchanged=c["unchanged"],
         captions_written=c["captions"],
         removed=c["removed"],
+        cut_out=c["cutout"],
         problems=tuple(problems),
         tags=tags,
     )

@@ -29,6 +29,8 @@ PACKAGES = (
     # kohya's WD14 tagger in --onnx mode ([captions.autotag]).
     "onnx",
     "onnxruntime",
+    # the segmentation model of [images.remove_background] (lorabuild/kohya/segment.py).
+    "numpy",
     # kohya's --deepspeed ([launch.deepspeed]).
     "deepspeed",
 )

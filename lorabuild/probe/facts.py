@@ -35,6 +35,8 @@ from lorabuild.probe.environment import existing_builds, installed_packages, tag
 from lorabuild.probe.imagefix import content_hash, dhash
 from lorabuild.probe.images import ImageInfo, images_below, list_folder, probe_images, why_kohya_skips
 from lorabuild.probe.modelfile import ModelInfo, probe_model
+from lorabuild.probe.segmentation import Segmenter, remove_background_sections
+from lorabuild.probe.segmentation import probe as probe_segmenter
 from lorabuild.recipe.captions import CaptionFile, read_caption
 from lorabuild.recipe.schema import Recipe
 
@@ -124,6 +126,8 @@ class Facts:
         tagger_models: Each ``[captions.autotag]`` model folder and what it holds.
         tagger_script: kohya's WD14 tagger script and whether it is there, when the recipe sets
             ``[captions.autotag]`` (None otherwise).
+        segmenters: Each ``remove_background`` table's model, by its key path: what it is fed
+            (:class:`~lorabuild.probe.segmentation.Segmenter`), or why it cannot be used (a sentence).
         platform: ``sys.platform`` of the machine that checks (and, as a rule, trains).
         paths: What is at each of ``model.vae``, ``model.tokenizer_cache_dir`` and
             ``network.weights`` that the recipe sets.
@@ -137,6 +141,7 @@ class Facts:
     other_builds: Mapping[str, str] = field(default_factory=dict)
     tagger_models: Mapping[Path, TaggerModel] = field(default_factory=dict)
     tagger_script: tuple[Path, bool] | None = None
+    segmenters: Mapping[str, Segmenter | str] = field(default_factory=dict)
     platform: str = field(default_factory=lambda: sys.platform)
     paths: Mapping[Path, PathFacts] = field(default_factory=dict)
     components: Mapping[str, ModelInfo] = field(default_factory=dict)
@@ -167,6 +172,7 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
         other_builds={name: str(path) for name, path in others.items() if path != mine},
         tagger_models={s.model_dir: probe_model_dir(s.model_dir) for _, s in autotag_sections(recipe)},
         tagger_script=tagger_script() if autotag_sections(recipe) else None,
+        segmenters={key: probe_segmenter(table) for key, table in remove_background_sections(recipe)},
         paths={
             path: probe_path(path)
             for path in (recipe.model.vae, recipe.model.tokenizer_cache_dir, recipe.network.weights)
