@@ -280,16 +280,21 @@ def prepare(
                 typer.echo(line, err=True)
             typer.echo(done.detail["summary"])
             return
+        from lorabuild.render.meter import Meter  # lazy: per command
         from lorabuild.stages.check import check_loaded, require_plan  # lazy: per command
         from lorabuild.stages.compile import compile_build  # lazy: per command
         from lorabuild.stages.prepare import prepare as stage_dataset  # lazy: per command
 
+        meter = Meter()  # count, rate and ETA of each long step, on a terminal only
         with ahead():  # the images the check probes first are decoded while it goes on
             checked = check_loaded(loaded, root)
             plan = require_plan(checked, strict=strict)
             _echo_problems(checked.warnings)
             written = compile_build(plan)
-            report = stage_dataset(plan, checked.loaded.recipe)
+            try:
+                report = stage_dataset(plan, checked.loaded.recipe, progress=meter)
+            finally:
+                meter.close()
         _echo_problems(list(report.problems))
         dataset = f"staged {plan.build_dir.as_posix()}/dataset: "
         cut = f"{report.cut_out} cut out, " if report.cut_out else ""

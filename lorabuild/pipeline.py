@@ -113,9 +113,14 @@ def run(
         if staged and state.is_done(stamps.get("prepare"), prepare_key):
             done("prepare", False, "up to date")
         else:
+            from lorabuild.render.meter import Meter  # lazy: only when prepare runs (see above)
             from lorabuild.stages.prepare import prepare  # lazy: only when it runs (see above)
 
-            report = prepare(plan, checked.loaded.recipe)
+            meter = Meter()  # count, rate and ETA of each long step, on a terminal only
+            try:
+                report = prepare(plan, checked.loaded.recipe, progress=meter)
+            finally:
+                meter.close()
             for problem in report.problems:
                 tell(format_problem(problem))
             state.save_stamp(build, "prepare", state.Stamp(prepare_key, "done"))

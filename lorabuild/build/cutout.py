@@ -49,6 +49,7 @@ from lorabuild.probe.imagefix import background_rgb
 from lorabuild.probe.segmentation import Segmenter, options_key, probe
 from lorabuild.problems import LorabuildError, Problem, warning
 from lorabuild.recipe.schema import ImagesSection, RemoveBackground
+from lorabuild.render.meter import Progress
 from lorabuild.render.writer import write_atomic
 
 CACHE_VERSION = 1
@@ -62,9 +63,6 @@ SEGMENT_SCRIPT = Path(segment.__file__)
 
 SEGMENT_PACKAGES = ("numpy", "onnxruntime")
 """What the script imports besides Pillow (pip names too)."""
-
-Progress = Callable[[str, int, int], None]
-"""Told ``(what, done, total)`` as work goes on (:mod:`lorabuild.render.meter` draws it)."""
 
 # EXIF orientation -> the transpose that shows the image upright (as lorabuild.probe.imagefix).
 _TRANSPOSE = {
@@ -171,7 +169,7 @@ def cut_out(
     if isinstance(segmenter, str):
         raise CutoutError(f"{settings.model}: {segmenter}")
     root = work_dir / "cutout"
-    digests = content_digests([job.source for job in jobs], root / "digests.json")
+    digests = content_digests([job.source for job in jobs], root / "digests.json", progress=progress)
     model = model_key(settings, segmenter)
     masks = root / "masks" / model[:16]
 

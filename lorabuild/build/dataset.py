@@ -73,6 +73,7 @@ from lorabuild.probe.cache import (
 from lorabuild.probe.decodecheck import decode_problems
 from lorabuild.probe.imagefix import convert_image
 from lorabuild.problems import Problem, RecipeError, error, warning
+from lorabuild.render.meter import Progress
 from lorabuild.render.writer import Artefact, write_all, write_atomic, write_error, write_files, writing
 
 MANIFEST_VERSION = 1
@@ -275,8 +276,11 @@ def _remove(path: Path) -> None:
 class _Stager:
     """One staging run: the last run's records, this run's, and the counts."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, progress: Progress | None = None) -> None:
         self.plan = plan
+        self.progress = progress
+        self.done = 0
+        self.todo = 0
         self.root = plan.layout.dataset_dir
         manifest = read_stage_manifest(self.root / STAGE_MANIFEST)
         self.old_images: dict[str, list[Any]] = {}
@@ -326,6 +330,7 @@ class _Stager:
                     links.append((rel, image, folder, base))
                 else:
                     conversions.append((rel, image, Path(folder, image.name)))
+        self.todo = len(links) + len(conversions) + len(cutouts)
         self._link_all(links)
         self._convert_all(conversions)
         self._link_cutouts(cutouts)
@@ -352,7 +357,15 @@ class _Stager:
 
     def _link_all(self, jobs: list[tuple[str, StagedImage, str, str]]) -> None:
         """Link new and changed images once they decode (:mod:`lorabuild.probe.decodecheck`)."""
-        problems = decode_problems([image.source for _, image, _, _ in jobs]) if jobs else []
+        progress = self.progress
+
+        def checked(done: int, total: int) -> None:
+            if progress is not None:
+                progress("checking new images", done, total)
+
+        problems = (
+            decode_problems([image.source for _, image, _, _ in jobs], progress=checked) if jobs else []
+        )
         for (rel, image, folder, base), problem in zip(jobs, problems, strict=True):
             if problem is not None:
                 self.failed.append((image, problem))
@@ -365,6 +378,12 @@ class _Stager:
             self.counts[how] += 1
             self._restaged(rel.split("/", 1)[0], image)
             self._record(rel, image, how, _stat(os.path.join(folder, image.name)), base)
+            self._advanced()
+
+    def _advanced(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress("staging images", self.done, self.todo)
 
     def _link_cutouts(self, jobs: list[tuple[str, StagedImage, str, str]]) -> None:
         """Link each rendered cut-out (:mod:`lorabuild.build.cutout`; decoded when it was made)."""
@@ -378,6 +397,7 @@ class _Stager:
             self.counts["cutout"] += 1
             self._restaged(rel.split("/", 1)[0], image)
             self._record(rel, image, "cutout", _stat(os.path.join(folder, image.name)), base)
+            self._advanced()
 
     def _convert_all(self, jobs: list[tuple[str, StagedImage, Path]]) -> None:
         """Convert on every core: Pillow decodes and encodes without holding the GIL."""
@@ -395,6 +415,7 @@ class _Stager:
                 self._restaged(folder, image)
                 base = os.path.join(os.path.dirname(os.path.abspath(image.source)), "")
                 self._record(rel, image, "convert", result, base)
+                self._advanced()
         finally:
             # On Ctrl-C, stop after the conversions under way instead of doing all the others.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -509,8 +530,9 @@ def _image_bytes(image: StagedImage, device: int | None) -> int:
     return 0 if st.st_dev == device else st.st_size
 
 
-def stage(plan: Plan) -> StageReport:
-    """Stage every subset of ``plan`` into ``plan.build_dir / "dataset"`` and write ``tags.csv``.
+def stage(plan: Plan, progress: Progress | None = None) -> StageReport:
+    """Stage every subset of ``plan`` into ``plan.build_dir / "dataset"`` and write ``tags.csv``;
+    ``progress`` is told how the decode check of new images and their staging advance.
 
     Returns:
         What was done.
@@ -521,7 +543,7 @@ def stage(plan: Plan) -> StageReport:
         WriteError: The build folder cannot be written (full, read-only...): what was staged
             is recorded, nothing half-written is left.
     """
-    stager = _Stager(plan)
+    stager = _Stager(plan, progress)
     try:
         stager.run()
         stager.remove_unplanned()

@@ -50,6 +50,7 @@ from lorabuild.kohya.tagger import (
     tagger_passes,
 )
 from lorabuild.recipe.schema import AutotagSection
+from lorabuild.render.meter import Progress
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
 
@@ -59,11 +60,11 @@ from lorabuild.settings import sd_scripts_dir
 _LISTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 
 
-def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
+def content_digests(images: Sequence[Path], memo: Path, progress: Progress | None = None) -> dict[Path, str]:
     """sha256 of each image, re-read only when its size or mtime changed since the ``memo`` file.
 
     The memo (absolute path -> ``[size, mtime_ns, sha256]``) keeps a warm ``prepare`` from reading
-    every image again.
+    every image again; ``progress`` is told how the reading goes (when there is any).
     """
     try:
         known = json.loads(memo.read_text(encoding="utf-8"))
@@ -83,6 +84,8 @@ def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
         digests[image] = file_digest(image)
         known[name] = [stat.st_size, stat.st_mtime_ns, digests[image]]
         changed = True
+        if progress is not None:
+            progress("reading images", len(digests), len(images))
     if changed:
         write_atomic(memo, (json.dumps(known, indent=0, sort_keys=True) + "\n").encode())
     return digests

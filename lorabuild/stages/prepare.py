@@ -29,10 +29,11 @@ from lorabuild.plan.subsets import CutOut
 from lorabuild.problems import Problem
 from lorabuild.recipe.captions import join_tags, split_tags
 from lorabuild.recipe.schema import Recipe
+from lorabuild.render.meter import Progress
 from lorabuild.settings import sd_scripts_dir
 
 
-def prepare(plan: Plan, recipe: Recipe | None = None, progress: cutout.Progress | None = None) -> StageReport:
+def prepare(plan: Plan, recipe: Recipe | None = None, progress: Progress | None = None) -> StageReport:
     """Stage the dataset into the build folder, cutting out and auto-tagging first where ``recipe``
     asks for it; ``progress`` is told how each long step advances.
 
@@ -43,7 +44,7 @@ def prepare(plan: Plan, recipe: Recipe | None = None, progress: cutout.Progress 
         WriteError: As :func:`~lorabuild.build.dataset.stage`.
     """
     cut, kept = cut_out_plan(plan, recipe, progress=progress)
-    report = stage(autotagged(cut, recipe))
+    report = stage(autotagged(cut, recipe), progress)
     return replace(report, problems=(*kept, *report.problems)) if kept else report
 
 
@@ -53,7 +54,7 @@ def cut_out_plan(
     *,
     python: str = sys.executable,
     on_line: Callable[[str], None] | None = None,
-    progress: cutout.Progress | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Plan, list[Problem]]:
     """``plan`` with each image of a subset with ``[images.remove_background]`` staged as its cut-out,
     and a warning for each image kept as it was (its subject covered almost nothing or everything).
