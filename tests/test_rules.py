@@ -24,7 +24,7 @@ from lorabuild.probe.environment import PACKAGES
 from lorabuild.probe.facts import gather
 from lorabuild.problems import Problem, format_problem
 from lorabuild.recipe.load import load_recipe
-from lorabuild.rules import captions, dataset, evaluate, launch, model, passthrough, training
+from lorabuild.rules import captions, cutout, dataset, evaluate, launch, model, passthrough, training
 from tests.conftest import RECIPE, Project, write_checkpoint, write_image, write_safetensors
 
 Rule = Callable[..., Iterable[Problem]]  # rules.Rule or rules.SubsetRule
@@ -1279,6 +1279,57 @@ def test_tagger_packages_not_installed(project: Project) -> None:
     ]
     assert (
         found(project, captions.tagger_packages, packages={**STACK, "onnx": True, "onnxruntime": True}) == []
+    )
+
+
+def add_cutout(
+    project: Project, table: str = '[images.remove_background]\nmodel = "models/u2net.onnx"\n'
+) -> None:
+    project.write_recipe(project.recipe.read_text(encoding="utf-8") + "\n" + table)
+
+
+@covers(cutout.segmentation_model)
+def test_segmentation_model_missing_or_unfit(project: Project) -> None:
+    from tests.tiny_segmenter import signature_model, u2net_signature
+
+    assert found(project, cutout.segmentation_model) == []  # no [images.remove_background]
+    add_cutout(project)
+    assert found(project, cutout.segmentation_model) == [
+        "recipe.toml: images.remove_background.model: models/u2net.onnx: not found: name a local .onnx "
+        "segmentation model (lorabuild never downloads)"
+    ]
+    u2net_signature(project.root / "models" / "u2net.onnx")
+    assert found(project, cutout.segmentation_model) == []
+    signature_model(
+        project.root / "models" / "u2net.onnx", [("x", [1, 3, 320, 320])], [("y", [1, 2, 320, 320])]
+    )
+    assert found(project, cutout.segmentation_model) == [
+        "recipe.toml: images.remove_background.model: models/u2net.onnx: gives y: float32[1, 2, 320, 320]; "
+        "a segmentation model gives float[1, 1, H, W], one mask"
+    ]
+    # A subset's own table is checked under its own key; the recipe's, used by no subset, is not.
+    project.write_recipe(
+        project.recipe.read_text(encoding="utf-8").replace(
+            "repeats = 2\n", 'repeats = 2\nremove_background = { model = "models/none.onnx" }\n', 1
+        )
+    )
+    assert found(project, cutout.segmentation_model) == [
+        "recipe.toml: dataset.subsets[0].remove_background.model: models/none.onnx: not found: name a local "
+        ".onnx segmentation model (lorabuild never downloads)"
+    ]
+
+
+@covers(cutout.segmentation_packages)
+def test_segmentation_packages_not_installed(project: Project) -> None:
+    add_cutout(project)
+    assert found(project, cutout.segmentation_packages, packages=NO_STACK) == []  # a machine that only plans
+    assert found(project, cutout.segmentation_packages, packages=STACK) == [
+        "recipe.toml: images.remove_background: the segmentation model runs with onnxruntime, and numpy and "
+        "onnxruntime are not installed: pip install numpy onnxruntime"
+    ]
+    assert (
+        found(project, cutout.segmentation_packages, packages={**STACK, "numpy": True, "onnxruntime": True})
+        == []
     )
 
 
