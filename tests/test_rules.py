@@ -1319,6 +1319,23 @@ def test_segmentation_model_missing_or_unfit(project: Project) -> None:
     ]
 
 
+@covers(captions.blip_transformers)
+def test_blip_with_transformers_that_took_its_generate(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lorabuild.probe import facts
+
+    monkeypatch.setattr(facts, "package_version", lambda name: "4.54.1")
+    add_autotag(project, '[captions.autotag]\ntagger = "blip"\nmodel_dir = "models"\n')
+    (message,) = found(project, captions.blip_transformers)
+    assert message.startswith(
+        "recipe.toml: captions.autotag.tagger: kohya's BLIP captioner (finetune/make_captions.py) stops with "
+        "transformers 4.54.1"
+    )
+    monkeypatch.setenv("LORABUILD_BLIP_ANY_TRANSFORMERS", "1")  # a kohya (or launcher) with a fixed decoder
+    assert found(project, captions.blip_transformers) == []
+
+
 @covers(cutout.segmentation_packages)
 def test_segmentation_packages_not_installed(project: Project) -> None:
     add_cutout(project)

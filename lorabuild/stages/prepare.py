@@ -134,8 +134,8 @@ def autotag_plan(
     """
     if sd_scripts is None:
         sd_scripts = sd_scripts_dir()
-    if tagger.autotag_sections(recipe):
-        tagger.preflight(sd_scripts, python)
+    for name in dict.fromkeys(section.tagger for _, section in tagger.autotag_sections(recipe)):
+        tagger.preflight(sd_scripts, python, name)
     subsets = []
     for subset in plan.subsets:
         section = recipe.rules_for(recipe.dataset.subsets[subset.index]).autotag

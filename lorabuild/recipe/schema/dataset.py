@@ -11,18 +11,39 @@ from lorabuild.recipe.schema.fields import Line, RecipePath, _Table
 
 
 class AutotagSection(_Table):
-    """``[captions.autotag]``: tag images with kohya's WD14 tagger (``finetune/tag_images_by_wd14_tagger.py
-    --onnx``) before the caption rules run. The model is read from a local folder; nothing is downloaded.
+    """``[captions.autotag]``: tag or caption images with one of kohya's own scripts before the caption
+    rules run: the WD14 tagger (``finetune/tag_images_by_wd14_tagger.py --onnx``, booru tags), BLIP
+    (``finetune/make_captions.py``) or GIT (``finetune/make_captions_by_git.py``), both a sentence.
+    The model is read from a local folder; nothing is downloaded.
     """
 
-    model_dir: RecipePath = Field(
-        description="Folder holding the tagger's model.onnx and selected_tags.csv, as in a SmilingWolf "
-        "wd-* tagger repository (kohya --model_dir/--repo_id point at it; nothing is downloaded)."
+    tagger: Literal["wd14", "blip", "git"] = Field(
+        "wd14",
+        description="wd14 (booru tags, for anime), or a natural-language caption for real people and styles: "
+        "blip (kohya's make_captions.py) or git (kohya's make_captions_by_git.py).",
     )
+    model_dir: RecipePath = Field(
+        description="The model folder. wd14: model.onnx and selected_tags.csv, as in a SmilingWolf wd-* tagger "
+        "repository (kohya --model_dir/--repo_id point at it). blip: model_large_caption.pth (kohya "
+        "--caption_weights) and the bert-base-uncased tokenizer in a bert-base-uncased/ sub-folder. git: a "
+        "transformers model folder such as microsoft/git-large-textcaps (kohya --model_id). Nothing is downloaded."
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="blip, git: longest caption in tokens (kohya --max_length; 75 for BLIP, 50 for GIT).",
+    )
+    min_length: int = Field(5, ge=0, description="blip: shortest caption in tokens (kohya --min_length).")
+    beam_search: bool = Field(
+        False, description="blip: beam search instead of nucleus sampling (kohya --beam_search, --num_beams)."
+    )
+    num_beams: int = Field(1, ge=1, description="blip: beams of the beam search (kohya --num_beams).")
+    top_p: float = Field(0.9, gt=0, le=1, description="blip: nucleus sampling's top_p (kohya --top_p).")
     mode: Literal["missing", "all", "merge"] = Field(
         "missing",
         description="Which images to tag: missing (only those without a caption or with an empty one), "
-        "all (the tagger's tags replace every caption) or merge (the caption's tags, then the tagger's new ones).",
+        "all (the tagger's tags replace every caption) or merge (the caption's tags, then the tagger's new ones; "
+        "for blip and git: the caption, then the generated sentence).",
     )
     general_threshold: float = Field(
         0.35, ge=0, le=1, description="Confidence needed for a general tag (kohya --general_threshold)."
