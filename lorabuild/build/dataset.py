@@ -363,9 +363,13 @@ class _Stager:
             if progress is not None:
                 progress("checking new images", done, total)
 
-        problems = (
-            decode_problems([image.source for _, image, _, _ in jobs], progress=checked) if jobs else []
-        )
+        sources = [image.source for _, image, _, _ in jobs]
+        problems: list[str | None] = []
+        if jobs:
+            # Told how the check goes only when someone listens (stand-ins take the paths alone).
+            problems = (
+                decode_problems(sources) if progress is None else decode_problems(sources, progress=checked)
+            )
         for (rel, image, folder, base), problem in zip(jobs, problems, strict=True):
             if problem is not None:
                 self.failed.append((image, problem))
