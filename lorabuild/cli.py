@@ -280,24 +280,30 @@ def prepare(
                 typer.echo(line, err=True)
             typer.echo(done.detail["summary"])
             return
+        from lorabuild.render.meter import Meter  # lazy: per command
         from lorabuild.stages.check import check_loaded, require_plan  # lazy: per command
         from lorabuild.stages.compile import compile_build  # lazy: per command
         from lorabuild.stages.prepare import prepare as stage_dataset  # lazy: per command
 
+        meter = Meter()  # count, rate and ETA of each long step, on a terminal only
         with ahead():  # the images the check probes first are decoded while it goes on
             checked = check_loaded(loaded, root)
             plan = require_plan(checked, strict=strict)
             _echo_problems(checked.warnings)
             written = compile_build(plan)
-            report = stage_dataset(plan, checked.loaded.recipe)
+            try:
+                report = stage_dataset(plan, checked.loaded.recipe, progress=meter)
+            finally:
+                meter.close()
         _echo_problems(list(report.problems))
         dataset = f"staged {plan.build_dir.as_posix()}/dataset: "
+        cut = f"{report.cut_out} cut out, " if report.cut_out else ""
         typer.echo(
             f"{dataset}{report.linked} linked, {report.copied} copied, "
-            f"{report.converted} converted, {report.unchanged} unchanged, {report.captions_written} captions "
+            f"{report.converted} converted, {cut}{report.unchanged} unchanged, {report.captions_written} captions "
             f"written, {report.removed} removed; tags.csv {report.tags}"
         )
-        staged = report.linked + report.copied + report.converted + report.unchanged
+        staged = report.linked + report.copied + report.converted + report.cut_out + report.unchanged
         again = (
             f"{dataset}0 linked, 0 copied, 0 converted, {staged} unchanged, 0 captions written, 0 removed; "
         )
@@ -315,13 +321,18 @@ def tags(
     """Print each subset's tag frequencies before and after the caption rules (what to remove or fix)."""
     from lorabuild.kohya.tagger import autotag_sections  # lazy: per command
     from lorabuild.plan.tags import tags_text  # lazy: per command
-    from lorabuild.stages.prepare import autotagged  # lazy: per command
+    from lorabuild.probe.segmentation import remove_background_sections  # lazy: per command
+    from lorabuild.stages.prepare import autotagged, cut_out_plan  # lazy: per command
 
     checked, plan = _checked(recipe, set_, build_dir, only=only)
-    # The tagger caches its output in build/<name>/autotag/; without it nothing is written.
-    tagging = bool(autotag_sections(checked.loaded.recipe))
-    with _locked(plan.build_dir) if tagging else contextlib.nullcontext():
-        tagged = autotagged(plan, checked.loaded.recipe)
+    loaded = checked.loaded.recipe
+    # The tagger caches its output in build/<name>/autotag/, the cut-outs theirs in cutout/;
+    # without them nothing is written.
+    writing = bool(autotag_sections(loaded) or remove_background_sections(loaded))
+    with _locked(plan.build_dir) if writing else contextlib.nullcontext():
+        cut, kept = cut_out_plan(plan, loaded)
+        tagged = autotagged(cut, loaded)
+    _echo_problems(kept)
     typer.echo(tags_text(tagged))  # tags as prepare stages them
 
 

@@ -113,9 +113,14 @@ def run(
         if staged and state.is_done(stamps.get("prepare"), prepare_key):
             done("prepare", False, "up to date")
         else:
+            from lorabuild.render.meter import Meter  # lazy: only when prepare runs (see above)
             from lorabuild.stages.prepare import prepare  # lazy: only when it runs (see above)
 
-            report = prepare(plan, checked.loaded.recipe)
+            meter = Meter()  # count, rate and ETA of each long step, on a terminal only
+            try:
+                report = prepare(plan, checked.loaded.recipe, progress=meter)
+            finally:
+                meter.close()
             for problem in report.problems:
                 tell(format_problem(problem))
             state.save_stamp(build, "prepare", state.Stamp(prepare_key, "done"))
@@ -124,7 +129,9 @@ def run(
                 "prepare",
                 True,
                 f"staged {images} image(s): {report.linked} linked, {report.copied} copied, "
-                f"{report.converted} converted, {report.unchanged} unchanged, "
+                f"{report.converted} converted, "
+                + (f"{report.cut_out} cut out, " if report.cut_out else "")
+                + f"{report.unchanged} unchanged, "
                 f"{report.captions_written} caption(s) written",
             )
         if until == "prepare":

@@ -24,7 +24,7 @@ from lorabuild.probe.environment import PACKAGES
 from lorabuild.probe.facts import gather
 from lorabuild.problems import Problem, format_problem
 from lorabuild.recipe.load import load_recipe
-from lorabuild.rules import captions, dataset, evaluate, launch, model, passthrough, training
+from lorabuild.rules import captions, cutout, dataset, evaluate, launch, model, passthrough, training
 from tests.conftest import RECIPE, Project, write_checkpoint, write_image, write_safetensors
 
 Rule = Callable[..., Iterable[Problem]]  # rules.Rule or rules.SubsetRule
@@ -1285,6 +1285,74 @@ def test_tagger_packages_not_installed(project: Project) -> None:
     ]
     assert (
         found(project, captions.tagger_packages, packages={**STACK, "onnx": True, "onnxruntime": True}) == []
+    )
+
+
+def add_cutout(
+    project: Project, table: str = '[images.remove_background]\nmodel = "models/u2net.onnx"\n'
+) -> None:
+    project.write_recipe(project.recipe.read_text(encoding="utf-8") + "\n" + table)
+
+
+@covers(cutout.segmentation_model)
+def test_segmentation_model_missing_or_unfit(project: Project) -> None:
+    from tests.tiny_segmenter import signature_model, u2net_signature
+
+    assert found(project, cutout.segmentation_model) == []  # no [images.remove_background]
+    add_cutout(project)
+    assert found(project, cutout.segmentation_model) == [
+        "recipe.toml: images.remove_background.model: models/u2net.onnx: not found: name a local .onnx "
+        "segmentation model (lorabuild never downloads)"
+    ]
+    u2net_signature(project.root / "models" / "u2net.onnx")
+    assert found(project, cutout.segmentation_model) == []
+    signature_model(
+        project.root / "models" / "u2net.onnx", [("x", [1, 3, 320, 320])], [("y", [1, 2, 320, 320])]
+    )
+    assert found(project, cutout.segmentation_model) == [
+        "recipe.toml: images.remove_background.model: models/u2net.onnx: gives y: float32[1, 2, 320, 320]; "
+        "a segmentation model gives float[1, 1, H, W], one mask"
+    ]
+    # A subset's own table is checked under its own key; the recipe's, used by no subset, is not.
+    project.write_recipe(
+        project.recipe.read_text(encoding="utf-8").replace(
+            "repeats = 2\n", 'repeats = 2\nremove_background = { model = "models/none.onnx" }\n', 1
+        )
+    )
+    assert found(project, cutout.segmentation_model) == [
+        "recipe.toml: dataset.subsets[0].remove_background.model: models/none.onnx: not found: name a local "
+        ".onnx segmentation model (lorabuild never downloads)"
+    ]
+
+
+@covers(captions.blip_transformers)
+def test_blip_with_transformers_that_took_its_generate(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lorabuild.probe import facts
+
+    monkeypatch.setattr(facts, "package_version", lambda name: "4.54.1")
+    add_autotag(project, '[captions.autotag]\ntagger = "blip"\nmodel_dir = "models"\n')
+    (message,) = found(project, captions.blip_transformers)
+    assert message.startswith(
+        "recipe.toml: captions.autotag.tagger: kohya's BLIP captioner (finetune/make_captions.py) stops with "
+        "transformers 4.54.1"
+    )
+    monkeypatch.setenv("LORABUILD_BLIP_ANY_TRANSFORMERS", "1")  # a kohya (or launcher) with a fixed decoder
+    assert found(project, captions.blip_transformers) == []
+
+
+@covers(cutout.segmentation_packages)
+def test_segmentation_packages_not_installed(project: Project) -> None:
+    add_cutout(project)
+    assert found(project, cutout.segmentation_packages, packages=NO_STACK) == []  # a machine that only plans
+    assert found(project, cutout.segmentation_packages, packages=STACK) == [
+        "recipe.toml: images.remove_background: the segmentation model runs with onnxruntime, and numpy and "
+        "onnxruntime are not installed: pip install numpy onnxruntime"
+    ]
+    assert (
+        found(project, cutout.segmentation_packages, packages={**STACK, "numpy": True, "onnxruntime": True})
+        == []
     )
 
 

@@ -4,7 +4,8 @@ Each subset becomes ``build/<name>/dataset/<repeats>_<trigger>/`` holding its im
 ``.txt`` caption per image, after the caption rules. An image is a hard link to the source
 where the file system allows (no admin rights needed on Windows), else a copy; an image kohya
 would misread (EXIF orientation, transparency, a format it cannot list) is a converted PNG
-(:mod:`lorabuild.probe.imagefix`). An image is staged only once it decodes (:mod:`lorabuild.probe.decodecheck`;
+(:mod:`lorabuild.probe.imagefix`); an image cut out of its background (``[images.remove_background]``)
+is a hard link to its cut-out rendered by :mod:`lorabuild.build.cutout`. An image is staged only once it decodes (:mod:`lorabuild.probe.decodecheck`;
 checked for new and changed sources only). ``build/<name>/tags.csv`` gets the tag table of :mod:`lorabuild.plan.tags`.
 
 Sources are never written to: every write goes to a temporary file in the stage and is renamed
@@ -72,6 +73,7 @@ from lorabuild.probe.cache import (
 from lorabuild.probe.decodecheck import decode_problems
 from lorabuild.probe.imagefix import convert_image
 from lorabuild.problems import Problem, RecipeError, error, warning
+from lorabuild.render.meter import Progress
 from lorabuild.render.writer import Artefact, write_all, write_atomic, write_error, write_files, writing
 
 MANIFEST_VERSION = 1
@@ -102,6 +104,8 @@ class StageReport:
         linked: Images hard-linked to their source.
         copied: Images copied (the stage is on another file system than the source).
         converted: Images written as converted PNGs.
+        cut_out: Images staged as their cut-outs (``[images.remove_background]``; the count of those
+            staged anew, made or taken from the cache).
         unchanged: Images already staged as planned.
         captions_written: Caption files written.
         removed: Files and folders removed from the stage (no longer planned, or leftovers).
@@ -113,6 +117,7 @@ class StageReport:
     copied: int = 0
     converted: int = 0
     unchanged: int = 0
+    cut_out: int = 0
     captions_written: int = 0
     removed: int = 0
     problems: tuple[Problem, ...] = ()
@@ -147,6 +152,8 @@ def _manifest_bytes(images: Mapping[str, list[Any]], captions: Mapping[str, list
 
 
 def _method(image: StagedImage) -> str:
+    if image.cutout is not None:
+        return f"cutout;{image.cutout.key}"
     return "link" if image.conversion is None else image.conversion.key
 
 
@@ -162,7 +169,11 @@ def _is_current(image: StagedImage, record: list[Any] | None, staged: Stat | Non
     if staged is None:
         return False
     key = image.fingerprint.key if image.fingerprint else None
-    if image.conversion is None and key is not None and staged == (key.size, key.mtime_ns, key.inode):
+    if image.cutout is not None:
+        # A hard link to the rendered cut-out, whose name is its content's key.
+        if staged == _stat(image.cutout.file):
+            return True
+    elif image.conversion is None and key is not None and staged == (key.size, key.mtime_ns, key.inode):
         return True  # the staged name is a hard link to this very version of the source
     return (
         record is not None
@@ -265,8 +276,11 @@ def _remove(path: Path) -> None:
 class _Stager:
     """One staging run: the last run's records, this run's, and the counts."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, progress: Progress | None = None) -> None:
         self.plan = plan
+        self.progress = progress
+        self.done = 0
+        self.todo = 0
         self.root = plan.layout.dataset_dir
         manifest = read_stage_manifest(self.root / STAGE_MANIFEST)
         self.old_images: dict[str, list[Any]] = {}
@@ -276,7 +290,15 @@ class _Stager:
             self.old_captions = manifest["captions"]
         self.images: dict[str, list[Any]] = {}
         self.captions: dict[str, list[Any]] = {}
-        self.counts = {"link": 0, "copy": 0, "convert": 0, "unchanged": 0, "captions": 0, "removed": 0}
+        self.counts = {
+            "link": 0,
+            "copy": 0,
+            "convert": 0,
+            "cutout": 0,
+            "unchanged": 0,
+            "captions": 0,
+            "removed": 0,
+        }
         self.failed: list[tuple[StagedImage, str]] = []
         # (stem, kind) per folder whose kohya caches are stale: re-staged images, re-written captions.
         self.stale: dict[str, set[tuple[str, str]]] = {}
@@ -285,6 +307,7 @@ class _Stager:
         self.root.mkdir(parents=True, exist_ok=True)
         conversions: list[tuple[str, StagedImage, Path]] = []
         links: list[tuple[str, StagedImage, str, str]] = []
+        cutouts: list[tuple[str, StagedImage, str, str]] = []
         for subset in self.plan.subsets:
             # Paths as strings in the loops: pathlib costs more than the stat calls themselves.
             folder = os.path.join(self.root, subset.folder)
@@ -301,12 +324,16 @@ class _Stager:
                     if not _same_source(image, record):  # edited in place: the link shows the new pixels
                         self._restaged(subset.folder, image)
                     self._record(rel, image, record[0] if record else "link", staged, base)
+                elif image.cutout is not None:
+                    cutouts.append((rel, image, folder, base))
                 elif image.conversion is None:
                     links.append((rel, image, folder, base))
                 else:
                     conversions.append((rel, image, Path(folder, image.name)))
+        self.todo = len(links) + len(conversions) + len(cutouts)
         self._link_all(links)
         self._convert_all(conversions)
+        self._link_cutouts(cutouts)
         failed = {id(image) for image, _ in self.failed}
         for subset in self.plan.subsets:
             for image in subset.images:
@@ -330,7 +357,19 @@ class _Stager:
 
     def _link_all(self, jobs: list[tuple[str, StagedImage, str, str]]) -> None:
         """Link new and changed images once they decode (:mod:`lorabuild.probe.decodecheck`)."""
-        problems = decode_problems([image.source for _, image, _, _ in jobs]) if jobs else []
+        progress = self.progress
+
+        def checked(done: int, total: int) -> None:
+            if progress is not None:
+                progress("checking new images", done, total)
+
+        sources = [image.source for _, image, _, _ in jobs]
+        problems: list[str | None] = []
+        if jobs:
+            # Told how the check goes only when someone listens (stand-ins take the paths alone).
+            problems = (
+                decode_problems(sources) if progress is None else decode_problems(sources, progress=checked)
+            )
         for (rel, image, folder, base), problem in zip(jobs, problems, strict=True):
             if problem is not None:
                 self.failed.append((image, problem))
@@ -343,6 +382,26 @@ class _Stager:
             self.counts[how] += 1
             self._restaged(rel.split("/", 1)[0], image)
             self._record(rel, image, how, _stat(os.path.join(folder, image.name)), base)
+            self._advanced()
+
+    def _advanced(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress("staging images", self.done, self.todo)
+
+    def _link_cutouts(self, jobs: list[tuple[str, StagedImage, str, str]]) -> None:
+        """Link each rendered cut-out (:mod:`lorabuild.build.cutout`; decoded when it was made)."""
+        for rel, image, folder, base in jobs:
+            assert image.cutout is not None
+            try:
+                _link_or_copy(image.cutout.file, folder, image.name)
+            except _SourceGone as gone:
+                self.failed.append((image, f"its cut-out cannot be read ({gone}): prepare again"))
+                continue
+            self.counts["cutout"] += 1
+            self._restaged(rel.split("/", 1)[0], image)
+            self._record(rel, image, "cutout", _stat(os.path.join(folder, image.name)), base)
+            self._advanced()
 
     def _convert_all(self, jobs: list[tuple[str, StagedImage, Path]]) -> None:
         """Convert on every core: Pillow decodes and encodes without holding the GIL."""
@@ -360,6 +419,7 @@ class _Stager:
                 self._restaged(folder, image)
                 base = os.path.join(os.path.dirname(os.path.abspath(image.source)), "")
                 self._record(rel, image, "convert", result, base)
+                self._advanced()
         finally:
             # On Ctrl-C, stop after the conversions under way instead of doing all the others.
             pool.shutdown(wait=True, cancel_futures=True)
@@ -466,14 +526,17 @@ def _image_bytes(image: StagedImage, device: int | None) -> int:
         st = os.stat(image.source)
     except OSError:
         return 0
+    if image.cutout is not None:
+        return 0  # a hard link to the rendered cut-out
     if image.conversion is not None:
         width, height = image.info.pixel_size if image.info is not None else (0, 0)
         return max(st.st_size, width * height * 3 // 2)  # a PNG of a photo: about half its pixels' bytes
     return 0 if st.st_dev == device else st.st_size
 
 
-def stage(plan: Plan) -> StageReport:
-    """Stage every subset of ``plan`` into ``plan.build_dir / "dataset"`` and write ``tags.csv``.
+def stage(plan: Plan, progress: Progress | None = None) -> StageReport:
+    """Stage every subset of ``plan`` into ``plan.build_dir / "dataset"`` and write ``tags.csv``;
+    ``progress`` is told how the decode check of new images and their staging advance.
 
     Returns:
         What was done.
@@ -484,7 +547,7 @@ def stage(plan: Plan) -> StageReport:
         WriteError: The build folder cannot be written (full, read-only...): what was staged
             is recorded, nothing half-written is left.
     """
-    stager = _Stager(plan)
+    stager = _Stager(plan, progress)
     try:
         stager.run()
         stager.remove_unplanned()
@@ -523,6 +586,7 @@ def stage(plan: Plan) -> StageReport:
         unchanged=c["unchanged"],
         captions_written=c["captions"],
         removed=c["removed"],
+        cut_out=c["cutout"],
         problems=tuple(problems),
         tags=tags,
     )

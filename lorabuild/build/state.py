@@ -35,6 +35,7 @@ from lorabuild.kohya.tagger import settings_keys
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
 from lorabuild.probe.inputs import input_fingerprint, tree_state
+from lorabuild.probe.segmentation import settings_key as cutout_key
 from lorabuild.problems import LorabuildError
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.render.writer import Written, write_atomic
@@ -152,10 +153,17 @@ def save_prepared(
 
 
 def prepare_inputs(loaded: LoadedRecipe) -> str:
-    """What the prepare stamp hashes beyond the plan: the recipe sections staging reads and the
-    tagger's settings (model file, tag list, thresholds; :func:`lorabuild.kohya.tagger.settings_keys`)."""
+    """What the prepare stamp hashes beyond the plan: the recipe sections staging reads, the
+    tagger's settings (model file, tag list, thresholds; :func:`lorabuild.kohya.tagger.settings_keys`)
+    and the segmentation model's (:func:`lorabuild.probe.segmentation.settings_key`)."""
     sections = loaded.section_hash("dataset", "captions", "images")
-    return ",".join([sections, *settings_keys(loaded.recipe)])
+    recipe = loaded.recipe
+    cutouts = [
+        cutout_key(table, recipe.images)
+        for subset in recipe.dataset.subsets
+        if (table := recipe.remove_background_for(subset)) is not None
+    ]
+    return ",".join([sections, *settings_keys(recipe), *cutouts])
 
 
 def prepare_fingerprint(loaded: LoadedRecipe, build_root: Path) -> str | None:
@@ -180,7 +188,7 @@ def record_prepared(
     if key is None:
         return
     files = [w.path.relative_to(plan.build_dir).as_posix() for w in written]
-    save_prepared(plan.build_dir, key, [*files, BuildLayout.TAGS_CSV, "autotag"], lines, summary)
+    save_prepared(plan.build_dir, key, [*files, BuildLayout.TAGS_CSV, "autotag", "cutout"], lines, summary)
 
 
 class Digests:

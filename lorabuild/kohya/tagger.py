@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -61,6 +62,31 @@ SEPARATOR = ", "
 
 CACHE_VERSION = 1
 
+CAPTIONER_SCRIPTS = {"blip": "finetune/make_captions.py", "git": "finetune/make_captions_by_git.py"}
+"""kohya's natural-language captioners (``[captions.autotag] tagger``), inside the kohya checkout."""
+
+SCRIPTS = {"wd14": TAGGER_SCRIPT, **CAPTIONER_SCRIPTS}
+"""Each tagger's script."""
+
+NAMES = {"wd14": TAGGER_NAME, "blip": "kohya's BLIP captioner", "git": "kohya's GIT captioner"}
+"""How messages name each tagger."""
+
+BLIP_WEIGHTS = "model_large_caption.pth"
+"""BLIP's caption weights in the model folder (kohya --caption_weights; the file Salesforce publishes)."""
+
+BLIP_TOKENIZER = "bert-base-uncased"
+"""The sub-folder of BLIP's model folder holding the tokenizer kohya's BLIP loads by this name."""
+
+FOLDER_FILES = {
+    "wd14": MODEL_FILES,
+    "blip": (BLIP_WEIGHTS, f"{BLIP_TOKENIZER}/vocab.txt"),
+    "git": ("config.json", "preprocessor_config.json"),
+}
+"""What each tagger needs in its model folder."""
+
+PACKAGES = {"wd14": ("onnx", "onnxruntime"), "blip": ("timm", "fairscale"), "git": ()}
+"""What each tagger imports beyond kohya's own stack (pip names too)."""
+
 
 class AutotagError(LorabuildError):
     """kohya's tagger could not tag the images."""
@@ -81,11 +107,12 @@ class TaggerModel:
     missing: tuple[str, ...]
 
 
-def probe_model_dir(path: Path) -> TaggerModel:
-    """Look for the files kohya's tagger needs in ``path``."""
+def probe_model_dir(path: Path, tagger: str = "wd14") -> TaggerModel:
+    """Look for the files ``tagger`` (``wd14``, ``blip``, ``git``) needs in ``path``."""
+    files = FOLDER_FILES[tagger]
     if not path.is_dir():
-        return TaggerModel(path, False, MODEL_FILES)
-    return TaggerModel(path, True, tuple(name for name in MODEL_FILES if not (path / name).is_file()))
+        return TaggerModel(path, False, files)
+    return TaggerModel(path, True, tuple(name for name in files if not (path / name).is_file()))
 
 
 def autotag_sections(recipe: Recipe) -> list[tuple[str, AutotagSection]]:
@@ -300,6 +327,8 @@ def combine(
 
 def settings_key(section: AutotagSection) -> str:
     """A hash of everything that decides the tagger's output for an image (the cache key)."""
+    if section.tagger != "wd14":
+        return captioner_key(section)
     model = section.model_dir / MODEL_FILES[0]
     stat = model.stat()
     # Hashing a 300 MB model on every prepare would cost more than the check is worth; its size
@@ -317,6 +346,61 @@ def settings_key(section: AutotagSection) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
+def captioner_key(section: AutotagSection) -> str:
+    """:func:`settings_key` for BLIP and GIT: the model folder's files by size and mtime (the small
+    ones, the tokenizer's and configs, by content), the options, kohya's commit."""
+    files: dict[str, Any] = {}
+    for path in sorted(p for p in section.model_dir.rglob("*") if p.is_file()):
+        stat = path.stat()
+        name = path.relative_to(section.model_dir).as_posix()
+        files[name] = file_digest(path) if stat.st_size < 1 << 20 else [stat.st_size, stat.st_mtime_ns]
+    settings: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "kohya_commit": KOHYA_COMMIT,
+        "tagger": section.tagger,
+        "files": files,
+        "options": caption_options(section),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def caption_options(section: AutotagSection) -> list[str]:
+    """The options of kohya's captioner for ``section`` (``--option=value``), besides the paths."""
+    options = [f"--batch_size={section.batch_size}"]
+    if section.max_length is not None:
+        options.append(f"--max_length={section.max_length}")
+    if section.tagger == "blip":
+        options += [f"--min_length={section.min_length}", f"--top_p={section.top_p}"]
+        if section.beam_search:
+            options += ["--beam_search", f"--num_beams={section.num_beams}"]
+    return options
+
+
+CAPTION_EXTENSION = ".caption"
+"""What kohya's captioners write next to each image (``--caption_extension``), read back by lorabuild."""
+
+
+def captioner_argv(
+    section: AutotagSection, image_dir: Path, sd_scripts: Path, python: str = sys.executable
+) -> list[str]:
+    """The command that captions every image in ``image_dir`` with BLIP or GIT (a ``.caption`` file each).
+
+    BLIP loads ``--caption_weights`` (a path: kohya downloads only a URL); GIT loads ``--model_id``
+    with transformers' ``from_pretrained``, which reads a local folder as it is.
+    """
+    model_dir = Path(os.path.abspath(section.model_dir))
+    argv = [
+        python,
+        str(sd_scripts / CAPTIONER_SCRIPTS[section.tagger]),
+        str(Path(os.path.abspath(image_dir))),
+    ]
+    if section.tagger == "blip":
+        argv.append(f"--caption_weights={model_dir / BLIP_WEIGHTS}")
+    else:
+        argv.append(f"--model_id={model_dir}")
+    return [*argv, f"--caption_extension={CAPTION_EXTENSION}", *caption_options(section)]
+
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
     with path.open("rb") as f:
@@ -327,7 +411,33 @@ TAGGER_PACKAGES = ("onnx", "onnxruntime")
 """What kohya's tagger imports in ``--onnx`` mode beyond kohya's own stack (pip names too)."""
 
 
-def preflight(sd_scripts: Path, python: str = sys.executable) -> None:
+BLIP_GENERATE_BROKEN = (4, 50)
+"""From this transformers version on, kohya's BLIP captioner stops: its ``blip/med.py``
+``BertLMHeadModel`` calls ``generate()``, which ``PreTrainedModel`` no longer inherits from
+``GenerationMixin`` (``AttributeError: 'BertLMHeadModel' object has no attribute 'generate'``, after
+the model has loaded). kohya pins transformers 4.54.1 at the pinned commit, so its BLIP captioning
+cannot run there (``tests/test_captioners.py`` checks that it still stops)."""
+
+
+def blip_problem(transformers_version: str | None) -> str | None:
+    """Why kohya's BLIP captioner cannot run with this transformers, or None."""
+    if transformers_version is None:
+        return None
+    try:
+        version = tuple(int(part) for part in transformers_version.split(".")[:2])
+    except ValueError:
+        return None
+    if version < BLIP_GENERATE_BROKEN:
+        return None
+    return (
+        f"kohya's BLIP captioner (finetune/make_captions.py) stops with transformers {transformers_version} "
+        "(\"'BertLMHeadModel' object has no attribute 'generate'\", after loading the model): its BLIP decoder "
+        'needs transformers below 4.50, and kohya pins 4.54.1. Use tagger = "git", or run prepare with a '
+        "transformers below 4.50"
+    )
+
+
+def preflight(sd_scripts: Path, python: str = sys.executable, tagger: str = "wd14") -> None:
     """Fail with a clear message, before anything is tagged or staged, when the tagger cannot run.
 
     Checks that the kohya checkout holds the tagger and, for lorabuild's own Python (the one
@@ -338,22 +448,39 @@ def preflight(sd_scripts: Path, python: str = sys.executable) -> None:
     Raises:
         AutotagError: What is missing and how to install it.
     """
-    script = sd_scripts / TAGGER_SCRIPT
+    script = sd_scripts / SCRIPTS[tagger]
+    name = NAMES[tagger]
     if not script.is_file():
         raise AutotagError(
-            f"[captions.autotag]: kohya's WD14 tagger {script.as_posix()} is not there: check out kohya "
+            f"[captions.autotag]: {name} {script.as_posix()} is not there: check out kohya "
             "sd-scripts at the pinned commit (git submodule update --init, or lorabuild setup "
             "--sd-scripts CLONE; LORABUILD_SD_SCRIPTS names another checkout)"
         )
     if os.path.abspath(python) != os.path.abspath(sys.executable):
         return  # another interpreter's packages cannot be looked up from here
-    missing = [name for name in ("torch", *TAGGER_PACKAGES) if importlib.util.find_spec(name) is None]
+    if tagger == "blip" and not os.environ.get(BLIP_CHECK_OFF):
+        problem = blip_problem(_version("transformers"))
+        if problem:
+            raise AutotagError(f"[captions.autotag]: {problem}")
+    missing = [n for n in ("torch", *PACKAGES[tagger]) if importlib.util.find_spec(n) is None]
     if missing:
         install = "pip install -e '.[train]' " if "torch" in missing else "pip install "
         raise AutotagError(
-            f"[captions.autotag]: kohya's WD14 tagger needs {' and '.join(missing)}, not installed for "
+            f"[captions.autotag]: {name} needs {' and '.join(missing)}, not installed for "
             f"{sys.executable}: {install}{' '.join(n for n in missing if n != 'torch')}".rstrip()
         )
+
+
+BLIP_CHECK_OFF = "LORABUILD_BLIP_ANY_TRANSFORMERS"
+"""Set (to anything) to run kohya's BLIP whatever transformers is installed: for a kohya or a
+launcher (``LORABUILD_SCRIPT_WRAPPER``) that fixes its decoder; the check then says nothing."""
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def settings_keys(recipe: Recipe) -> list[str]:

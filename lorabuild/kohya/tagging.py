@@ -32,10 +32,14 @@ from pathlib import Path
 
 from lorabuild.kohya.scriptrun import run_script
 from lorabuild.kohya.tagger import (
+    BLIP_TOKENIZER,
     CACHE_VERSION,
+    CAPTION_EXTENSION,
     MODEL_FILES,
+    NAMES,
     TAGGER_NAME,
     AutotagError,
+    captioner_argv,
     character_tags,
     characters_as_general,
     combine,
@@ -49,7 +53,9 @@ from lorabuild.kohya.tagger import (
     tagger_env,
     tagger_passes,
 )
+from lorabuild.recipe.captions import split_tags
 from lorabuild.recipe.schema import AutotagSection
+from lorabuild.render.meter import Progress
 from lorabuild.render.writer import write_atomic
 from lorabuild.settings import sd_scripts_dir
 
@@ -59,11 +65,11 @@ from lorabuild.settings import sd_scripts_dir
 _LISTED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 
 
-def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
+def content_digests(images: Sequence[Path], memo: Path, progress: Progress | None = None) -> dict[Path, str]:
     """sha256 of each image, re-read only when its size or mtime changed since the ``memo`` file.
 
     The memo (absolute path -> ``[size, mtime_ns, sha256]``) keeps a warm ``prepare`` from reading
-    every image again.
+    every image again; ``progress`` is told how the reading goes (when there is any).
     """
     try:
         known = json.loads(memo.read_text(encoding="utf-8"))
@@ -83,6 +89,8 @@ def content_digests(images: Sequence[Path], memo: Path) -> dict[Path, str]:
         digests[image] = file_digest(image)
         known[name] = [stat.st_size, stat.st_mtime_ns, digests[image]]
         changed = True
+        if progress is not None:
+            progress("reading images", len(digests), len(images))
     if changed:
         write_atomic(memo, (json.dumps(known, indent=0, sort_keys=True) + "\n").encode())
     return digests
@@ -121,10 +129,10 @@ def tag_images(
     """
     if not images:
         return {}
-    model = probe_model_dir(section.model_dir)
+    model = probe_model_dir(section.model_dir, section.tagger)
     if model.missing:
         raise AutotagError(
-            f"{section.model_dir}: the WD14 tagger needs {' and '.join(model.missing)} in this folder"
+            f"{section.model_dir}: {NAMES[section.tagger]} needs {' and '.join(model.missing)} in this folder"
         )
     key = settings_key(section)
     path = cache_file(work_dir, key)
@@ -137,7 +145,8 @@ def tag_images(
     if todo:
         if sd_scripts is None:
             sd_scripts = sd_scripts_dir()
-        tagged = _run_tagger(list(todo.values()), section, work_dir, sd_scripts, python, on_line)
+        run = _run_tagger if section.tagger == "wd14" else _run_captioner
+        tagged = run(list(todo.values()), section, work_dir, sd_scripts, python, on_line)
         cache.update({digest: tagged[image] for digest, image in todo.items()})
         _save_cache(path, key, cache)
     return {image: list(cache[digests[image]]) for image in images}
@@ -215,6 +224,73 @@ def _run_tagger(
         image: combine([r[image] for r in runs], passes, characters, section.character_tags_first)
         for image in images
     }
+
+
+def _run_captioner(
+    images: list[Path],
+    section: AutotagSection,
+    work_dir: Path,
+    sd_scripts: Path,
+    python: str,
+    on_line: Callable[[str], None] | None,
+) -> dict[Path, list[str]]:
+    """Caption ``images`` with kohya's BLIP or GIT script; each caption split at commas like a caption file."""
+    root = work_dir / "autotag"
+    root.mkdir(parents=True, exist_ok=True)
+    name = NAMES[section.tagger]
+    with tempfile.TemporaryDirectory(prefix="run-", dir=root) as tmp:
+        work = Path(os.path.abspath(tmp))
+        folder = work / "images"
+        folder.mkdir()
+        names: dict[str, Path] = {}
+        for n, image in enumerate(images):
+            suffix = image.suffix.lower()
+            file_name = f"{n:06d}{suffix if suffix in _LISTED_SUFFIXES else '.png'}"
+            _link(image, folder / file_name)
+            names[file_name] = image
+        env = tagger_env(sd_scripts)
+        cwd = work
+        if section.tagger == "blip":
+            # kohya's BLIP loads its tokenizer by name (BertTokenizer.from_pretrained("bert-base-uncased")):
+            # offline, from a Hugging Face cache that holds the model folder's copy under that name. Its
+            # script reads ./blip/med_config.json after changing into finetune/, from kohya's folder.
+            env["HF_HUB_CACHE"] = str(_tokenizer_cache(work / "hub", section.model_dir / BLIP_TOKENIZER))
+            cwd = Path(os.path.abspath(sd_scripts))
+        argv = captioner_argv(section, folder, sd_scripts, python)
+        log = root / f"{section.tagger}.log"
+        run = run_script(name, argv, cwd, log, env, on_line, sd_scripts=sd_scripts)
+        if run.interrupted:
+            raise AutotagError(run.interrupted_message("captioning"))
+        if run.failed:
+            raise AutotagError(run.failure_message())
+        captions: dict[Path, list[str]] = {}
+        for file_name, image in names.items():
+            caption = folder / (Path(file_name).stem + CAPTION_EXTENSION)
+            if caption.is_file():
+                captions[image] = split_tags(caption.read_text(encoding="utf-8").strip())
+    skipped = sorted(str(image) for image in images if image not in captions)
+    if skipped:
+        raise AutotagError(
+            f"{name} could not caption {', '.join(skipped)}; its output is in {log.as_posix()}"
+        )
+    return captions
+
+
+# A revision name for the cache entry lorabuild makes (any 40 hex digits do; offline nothing checks it).
+_REVISION = "0" * 40
+
+
+def _tokenizer_cache(hub: Path, tokenizer: Path) -> Path:
+    """A Hugging Face hub cache in ``hub`` whose ``bert-base-uncased`` is the files of ``tokenizer``."""
+    repo = hub / f"models--{BLIP_TOKENIZER}"
+    snapshot = repo / "snapshots" / _REVISION
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(_REVISION, encoding="utf-8")
+    for path in tokenizer.iterdir():
+        if path.is_file():
+            _link(path, snapshot / path.name)
+    return hub
 
 
 def _run_once(

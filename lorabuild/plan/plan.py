@@ -18,7 +18,7 @@ from typing import Any
 
 from lorabuild import KOHYA_COMMIT, __version__
 from lorabuild.kohya import families
-from lorabuild.kohya.buckets import batches_per_epoch, total_steps
+from lorabuild.kohya.buckets import batches_per_epoch, bucket_for, total_steps
 from lorabuild.kohya.config import DatasetConfig, KohyaConfig
 from lorabuild.kohya.launch import SD_SCRIPTS_PREFIX, LaunchSpec, accelerate_argv
 from lorabuild.kohya.outputs import TrainingOutputs, saved_epochs
@@ -26,7 +26,14 @@ from lorabuild.plan.defaults import Resolved, apply_defaults
 from lorabuild.plan.evaluate import GridSettings, grid_settings, sample_prompts
 from lorabuild.plan.kohya_config import kohya_config, kohya_dataset_config
 from lorabuild.plan.layout import BuildLayout, relpath
-from lorabuild.plan.subsets import Subsets, epoch_bucket_counts, plan_subsets, staged_caption
+from lorabuild.plan.subsets import (
+    CutOut,
+    Subsets,
+    bucket_settings,
+    epoch_bucket_counts,
+    plan_subsets,
+    staged_caption,
+)
 from lorabuild.probe.facts import Facts
 from lorabuild.recipe.load import LoadedRecipe
 from lorabuild.recipe.schema import PickSection, Recipe
@@ -167,6 +174,29 @@ def with_raw_captions(plan: Plan, recipe: Recipe, raw: Mapping[Path, str]) -> Pl
             for image in subset.images
         )
         subsets.append(replace(subset, images=images))
+    return replace(plan, subsets=tuple(subsets))
+
+
+def with_cutouts(plan: Plan, recipe: Recipe, cutouts: Mapping[tuple[int, Path], CutOut | None]) -> Plan:
+    """The plan with cut-outs staged in place of some images, by (subset index, source path).
+
+    The hook for ``[images.remove_background]``: a cut-out replaces the image's conversion (it is
+    already oriented and flattened), and a cropped one gets its own size and bucket. An image
+    mapped to None keeps its plan entry (the mask covered almost nothing or everything).
+    """
+    settings = bucket_settings(recipe)
+    subsets = []
+    for subset in plan.subsets:
+        images = []
+        for image in subset.images:
+            cutout = cutouts.get((subset.index, image.source))
+            if cutout is None:
+                images.append(image)
+                continue
+            size = cutout.size
+            bucket = image.bucket if size == image.size else bucket_for(settings, *size)
+            images.append(replace(image, cutout=cutout, conversion=None, size=size, bucket=bucket))
+        subsets.append(replace(subset, images=tuple(images)))
     return replace(plan, subsets=tuple(subsets))
 
 

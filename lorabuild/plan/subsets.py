@@ -29,6 +29,25 @@ STAGED_CAPTION_EXTENSION = ".txt"
 
 
 @dataclass(frozen=True)
+class CutOut:
+    """The cut-out staged in place of an image (``[images.remove_background]``).
+
+    Attributes:
+        file: The rendered cut-out in ``build/<name>/cutout/`` (mask applied, cropped, flattened),
+            hard-linked into the stage.
+        key: What decides its bytes (the model, the image's content, the options), for the
+            stage manifest.
+        size: Its ``(width, height)`` (a cropped cut-out's own size, which kohya buckets by).
+        coverage: The fraction of the image the subject covers.
+    """
+
+    file: Path
+    key: str
+    size: tuple[int, int]
+    coverage: float
+
+
+@dataclass(frozen=True)
 class StagedImage:
     """One image as it will sit in the staged dataset.
 
@@ -48,6 +67,9 @@ class StagedImage:
         info: The source's header facts (recorded in the stage manifest for the next check).
         caption_file: The caption file as read (its text is recorded in the stage manifest, so
             that the next check does not read an unchanged caption again).
+        cutout: The cut-out staged instead of the source (set by prepare once the segmentation
+            model has run, :func:`lorabuild.plan.plan.with_cutouts`); None: the source, linked or
+            converted.
     """
 
     source: Path
@@ -60,10 +82,13 @@ class StagedImage:
     fingerprint: Fingerprint | None = None
     info: ImageInfo | None = None
     caption_file: CaptionFile | None = None
+    cutout: CutOut | None = None
 
     @property
     def how(self) -> str:
-        """``link`` (a hard link, or a copy across file systems) or ``convert``."""
+        """``link`` (a hard link, or a copy across file systems), ``convert`` or ``cutout``."""
+        if self.cutout is not None:
+            return "cutout"
         return "link" if self.conversion is None else "convert"
 
 
@@ -147,7 +172,9 @@ def plan_subsets(recipe: Recipe, facts: Facts) -> Subsets:
             for n, (info, caption) in enumerate(zip(sfacts.images, sfacts.captions, strict=True))
             if bad_image(info, recipe.images) is None
         ]
-        names = staged_image_names([k[0] for k in kept], [k[3] for k in kept])
+        # A cut-out is a PNG rendered by prepare: its name is chosen as a converted image's.
+        cut = recipe.remove_background_for(subset) is not None
+        names = staged_image_names([k[0] for k in kept], [k[3] for k in kept], png=cut)
         images = []
         for name, (info, caption, fingerprint, conversion) in zip(names, kept, strict=True):
             size = conversion.size if conversion else (info.width, info.height)

@@ -58,9 +58,11 @@ def tags_text(plan: Plan) -> str:
         counts = subset_tag_counts(subset)
         if lines:
             lines.append("")
+        cut = sum(image.cutout is not None for image in subset.images)
         lines.append(
             f"[{subset.index}] {subset.source.as_posix()} -> dataset/{subset.folder}: "
             f"{len(subset.images)} images, {len(counts)} tags"
+            + (f", {cut} cut out of their background" if cut else "")
         )
         lines.append("  before  after  tag")
         for count in counts:

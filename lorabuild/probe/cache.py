@@ -50,8 +50,8 @@ PROBE_FIELDS = (
 
 STAGED_FIELDS = ("how", "method", "staged")
 """What the stage manifest records about a staged image before its probe record: how it was
-staged (``link``, ``copy`` or ``convert``), what decides its bytes (``link`` or the conversion's
-key) and the staged file's ``[size, mtime_ns, inode]``. :mod:`lorabuild.stages.prepare` writes them."""
+staged (``link``, ``copy``, ``convert`` or ``cutout``), what decides its bytes (``link``, the
+conversion's key, or ``cutout;`` and the cut-out's key) and the staged file's ``[size, mtime_ns, inode]``. :mod:`lorabuild.stages.prepare` writes them."""
 
 # Where each probe field sits in a manifest entry (the cache keeps whole entries, not copies).
 _R = {name: len(STAGED_FIELDS) + index for index, name in enumerate(PROBE_FIELDS)}

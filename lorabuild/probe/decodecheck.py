@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -180,7 +180,11 @@ def decode_ahead(paths: Sequence[Path | str]) -> None:
             state.pending[name] = (future, index)
 
 
-def decode_problems(paths: Sequence[Path | str], workers: int | None = None) -> list[str | None]:
+def decode_problems(
+    paths: Sequence[Path | str],
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str | None]:
     """:func:`decode_problem` of each path, in order, in a process pool on every core.
 
     Pillow's PNG ``verify`` is mostly Python (chunk reading and CRCs under the GIL), so threads
@@ -189,24 +193,41 @@ def decode_problems(paths: Sequence[Path | str], workers: int | None = None) -> 
     Args:
         paths: Image files.
         workers: Processes (default: one per core); 1, or few paths, checks in this process.
+        progress: Told ``(done, total)`` as results come in.
     """
     if _ahead is not None and _ahead.pending:
         started = [_ahead.pending.pop(str(p), None) for p in paths]
         rest = [p for p, s in zip(paths, started, strict=True) if s is None]
         found = iter(_decode_now(rest, workers) if rest else [])
-        return [next(found) if s is None else s[0].result()[s[1]] for s in started]
-    return _decode_now(paths, workers)
+        results = []
+        for s in started:
+            results.append(next(found) if s is None else s[0].result()[s[1]])
+            if progress is not None:
+                progress(len(results), len(paths))
+        return results
+    return _decode_now(paths, workers, progress)
 
 
-def _decode_now(paths: Sequence[Path | str], workers: int | None) -> list[str | None]:
+def _decode_now(
+    paths: Sequence[Path | str], workers: int | None, progress: Callable[[int, int], None] | None = None
+) -> list[str | None]:
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or len(paths) < _POOL_FROM:
-        return [decode_problem(path) for path in paths]
+        found = []
+        for path in paths:
+            found.append(decode_problem(path))
+            if progress is not None:
+                progress(len(found), len(paths))
+        return found
     chunk = max(1, len(paths) // (workers * 8))
     pool = _new_pool(workers)
     failed = True
     try:
-        found = list(pool.map(decode_problem, [str(p) for p in paths], chunksize=chunk))
+        found = []
+        for result in pool.map(decode_problem, [str(p) for p in paths], chunksize=chunk):
+            found.append(result)
+            if progress is not None:
+                progress(len(found), len(paths))
         failed = False
     finally:
         _close(pool, failed)

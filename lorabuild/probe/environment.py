@@ -7,11 +7,12 @@ hashes them, so that a package installed or a build added makes an unchanged ``p
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
 
-from lorabuild.kohya.tagger import TAGGER_SCRIPT
+from lorabuild.kohya.tagger import SCRIPTS
 from lorabuild.settings import sd_scripts_dir
 
 # Packages whose presence decides whether an optimizer, network or attention setting can work.
@@ -29,6 +30,12 @@ PACKAGES = (
     # kohya's WD14 tagger in --onnx mode ([captions.autotag]).
     "onnx",
     "onnxruntime",
+    # the segmentation model of [images.remove_background] (lorabuild/kohya/segment.py).
+    "numpy",
+    # kohya's BLIP captioner ([captions.autotag] tagger = "blip"; kohya's requirements.txt leaves
+    # them commented out).
+    "timm",
+    "fairscale",
     # kohya's --deepspeed ([launch.deepspeed]).
     "deepspeed",
 )
@@ -39,9 +46,18 @@ def installed_packages() -> dict[str, bool]:
     return {name: importlib.util.find_spec(name) is not None for name in PACKAGES}
 
 
-def tagger_script() -> tuple[Path, bool]:
-    """kohya's WD14 tagger script (in the sd-scripts folder of the settings), and whether it is there."""
-    script = sd_scripts_dir() / TAGGER_SCRIPT
+def package_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, or None (read from its metadata, not imported)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def tagger_script(tagger: str = "wd14") -> tuple[Path, bool]:
+    """kohya's script for ``tagger`` (the WD14 tagger, or the BLIP or GIT captioner) in the sd-scripts
+    folder of the settings, and whether it is there."""
+    script = sd_scripts_dir() / SCRIPTS[tagger]
     return script, script.is_file()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from lorabuild.kohya import families
-from lorabuild.kohya.tagger import TaggerModel, autotag_sections, probe_model_dir
+from lorabuild.kohya.tagger import BLIP_CHECK_OFF, TaggerModel, autotag_sections, probe_model_dir
 from lorabuild.probe.cache import (
     STAGE_MANIFEST,
     FileKey,
@@ -31,10 +31,12 @@ from lorabuild.probe.cache import (
     load_probe_cache,
 )
 from lorabuild.probe.decodecheck import decode_ahead
-from lorabuild.probe.environment import existing_builds, installed_packages, tagger_script
+from lorabuild.probe.environment import existing_builds, installed_packages, package_version, tagger_script
 from lorabuild.probe.imagefix import content_hash, dhash
 from lorabuild.probe.images import ImageInfo, images_below, list_folder, probe_images, why_kohya_skips
 from lorabuild.probe.modelfile import ModelInfo, probe_model
+from lorabuild.probe.segmentation import Segmenter, remove_background_sections
+from lorabuild.probe.segmentation import probe as probe_segmenter
 from lorabuild.recipe.captions import CaptionFile, read_caption
 from lorabuild.recipe.schema import Recipe
 
@@ -124,6 +126,11 @@ class Facts:
         tagger_models: Each ``[captions.autotag]`` model folder and what it holds.
         tagger_script: kohya's WD14 tagger script and whether it is there, when the recipe sets
             ``[captions.autotag]`` (None otherwise).
+        transformers_version: The installed transformers' version, when an autotag table uses
+            kohya's BLIP captioner (None otherwise, when not installed, or with the setting
+            :data:`lorabuild.kohya.tagger.BLIP_CHECK_OFF`).
+        segmenters: Each ``remove_background`` table's model, by its key path: what it is fed
+            (:class:`~lorabuild.probe.segmentation.Segmenter`), or why it cannot be used (a sentence).
         platform: ``sys.platform`` of the machine that checks (and, as a rule, trains).
         paths: What is at each of ``model.vae``, ``model.tokenizer_cache_dir`` and
             ``network.weights`` that the recipe sets.
@@ -137,6 +144,8 @@ class Facts:
     other_builds: Mapping[str, str] = field(default_factory=dict)
     tagger_models: Mapping[Path, TaggerModel] = field(default_factory=dict)
     tagger_script: tuple[Path, bool] | None = None
+    segmenters: Mapping[str, Segmenter | str] = field(default_factory=dict)
+    transformers_version: str | None = None
     platform: str = field(default_factory=lambda: sys.platform)
     paths: Mapping[Path, PathFacts] = field(default_factory=dict)
     components: Mapping[str, ModelInfo] = field(default_factory=dict)
@@ -165,8 +174,16 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
         subsets=tuple(fingerprint_images(subsets, recipe.images.duplicates)),
         packages=installed_packages(),
         other_builds={name: str(path) for name, path in others.items() if path != mine},
-        tagger_models={s.model_dir: probe_model_dir(s.model_dir) for _, s in autotag_sections(recipe)},
-        tagger_script=tagger_script() if autotag_sections(recipe) else None,
+        tagger_models={
+            s.model_dir: probe_model_dir(s.model_dir, s.tagger) for _, s in autotag_sections(recipe)
+        },
+        tagger_script=tagger_script(autotag_sections(recipe)[0][1].tagger)
+        if autotag_sections(recipe)
+        else None,
+        segmenters={key: probe_segmenter(table) for key, table in remove_background_sections(recipe)},
+        transformers_version=package_version("transformers")
+        if any(s.tagger == "blip" for _, s in autotag_sections(recipe)) and not os.environ.get(BLIP_CHECK_OFF)
+        else None,
         paths={
             path: probe_path(path)
             for path in (recipe.model.vae, recipe.model.tokenizer_cache_dir, recipe.network.weights)

@@ -149,7 +149,9 @@ def plan_conversion(info: ImageInfo, settings: ImagesSection) -> Conversion | No
     return Conversion(orientation, background, size, tuple(reasons))
 
 
-def staged_image_names(infos: list[ImageInfo], conversions: list[Conversion | None]) -> list[str]:
+def staged_image_names(
+    infos: list[ImageInfo], conversions: list[Conversion | None], png: bool = False
+) -> list[str]:
     """The file name of each image in its staged folder, unique within the folder.
 
     A linked image keeps its name when kohya lists it on every system (``.png``, or ``.PNG``);
@@ -161,6 +163,8 @@ def staged_image_names(infos: list[ImageInfo], conversions: list[Conversion | No
     Args:
         infos: The images of one subset.
         conversions: Each image's conversion (None: linked).
+        png: Every image is named as a converted one (``<stem>.png``): the subset's images are
+            cut-outs that prepare renders (``[images.remove_background]``).
 
     Returns:
         One name per image, in the same order.
@@ -169,7 +173,7 @@ def staged_image_names(infos: list[ImageInfo], conversions: list[Conversion | No
     taken: set[str] = set()
     for info, conversion in zip(infos, conversions, strict=True):
         name = info.path.name
-        if conversion is None and kohya_reads_name(name, case_sensitive=True):
+        if conversion is None and not png and kohya_reads_name(name, case_sensitive=True):
             names.append(name)
             taken.add(name.lower())
         else:
@@ -178,7 +182,7 @@ def staged_image_names(infos: list[ImageInfo], conversions: list[Conversion | No
         if names[index] is not None:
             continue
         path = PurePath(info.path.name)
-        if conversion is not None:
+        if conversion is not None or png:
             extension = CONVERTED_EXTENSION
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
             extension = path.suffix.lower()

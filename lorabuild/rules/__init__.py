@@ -9,6 +9,7 @@ mirror a kohya failure name the kohya message or behaviour they prevent.
   subsets), :data:`RULES` and :func:`run_rules`.
 - :mod:`~lorabuild.rules.model`: the base model, its VAE and tokenizers, the build's output name.
 - :mod:`~lorabuild.rules.dataset`: resolution and buckets, source folders, images, caption files.
+- :mod:`~lorabuild.rules.cutout`: the segmentation model of ``[images.remove_background]``.
 - :mod:`~lorabuild.rules.training`: the network (and its starting weights), the optimizer and schedule,
   the training settings.
 - :mod:`~lorabuild.rules.evaluate`: the prompts kohya samples and the grid renders, the grid's epochs.
@@ -26,7 +27,7 @@ the recipe and :class:`~lorabuild.probe.facts.Facts` and never touch the disk.
 # isort: off
 # Each topic module registers its rules as it is imported: this order is the order the rules run
 # in, and so the order `lorabuild check` prints their problems in.
-from lorabuild.rules import model, dataset, training, evaluate, passthrough, captions, launch  # noqa: F401
+from lorabuild.rules import model, dataset, cutout, training, evaluate, passthrough, captions, launch  # noqa: F401
 
 # isort: on
 from lorabuild.rules.registry import RULES, Rule, SubsetRule, rule, run_rules, subset_rule

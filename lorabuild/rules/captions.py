@@ -5,7 +5,13 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterator
 
-from lorabuild.kohya.tagger import MODEL_FILES, autotag_sections
+from lorabuild.kohya.tagger import (
+    FOLDER_FILES,
+    NAMES,
+    PACKAGES,
+    autotag_sections,
+    blip_problem,
+)
 from lorabuild.probe.facts import Facts
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.captions import normalise, split_tags
@@ -40,18 +46,29 @@ def tagger_model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         model = facts.tagger_models.get(section.model_dir)
         if model is None or not model.missing:
             continue
+        files = " and ".join(FOLDER_FILES[section.tagger])
         if not model.exists:
+            source = "from a SmilingWolf wd-*-tagger repository; " if section.tagger == "wd14" else ""
             yield error(
                 f"{key}.model_dir",
-                f"folder not found: {model.path}: put a WD14 tagger's {' and '.join(MODEL_FILES)} in it "
-                "(from a SmilingWolf wd-*-tagger repository; lorabuild never downloads)",
+                f"folder not found: {model.path}: put {_WHERE[section.tagger].format(files=files)} in it "
+                f"({source}lorabuild never downloads)",
             )
         else:
             yield error(
                 f"{key}.model_dir",
-                f"{model.path} has no {' or '.join(model.missing)}: kohya's WD14 tagger needs "
-                f"{' and '.join(MODEL_FILES)} there (lorabuild never downloads)",
+                f"{model.path} has no {' or '.join(model.missing)}: {NAMES[section.tagger]} needs "
+                f"{files} there (lorabuild never downloads)",
             )
+
+
+# Where each captioner's files come from, for the message about a missing folder.
+_WHERE = {
+    "wd14": "a WD14 tagger's {files}",
+    "blip": "BLIP's {files} (model_large_caption.pth from Salesforce's BLIP release, the tokenizer files of "
+    "bert-base-uncased in a bert-base-uncased/ sub-folder)",
+    "git": "a GIT model folder ({files} and its weights, e.g. microsoft/git-large-textcaps saved whole)",
+}
 
 
 @rule
@@ -65,21 +82,36 @@ def tagger_script(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     if sections and facts.training_stack and facts.tagger_script is not None and not facts.tagger_script[1]:
         yield error(
             sections[0][0],
-            f"kohya's WD14 tagger {facts.tagger_script[0].as_posix()} is not there: check out kohya "
+            f"{NAMES[sections[0][1].tagger]} {facts.tagger_script[0].as_posix()} is not there: check out kohya "
             "sd-scripts at the pinned commit (git submodule update --init, or lorabuild setup --sd-scripts "
             "CLONE; LORABUILD_SD_SCRIPTS names another checkout)",
         )
 
 
 @rule
+def blip_transformers(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
+    """kohya's BLIP captioner stops after loading its model with the transformers kohya pins
+    (:data:`lorabuild.kohya.tagger.BLIP_GENERATE_BROKEN`)."""
+    problem = blip_problem(facts.transformers_version)
+    if problem:
+        key = next((key for key, section in autotag_sections(recipe) if section.tagger == "blip"), None)
+        if key is not None:
+            yield error(f"{key}.tagger", problem)
+
+
+@rule
 def tagger_packages(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
-    """kohya's tagger imports onnx and onnxruntime in --onnx mode (ModuleNotFoundError otherwise)."""
-    sections = autotag_sections(recipe)
-    missing = [name for name in ("onnx", "onnxruntime") if not facts.packages.get(name)]
-    if sections and missing and facts.training_stack:
-        names = " and ".join(missing)
-        yield error(
-            sections[0][0],
-            f"kohya's WD14 tagger needs {names}, which {'is' if len(missing) == 1 else 'are'} not "
-            f"installed: pip install {' '.join(missing)}",
-        )
+    """kohya's tagger imports onnx and onnxruntime in --onnx mode, its BLIP captioner timm
+    (ModuleNotFoundError otherwise)."""
+    if not facts.training_stack:
+        return
+    for tagger in dict.fromkeys(section.tagger for _, section in autotag_sections(recipe)):
+        missing = [name for name in PACKAGES[tagger] if not facts.packages.get(name)]
+        if missing:
+            key = next(key for key, section in autotag_sections(recipe) if section.tagger == tagger)
+            names = " and ".join(missing)
+            yield error(
+                key,
+                f"{NAMES[tagger]} needs {names}, which {'is' if len(missing) == 1 else 'are'} not "
+                f"installed: pip install {' '.join(missing)}",
+            )

@@ -34,6 +34,7 @@ from lorabuild.build.saved import HashCache, saved_files
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
 from lorabuild.plan.tags import activation_text
+from lorabuild.probe.cache import PROBE_FIELDS, STAGE_MANIFEST, STAGED_FIELDS, read_stage_manifest
 from lorabuild.render.units import human_size
 from lorabuild.render.writer import Artefact, write_files
 from lorabuild.score import score_build
@@ -86,6 +87,7 @@ class ReportData:
     hashed: int = field(default=0)
     shortlist: dict[str, Any] | None = None
     browse: dict[str, Any] | None = None
+    cutouts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def write_report(plan: Plan, build_dir: Path | None = None) -> Path:
@@ -148,6 +150,7 @@ def collect(plan: Plan, build: Path) -> ReportData:
         hashed=hashed,
         shortlist=shortlist,
         browse=browse,
+        cutouts=cutout_rows(plan),
     )
 
 
@@ -233,6 +236,47 @@ def subset_rows(plan: Plan) -> list[dict[str, Any]]:
         }
         for s in plan.subsets
     ]
+
+
+CUTOUT_EXAMPLES = 6
+"""Before/after pairs shown per subset with ``[images.remove_background]``."""
+
+
+def cutout_rows(plan: Plan) -> list[dict[str, Any]]:
+    """Per subset staged with cut-outs: how many, and the first few as before/after thumbnails.
+
+    Read from the stage manifest (``dataset/.stage.json``), which records each image staged as a
+    cut-out (method ``cutout;<key>``) with its source's path.
+    """
+    manifest = read_stage_manifest(plan.layout.dataset_dir / STAGE_MANIFEST)
+    if manifest is None or not isinstance(manifest.get("images"), dict):
+        return []
+    records: dict[str, list[Any]] = manifest["images"]
+    path_at = len(STAGED_FIELDS) + PROBE_FIELDS.index("path")
+    rows = []
+    for subset in plan.subsets:
+        pairs: list[dict[str, Any]] = []
+        count = 0
+        for image in subset.images:
+            record = records.get(f"{subset.folder}/{image.name}")
+            if not (isinstance(record, list) and str(record[1]).startswith("cutout;")):
+                continue
+            count += 1
+            if len(pairs) < CUTOUT_EXAMPLES:
+                before = embed(Path(str(record[path_at])), thumb=True)
+                after = embed(plan.layout.dataset_dir / subset.folder / image.name, thumb=True)
+                if before is not None and after is not None:
+                    pairs.append({"name": image.name, "before": before, "after": after})
+        if count:
+            rows.append(
+                {
+                    "folder": BuildLayout.staged(subset.folder),
+                    "count": count,
+                    "images": len(subset.images),
+                    "pairs": pairs,
+                }
+            )
+    return rows
 
 
 def bucket_rows(plan: Plan) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from lorabuild.recipe.schema.dataset import (
     CaptionRules,
     DatasetSection,
     ImagesSection,
+    RemoveBackground,
     Subset,
 )
 from lorabuild.recipe.schema.fields import (
@@ -85,6 +86,7 @@ __all__ = [
     "PredictionType",
     "Recipe",
     "RecipePath",
+    "RemoveBackground",
     "Sampler",
     "Scheduler",
     "SlurmSection",
@@ -156,3 +158,9 @@ class Recipe(_Table):
     def rules_for(self, subset: Subset) -> CaptionRules:
         """The caption rules that apply to ``subset``."""
         return subset.captions or self.captions
+
+    def remove_background_for(self, subset: Subset) -> RemoveBackground | None:
+        """The background removal that applies to ``subset`` (None: its images are not cut out)."""
+        if subset.remove_background is False:
+            return None
+        return subset.remove_background or self.images.remove_background

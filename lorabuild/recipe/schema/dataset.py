@@ -4,25 +4,46 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lorabuild.problems import did_you_mean
 from lorabuild.recipe.schema.fields import Line, RecipePath, _Table
 
 
 class AutotagSection(_Table):
-    """``[captions.autotag]``: tag images with kohya's WD14 tagger (``finetune/tag_images_by_wd14_tagger.py
-    --onnx``) before the caption rules run. The model is read from a local folder; nothing is downloaded.
+    """``[captions.autotag]``: tag or caption images with one of kohya's own scripts before the caption
+    rules run: the WD14 tagger (``finetune/tag_images_by_wd14_tagger.py --onnx``, booru tags), BLIP
+    (``finetune/make_captions.py``) or GIT (``finetune/make_captions_by_git.py``), both a sentence.
+    The model is read from a local folder; nothing is downloaded.
     """
 
-    model_dir: RecipePath = Field(
-        description="Folder holding the tagger's model.onnx and selected_tags.csv, as in a SmilingWolf "
-        "wd-* tagger repository (kohya --model_dir/--repo_id point at it; nothing is downloaded)."
+    tagger: Literal["wd14", "blip", "git"] = Field(
+        "wd14",
+        description="wd14 (booru tags, for anime), or a natural-language caption for real people and styles: "
+        "blip (kohya's make_captions.py) or git (kohya's make_captions_by_git.py).",
     )
+    model_dir: RecipePath = Field(
+        description="The model folder. wd14: model.onnx and selected_tags.csv, as in a SmilingWolf wd-* tagger "
+        "repository (kohya --model_dir/--repo_id point at it). blip: model_large_caption.pth (kohya "
+        "--caption_weights) and the bert-base-uncased tokenizer in a bert-base-uncased/ sub-folder. git: a "
+        "transformers model folder such as microsoft/git-large-textcaps (kohya --model_id). Nothing is downloaded."
+    )
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="blip, git: longest caption in tokens (kohya --max_length; 75 for BLIP, 50 for GIT).",
+    )
+    min_length: int = Field(5, ge=0, description="blip: shortest caption in tokens (kohya --min_length).")
+    beam_search: bool = Field(
+        False, description="blip: beam search instead of nucleus sampling (kohya --beam_search, --num_beams)."
+    )
+    num_beams: int = Field(1, ge=1, description="blip: beams of the beam search (kohya --num_beams).")
+    top_p: float = Field(0.9, gt=0, le=1, description="blip: nucleus sampling's top_p (kohya --top_p).")
     mode: Literal["missing", "all", "merge"] = Field(
         "missing",
         description="Which images to tag: missing (only those without a caption or with an empty one), "
-        "all (the tagger's tags replace every caption) or merge (the caption's tags, then the tagger's new ones).",
+        "all (the tagger's tags replace every caption) or merge (the caption's tags, then the tagger's new ones; "
+        "for blip and git: the caption, then the generated sentence).",
     )
     general_threshold: float = Field(
         0.35, ge=0, le=1, description="Confidence needed for a general tag (kohya --general_threshold)."
@@ -55,6 +76,68 @@ class AutotagSection(_Table):
             # kohya splits --undesired_tags on commas, so such a tag could never match.
             raise ValueError(f"tags cannot contain commas (got {commas[0]!r})")
         return value
+
+
+SEGMENTATION_KINDS = ("u2net", "isnet-anime", "isnet-general-use", "birefnet")
+"""The segmentation models ``[images.remove_background]`` knows how to feed (rembg's model files)."""
+
+
+class RemoveBackground(_Table):
+    """``[images.remove_background]``: cut the subject out of its background in the staged copy.
+
+    A local ONNX segmentation model (rembg's ``u2net``, ``isnet-anime``, ``isnet-general-use``
+    or a BiRefNet export; nothing is downloaded) gives each image a mask, which becomes its alpha
+    channel; the cut-out is then flattened onto ``[images] background`` (or keeps the alpha with
+    ``flatten_transparency = false``). Sources are never written to.
+    """
+
+    model: RecipePath = Field(
+        description="The segmentation model's .onnx file (rembg's u2net.onnx, isnet-anime.onnx, "
+        "isnet-general-use.onnx, or a BiRefNet export)."
+    )
+    model_kind: Literal["auto", "u2net", "isnet-anime", "isnet-general-use", "birefnet"] = Field(
+        "auto",
+        description="How the model wants its input (size, mean and deviation) and how its output becomes a "
+        "mask; auto tells them from the file name and the model's input size.",
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Hard edges: pixels whose mask value reaches this are kept, the others removed. Unset: "
+        "soft edges (the mask is the alpha as the model gives it).",
+    )
+    crop: bool = Field(
+        False, description="Crop each image to its subject (plus crop_margin); this changes its bucket."
+    )
+    crop_margin: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Margin kept around the subject when cropping, as a fraction of the subject's longer side.",
+    )
+    min_coverage: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Keep the original image when the subject covers less than this fraction of it (the "
+        "model found nothing); prepare names each such image.",
+    )
+    max_coverage: float = Field(
+        0.99,
+        ge=0,
+        le=1,
+        description="Keep the original image when the subject covers more than this fraction of it (nothing "
+        "to remove, or the model failed); prepare names each such image.",
+    )
+
+    @model_validator(mode="after")
+    def _coverage_range(self) -> RemoveBackground:
+        if self.min_coverage >= self.max_coverage:
+            raise ValueError(
+                f"min_coverage ({self.min_coverage}) must be below max_coverage ({self.max_coverage})"
+            )
+        return self
 
 
 class CaptionRules(_Table):
@@ -129,6 +212,11 @@ class Subset(_Table):
     random_crop: bool | None = Field(None, description="Override dataset.random_crop for this subset.")
     captions: CaptionRules | None = Field(
         None, description="Caption rules for this subset; replaces the recipe's [captions] table for it."
+    )
+    remove_background: RemoveBackground | Literal[False] | None = Field(
+        None,
+        description="Background removal for this subset: a table of its own replaces "
+        "[images.remove_background] for it, false turns it off; unset uses the recipe's.",
     )
 
     @field_validator("trigger")
@@ -247,6 +335,11 @@ class ImagesSection(_Table):
         description="Report duplicate images: exact (identical files; only files of equal size are hashed), "
         "near (also look-alikes by a perceptual hash, which decodes a thumbnail of every image once; "
         "the hashes are kept in the stage manifest) or off.",
+    )
+    remove_background: RemoveBackground | None = Field(
+        None,
+        description="Cut every image's subject out of its background with a local segmentation model, "
+        "then flatten it onto background (subsets may override it).",
     )
     near_distance: int = Field(
         4,
