@@ -1,5 +1,6 @@
-"""The kohya_ss GUI and lora-scripts readers: every key of every real config accounted for, the GUI's
-units translated, secrets never carried (tests/data/import/SOURCES.md names the files' origins)."""
+"""The kohya_ss GUI and lora-scripts readers: every key of every corpus config accounted for (kohya_ss's
+real configs, and fixtures written in lora-scripts' formats), the GUI's units translated, secrets never
+carried (tests/data/import/SOURCES.md names the files' origins)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from lorabuild.recipe.load import load_recipe
 from lorabuild.stages.check import check
 
 CORPUS = Path(__file__).parent / "data" / "import"
-TOOLS = ("kohya_ss", "lora-scripts")  # the real configs SOURCES.md names, a folder per tool
+TOOLS = ("kohya_ss", "lora-scripts")  # the corpus SOURCES.md names, a folder per tool
 GUI_CONFIGS = sorted(p for p in (CORPUS / "kohya_ss").rglob("*.json") if not p.name.startswith("dreambooth"))
 LORA_SCRIPTS_TOMLS = sorted((CORPUS / "lora-scripts").rglob("*.toml"))
 
@@ -396,7 +397,7 @@ ALL_SOURCES = sorted(
     p
     for tool in TOOLS
     for p in (CORPUS / tool).rglob("*")
-    if p.is_file() and not p.name.startswith("dreambooth")
+    if p.is_file() and not p.name.startswith("dreambooth") and p.name != "LICENSE"
 )
 # Problems check finds in a corpus recipe besides files that are not on this machine: the source's own
 # settings, which kohya would take and lorabuild refuses (check says why; the import keeps them).
