@@ -43,7 +43,8 @@ def write_bert_tokenizer(folder: Path) -> Path:
 
 def write_blip(folder: Path, sd_scripts: Path) -> Path:
     """A tiny BLIP model folder (weights written by the launcher in this Python, which needs kohya's stack)."""
-    pytest.importorskip("timm", reason="kohya's BLIP imports timm")
+    pytest.importorskip("timm", reason="kohya's BLIP imports timm (pip install timm)")
+    pytest.importorskip("fairscale", reason="kohya's BLIP imports fairscale (pip install fairscale)")
     tokenizer = write_bert_tokenizer(folder / "bert-base-uncased")
     hub = _tokenizer_cache(folder.parent / f"{folder.name}-hub", tokenizer)
     env = {
