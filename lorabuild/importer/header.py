@@ -23,7 +23,8 @@ from lorabuild.importer.model import Imported, ImportFailed, NoteKind
 from lorabuild.kohya import families
 from lorabuild.render.safetensors_header import HeaderError, read_header
 
-# ss_base_model_version (library/train_util.py get_sd_version / the FLUX and Chroma trainers) -> family.
+# ss_base_model_version (library/train_util.py get_sd_version / the FLUX and Chroma trainers; the SD3
+# trainer writes the MMDiT's model_type, sd3_utils.load_mmdit; the Anima trainer "anima") -> family.
 BASE_MODEL_FAMILIES = {
     "sd_v1": "sd15",
     "sd_v1_v": "sd15",
@@ -32,6 +33,10 @@ BASE_MODEL_FAMILIES = {
     "sdxl_base_v1-0": "sdxl",
     "flux1": "flux",
     "chroma": "chroma",
+    "medium": "sd3",
+    "5-medium": "sd3",
+    "5-large": "sd3",
+    "anima": "anima",
 }
 
 # ss_* keys that are kohya's option of the same name without the prefix.
@@ -46,7 +51,7 @@ _SAME_NAME = (
     "huber_schedule", "huber_scale", "huber_c", "fp8_base", "fp8_base_unet", "validation_seed",
     "validation_split", "max_validation_steps", "validate_every_n_epochs", "validate_every_n_steps",
     "output_name", "training_comment", "model_type", "apply_t5_attn_mask", "weighting_scheme", "logit_mean",
-    "logit_std", "mode_scale", "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type",
+    "logit_std", "mode_scale", "apply_lg_attn_mask", "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type",
     "discrete_flow_shift", "resize_interpolation", "max_train_steps",
 )  # fmt: skip
 _RENAMED = {"num_epochs": "max_train_epochs", "debiased_estimation": "debiased_estimation_loss"}
