@@ -18,9 +18,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from lorabuild.importer.kohya import from_kohya_options
+from lorabuild.importer.kohya import FLOW_OPTIONS, from_kohya_options
 from lorabuild.importer.model import Imported, ImportFailed, NoteKind
 from lorabuild.kohya import families
+from lorabuild.kohya import options as kohya_options
 from lorabuild.render.safetensors_header import HeaderError, read_header
 
 # ss_base_model_version (library/train_util.py get_sd_version / the FLUX and Chroma trainers; the SD3
@@ -137,6 +138,13 @@ def from_header(path: Path) -> Imported:
     precision = _saved_precision(header.fields)
     if precision is not None:
         options["save_precision"] = precision
+    if script is not None:
+        # kohya writes every ss_ key, set or not: a flow option at kohya's default says nothing (a
+        # config that sets it keeps it; the header's copy would only add lines to the recipe).
+        known = kohya_options.options(script)
+        for key in FLOW_OPTIONS:
+            if key in options and key in known and options[key] == known[key].default:
+                del options[key]
     imp = from_kohya_options(options, dataset, script=script, source=name, base=None)
     _todo(imp, meta, img_counts)
     if precision is None:
