@@ -402,6 +402,9 @@ def test_sd3_and_anima_headers_name_their_family(
     assert imp.values["network.module"] == "lora"
     if family == "sd3":
         assert imp.values["flow.apply_lg_attn_mask"] is True
+    else:  # kohya writes no ss_vae_disable_cache: the family's default (True), not kohya's (False)
+        assert "flow.vae_disable_cache" not in imp.values
+        assert any(n.key == "flow.vae_disable_cache" and n.kind is NoteKind.TODO for n in imp.notes)
     assert not any(n.key == "ss_apply_lg_attn_mask" for n in imp.notes)
 
 

@@ -149,6 +149,12 @@ def from_header(path: Path) -> Imported:
     _todo(imp, meta, img_counts)
     if precision is None:
         imp.todo("training.save_precision", "the header does not say the precision it was saved in")
+    for key in FLOW_OPTIONS:
+        # No ss_ key (Anima's vae_disable_cache...): not kohya's default, unknown; the family's applies.
+        if f"ss_{key}" not in meta and imp.values.pop(f"flow.{key}", None) is not None:
+            imp.todo(
+                f"flow.{key}", "the header does not say it (kohya writes no ss_ key): the family's default"
+            )
     imp.values.pop("training.attention", None)
     imp.todo(
         "training.attention",
