@@ -377,6 +377,37 @@ def test_trigger_is_guessed_from_tag_frequency(tmp_path: Path) -> None:
     assert any("guessed from ss_tag_frequency" in n.why for n in imp.notes)
 
 
+@pytest.mark.parametrize(
+    ("version", "module", "family"),
+    [
+        ("5-large", "networks.lora_sd3", "sd3"),  # sd3_train_network.py writes the MMDiT's model_type
+        ("5-medium", "networks.lora_sd3", "sd3"),
+        ("medium", "networks.lora_sd3", "sd3"),
+        ("anima", "networks.lora_anima", "anima"),
+    ],
+)
+def test_sd3_and_anima_headers_name_their_family(
+    tmp_path: Path, version: str, module: str, family: str
+) -> None:
+    meta = {
+        "ss_network_module": module,
+        "ss_network_dim": "8",
+        "ss_base_model_version": version,
+        "ss_apply_lg_attn_mask": "True",
+        "ss_num_epochs": "2",
+        "ss_dataset_dirs": json.dumps({"4_chara": {"n_repeats": 4, "img_count": 4}}),
+    }
+    imp = import_sources([_safetensors(tmp_path / "x.safetensors", meta)])
+    assert imp.values["model.family"] == family
+    assert imp.values["network.module"] == "lora"
+    if family == "sd3":
+        assert imp.values["flow.apply_lg_attn_mask"] is True
+    else:  # kohya writes no ss_vae_disable_cache: the family's default (True), not kohya's (False)
+        assert "flow.vae_disable_cache" not in imp.values
+        assert any(n.key == "flow.vae_disable_cache" and n.kind is NoteKind.TODO for n in imp.notes)
+    assert not any(n.key == "ss_apply_lg_attn_mask" for n in imp.notes)
+
+
 def _safetensors(path: Path, meta: dict[str, str]) -> Path:
     header = json.dumps(
         {

@@ -18,12 +18,14 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from lorabuild.importer.kohya import from_kohya_options
+from lorabuild.importer.kohya import FLOW_OPTIONS, from_kohya_options
 from lorabuild.importer.model import Imported, ImportFailed, NoteKind
 from lorabuild.kohya import families
+from lorabuild.kohya import options as kohya_options
 from lorabuild.render.safetensors_header import HeaderError, read_header
 
-# ss_base_model_version (library/train_util.py get_sd_version / the FLUX and Chroma trainers) -> family.
+# ss_base_model_version (library/train_util.py get_sd_version / the FLUX and Chroma trainers; the SD3
+# trainer writes the MMDiT's model_type, sd3_utils.load_mmdit; the Anima trainer "anima") -> family.
 BASE_MODEL_FAMILIES = {
     "sd_v1": "sd15",
     "sd_v1_v": "sd15",
@@ -32,6 +34,10 @@ BASE_MODEL_FAMILIES = {
     "sdxl_base_v1-0": "sdxl",
     "flux1": "flux",
     "chroma": "chroma",
+    "medium": "sd3",
+    "5-medium": "sd3",
+    "5-large": "sd3",
+    "anima": "anima",
 }
 
 # ss_* keys that are kohya's option of the same name without the prefix.
@@ -46,7 +52,7 @@ _SAME_NAME = (
     "huber_schedule", "huber_scale", "huber_c", "fp8_base", "fp8_base_unet", "validation_seed",
     "validation_split", "max_validation_steps", "validate_every_n_epochs", "validate_every_n_steps",
     "output_name", "training_comment", "model_type", "apply_t5_attn_mask", "weighting_scheme", "logit_mean",
-    "logit_std", "mode_scale", "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type",
+    "logit_std", "mode_scale", "apply_lg_attn_mask", "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type",
     "discrete_flow_shift", "resize_interpolation", "max_train_steps",
 )  # fmt: skip
 _RENAMED = {"num_epochs": "max_train_epochs", "debiased_estimation": "debiased_estimation_loss"}
@@ -132,10 +138,23 @@ def from_header(path: Path) -> Imported:
     precision = _saved_precision(header.fields)
     if precision is not None:
         options["save_precision"] = precision
+    if script is not None:
+        # kohya writes every ss_ key, set or not: a flow option at kohya's default says nothing (a
+        # config that sets it keeps it; the header's copy would only add lines to the recipe).
+        known = kohya_options.options(script)
+        for key in FLOW_OPTIONS:
+            if key in options and key in known and options[key] == known[key].default:
+                del options[key]
     imp = from_kohya_options(options, dataset, script=script, source=name, base=None)
     _todo(imp, meta, img_counts)
     if precision is None:
         imp.todo("training.save_precision", "the header does not say the precision it was saved in")
+    for key in FLOW_OPTIONS:
+        # No ss_ key (Anima's vae_disable_cache...): not kohya's default, unknown; the family's applies.
+        if f"ss_{key}" not in meta and imp.values.pop(f"flow.{key}", None) is not None:
+            imp.todo(
+                f"flow.{key}", "the header does not say it (kohya writes no ss_ key): the family's default"
+            )
     imp.values.pop("training.attention", None)
     imp.todo(
         "training.attention",

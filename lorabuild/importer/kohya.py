@@ -147,7 +147,7 @@ def from_kohya_options(
     _network(imp, flat, effective, family, base)
     _optimizer(imp, flat, effective)
     _training(imp, flat, effective)
-    if family is not None and families.get(family).model_type is not None:
+    if family is not None and "weighting_scheme" in known:  # FLUX, Chroma, SD3, Anima: the [flow] table
         _flow(imp, flat, effective, family)
     _saving(imp, flat, effective, source)
     _sampling(imp, flat, effective, base)
@@ -346,33 +346,37 @@ def _training(imp: Imported, flat: Mapping[str, object], effective: Effective) -
             imp.set(f"training.{option}", flat[option])
 
 
+FLOW_OPTIONS = (
+    "guidance_scale",
+    "timestep_sampling",
+    "sigmoid_scale",
+    "model_prediction_type",
+    "discrete_flow_shift",
+    "apply_t5_attn_mask",
+    "t5xxl_max_token_length",
+    # SD3 (sd3_train_utils), Anima (anima_train_utils)
+    "weighting_scheme",
+    "logit_mean",
+    "logit_std",
+    "mode_scale",
+    "training_shift",
+    "apply_lg_attn_mask",
+    "attn_mode",
+    "vae_chunk_size",
+    "vae_disable_cache",
+)
+"""kohya's flow-matching options (FLUX, Chroma, SD3, Anima): the recipe's ``[flow]`` table."""
+
+
 def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, family: str) -> None:
     # An option the source leaves out runs at kohya's default; the recipe says so only where the
     # family would give another value (FLUX's guidance 1.0 where kohya's default is 3.5).
     family_defaults = {d.key: d.value for d in families.get(family).defaults}
-    for key in (
-        "guidance_scale",
-        "timestep_sampling",
-        "sigmoid_scale",
-        "model_prediction_type",
-        "discrete_flow_shift",
-        "apply_t5_attn_mask",
-        "t5xxl_max_token_length",
-        # SD3 (sd3_train_utils), Anima (anima_train_utils)
-        "weighting_scheme",
-        "logit_mean",
-        "logit_std",
-        "mode_scale",
-        "training_shift",
-        "apply_lg_attn_mask",
-        "attn_mode",
-        "vae_chunk_size",
-        "vae_disable_cache",
-    ):
+    for key in FLOW_OPTIONS:
         family_default = family_defaults.get(f"flow.{key}")
         value = effective(key)
-        if family_default is None and (flat.get(key) is None or value == _kohya_default(imp, key)):
-            continue  # left out, it compiles to nothing: kohya's default
+        if family_default is None and flat.get(key) is None:
+            continue  # left out, it compiles to nothing: kohya's default (a source that says it, keeps it)
         if key in ("apply_t5_attn_mask", "apply_lg_attn_mask", "vae_disable_cache"):
             value = bool(value)
         if value is not None:
