@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from lorabuild.demo.fluxmodel import ensure_flux_test_model
+from lorabuild.demo.sdxlmodel import ensure_sdxl_test_model
 from lorabuild.demo.synthetic import make_dataset
 from lorabuild.demo.testmodel import ensure_test_model
 from lorabuild.settings import REPO_ROOT
@@ -112,4 +113,54 @@ def prepare_flux_demo(workdir: Path, family: str, images: int = 4) -> tuple[Path
         f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
         *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
         *FLUX_CPU_OVERRIDES,
+    ]
+
+
+SDXL_RECIPE = REPO_ROOT / "recipes" / "sdxl_character.toml"
+"""The shipped recipe ``lorabuild demo --family sdxl`` trains."""
+
+SDXL_LAUNCHER = Path(__file__).with_name("tinysdxl.py")
+"""The test-only launcher that shrinks kohya's SDXL sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
+
+# What a CPU and the tiny model need changed from the shipped SDXL recipe's GPU settings.
+SDXL_CPU_OVERRIDES = (
+    "dataset.resolution=64",
+    "dataset.min_bucket_reso=64",
+    "dataset.max_bucket_reso=128",
+    "training.mixed_precision=no",
+    # 8-bit AdamW is a bitsandbytes optimizer, and fp16 saving is a GPU habit: plain AdamW, fp32.
+    "optimizer.type=AdamW",
+    "training.save_precision=float",
+    "training.epochs=4",
+    "training.save_every_n_epochs=1",
+    "launch.num_cpu_threads_per_process=1",
+    "evaluate.width=64",
+    "evaluate.height=64",
+    "evaluate.steps=4",
+)
+
+
+def prepare_sdxl_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
+    """Make (or reuse) the tiny SDXL test model and a synthetic dataset; return the recipe and its overrides.
+
+    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
+    SDXL scripts (training and gen_img) through :data:`SDXL_LAUNCHER`; the compiled ``train.sh`` and
+    ``train.ps1`` stay the real commands.
+    """
+    model = ensure_sdxl_test_model()
+    data_dir = workdir / "data" / "character"
+    make_dataset(data_dir, n=images, size=128, trigger="")
+    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(SDXL_LAUNCHER)
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    return SDXL_RECIPE, [
+        f"model.base={json.dumps(str(model.checkpoint))}",
+        f"model.tokenizer_cache_dir={json.dumps(str(model.tokenizer_cache_dir))}",
+        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
+        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
+        *SDXL_CPU_OVERRIDES,
     ]
