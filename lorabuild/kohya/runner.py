@@ -124,7 +124,8 @@ def wrap_script(argv: Sequence[str], sd_scripts: Path, wrapper: Path | None) -> 
     kohya = sd_scripts.resolve()
     for index, arg in enumerate(argv):
         is_script = arg.startswith(SD_SCRIPTS_PREFIX) or (
-            arg.endswith(".py") and Path(arg).resolve().is_relative_to(kohya)
+            # The folder resolved, not the file: a checkout may link its scripts from elsewhere.
+            arg.endswith(".py") and Path(arg).parent.resolve().is_relative_to(kohya)
         )
         if is_script:
             if index == 0 or argv[index - 1] != str(wrapper):
