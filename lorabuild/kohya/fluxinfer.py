@@ -125,6 +125,10 @@ class FluxInference:
             "COLUMNS": os.environ.get("COLUMNS", "200"),
         }
 
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """The whole job: one process renders every LoRA setting."""
+        return (job,)
+
     def prepare(self, settings: FluxSettings, job: GridJob) -> GridRun:
         """The run of ``job``: one process, fed a line per image as it asks (see the module's docstring)."""
         talk = _Conversation(job.images, job.cwd, job.cwd / job.outdir, job.cells_dir)

@@ -185,6 +185,10 @@ class GenImg:
             "COLUMNS": os.environ.get("COLUMNS", "200"),
         }
 
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """The whole job: one process renders every LoRA setting."""
+        return (job,)
+
     def prepare(self, settings: GenImgSettings, job: GridJob) -> GridRun:
         """The run of ``job``: every image a line of one ``--from_file`` prompt file, saved by its ``--f``."""
         return GridRun(

@@ -41,8 +41,10 @@ from PIL import Image
 from lorabuild.build.gridmanifest import manifest
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya import families
+from lorabuild.kohya.families.base import GridRenderer
 from lorabuild.kohya.gridrender import GridJob, is_png
-from lorabuild.kohya.scriptrun import ScriptInterrupted, run_script
+from lorabuild.kohya.scriptrun import ScriptInterrupted, ScriptRun, run_script
+from lorabuild.plan.evaluate import GridSettings
 from lorabuild.plan.gridcells import (
     Cell,
     GridPlan,
@@ -359,7 +361,7 @@ def _render(
     pre_calc: bool | None,
     max_batch: int,
 ) -> tuple[float, Path]:
-    """Run the family's renderer once for ``todo``; move each verified PNG into ``cells/``; raise on anything missing."""
+    """Run the family's renderer for ``todo`` (a process per part of its split); raise on anything missing."""
     build = plan.build_dir
     settings = grid.settings
     networks = network_order(todo)
@@ -374,7 +376,7 @@ def _render(
     job = GridJob(
         images=tuple(grid_image(settings, c, networks) for c in todo),
         network_files=tuple(grid.lora_files[e] for e in networks),
-        script=str((sd_scripts / renderer.SCRIPT).resolve()),
+        script=str(sd_scripts.resolve() / renderer.SCRIPT),  # the folder resolved: its files may be links
         workdir=rel,
         outdir=f"{rel}/out",
         cells_dir=plan.layout.cells_dir,
@@ -384,10 +386,66 @@ def _render(
         batch=batch,
         pre_calc=pre_calc,
     )
+    total = len(todo)
+    seconds = 0.0
+    started = 0
+    done: set[str] = set()
+    log = plan.layout.grid_log
+    parts = renderer.split(job)
+    for number, part in enumerate(parts, 1):
+        # A renderer that needs a process per LoRA setting (HunyuanImage) logs each to its own file.
+        part_log = log if number == 1 else log.with_name(f"{log.stem}-{number}{log.suffix}")
+        names = {image.name for image in part.images}
+        cells = [c for c in todo if f"{c.key}.png" in names]
+        run, rendered = _run_part(
+            renderer, settings, part, cells, work, part_log, sd_scripts, (tell, on_line), started, total
+        )
+        done |= rendered
+        seconds += run.result.seconds
+        started += len(part.images)
+        if run.interrupted:
+            shutil.rmtree(work, ignore_errors=True)
+            raise GridInterrupted(
+                run.interrupted_message(
+                    "grid",
+                    f": {len(done)} of {total} cell(s) rendered and kept; run lorabuild grid again to render the rest",
+                ),
+                run.signum,
+            )
+        if run.failed:
+            shutil.rmtree(work, ignore_errors=True)
+            raise GridError(
+                f"{renderer.NAME} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
+            )
+        missing = [c for c in cells if c.key not in done]
+        if missing:
+            shutil.rmtree(work, ignore_errors=True)
+            listed = ", ".join(f"{c.key}.png" for c in missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise GridError(run.missing_message(f"{len(missing)} of {total} cell(s) ({listed})"))
+    shutil.rmtree(work, ignore_errors=True)
+    return seconds, log
+
+
+def _run_part(
+    renderer: GridRenderer,
+    settings: GridSettings,
+    job: GridJob,
+    cells: Sequence[Cell],
+    work: Path,
+    log: Path,
+    sd_scripts: Path,
+    say: tuple[Callable[[str], None], Callable[[str], None] | None],
+    started: int,
+    total: int,
+) -> tuple[ScriptRun, set[str]]:
+    """Run one process of the renderer for ``job`` (its images are ``cells``); move each verified PNG into
+    ``cells/``; the run and the keys moved. ``say`` is the grid's ``tell`` and ``on_line``; ``started``
+    the images the parts before rendered, of ``total``."""
+    tell, on_line = say
+    build = job.cwd
     run_of = renderer.prepare(settings, job)
     for name, text in run_of.inputs.items():
         (work / name).write_text(text, encoding="utf-8", newline="\n")
-    total = len(todo)
 
     def handle(line: str) -> None:
         if on_line is not None:
@@ -395,9 +453,8 @@ def _render(
             return
         cell = run_of.progress(line)
         if cell is not None:
-            tell(f"grid: cell {cell}/{total}")
+            tell(f"grid: cell {started + cell}/{total}")
 
-    log = plan.layout.grid_log
     try:
         run = run_script(
             renderer.NAME,
@@ -409,28 +466,13 @@ def _render(
             sd_scripts=sd_scripts,
             answer=run_of.answer,
         )
-        done = _collect(build, work / "out", todo) | {
-            c.key for c in todo if f"{c.key}.png" in run_of.delivered
+        done = _collect(build, work / "out", cells) | {
+            c.key for c in cells if f"{c.key}.png" in run_of.delivered
         }
-    finally:
+    except BaseException:
         shutil.rmtree(work, ignore_errors=True)
-    missing = [c for c in todo if c.key not in done]
-    if run.interrupted:
-        raise GridInterrupted(
-            run.interrupted_message(
-                "grid",
-                f": {len(done)} of {total} cell(s) rendered and kept; run lorabuild grid again to render the rest",
-            ),
-            run.signum,
-        )
-    if run.failed:
-        raise GridError(
-            f"{renderer.NAME} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
-        )
-    if missing:
-        names = ", ".join(f"{c.key}.png" for c in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise GridError(run.missing_message(f"{len(missing)} of {total} cell(s) ({names})"))
-    return run.result.seconds, log
+        raise
+    return run, done
 
 
 def _collect(build: Path, outdir: Path, todo: Sequence[Cell]) -> set[str]:

@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol
 from lorabuild.kohya.fluxinfer import FluxSettings
 from lorabuild.kohya.genimg import GenImgSettings
 from lorabuild.kohya.gridrender import GridJob, GridRun
+from lorabuild.kohya.hunyuaninfer import HunyuanSettings
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import KohyaValue, Recipe
 
@@ -36,16 +37,18 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
 
 
-class RenderSettings(GenImgSettings, FluxSettings, Protocol):
+class RenderSettings(GenImgSettings, FluxSettings, HunyuanSettings, Protocol):
     """What every grid renderer may read from the grid's settings (the plan's ``GridSettings`` has it all)."""
 
 
 class GridRenderer(Protocol):
     """How a family's epoch x weight grid is rendered: one kohya process for a whole job.
 
-    :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL) and
-    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) implement it; the grid stage
-    drives either through :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s vocabulary.
+    :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL),
+    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) and
+    :class:`lorabuild.kohya.hunyuaninfer.HunyuanInference` (HunyuanImage 2.1) implement it; the grid
+    stage drives each through :meth:`split`, :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s
+    vocabulary.
     """
 
     SCRIPT: ClassVar[str]
@@ -53,8 +56,12 @@ class GridRenderer(Protocol):
     NAME: ClassVar[str]
     """How messages name it."""
 
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """``job`` as the jobs one process each renders, in order (just ``job`` when one process can)."""
+        ...
+
     def prepare(self, settings: RenderSettings, job: GridJob) -> GridRun:
-        """The command, environment, input files and conversation that render ``job``."""
+        """The command, environment, input files and conversation that render one job of :meth:`split`."""
         ...
 
 
