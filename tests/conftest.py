@@ -36,6 +36,13 @@ FAMILY_KEYS = {
         "double_blocks.0.img_attn.proj.bias",
         "single_blocks.0.linear1.bias",
     ],
+    # library/hunyuan_image_models.py: FLUX-like blocks, and the byT5 mapper only it has.
+    "hunyuan": [
+        "byt5_in.fc1.weight",
+        "double_blocks.0.img_attn_qkv.weight",
+        "single_blocks.0.linear1.weight",
+        "txt_in.individual_token_refiner.blocks.0.norm1.weight",
+    ],
 }
 
 
@@ -45,6 +52,22 @@ COMPONENT_KEYS = {
     "clip_l": ["text_model.encoder.layers.0.mlp.fc1.weight", "text_model.final_layer_norm.weight"],
     "t5xxl": ["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"],
     "ae": ["encoder.down.0.block.0.conv1.weight", "decoder.up.0.block.0.conv1.weight"],
+    # HunyuanImage 2.1 (library/hunyuan_image_text_encoder.py, hunyuan_image_vae.py).
+    "text_encoder": [
+        "model.layers.0.mlp.up_proj.weight",
+        "visual.blocks.0.attn.qkv.weight",
+        "lm_head.weight",
+    ],
+    "byt5": [
+        "encoder.block.0.layer.0.SelfAttention.q.weight",
+        "encoder.block.11.layer.1.DenseReluDense.wo.weight",
+        "shared.weight",
+    ],
+    "vae": [
+        "encoder.down.5.block.0.conv1.weight",
+        "decoder.up.0.block.0.conv1.weight",
+        "encoder.conv_in.weight",
+    ],
 }
 
 

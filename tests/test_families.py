@@ -24,6 +24,7 @@ from lorabuild.kohya.families import Family, ModelHeader
 from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Default
 from lorabuild.kohya.fluxinfer import FluxInference
 from lorabuild.kohya.genimg import GenImg
+from lorabuild.kohya.hunyuaninfer import HunyuanInference
 from lorabuild.kohya.options import SCRIPTS, options
 from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import family_from_names, probe_model
@@ -66,6 +67,8 @@ def test_every_family_gives_every_field(family: Family) -> None:
     # gen_img is told the family by a flag; flux_minimal_inference.py by --model_type.
     if isinstance(family.grid, GenImg):
         assert family.grid.flags and family.model_type is None
+    elif isinstance(family.grid, HunyuanInference):
+        assert family.model_type is None
     else:
         assert isinstance(family.grid, FluxInference) and family.model_type in ("flux", "chroma")
     assert all(callable(rule) for rule in family.rules)

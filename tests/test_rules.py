@@ -129,8 +129,8 @@ def test_lora_file_given_as_base_model(project: Project) -> None:
 def test_sd3_checkpoint_is_not_trainable(project: Project) -> None:
     write_safetensors(model_path(project), ["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"])
     assert found(project, model.model_family) == [
-        "recipe.toml: model.base: this is an SD3 checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1 and "
-        "Chroma LoRAs"
+        "recipe.toml: model.base: this is an SD3 checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1, "
+        "Chroma and HunyuanImage 2.1 LoRAs"
     ]
 
 
@@ -177,7 +177,7 @@ def test_family_undetectable(project: Project) -> None:
     write_safetensors(model_path(project), ["some.other.weight"])
     assert found(project, model.model_family) == [
         "recipe.toml: model.family: cannot be detected (no known tensor names in its header): "
-        "set model.family to sd15, sd2, sdxl, flux or chroma"
+        "set model.family to sd15, sd2, sdxl, flux, chroma or hunyuan"
     ]
     assert found(project, model.model_family, "model.family=sd15") == []
 

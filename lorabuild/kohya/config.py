@@ -63,6 +63,8 @@ class ModelOptions:
     clip_l: str | None
     t5xxl: str | None
     ae: str | None
+    text_encoder: str | None
+    byt5: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +127,8 @@ class TrainingOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class FlowOptions:
-    """``[flow]``: the flow-matching families' training options (``flux_train_utils.add_flux_train_arguments``)."""
+    """``[flow]``: the flow-matching families' training options (``flux_train_utils.add_flux_train_arguments``,
+    and ``hunyuan_image_train_network.setup_parser``'s own)."""
 
     guidance_scale: float | None
     timestep_sampling: str | None
@@ -134,6 +137,12 @@ class FlowOptions:
     discrete_flow_shift: float | None
     apply_t5_attn_mask: bool
     t5xxl_max_token_length: int | None
+    fp8_scaled: bool
+    fp8_vl: bool
+    attn_mode: str | None
+    split_attn: bool
+    vae_chunk_size: int | None
+    text_encoder_cpu: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,7 +209,7 @@ class KohyaConfig:
     """The ``--config_file`` document: one value per section, in the file's order.
 
     Attributes:
-        flow: The flow-matching options (FLUX.1, Chroma); all unset for the other families.
+        flow: The flow-matching options (FLUX.1, Chroma, HunyuanImage 2.1); all unset for the other families.
         deepspeed: ``[launch.deepspeed]`` of the recipe, or None (no section).
         passthrough: The recipe's ``[kohya]`` table: options lorabuild does not model, written
             last and as given (the rules checked each against kohya's parsers).

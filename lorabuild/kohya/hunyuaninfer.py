@@ -87,8 +87,9 @@ class HunyuanSettings(Protocol):
 def hunyuan_line(line: PromptLine) -> str:
     """The ``--from_file`` line of one image: every setting on it, each number exact.
 
-    ``--g`` is the CFG scale (hunyuan_image_minimal_inference.py's ``guidance_scale``, 3.5 by default);
-    the script splits lines at every ``" --"``.
+    ``--g`` is the CFG scale (hunyuan_image_minimal_inference.py's ``guidance_scale``, 3.5 by default).
+    The script splits lines at every ``" --"`` and skips lines starting with ``#``: the prompt rules
+    every family has (rules/evaluate.py) keep both out of prompts.
     """
     options = [
         ("w", str(line.width)),
@@ -100,19 +101,6 @@ def hunyuan_line(line: PromptLine) -> str:
     if line.negative:
         options.append(("n", line.negative))
     return " --".join([line.prompt, *(f"{name} {value}" for name, value in options)])
-
-
-def text_problem(text: str) -> str | None:
-    """Why the script would not read ``text`` back from a prompt line exactly, or None."""
-    if " --" in text or text.startswith("--"):
-        return "must not contain ' --' for HunyuanImage: hunyuan_image_minimal_inference.py splits its prompt lines there"
-    if "\n" in text or "\r" in text:
-        return "must be one line for HunyuanImage's prompt file"
-    if text.lstrip().startswith("#"):
-        return (
-            "must not start with '#': hunyuan_image_minimal_inference.py skips such prompt lines as comments"
-        )
-    return None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,14 @@ class GridSettings:
         model_type: ``--model_type`` (flux, chroma); None for the SD families.
         apply_t5_attn_mask: ``--apply_t5_attn_mask`` (from ``[flow]``; Chroma needs it).
         guidance: The inference guidance (``--g``) of the flow families; None for the SD families.
+        text_encoder: HunyuanImage's Qwen2.5-VL (``--text_encoder``), or None.
+        byt5: HunyuanImage's byT5 (``--byt5``), or None.
+        flow_shift: The training's ``discrete_flow_shift`` (HunyuanImage's ``--flow_shift``), or None.
+        attn_mode: HunyuanImage's ``--attn_mode`` (from ``[flow]``), or None.
+        fp8_scaled: HunyuanImage's ``--fp8_scaled`` (from ``[flow]``).
+        text_encoder_cpu: HunyuanImage's ``--text_encoder_cpu`` (from ``[flow]``).
+        vae_chunk_size: HunyuanImage's ``--vae_chunk_size`` (from ``[flow]``), or None.
+        blocks_to_swap: The training's ``blocks_to_swap``, for a renderer that takes it, or None.
     """
 
     family: str
@@ -94,6 +102,14 @@ class GridSettings:
     model_type: str | None = None
     apply_t5_attn_mask: bool = False
     guidance: float | None = None
+    text_encoder: str | None = None
+    byt5: str | None = None
+    flow_shift: float | None = None
+    attn_mode: str | None = None
+    fp8_scaled: bool = False
+    text_encoder_cpu: bool = False
+    vae_chunk_size: int | None = None
+    blocks_to_swap: int | None = None
 
     @property
     def flux_dtype(self) -> FluxDtype:
@@ -102,11 +118,27 @@ class GridSettings:
 
     def model_files(self) -> dict[str, str]:
         """The model files besides :attr:`base` and :attr:`vae` that the renderer loads (key -> path)."""
-        files = {"clip_l": self.clip_l, "t5xxl": self.t5xxl, "ae": self.ae}
+        files = {
+            "clip_l": self.clip_l,
+            "t5xxl": self.t5xxl,
+            "ae": self.ae,
+            "text_encoder": self.text_encoder,
+            "byt5": self.byt5,
+        }
         return {key: path for key, path in files.items() if path}
 
     def image_inputs(self) -> dict[str, Any]:
         """What every cell's pixels depend on besides its own model files, weight, prompt and seed."""
+        if self.byt5 is not None:
+            # hunyuan_image_minimal_inference.py: its own sampler and dtype; what it does read is here.
+            return {
+                "family": self.family,
+                "flow_shift": self.flow_shift,
+                "fp8_scaled": self.fp8_scaled,
+                "steps": self.steps,
+                "cfg_scale": self.cfg_scale,
+                "size": [self.width, self.height],
+            }
         if self.model_type is not None:
             # flux_minimal_inference.py: one sampler (FLUX's flow schedule), no CLIP skip, its own
             # T5 length; what it does read is here.
@@ -198,6 +230,14 @@ def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSetti
         model_type=model.model_type,
         apply_t5_attn_mask=config.flow.apply_t5_attn_mask,
         guidance=e.guidance if model.model_type is not None else None,
+        text_encoder=model.text_encoder,
+        byt5=model.byt5,
+        flow_shift=config.flow.discrete_flow_shift,
+        attn_mode=config.flow.attn_mode,
+        fp8_scaled=config.flow.fp8_scaled,
+        text_encoder_cpu=config.flow.text_encoder_cpu,
+        vae_chunk_size=config.flow.vae_chunk_size,
+        blocks_to_swap=config.training.blocks_to_swap,
     )
 
 

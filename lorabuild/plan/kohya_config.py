@@ -67,6 +67,8 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             clip_l=rel(m.clip_l) if m.clip_l else None,
             t5xxl=rel(m.t5xxl) if m.t5xxl else None,
             ae=rel(m.ae) if m.ae else None,
+            text_encoder=rel(m.text_encoder) if m.text_encoder else None,
+            byt5=rel(m.byt5) if m.byt5 else None,
         ),
         network=NetworkOptions(
             network_module=module,
@@ -159,6 +161,12 @@ def flow_options(f: FlowSection) -> FlowOptions:
         discrete_flow_shift=f.discrete_flow_shift,
         apply_t5_attn_mask=bool(f.apply_t5_attn_mask),
         t5xxl_max_token_length=f.t5xxl_max_token_length,
+        fp8_scaled=bool(f.fp8_scaled),
+        fp8_vl=bool(f.fp8_vl),
+        attn_mode=f.attn_mode,
+        split_attn=bool(f.split_attn),
+        vae_chunk_size=f.vae_chunk_size,
+        text_encoder_cpu=bool(f.text_encoder_cpu),
     )
 
 

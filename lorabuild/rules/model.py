@@ -14,6 +14,9 @@ from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 from lorabuild.rules.registry import rule
 
+_SD_OPTIONAL = frozenset({"vae"})
+"""``[model]`` keys a family may require as a model file that the SD families take as an option."""
+
 MISSING = PathFacts("missing")  # a path the facts do not hold (they hold every path the recipe sets)
 
 # --- model -------------------------------------------------------------------------------------
@@ -106,7 +109,8 @@ def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     for key, slot in every.items():
         path = getattr(recipe.model, key)
         if key not in wanted:
-            if path is not None:
+            # model.vae is also the SD families' optional replacement VAE (kohya --vae).
+            if path is not None and key not in _SD_OPTIONAL:
                 yield error(
                     f"model.{key}", f"{family.label} models do not use {slot.label}: remove model.{key}"
                 )

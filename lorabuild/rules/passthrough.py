@@ -63,6 +63,9 @@ MODELLED = {
     "t5xxl_max_token_length": "flow.t5xxl_max_token_length", "fp8_base": "training.fp8_base",
     "blocks_to_swap": "training.blocks_to_swap", "cache_text_encoder_outputs": "training.cache_text_encoder_outputs",
     "cache_text_encoder_outputs_to_disk": "training.cache_text_encoder_outputs_to_disk",
+    "text_encoder": "model.text_encoder", "byt5": "model.byt5", "fp8_scaled": "flow.fp8_scaled",
+    "fp8_vl": "flow.fp8_vl", "attn_mode": "flow.attn_mode", "split_attn": "flow.split_attn",
+    "vae_chunk_size": "flow.vae_chunk_size", "text_encoder_cpu": "flow.text_encoder_cpu",
     # Managed by lorabuild itself: resume, log format and the recipe hash, and kohya's file rotation
     # (which would delete epoch files lorabuild checks for).
     "resume": "(lorabuild train resumes by itself)", "initial_epoch": "(lorabuild train resumes by itself)",

@@ -2,7 +2,7 @@
 
 Each module (:mod:`~lorabuild.kohya.families.sd15`, :mod:`~lorabuild.kohya.families.sd2`,
 :mod:`~lorabuild.kohya.families.sdxl`, :mod:`~lorabuild.kohya.families.flux`,
-:mod:`~lorabuild.kohya.families.chroma`) builds a :class:`~lorabuild.kohya.families.base.Family`: its
+:mod:`~lorabuild.kohya.families.chroma`, :mod:`~lorabuild.kohya.families.hunyuan`) builds a :class:`~lorabuild.kohya.families.base.Family`: its
 training script, the networks it trains, how its model header is recognised, its kohya defaults,
 its grid renderer, its webui card, the model files and tokenizers it needs, its defaults and
 memory presets, and the rules only it has. Everything else asks the registry
@@ -14,15 +14,15 @@ header of its model to ``tests/conftest.py``'s ``FAMILY_KEYS``; ``tests/test_fam
 else is missing (its scripts in the kohya option data, for one).
 
 May import: the grid renderers (:mod:`lorabuild.kohya.genimg`, :mod:`lorabuild.kohya.fluxinfer`,
-:mod:`lorabuild.kohya.gridrender`), :mod:`lorabuild.recipe` and the layers below it.
+:mod:`lorabuild.kohya.hunyuaninfer`, :mod:`lorabuild.kohya.gridrender`), :mod:`lorabuild.recipe` and the layers below it.
 """
 
 from __future__ import annotations
 
-from lorabuild.kohya.families import chroma, flux, sd2, sd15, sdxl
+from lorabuild.kohya.families import chroma, flux, hunyuan, sd2, sd15, sdxl
 from lorabuild.kohya.families.base import Default, Family, MemoryPreset, ModelFile, ModelHeader
 
-ALL: tuple[Family, ...] = (sd15.FAMILY, sd2.FAMILY, sdxl.FAMILY, flux.FAMILY, chroma.FAMILY)
+ALL: tuple[Family, ...] = (sd15.FAMILY, sd2.FAMILY, sdxl.FAMILY, flux.FAMILY, chroma.FAMILY, hunyuan.FAMILY)
 """Every family, oldest first: the order messages list them in."""
 
 FALLBACK = sd15.FAMILY.name

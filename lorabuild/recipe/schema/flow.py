@@ -1,4 +1,4 @@
-"""``[flow]``: how a flow-matching model (FLUX.1, Chroma) is trained.
+"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, HunyuanImage 2.1) is trained.
 
 Every key is optional: left out, the family's default applies (kohya's documented settings, which
 differ from kohya's own argparse defaults; :mod:`lorabuild.kohya.families` holds them), and
@@ -19,9 +19,13 @@ TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
 PredictionType = Literal["raw", "additive", "sigma_scaled"]
 """kohya's ``--model_prediction_type`` choices."""
 
+AttnMode = Literal["torch", "xformers", "flash", "sageattn"]
+"""kohya's ``--attn_mode`` choices for HunyuanImage 2.1 (hunyuan_image_train_network.py; "sdpa" is its old
+name for torch; sageattn cannot train)."""
+
 
 class FlowSection(_Table):
-    """``[flow]``: the flow-matching families' training settings (kohya's FLUX options)."""
+    """``[flow]``: the flow-matching families' training settings (kohya's FLUX and HunyuanImage options)."""
 
     guidance_scale: float | None = Field(
         None,
@@ -60,4 +64,32 @@ class FlowSection(_Table):
         le=512,
         description="T5 tokens per caption: 512 for FLUX.1 dev and Chroma, 256 for schnell when left out "
         "(kohya --t5xxl_max_token_length).",
+    )
+    # HunyuanImage 2.1 (hunyuan_image_train_network.py's own options; docs/hunyuan_image_train_network.md).
+    fp8_scaled: bool | None = Field(
+        None,
+        description="HunyuanImage 2.1: train the DiT in scaled fp8, its fp8 option (fp8_base is ignored with a "
+        "warning) (kohya --fp8_scaled).",
+    )
+    fp8_vl: bool | None = Field(
+        None, description="HunyuanImage 2.1: the Qwen2.5-VL text encoder in fp8 (kohya --fp8_vl)."
+    )
+    attn_mode: AttnMode | None = Field(
+        None,
+        description="HunyuanImage 2.1: the attention implementation, torch (sdpa) when left out; xformers needs "
+        "split_attn with batches over 1 (kohya --attn_mode).",
+    )
+    split_attn: bool | None = Field(
+        None,
+        description="HunyuanImage 2.1: attention one image of the batch at a time (kohya --split_attn).",
+    )
+    vae_chunk_size: int | None = Field(
+        None,
+        ge=1,
+        description="HunyuanImage 2.1: the VAE works in chunks of this size to save memory; 16 is kohya's "
+        "suggestion (kohya --vae_chunk_size).",
+    )
+    text_encoder_cpu: bool | None = Field(
+        None,
+        description="HunyuanImage 2.1: run the text encoders on the CPU (kohya --text_encoder_cpu).",
     )

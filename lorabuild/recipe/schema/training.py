@@ -19,7 +19,8 @@ class ModelSection(_Table):
     )
     family: Family | None = Field(
         None,
-        description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell) or chroma. Detected from the "
+        description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell), chroma or hunyuan "
+        "(HunyuanImage 2.1). Detected from the "
         "checkpoint's header when omitted. Decides the kohya script (train_network.py, sdxl_train_network.py, "
         "flux_train_network.py), its defaults and the model files it needs.",
     )
@@ -34,7 +35,11 @@ class ModelSection(_Table):
         description="Use the Nth-from-last CLIP layer: 2 for anime models, 1 for realistic ones "
         "(kohya --clip_skip; SD1/2 only).",
     )
-    vae: RecipePath | None = Field(None, description="Replacement VAE file or folder (kohya --vae).")
+    vae: RecipePath | None = Field(
+        None,
+        description="Replacement VAE file or folder (kohya --vae); HunyuanImage 2.1: its VAE file, e.g. "
+        "hunyuan_image_2.1_vae_fp16.safetensors (required).",
+    )
     tokenizer_cache_dir: RecipePath | None = Field(
         None,
         description="Folder holding the tokenizers (CLIP, T5) for offline runs (kohya --tokenizer_cache_dir).",
@@ -48,6 +53,16 @@ class ModelSection(_Table):
     )
     ae: RecipePath | None = Field(
         None, description="FLUX.1 and Chroma: the autoencoder file, e.g. ae.safetensors (kohya --ae)."
+    )
+    text_encoder: RecipePath | None = Field(
+        None,
+        description="HunyuanImage 2.1: the Qwen2.5-VL 7B text encoder file, e.g. qwen_2.5_vl_7b.safetensors "
+        "(kohya --text_encoder).",
+    )
+    byt5: RecipePath | None = Field(
+        None,
+        description="HunyuanImage 2.1: the byT5 text encoder file, e.g. byt5_small_glyphxl_fp16.safetensors "
+        "(kohya --byt5).",
     )
 
 
