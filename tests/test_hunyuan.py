@@ -123,7 +123,9 @@ def test_memory_presets_follow_kohyas_table(hunyuan_project: Project, vram: int,
     ).config
     assert cfg.training.blocks_to_swap == swap
     assert cfg.flow.fp8_scaled == (swap is not None)
-    assert cfg.training.gradient_checkpointing and cfg.training.cache_text_encoder_outputs
+    # On disk: the in-memory cache crashes kohya's HunyuanImage trainer (the rule below).
+    assert cfg.training.gradient_checkpointing and cfg.training.cache_text_encoder_outputs_to_disk
+    assert not cfg.training.cache_text_encoder_outputs
 
 
 def test_text_encoder_outputs_are_not_cached_when_captions_change(hunyuan_project: Project) -> None:
@@ -131,7 +133,7 @@ def test_text_encoder_outputs_are_not_cached_when_captions_change(hunyuan_projec
         hunyuan_project.recipe, ["launch.vram_gb=24", "dataset.shuffle_caption=true"], hunyuan_project.build
     )
     assert [format_problem(p) for p in checked.problems] == []
-    assert not require_plan(checked).config.training.cache_text_encoder_outputs
+    assert not require_plan(checked).config.training.cache_text_encoder_outputs_to_disk
 
 
 def test_the_rules(hunyuan_project: Project) -> None:
@@ -154,6 +156,12 @@ def test_the_rules(hunyuan_project: Project) -> None:
         "recipe.toml: flow.split_attn: must be true with attn_mode xformers and batches over 1 (kohya "
         "docs/hunyuan_image_train_network.md 4.1): set flow.split_attn = true"
     ]
+    assert problems(hunyuan_project, "training.cache_text_encoder_outputs=true") == [
+        "recipe.toml: training.cache_text_encoder_outputs: crashes kohya's HunyuanImage trainer at the pinned commit "
+        'when the cache is kept in memory (the first step stops with "TypeError: new(): data must be a sequence '
+        '(got numpy.bool)"): set training.cache_text_encoder_outputs_to_disk = true'
+    ]
+    assert problems(hunyuan_project, "training.cache_text_encoder_outputs_to_disk=true") == []
     assert problems(hunyuan_project, 'network.module="loha"') == [
         'recipe.toml: network.module: "loha" cannot train HunyuanImage 2.1 models: use "lora"'
     ]

@@ -83,7 +83,13 @@ def _figures(swap: int | None) -> tuple[Default, ...]:
     command = f"{_DOCS}, section 4: in the documented command"
     settings = [
         Default("training.gradient_checkpointing", True, command),
-        Default("training.cache_text_encoder_outputs", True, command, unless=_uncacheable),
+        Default(
+            "training.cache_text_encoder_outputs_to_disk",
+            True,
+            f"{command} caches them; on disk, because the in-memory cache crashes at the pinned commit "
+            "(see the rule text_encoder_cache_in_memory)",
+            unless=_uncacheable,
+        ),
     ]
     if swap:
         settings += [
@@ -155,6 +161,24 @@ def attention(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
+def text_encoder_cache_in_memory(recipe: Recipe) -> Iterator[Problem]:
+    """The in-memory text-encoder cache crashes HunyuanImage training at the pinned commit.
+
+    strategy_hunyuan_image.cache_batch_outputs keeps each caption's ``ocr_mask`` as a numpy bool
+    scalar, which train_util's ``none_or_stack_elements`` cannot turn into a tensor
+    (``TypeError: new(): data must be a sequence (got numpy.bool)`` in the first step, after the
+    model has loaded); the disk cache stores a 0-d array, which it can. Seen with the tiny model.
+    """
+    t = recipe.training
+    if t.cache_text_encoder_outputs and not t.cache_text_encoder_outputs_to_disk:
+        yield error(
+            "training.cache_text_encoder_outputs",
+            "crashes kohya's HunyuanImage trainer at the pinned commit when the cache is kept in memory "
+            '(the first step stops with "TypeError: new(): data must be a sequence (got numpy.bool)"): set '
+            "training.cache_text_encoder_outputs_to_disk = true",
+        )
+
+
 def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
     """hunyuan_image_minimal_inference.py reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."""
     env = recipe.launch.env
@@ -188,6 +212,7 @@ FAMILY = Family(
         sd_only_settings,
         attention,
         text_encoder_cache,
+        text_encoder_cache_in_memory,
         tokenizers_offline,
     ),
     model_files=(TEXT_ENCODER, BYT5, VAE),
