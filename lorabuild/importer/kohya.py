@@ -72,7 +72,8 @@ MAPPED = frozenset(
         "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type", "discrete_flow_shift",
         "apply_t5_attn_mask", "t5xxl_max_token_length",
         "weighting_scheme", "logit_mean", "logit_std", "mode_scale", "training_shift", "apply_lg_attn_mask",
-        "attn_mode", "vae_chunk_size", "vae_disable_cache",
+        "attn_mode", "vae_chunk_size", "vae_disable_cache", "split_attn",
+        "text_encoder", "byt5", "fp8_scaled", "fp8_vl", "text_encoder_cpu",
         "output_name", "save_model_as", "save_precision", "save_every_n_epochs", "save_state",
         "sample_prompts", "sample_every_n_epochs", "sample_sampler",
         "metadata_title", "metadata_author", "metadata_description",
@@ -147,7 +148,7 @@ def from_kohya_options(
     _network(imp, flat, effective, family, base)
     _optimizer(imp, flat, effective)
     _training(imp, flat, effective)
-    if family is not None and families.get(family).model_type is not None:
+    if family is not None:
         _flow(imp, flat, effective, family)
     _saving(imp, flat, effective, source)
     _sampling(imp, flat, effective, base)
@@ -181,6 +182,8 @@ def _model(imp: Imported, flat: Mapping[str, object], effective: Effective, base
         "qwen3",
         "llm_adapter_path",
         "t5_tokenizer_path",
+        "text_encoder",
+        "byt5",
     ):
         value = flat.get(key)
         if isinstance(value, str) and value:
@@ -346,10 +349,25 @@ def _training(imp: Imported, flat: Mapping[str, object], effective: Effective) -
             imp.set(f"training.{option}", flat[option])
 
 
+_FLOW_FLAGS = frozenset(
+    {
+        "apply_t5_attn_mask",
+        "apply_lg_attn_mask",
+        "vae_disable_cache",
+        "split_attn",
+        "fp8_scaled",
+        "fp8_vl",
+        "text_encoder_cpu",
+    }
+)
+"""The ``[flow]`` keys that are kohya flags (store_true): read back as booleans."""
+
+
 def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, family: str) -> None:
     # An option the source leaves out runs at kohya's default; the recipe says so only where the
     # family would give another value (FLUX's guidance 1.0 where kohya's default is 3.5).
     family_defaults = {d.key: d.value for d in families.get(family).defaults}
+    script_options = kohya_options.options(families.get(family).train_script)
     for key in (
         "guidance_scale",
         "timestep_sampling",
@@ -358,7 +376,7 @@ def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, famil
         "discrete_flow_shift",
         "apply_t5_attn_mask",
         "t5xxl_max_token_length",
-        # SD3 (sd3_train_utils), Anima (anima_train_utils)
+        # SD3 (sd3_train_utils), Anima (anima_train_utils), HunyuanImage (hunyuan_image_train_network)
         "weighting_scheme",
         "logit_mean",
         "logit_std",
@@ -366,14 +384,20 @@ def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, famil
         "training_shift",
         "apply_lg_attn_mask",
         "attn_mode",
+        "split_attn",
         "vae_chunk_size",
         "vae_disable_cache",
+        "fp8_scaled",
+        "fp8_vl",
+        "text_encoder_cpu",
     ):
+        if key not in script_options:
+            continue  # not the family's (the SD scripts have no [flow] options at all)
         family_default = family_defaults.get(f"flow.{key}")
         value = effective(key)
         if family_default is None and (flat.get(key) is None or value == _kohya_default(imp, key)):
             continue  # left out, it compiles to nothing: kohya's default
-        if key in ("apply_t5_attn_mask", "apply_lg_attn_mask", "vae_disable_cache"):
+        if key in _FLOW_FLAGS:
             value = bool(value)
         if value is not None:
             imp.set(
