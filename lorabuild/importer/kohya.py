@@ -11,6 +11,10 @@ the family's), so the recipe reads like a hand-written one.
 Options lorabuild models become their recipe keys; every other option the family's script has goes
 into ``[kohya]``; options the script does not have are listed as notes (kohya ignores them
 silently), and so are secrets (never written) and the options lorabuild manages itself.
+
+Why one module: it is :mod:`lorabuild.plan.kohya_config` read backwards, one reader per recipe
+table (model, network, optimizer, training, flow, saving) over the same effective values; split, each
+part would need the whole option table (:data:`MAPPED`) and the effective-value closure again.
 """
 
 from __future__ import annotations
