@@ -483,8 +483,10 @@ def demo(
         typer.Option(
             "--family",
             help="sd15: the tutorial's recipe; flux or chroma: recipes/flux_character.toml or "
-            "chroma_character.toml on a tiny FLUX-shaped model; sd3: recipes/sd3_character.toml on a tiny "
-            "SD3.5-shaped model; anima: recipes/anima_character.toml on a tiny Anima-shaped model.",
+            "chroma_character.toml on a tiny FLUX-shaped model; sdxl: recipes/sdxl_character.toml on a "
+            "tiny SDXL-shaped model; sd3: recipes/sd3_character.toml on a tiny SD3.5-shaped model; anima: "
+            "recipes/anima_character.toml on a tiny Anima-shaped model; hunyuan: "
+            "recipes/hunyuan_character.toml on a tiny HunyuanImage-shaped model.",
         ),
     ] = "sd15",
 ) -> None:
@@ -497,10 +499,14 @@ def demo(
         ANIMA_RECIPE,
         DEMO_RECIPE,
         FLUX_RECIPES,
+        HUNYUAN_RECIPE,
+        SDXL_RECIPE,
         prepare_anima_demo,
         prepare_demo,
         prepare_flux_demo,
+        prepare_hunyuan_demo,
         prepare_sd3_demo,
+        prepare_sdxl_demo,
     )
     from lorabuild.stages.check import check as check_recipe  # lazy: per command
     from lorabuild.stages.check import require_plan  # lazy: per command
@@ -520,6 +526,13 @@ def demo(
             "process by lorabuild/demo/tinyflux.py). It shows the pipeline, not image quality."
         )
         recipe, overrides = prepare_flux_demo(build_dir, family)
+    elif family == "sdxl":
+        typer.echo(
+            f"lorabuild demo: trains recipes/{SDXL_RECIPE.name} with the real kohya on a tiny random-weight "
+            "SDXL-shaped model (CPU, 64 px; kohya's hard-coded SDXL sizes are shrunk in its process by "
+            "lorabuild/demo/tinysdxl.py). It shows the pipeline, not image quality."
+        )
+        recipe, overrides = prepare_sdxl_demo(build_dir)
     elif family == "sd3":
         typer.echo(
             "lorabuild demo: trains recipes/sd3_character.toml with the real kohya on a tiny random-weight "
@@ -534,9 +547,16 @@ def demo(
             "lorabuild/demo/tinyanima.py). It shows the pipeline, not image quality."
         )
         recipe, overrides = prepare_anima_demo(build_dir)
+    elif family == "hunyuan":
+        typer.echo(
+            f"lorabuild demo: trains recipes/{HUNYUAN_RECIPE.name} with the real kohya on a tiny random-weight "
+            "HunyuanImage-2.1-shaped model (CPU, 64 px; kohya's hard-coded sizes are shrunk in its process by "
+            "lorabuild/demo/tinyhunyuan.py). It shows the pipeline, not image quality."
+        )
+        recipe, overrides = prepare_hunyuan_demo(build_dir)
     else:
         raise typer.BadParameter(
-            f"{family!r}: choose sd15, flux, chroma, sd3 or anima", param_hint="--family"
+            f"{family!r}: choose sd15, sdxl, flux, chroma, sd3, anima or hunyuan", param_hint="--family"
         )
     checked = check_recipe(recipe, overrides, build_dir)
     plan = require_plan(checked)

@@ -48,6 +48,13 @@ FAMILY_KEYS = {
         "net.llm_adapter.blocks.0.self_attn.q_proj.weight",
         "net.t_embedding_norm.weight",
     ],
+    # library/hunyuan_image_models.py: FLUX-like blocks, and the byT5 mapper only it has.
+    "hunyuan": [
+        "byt5_in.fc1.weight",
+        "double_blocks.0.img_attn_qkv.weight",
+        "single_blocks.0.linear1.weight",
+        "txt_in.individual_token_refiner.blocks.0.norm1.weight",
+    ],
 }
 
 
@@ -61,8 +68,37 @@ COMPONENT_KEYS = {
     "clip_g": ["text_model.encoder.layers.31.mlp.fc1.weight", "text_model.final_layer_norm.weight"],
     # Anima: Qwen3-0.6B (ComfyUI's qwen_3_06b_base.safetensors) and the Qwen-Image VAE in ComfyUI's layout.
     "qwen3": ["model.embed_tokens.weight", "model.layers.0.self_attn.q_norm.weight"],
-    "vae": ["conv1.weight", "decoder.middle.1.to_qkv.weight", "encoder.downsamples.0.residual.0.gamma"],
+    "qwen_image_vae": [
+        "conv1.weight",
+        "decoder.middle.1.to_qkv.weight",
+        "encoder.downsamples.0.residual.0.gamma",
+    ],
+    # HunyuanImage 2.1 (library/hunyuan_image_text_encoder.py, hunyuan_image_vae.py).
+    "text_encoder": [
+        "model.layers.0.mlp.up_proj.weight",
+        "visual.blocks.0.attn.qkv.weight",
+        "lm_head.weight",
+    ],
+    "byt5": [
+        "encoder.block.0.layer.0.SelfAttention.q.weight",
+        "encoder.block.11.layer.1.DenseReluDense.wo.weight",
+        "shared.weight",
+    ],
+    "hunyuan_vae": [
+        "encoder.down.5.block.0.conv1.weight",
+        "decoder.up.0.block.0.conv1.weight",
+        "encoder.conv_in.weight",
+    ],
 }
+
+# The COMPONENT_KEYS entry for a [model] key whose file differs by family: model.vae is the
+# Qwen-Image VAE for Anima and HunyuanImage-2.1's own VAE for HunyuanImage.
+FAMILY_COMPONENTS = {("anima", "vae"): "qwen_image_vae", ("hunyuan", "vae"): "hunyuan_vae"}
+
+
+def component_names(family: str, key: str) -> list[str] | None:
+    """The header names of the file a ``family`` recipe's ``model.<key>`` points at (None: no component)."""
+    return COMPONENT_KEYS.get(FAMILY_COMPONENTS.get((family, key), key))
 
 
 def run_lorabuild(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from lorabuild.kohya.animainfer import AnimaInference
 from lorabuild.kohya.families import anima
-from lorabuild.kohya.gridrender import GridImage, GridJob, SplitsJobs
+from lorabuild.kohya.gridrender import GridImage, GridJob
 from lorabuild.kohya.prompts import PromptLine
 from lorabuild.plan.summary import plan_summary
 from lorabuild.problems import format_problem
@@ -52,7 +52,7 @@ def anima_project(project: Project) -> Project:
     models = project.root / "models"
     write_checkpoint(models / "anima.safetensors", "anima")
     write_safetensors(models / "qwen_3_06b_base.safetensors", COMPONENT_KEYS["qwen3"])
-    write_safetensors(models / "qwen_image_vae.safetensors", COMPONENT_KEYS["vae"])
+    write_safetensors(models / "qwen_image_vae.safetensors", COMPONENT_KEYS["qwen_image_vae"])
     write_safetensors(models / "ae.safetensors", COMPONENT_KEYS["ae"])
     return project
 
@@ -154,7 +154,7 @@ def test_an_sd_recipe_keeps_its_optional_vae(project: Project) -> None:
         (
             ['flow.attn_mode="xformers"'],
             "recipe.toml: flow.attn_mode: xformers attention in kohya's Anima DiT needs split attention (kohya "
-            '--attn_mode help: "xformers requires --split_attn"): set kohya.split_attn = true, or use "sdpa"',
+            '--attn_mode help: "xformers requires --split_attn"): set flow.split_attn = true, or use "sdpa"',
         ),
         (
             ['flow.attn_mode="sageattn"'],
@@ -239,7 +239,6 @@ class Settings:
 def test_the_grid_loads_the_model_once_per_lora_setting() -> None:
     """anima_minimal_inference.py merges the LoRA at load time: one process per (epoch, weight), one for the baseline."""
     renderer = AnimaInference()
-    assert isinstance(renderer, SplitsJobs)
     whole = job(
         (
             image("a", (0.0, 0.0), "base-a.png"),

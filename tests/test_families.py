@@ -20,11 +20,15 @@ import pytest
 
 from lorabuild.kohya import families
 from lorabuild.kohya import options as kohya_options
+from lorabuild.kohya.animainfer import AnimaInference
 from lorabuild.kohya.families import Family, ModelHeader
 from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Default
 from lorabuild.kohya.fluxinfer import FluxInference
 from lorabuild.kohya.genimg import GenImg
+from lorabuild.kohya.gridrender import GridImage, GridJob
+from lorabuild.kohya.hunyuaninfer import HunyuanInference
 from lorabuild.kohya.options import SCRIPTS, options
+from lorabuild.kohya.prompts import PromptLine
 from lorabuild.kohya.sd3infer import Sd3Inference
 from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import family_from_names, probe_model
@@ -70,11 +74,48 @@ def test_every_family_gives_every_field(family: Family) -> None:
         assert family.grid.flags and family.model_type is None
     elif isinstance(family.grid, FluxInference):
         assert family.model_type in ("flux", "chroma")
-    elif isinstance(family.grid, Sd3Inference):
-        assert family.model_type is None
     else:
+        assert isinstance(family.grid, Sd3Inference | AnimaInference | HunyuanInference)
         assert family.model_type is None
     assert all(callable(rule) for rule in family.rules)
+
+
+MERGES_LORA_AT_LOAD = (AnimaInference, HunyuanInference)
+"""The renderers whose script merges the LoRA into the model as it loads: a process per LoRA setting."""
+
+
+@pytest.mark.parametrize("family", families.ALL, ids=lambda f: f.name)
+def test_every_renderer_splits_a_grid_job_into_its_processes(family: Family) -> None:
+    """One protocol: the grid stage asks every renderer to split; most render the job whole."""
+
+    def image(multipliers: tuple[float, ...], name: str) -> GridImage:
+        line = PromptLine(
+            prompt="a", width=64, height=64, seed=1, steps=4, cfg_scale=3.5, multipliers=multipliers
+        )
+        return GridImage(line, name)
+
+    job = GridJob(
+        images=(image((0.0, 0.0), "base.png"), image((0.5, 0.0), "e1.png"), image((0.0, 1.0), "e2.png")),
+        network_files=("output/e1.safetensors", "output/e2.safetensors"),
+        script=f"/k/{family.grid.SCRIPT}",
+        workdir="grid/.render",
+        outdir="grid/.render/out",
+        cells_dir=Path("/b/grid/cells"),
+        cwd=Path("/b"),
+        python="py",
+        env={},
+    )
+    parts = family.grid.split(job)
+    if isinstance(family.grid, MERGES_LORA_AT_LOAD):
+        assert [p.network_files for p in parts] == [
+            (),
+            ("output/e1.safetensors",),
+            ("output/e2.safetensors",),
+        ]
+        assert [[i.line.multipliers for i in p.images] for p in parts] == [[()], [(0.5,)], [(1.0,)]]
+    else:
+        assert parts == (job,)
+    assert [i.name for p in parts for i in p.images] == ["base.png", "e1.png", "e2.png"]
 
 
 @pytest.mark.parametrize("family", families.ALL, ids=lambda f: f.name)

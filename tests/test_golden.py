@@ -21,7 +21,7 @@ from lorabuild.kohya import options as kohya_options
 from lorabuild.plan.plan import Plan
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.compile import compile_build
-from tests.conftest import CAPTIONS, COMPONENT_KEYS, REPO, write_checkpoint, write_image, write_safetensors
+from tests.conftest import CAPTIONS, REPO, component_names, write_checkpoint, write_image, write_safetensors
 
 GOLDEN = REPO / "tests" / "golden"
 # recipes/batch/ (files extending a shared base, a sweep) is checked and compiled build by build
@@ -41,9 +41,10 @@ def shipped_project(root: Path, recipe: Path) -> Path:
     doc = tomllib.loads(recipe.read_text(encoding="utf-8"))
     family = doc["model"].get("family", "sd15")
     write_checkpoint((copy.parent / doc["model"]["base"]).resolve(), family)
-    for key, names in COMPONENT_KEYS.items():
-        if key in doc["model"]:
-            write_safetensors((copy.parent / doc["model"][key]).resolve(), names)
+    for key, value in doc["model"].items():
+        names = component_names(family, key)
+        if names is not None:
+            write_safetensors((copy.parent / value).resolve(), names)
     sizes = [(512, 512), (512, 768), (768, 512), (1024, 1024), (640, 896), (512, 512)]
     for subset in doc["dataset"]["subsets"]:
         folder = (copy.parent / subset["source"]).resolve()

@@ -51,6 +51,18 @@ def test_the_wrapper_goes_right_before_the_kohya_script(tmp_path: Path) -> None:
     assert wrap_script(["/py", tagger], kohya, WRAPPER) == ["/py", str(WRAPPER), tagger]
 
 
+def test_a_script_linked_into_the_checkout_is_still_kohyas(tmp_path: Path) -> None:
+    """A checkout whose files are links to another copy (how a worktree borrows kohya's files)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "gen_img.py").write_text("", encoding="utf-8")
+    kohya = tmp_path / "sd-scripts"
+    kohya.mkdir()
+    (kohya / "gen_img.py").symlink_to(elsewhere / "gen_img.py")
+    gen_img = str(kohya / "gen_img.py")
+    assert wrap_script(["/py", gen_img], kohya, WRAPPER) == ["/py", str(WRAPPER), gen_img]
+
+
 def test_without_a_wrapper_or_a_kohya_script_nothing_changes_and_twice_is_once(tmp_path: Path) -> None:
     kohya = tmp_path / "sd-scripts"
     argv = ["/py", str(kohya / "gen_img.py"), "--x"]

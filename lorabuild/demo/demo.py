@@ -15,7 +15,9 @@ from pathlib import Path
 
 from lorabuild.demo.animamodel import ensure_anima_test_model
 from lorabuild.demo.fluxmodel import ensure_flux_test_model
+from lorabuild.demo.hunyuanmodel import ensure_hunyuan_test_model
 from lorabuild.demo.sd3model import ensure_sd3_test_model
+from lorabuild.demo.sdxlmodel import ensure_sdxl_test_model
 from lorabuild.demo.synthetic import make_dataset
 from lorabuild.demo.testmodel import ensure_test_model
 from lorabuild.settings import REPO_ROOT
@@ -114,6 +116,56 @@ def prepare_flux_demo(workdir: Path, family: str, images: int = 4) -> tuple[Path
         f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
         *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
         *FLUX_CPU_OVERRIDES,
+    ]
+
+
+SDXL_RECIPE = REPO_ROOT / "recipes" / "sdxl_character.toml"
+"""The shipped recipe ``lorabuild demo --family sdxl`` trains."""
+
+SDXL_LAUNCHER = Path(__file__).with_name("tinysdxl.py")
+"""The test-only launcher that shrinks kohya's SDXL sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
+
+# What a CPU and the tiny model need changed from the shipped SDXL recipe's GPU settings.
+SDXL_CPU_OVERRIDES = (
+    "dataset.resolution=64",
+    "dataset.min_bucket_reso=64",
+    "dataset.max_bucket_reso=128",
+    "training.mixed_precision=no",
+    # 8-bit AdamW is a bitsandbytes optimizer, and fp16 saving is a GPU habit: plain AdamW, fp32.
+    "optimizer.type=AdamW",
+    "training.save_precision=float",
+    "training.epochs=4",
+    "training.save_every_n_epochs=1",
+    "launch.num_cpu_threads_per_process=1",
+    "evaluate.width=64",
+    "evaluate.height=64",
+    "evaluate.steps=4",
+)
+
+
+def prepare_sdxl_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
+    """Make (or reuse) the tiny SDXL test model and a synthetic dataset; return the recipe and its overrides.
+
+    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
+    SDXL scripts (training and gen_img) through :data:`SDXL_LAUNCHER`; the compiled ``train.sh`` and
+    ``train.ps1`` stay the real commands.
+    """
+    model = ensure_sdxl_test_model()
+    data_dir = workdir / "data" / "character"
+    make_dataset(data_dir, n=images, size=128, trigger="")
+    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(SDXL_LAUNCHER)
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    return SDXL_RECIPE, [
+        f"model.base={json.dumps(str(model.checkpoint))}",
+        f"model.tokenizer_cache_dir={json.dumps(str(model.tokenizer_cache_dir))}",
+        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
+        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
+        *SDXL_CPU_OVERRIDES,
     ]
 
 
@@ -220,4 +272,60 @@ def prepare_sd3_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
         f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
         *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
         *SD3_CPU_OVERRIDES,
+    ]
+
+
+HUNYUAN_RECIPE = REPO_ROOT / "recipes" / "hunyuan_character.toml"
+"""The shipped recipe ``lorabuild demo --family hunyuan`` trains."""
+
+HUNYUAN_LAUNCHER = Path(__file__).with_name("tinyhunyuan.py")
+"""The test-only launcher that shrinks kohya's HunyuanImage sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
+
+# What a CPU and the tiny model need changed from the shipped HunyuanImage recipe's GPU settings.
+HUNYUAN_CPU_OVERRIDES = (
+    "dataset.resolution=64",
+    "dataset.min_bucket_reso=64",
+    "dataset.max_bucket_reso=128",
+    "training.mixed_precision=no",
+    "training.save_precision=float",
+    # The 40 GB figures: no fp8 (a GPU format), no blocks to swap (the tiny DiT has two).
+    "launch.vram_gb=40",
+    "optimizer.type=AdamW",
+    "training.epochs=2",
+    "training.save_every_n_epochs=1",
+    "launch.num_cpu_threads_per_process=1",
+    "evaluate.width=64",
+    "evaluate.height=64",
+    "evaluate.steps=4",
+)
+
+
+def prepare_hunyuan_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
+    """Make (or reuse) the tiny HunyuanImage test model and a synthetic dataset; return the recipe and overrides.
+
+    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment to :data:`HUNYUAN_LAUNCHER`.
+    """
+    model = ensure_hunyuan_test_model()
+    data_dir = workdir / "data" / "character"
+    make_dataset(data_dir, n=images, size=128, trigger="")
+    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(HUNYUAN_LAUNCHER)
+    env = {
+        "HF_HOME": str(model.hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    paths = {
+        "base": model.dit,
+        "text_encoder": model.text_encoder,
+        "byt5": model.byt5,
+        "vae": model.vae,
+        "tokenizer_cache_dir": model.tokenizer_cache_dir,
+    }
+    return HUNYUAN_RECIPE, [
+        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
+        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
+        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
+        *HUNYUAN_CPU_OVERRIDES,
     ]

@@ -99,7 +99,7 @@ def _paths(root: Path) -> FluxTestModel:
     )
 
 
-def _write_hub_cache(hf_home: Path, repo_id: str, source: Path) -> None:
+def write_hub_cache(hf_home: Path, repo_id: str, source: Path) -> None:
     """Lay ``source``'s files out as the hub cache's snapshot of ``repo_id`` (what offline mode reads)."""
     files = sorted(p for p in source.iterdir() if p.is_file())
     digest = hashlib.sha1()
@@ -141,8 +141,8 @@ def _write_model(root: Path, sd_scripts: Path) -> None:
     t5_dir = paths.tokenizer_cache_dir / T5XXL_TOKENIZER_ID.replace("/", "_")
     build_tokenizer(clip_dir)
     transformers.T5TokenizerFast.from_pretrained(str(t5_source)).save_pretrained(str(t5_dir))
-    _write_hub_cache(paths.hf_home, CLIP_L_TOKENIZER_ID, clip_dir)
-    _write_hub_cache(paths.hf_home, T5XXL_TOKENIZER_ID, t5_dir)
+    write_hub_cache(paths.hf_home, CLIP_L_TOKENIZER_ID, clip_dir)
+    write_hub_cache(paths.hf_home, T5XXL_TOKENIZER_ID, t5_dir)
 
     models: dict[Path, Callable[[], Any]] = {
         paths.flux_dev: lambda: flux_models.Flux(flux_models.FluxParams(**fluxsizes.FLUX_DEV)),

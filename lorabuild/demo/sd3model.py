@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from lorabuild.demo import sd3sizes
-from lorabuild.demo.fluxmodel import T5_TOKENIZER_SOURCE
+from lorabuild.demo.fluxmodel import T5_TOKENIZER_SOURCE, write_hub_cache
 from lorabuild.demo.fluxmodel import _save as save_tensors
-from lorabuild.demo.fluxmodel import _write_hub_cache as write_hub_cache
 from lorabuild.demo.testmodel import MARKER, build_cached, build_tokenizer, default_cache_dir, model_main
 from lorabuild.problems import LorabuildError
 from lorabuild.settings import sd_scripts_dir

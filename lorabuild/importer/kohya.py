@@ -11,6 +11,10 @@ the family's), so the recipe reads like a hand-written one.
 Options lorabuild models become their recipe keys; every other option the family's script has goes
 into ``[kohya]``; options the script does not have are listed as notes (kohya ignores them
 silently), and so are secrets (never written) and the options lorabuild manages itself.
+
+Why one module: it is :mod:`lorabuild.plan.kohya_config` read backwards, one reader per recipe
+table (model, network, optimizer, training, flow, saving) over the same effective values; split, each
+part would need the whole option table (:data:`MAPPED`) and the effective-value closure again.
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ MAPPED = frozenset(
         "guidance_scale", "timestep_sampling", "sigmoid_scale", "model_prediction_type", "discrete_flow_shift",
         "apply_t5_attn_mask", "t5xxl_max_token_length",
         "weighting_scheme", "logit_mean", "logit_std", "mode_scale", "training_shift", "apply_lg_attn_mask",
-        "attn_mode", "vae_chunk_size", "vae_disable_cache",
+        "attn_mode", "vae_chunk_size", "vae_disable_cache", "split_attn",
+        "text_encoder", "byt5", "fp8_scaled", "fp8_vl", "text_encoder_cpu",
         "output_name", "save_model_as", "save_precision", "save_every_n_epochs", "save_state",
         "sample_prompts", "sample_every_n_epochs", "sample_sampler",
         "metadata_title", "metadata_author", "metadata_description",
@@ -147,7 +152,7 @@ def from_kohya_options(
     _network(imp, flat, effective, family, base)
     _optimizer(imp, flat, effective)
     _training(imp, flat, effective)
-    if family is not None and "weighting_scheme" in known:  # FLUX, Chroma, SD3, Anima: the [flow] table
+    if family is not None:
         _flow(imp, flat, effective, family)
     _saving(imp, flat, effective, source)
     _sampling(imp, flat, effective, base)
@@ -181,6 +186,8 @@ def _model(imp: Imported, flat: Mapping[str, object], effective: Effective, base
         "qwen3",
         "llm_adapter_path",
         "t5_tokenizer_path",
+        "text_encoder",
+        "byt5",
     ):
         value = flat.get(key)
         if isinstance(value, str) and value:
@@ -364,20 +371,42 @@ FLOW_OPTIONS = (
     "attn_mode",
     "vae_chunk_size",
     "vae_disable_cache",
+    # HunyuanImage (hunyuan_image_train_network)
+    "split_attn",
+    "fp8_scaled",
+    "fp8_vl",
+    "text_encoder_cpu",
 )
-"""kohya's flow-matching options (FLUX, Chroma, SD3, Anima): the recipe's ``[flow]`` table."""
+"""kohya's flow-matching options (FLUX, Chroma, SD3, Anima, HunyuanImage): the recipe's ``[flow]`` table."""
+
+
+_FLOW_FLAGS = frozenset(
+    {
+        "apply_t5_attn_mask",
+        "apply_lg_attn_mask",
+        "vae_disable_cache",
+        "split_attn",
+        "fp8_scaled",
+        "fp8_vl",
+        "text_encoder_cpu",
+    }
+)
+"""The ``[flow]`` keys that are kohya flags (store_true): read back as booleans."""
 
 
 def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, family: str) -> None:
     # An option the source leaves out runs at kohya's default; the recipe says so only where the
     # family would give another value (FLUX's guidance 1.0 where kohya's default is 3.5).
     family_defaults = {d.key: d.value for d in families.get(family).defaults}
+    script_options = kohya_options.options(families.get(family).train_script)
     for key in FLOW_OPTIONS:
+        if key not in script_options:
+            continue  # not the family's (the SD scripts have no [flow] options at all)
         family_default = family_defaults.get(f"flow.{key}")
         value = effective(key)
         if family_default is None and flat.get(key) is None:
             continue  # left out, it compiles to nothing: kohya's default (a source that says it, keeps it)
-        if key in ("apply_t5_attn_mask", "apply_lg_attn_mask", "vae_disable_cache"):
+        if key in _FLOW_FLAGS:
             value = bool(value)
         if value is not None:
             imp.set(

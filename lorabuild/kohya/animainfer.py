@@ -24,12 +24,12 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from lorabuild.kohya.conversation import Reply
-from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png
+from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png, job_per_lora_setting
 
 PROMPT_FILE = "prompts.txt"
 """The ``--from_file`` prompt file, in the job's ``workdir``."""
@@ -63,10 +63,6 @@ class AnimaSettings(Protocol):
         """``--vae_disable_cache``, as training used it."""
 
 
-def _multipliers(image: GridImage) -> tuple[float, ...]:
-    return image.line.multipliers
-
-
 @dataclass(frozen=True)
 class AnimaInference:
     """Anima's grid, rendered by kohya's ``anima_minimal_inference.py --from_file``: a process per LoRA setting."""
@@ -77,26 +73,8 @@ class AnimaInference:
     """How messages name it."""
 
     def split(self, job: GridJob) -> tuple[GridJob, ...]:
-        """``job`` as one job per model load: the images of each LoRA setting, with only its files loaded.
-
-        The settings keep the order of their first image; a job's images all load the same
-        files at the same multipliers (none for the no-LoRA baseline).
-        """
-        groups: dict[tuple[float, ...], list[GridImage]] = {}
-        for image in job.images:
-            groups.setdefault(_multipliers(image), []).append(image)
-        jobs = []
-        for multipliers, images in groups.items():
-            files = tuple(f for f, m in zip(job.network_files, multipliers, strict=True) if m)
-            kept = tuple(m for m in multipliers if m)
-            jobs.append(
-                replace(
-                    job,
-                    images=tuple(replace(i, line=replace(i.line, multipliers=kept)) for i in images),
-                    network_files=files,
-                )
-            )
-        return tuple(jobs)
+        """``job`` as one job per model load: the images of each LoRA setting, with only its files loaded."""
+        return job_per_lora_setting(job)
 
     def argv(
         self,

@@ -68,6 +68,9 @@ class ModelOptions:
     qwen3: str | None
     llm_adapter_path: str | None
     t5_tokenizer_path: str | None
+    # HunyuanImage 2.1 (hunyuan_image_train_network.py setup_parser).
+    text_encoder: str | None
+    byt5: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +134,9 @@ class TrainingOptions:
 @dataclass(frozen=True, kw_only=True)
 class FlowOptions:
     """``[flow]``: the flow-matching families' training options (``flux_train_utils.add_flux_train_arguments``;
-    SD3's from ``train_util.add_dit_training_arguments`` and ``sd3_train_utils.add_sd3_training_arguments``)."""
+    SD3's from ``train_util.add_dit_training_arguments`` and ``sd3_train_utils.add_sd3_training_arguments``;
+    Anima's from ``anima_train_utils.add_anima_training_arguments``; and
+    ``hunyuan_image_train_network.setup_parser``'s own)."""
 
     guidance_scale: float | None
     timestep_sampling: str | None
@@ -147,10 +152,15 @@ class FlowOptions:
     mode_scale: float | None
     training_shift: float | None
     apply_lg_attn_mask: bool
-    # Anima (library/anima_train_utils.py add_anima_training_arguments).
+    # Anima (library/anima_train_utils.py add_anima_training_arguments) and HunyuanImage 2.1.
     attn_mode: str | None
+    split_attn: bool
     vae_chunk_size: int | None
     vae_disable_cache: bool
+    # HunyuanImage 2.1 (hunyuan_image_train_network.py setup_parser).
+    fp8_scaled: bool
+    fp8_vl: bool
+    text_encoder_cpu: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +227,7 @@ class KohyaConfig:
     """The ``--config_file`` document: one value per section, in the file's order.
 
     Attributes:
-        flow: The flow-matching options (FLUX.1, Chroma, SD3); all unset for the other families.
+        flow: The flow-matching options (FLUX.1, Chroma, SD3, Anima, HunyuanImage 2.1); all unset for the other families.
         deepspeed: ``[launch.deepspeed]`` of the recipe, or None (no section).
         passthrough: The recipe's ``[kohya]`` table: options lorabuild does not model, written
             last and as given (the rules checked each against kohya's parsers).

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
 from lorabuild.kohya.conversation import Reply
-from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png
+from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png, one_job
 
 FluxDtype = Literal["float32", "bfloat16", "float16"]
 """flux_minimal_inference.py ``--dtype`` (library.utils.str_to_dtype's spellings)."""
@@ -124,6 +124,10 @@ class FluxInference:
             # kohya's rich log handler wraps lines at 80 columns when not on a terminal.
             "COLUMNS": os.environ.get("COLUMNS", "200"),
         }
+
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """The whole job: one process renders every LoRA setting."""
+        return one_job(job)
 
     def prepare(self, settings: FluxSettings, job: GridJob) -> GridRun:
         """The run of ``job``: one process, fed a line per image as it asks (see the module's docstring)."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
-from lorabuild.kohya.gridrender import GridJob, GridRun
+from lorabuild.kohya.gridrender import GridJob, GridRun, one_job
 from lorabuild.kohya.prompts import exact_number
 
 EMBEDDINGS_MULTIPLES = {75: 1, 150: 2, 225: 3}
@@ -184,6 +184,10 @@ class GenImg:
             # wraps lines at 80 columns when not on a terminal: wider lines keep messages whole.
             "COLUMNS": os.environ.get("COLUMNS", "200"),
         }
+
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """The whole job: one process renders every LoRA setting."""
+        return one_job(job)
 
     def prepare(self, settings: GenImgSettings, job: GridJob) -> GridRun:
         """The run of ``job``: every image a line of one ``--from_file`` prompt file, saved by its ``--f``."""

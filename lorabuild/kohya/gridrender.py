@@ -1,10 +1,13 @@
 """What the grid stage hands a family's grid renderer, and what it gets back: the renderer seam's vocabulary.
 
 A renderer (:class:`lorabuild.kohya.genimg.GenImg` for SD1/SD2/SDXL,
-:class:`lorabuild.kohya.fluxinfer.FluxInference` for FLUX.1 and Chroma) turns a :class:`GridJob` — the
-images to render, in order, and the LoRA files to load — into a :class:`GridRun`: the command, its
+:class:`lorabuild.kohya.fluxinfer.FluxInference` for FLUX.1 and Chroma, and the others of
+:mod:`lorabuild.kohya.families`) first splits a :class:`GridJob` — the images to render, in order, and
+the LoRA files to load — into the jobs one process each renders: :func:`one_job` when one process
+renders every LoRA setting, :func:`job_per_lora_setting` when the script merges the LoRA into the
+model as it loads (Anima, HunyuanImage). It turns each into a :class:`GridRun`: the command, its
 environment, the input files it reads, how its output shows progress and, for a renderer that is
-fed on stdin, the answers to its output lines. The grid stage runs it through
+fed on stdin, the answers to its output lines. The grid stage runs them one after the other through
 :func:`lorabuild.kohya.scriptrun.run_script` whichever renderer it is, then collects the images:
 those the renderer left in the job's ``outdir`` under their names, and those it delivered into
 ``cells_dir`` itself (:attr:`GridRun.delivered`). The protocol a renderer implements is
@@ -15,9 +18,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from lorabuild.kohya.conversation import Answer
 from lorabuild.kohya.prompts import PromptLine
@@ -106,15 +108,33 @@ class GridRun:
     delivered: set[str] = field(default_factory=set)
 
 
-@runtime_checkable
-class SplitsJobs(Protocol):
-    """A renderer that cannot render a whole job in one process, and cuts it into jobs that it can.
+def one_job(job: GridJob) -> tuple[GridJob, ...]:
+    """``job`` whole: the split of a renderer whose one process renders every LoRA setting."""
+    return (job,)
 
-    :class:`lorabuild.kohya.animainfer.AnimaInference` is one: its script merges the LoRA files into
-    the model at load time, so each LoRA setting needs a model load of its own. The grid stage runs
-    the jobs one after the other and says how many model loads that took.
+
+def job_per_lora_setting(job: GridJob) -> tuple[GridJob, ...]:
+    """``job`` as one job per LoRA setting, in the order each first appears.
+
+    The split of a renderer whose script merges the LoRA files into the model as it loads them
+    (:class:`lorabuild.kohya.animainfer.AnimaInference`,
+    :class:`lorabuild.kohya.hunyuaninfer.HunyuanInference`): a prompt line cannot change the
+    multipliers, so each (epoch, weight) and the no-LoRA baseline needs a model load of its own. A
+    job's images all load the same files at the same multipliers: only the files they use (none for
+    the baseline), each image's multipliers cut to those files.
     """
-
-    def split(self, job: GridJob) -> tuple[GridJob, ...]:
-        """``job``'s images as jobs of one model load each, in render order."""
-        ...
+    groups: dict[tuple[float, ...], list[GridImage]] = {}
+    for image in job.images:
+        groups.setdefault(image.line.multipliers, []).append(image)
+    jobs = []
+    for multipliers, images in groups.items():
+        used = [i for i, m in enumerate(multipliers) if m != 0]
+        kept = tuple(multipliers[i] for i in used)
+        jobs.append(
+            replace(
+                job,
+                images=tuple(replace(image, line=replace(image.line, multipliers=kept)) for image in images),
+                network_files=tuple(job.network_files[i] for i in used),
+            )
+        )
+    return tuple(jobs)

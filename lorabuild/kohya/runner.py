@@ -121,14 +121,14 @@ def wrap_script(argv: Sequence[str], sd_scripts: Path, wrapper: Path | None) -> 
     argv = list(argv)
     if wrapper is None:
         return argv
-    # Both as written and resolved: a checkout of symlinked files resolves elsewhere.
+    # As written and resolved (the file, and its folder alone): a checkout of symlinked files resolves elsewhere.
     kohya = (Path(os.path.abspath(sd_scripts)), sd_scripts.resolve())
     for index, arg in enumerate(argv):
         is_script = arg.startswith(SD_SCRIPTS_PREFIX) or (
             arg.endswith(".py")
             and any(
                 p.is_relative_to(root)
-                for p in (Path(os.path.abspath(arg)), Path(arg).resolve())
+                for p in (Path(os.path.abspath(arg)), Path(arg).resolve(), Path(arg).parent.resolve())
                 for root in kohya
             )
         )

@@ -32,7 +32,7 @@ from typing import ClassVar, Protocol
 
 from lorabuild.kohya.fluxinfer import FluxDtype, FluxInference
 from lorabuild.kohya.fluxinfer import _Conversation as Conversation  # the same --interactive dialogue
-from lorabuild.kohya.gridrender import GridJob, GridRun
+from lorabuild.kohya.gridrender import GridJob, GridRun, one_job
 
 _PRECISION_FLAG: dict[FluxDtype, str | None] = {"float32": None, "bfloat16": "--bf16", "float16": "--fp16"}
 
@@ -81,6 +81,10 @@ class Sd3Inference:
     """The script, inside the kohya checkout."""
     NAME: ClassVar[str] = "sd3_minimal_inference"
     """How messages name it."""
+
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """The whole job: one process renders every LoRA setting."""
+        return one_job(job)
 
     def argv(
         self,

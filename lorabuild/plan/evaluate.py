@@ -6,8 +6,9 @@ the precision, the prompts with ``{trigger}`` replaced, seeds, weights, epochs, 
 default weight from it, and :func:`sample_prompts` writes the same prompts as kohya's
 ``sample_prompts.txt``. Nothing downstream goes back to the recipe's ``[evaluate]`` table.
 
-SD3 adds CLIP-G, the CLIP attention mask and the T5 length (``sd3_minimal_inference.py``). The
-flow families (FLUX.1, Chroma) add their model files (``--clip_l``, ``--t5xxl``, ``--ae``),
+SD3 adds CLIP-G, the CLIP attention mask and the T5 length (``sd3_minimal_inference.py``), Anima
+its Qwen3 text encoder and VAE options, HunyuanImage its Qwen2.5-VL, byT5, flow shift and memory
+options. The flow families (FLUX.1, Chroma) add their model files (``--clip_l``, ``--t5xxl``, ``--ae``),
 ``--model_type``, the T5 attention mask and the inference guidance (``--g``: FLUX.1-dev's distilled
 guidance, 0 for Chroma, whose CFG scale and negative prompt do the guiding), all from the compiled
 config and ``[evaluate]`` (the family's defaults fill ``evaluate.guidance`` and ``cfg_scale``).
@@ -66,14 +67,22 @@ class GridSettings:
         ae: The flow families' autoencoder (``--ae``), or None.
         model_type: ``--model_type`` (flux, chroma); None for the SD families.
         apply_t5_attn_mask: ``--apply_t5_attn_mask`` (from ``[flow]``; Chroma needs it).
-        guidance: The inference guidance (``--g``) of FLUX.1 and Chroma; None for the SD families and SD3.
+        guidance: The inference guidance (``--g``) of FLUX.1 and Chroma; None for the SD families, SD3,
+            Anima and HunyuanImage.
         clip_g: SD3's CLIP-G (``--clip_g``), or None (not SD3, or the checkpoint includes it).
         apply_lg_attn_mask: SD3's ``--apply_lg_attn_mask`` (from ``[flow]``), as trained.
         t5xxl_max_token_length: The T5 length trained with (``[flow]``), or None for kohya's default;
             SD3's grid is given it (``--t5xxl_token_length``).
         qwen3: Anima's Qwen3 text encoder (``--text_encoder``), or None.
-        vae_chunk_size: Anima's ``--vae_chunk_size`` (from ``[flow]``), or None.
+        vae_chunk_size: Anima's and HunyuanImage's ``--vae_chunk_size`` (from ``[flow]``), or None.
         vae_disable_cache: Anima's ``--vae_disable_cache`` (from ``[flow]``).
+        text_encoder: HunyuanImage's Qwen2.5-VL (``--text_encoder``), or None.
+        byt5: HunyuanImage's byT5 (``--byt5``), or None.
+        flow_shift: The training's ``discrete_flow_shift`` (HunyuanImage's ``--flow_shift``), or None.
+        attn_mode: HunyuanImage's ``--attn_mode`` (from ``[flow]``), or None.
+        fp8_scaled: HunyuanImage's ``--fp8_scaled`` (from ``[flow]``).
+        text_encoder_cpu: HunyuanImage's ``--text_encoder_cpu`` (from ``[flow]``).
+        blocks_to_swap: The training's ``blocks_to_swap``, for a renderer that takes it, or None.
     """
 
     family: str
@@ -109,6 +118,13 @@ class GridSettings:
     qwen3: str | None = None
     vae_chunk_size: int | None = None
     vae_disable_cache: bool = False
+    text_encoder: str | None = None
+    byt5: str | None = None
+    flow_shift: float | None = None
+    attn_mode: str | None = None
+    fp8_scaled: bool = False
+    text_encoder_cpu: bool = False
+    blocks_to_swap: int | None = None
 
     @property
     def flux_dtype(self) -> FluxDtype:
@@ -123,6 +139,8 @@ class GridSettings:
             "t5xxl": self.t5xxl,
             "ae": self.ae,
             "qwen3": self.qwen3,
+            "text_encoder": self.text_encoder,
+            "byt5": self.byt5,
         }
         return {key: path for key, path in files.items() if path}
 
@@ -136,6 +154,16 @@ class GridSettings:
                 "apply_t5_attn_mask": self.apply_t5_attn_mask,
                 "t5xxl_max_token_length": self.t5xxl_max_token_length,
                 "dtype": self.dtype,
+                "steps": self.steps,
+                "cfg_scale": self.cfg_scale,
+                "size": [self.width, self.height],
+            }
+        if self.byt5 is not None:
+            # hunyuan_image_minimal_inference.py: its own sampler and dtype; what it does read is here.
+            return {
+                "family": self.family,
+                "flow_shift": self.flow_shift,
+                "fp8_scaled": self.fp8_scaled,
                 "steps": self.steps,
                 "cfg_scale": self.cfg_scale,
                 "size": [self.width, self.height],
@@ -237,6 +265,13 @@ def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSetti
         qwen3=model.qwen3,
         vae_chunk_size=config.flow.vae_chunk_size,
         vae_disable_cache=config.flow.vae_disable_cache,
+        text_encoder=model.text_encoder,
+        byt5=model.byt5,
+        flow_shift=config.flow.discrete_flow_shift,
+        attn_mode=config.flow.attn_mode,
+        fp8_scaled=config.flow.fp8_scaled,
+        text_encoder_cpu=config.flow.text_encoder_cpu,
+        blocks_to_swap=config.training.blocks_to_swap,
     )
 
 

@@ -71,6 +71,8 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             qwen3=rel(m.qwen3) if m.qwen3 else None,
             llm_adapter_path=rel(m.llm_adapter_path) if m.llm_adapter_path else None,
             t5_tokenizer_path=rel(m.t5_tokenizer_path) if m.t5_tokenizer_path else None,
+            text_encoder=rel(m.text_encoder) if m.text_encoder else None,
+            byt5=rel(m.byt5) if m.byt5 else None,
         ),
         network=NetworkOptions(
             network_module=module,
@@ -170,8 +172,12 @@ def flow_options(f: FlowSection) -> FlowOptions:
         training_shift=f.training_shift,
         apply_lg_attn_mask=bool(f.apply_lg_attn_mask),
         attn_mode=f.attn_mode,
+        split_attn=bool(f.split_attn),
         vae_chunk_size=f.vae_chunk_size,
         vae_disable_cache=bool(f.vae_disable_cache),
+        fp8_scaled=bool(f.fp8_scaled),
+        fp8_vl=bool(f.fp8_vl),
+        text_encoder_cpu=bool(f.text_encoder_cpu),
     )
 
 

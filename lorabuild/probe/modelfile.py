@@ -46,6 +46,9 @@ COMPONENT_LABELS = {
     "vae": "an SD VAE",
     "qwen3": "the Qwen3 text encoder",
     "qwen_image_vae": "the Qwen-Image VAE",
+    "qwen2_5_vl": "the Qwen2.5-VL text encoder",
+    "byt5": "the byT5 text encoder",
+    "hunyuan_vae": "the HunyuanImage-2.1 VAE",
 }
 """What a model file that is not a base model is, as messages name it (:func:`component_from_names`)."""
 
@@ -156,24 +159,41 @@ def component_from_names(names: Iterable[str]) -> str | None:
     """What a file that is no base model holds, from its tensor names: a text encoder or an autoencoder.
 
     Told apart as kohya's loaders would load them: CLIP in transformers' layout (more than 12
-    layers is CLIP-G), T5's ``encoder.block.*``, Qwen3's normed attention (``layers.0.self_attn.q_norm``),
-    the Qwen-Image VAE's fused mid-block attention (``to_qkv``), and an autoencoder's ``encoder.down.*``,
-    which has ``quant_conv`` in SD's VAE and not in FLUX's.
+    layers is CLIP-G), Qwen2.5-VL's language model with its vision tower (``model.layers.*`` and
+    ``visual.*``; hunyuan_image_text_encoder.load_qwen2_5_vl), T5's ``encoder.block.*`` (exactly 12
+    blocks is byT5-small, HunyuanImage's glyph encoder; T5-XXL has 24), Qwen3's normed attention
+    (``layers.0.self_attn.q_norm``), the Qwen-Image VAE's fused mid-block attention (``to_qkv``), and
+    an autoencoder's ``encoder.down.*``: six levels is HunyuanImage-2.1's 32x VAE
+    (library/hunyuan_image_vae.py), otherwise ``quant_conv`` tells SD's VAE from FLUX's.
     """
     names = list(names)
+    if any(n.startswith("visual.") for n in names) and any(n.startswith("model.layers.") for n in names):
+        return "qwen2_5_vl"
     clip_layers = {n[len(_CLIP_LAYER) :].split(".", 1)[0] for n in names if n.startswith(_CLIP_LAYER)}
     if clip_layers:
         deepest = max((int(i) for i in clip_layers if i.isdigit()), default=0)
         return "clip_g" if deepest >= 12 else "clip_l"
     if any(n.startswith(("encoder.block.", "shared.")) for n in names):
-        return "t5xxl"
+        return "byt5" if _deepest(names, "encoder.block.") == _BYT5_BLOCKS - 1 else "t5xxl"
     if any(n.startswith(_QWEN3_LAYER) for n in names):
         return "qwen3"
     if any(n.startswith(_QWEN_IMAGE_VAE) for n in names):
         return "qwen_image_vae"
     if any(n.startswith("encoder.down.") for n in names) and any(n.startswith("decoder.up.") for n in names):
+        if _deepest(names, "encoder.down.") >= _HUNYUAN_VAE_LEVELS - 1:
+            return "hunyuan_vae"
         return "vae" if any(n.startswith("quant_conv.") for n in names) else "ae"
     return None
+
+
+_BYT5_BLOCKS = 12  # byT5-small's encoder (hunyuan_image_text_encoder.load_byt5: num_layers 12)
+_HUNYUAN_VAE_LEVELS = 6  # block_out_channels (128, 256, 512, 512, 1024, 1024); SD's and FLUX's have 4
+
+
+def _deepest(names: Iterable[str], prefix: str) -> int:
+    """The largest block number right after ``prefix`` in ``names`` (-1 when none)."""
+    numbers = (n[len(prefix) :].split(".", 1)[0] for n in names if n.startswith(prefix))
+    return max((int(i) for i in numbers if i.isdigit()), default=-1)
 
 
 def _safetensors_names(path: Path) -> list[str]:

@@ -14,8 +14,9 @@ from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 from lorabuild.rules.registry import rule
 
-SHARED_KEYS = ("vae",)
-"""``[model]`` keys that are one family's required model file and another's optional one."""
+SHARED_KEYS = frozenset({"vae"})
+"""``[model]`` keys that are some families' required model file (Anima's and HunyuanImage's VAE) and
+the other families' optional one (the SD families' replacement VAE, kohya --vae; checked by vae_exists)."""
 
 MISSING = PathFacts("missing")  # a path the facts do not hold (they hold every path the recipe sets)
 
@@ -109,7 +110,7 @@ def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
     for key, slot in every.items():
         path = getattr(recipe.model, key)
         if key not in wanted:
-            # model.vae is also SD's optional replacement VAE (checked by vae_exists), not only Anima's.
+            # model.vae is also the SD families' optional replacement VAE, not only a required file.
             if path is not None and key not in SHARED_KEYS:
                 yield error(
                     f"model.{key}", f"{family.label} models do not use {slot.label}: remove model.{key}"
@@ -147,7 +148,9 @@ def model_files(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
                 f"model.{key}", f"{path} is not a model file ({info.detail}): point it at {slot.example}"
             )
         elif info.component != slot.component and (info.component or info.family):
-            other = next((k for k, f in every.items() if f.component == info.component), None)
+            # The family's own slots first: model.vae is another file for another family.
+            slots = (*wanted.items(), *((f.key, f) for fam in families.ALL for f in fam.model_files))
+            other = next((k for k, f in slots if f.component == info.component), None)
             swap = f" (did you mean it for model.{other}?)" if other and other != key else ""
             yield error(
                 f"model.{key}",

@@ -68,6 +68,9 @@ MODELLED = {
     "apply_lg_attn_mask": "flow.apply_lg_attn_mask",
     "qwen3": "model.qwen3", "llm_adapter_path": "model.llm_adapter_path", "t5_tokenizer_path": "model.t5_tokenizer_path",
     "attn_mode": "flow.attn_mode", "vae_chunk_size": "flow.vae_chunk_size", "vae_disable_cache": "flow.vae_disable_cache",
+    "split_attn": "flow.split_attn",
+    "text_encoder": "model.text_encoder", "byt5": "model.byt5", "fp8_scaled": "flow.fp8_scaled",
+    "fp8_vl": "flow.fp8_vl", "text_encoder_cpu": "flow.text_encoder_cpu",
     # Managed by lorabuild itself: resume, log format and the recipe hash, and kohya's file rotation
     # (which would delete epoch files lorabuild checks for).
     "resume": "(lorabuild train resumes by itself)", "initial_epoch": "(lorabuild train resumes by itself)",

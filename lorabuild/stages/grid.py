@@ -11,9 +11,11 @@
   renderer a :class:`~lorabuild.kohya.gridrender.GridJob` and runs the
   :class:`~lorabuild.kohya.gridrender.GridRun` it gets back. The exception is a renderer whose
   script merges the LoRA into the model as it loads (Anima's ``anima_minimal_inference.py``,
-  :mod:`lorabuild.kohya.animainfer`): a :class:`~lorabuild.kohya.gridrender.SplitsJobs` cuts the
-  job into one per LoRA setting, run one after the other; the stage says how many model loads
-  that takes, and every load's output goes to the one ``logs/grid.log``. The cells, their order and their lines
+  :mod:`lorabuild.kohya.animainfer`; HunyuanImage's ``hunyuan_image_minimal_inference.py``,
+  :mod:`lorabuild.kohya.hunyuaninfer`): every renderer splits the job
+  (:meth:`~lorabuild.kohya.families.base.GridRenderer.split`), these into one per LoRA setting, run
+  one after the other; the stage says how many model loads that takes, and every load's output goes
+  to the one ``logs/grid.log``, appended. The cells, their order and their lines
   are :mod:`lorabuild.plan.gridcells`' (pure); KOHYA.md section 8.2 has the gen_img facts they rely on.
 - **Content-addressed cells.** A cell's file is ``grid/cells/<key>.png``, where the key hashes
   everything its pixels depend on (:func:`lorabuild.plan.gridcells.cell_key`). Only missing cells
@@ -45,8 +47,10 @@ from PIL import Image
 from lorabuild.build.gridmanifest import manifest
 from lorabuild.build.state import Digests, Stamp, build_lock, kohya_revision, save_stamp
 from lorabuild.kohya import families
-from lorabuild.kohya.gridrender import GridJob, SplitsJobs, is_png
-from lorabuild.kohya.scriptrun import ScriptInterrupted, run_script
+from lorabuild.kohya.families.base import GridRenderer
+from lorabuild.kohya.gridrender import GridJob, is_png
+from lorabuild.kohya.scriptrun import ScriptInterrupted, ScriptRun, run_script
+from lorabuild.plan.evaluate import GridSettings
 from lorabuild.plan.gridcells import (
     Cell,
     GridPlan,
@@ -325,8 +329,7 @@ def render_grid(
             )
         else:
             tell(
-                f"grid: rendering {len(todo)} cell(s) with {families.get(plan.grid.family).grid.NAME} "
-                "in one process (one model load)"
+                f"grid: rendering {len(todo)} cell(s) with {families.get(plan.grid.family).grid.NAME}"
                 + (f" ({cached} already rendered)" if cached else "")
                 + f"; its output goes to {plan.layout.grid_log.as_posix()}"
             )
@@ -364,7 +367,7 @@ def _render(
     pre_calc: bool | None,
     max_batch: int,
 ) -> tuple[float, Path]:
-    """Run the family's renderer once for ``todo``; move each verified PNG into ``cells/``; raise on anything missing."""
+    """Run the family's renderer for ``todo`` (a process per part of its split); raise on anything missing."""
     build = plan.build_dir
     settings = grid.settings
     networks = network_order(todo)
@@ -376,10 +379,10 @@ def _render(
     if pre_calc is None:
         pre_calc = use_pre_calc(settings, batch, len(networks))
     renderer = families.get(settings.family).grid
-    whole = GridJob(
+    job = GridJob(
         images=tuple(grid_image(settings, c, networks) for c in todo),
         network_files=tuple(grid.lora_files[e] for e in networks),
-        script=str((sd_scripts / renderer.SCRIPT).resolve()),
+        script=str(sd_scripts.resolve() / renderer.SCRIPT),  # the folder resolved: its files may be links
         workdir=rel,
         outdir=f"{rel}/out",
         cells_dir=plan.layout.cells_dir,
@@ -389,76 +392,97 @@ def _render(
         batch=batch,
         pre_calc=pre_calc,
     )
-    # A renderer that merges the LoRA at load time renders a job per LoRA setting (SplitsJobs).
-    jobs = renderer.split(whole) if isinstance(renderer, SplitsJobs) else (whole,)
-    tell(f"grid: {len(jobs)} model load(s) for {len(todo)} cell(s)")
     total = len(todo)
     log = plan.layout.grid_log
+    # Every renderer splits the job into the jobs one process each renders: the whole job when one
+    # process renders every LoRA setting, a job per setting when the script merges the LoRA at load.
+    parts = renderer.split(job)
+    if len(parts) == 1:
+        tell(f"grid: {total} cell(s) in one process (one model load)")
+    else:
+        tell(f"grid: {len(parts)} model load(s) for {total} cell(s), one process each, one after the other")
+    seconds, started, done = 0.0, 0, set[str]()
     by_name = {f"{c.key}.png": c for c in todo}
-    done: set[str] = set()
-    seconds = 0.0
-    offset = 0
     try:
-        for index, job in enumerate(jobs):
-            run_of = renderer.prepare(settings, job)
-            for name, text in run_of.inputs.items():
-                (work / name).write_text(text, encoding="utf-8", newline="\n")
-            first = offset
-
-            def handle(
-                line: str, first: int = first, progress: Callable[[str], int | None] = run_of.progress
-            ) -> None:
-                if on_line is not None:
-                    on_line(line)
-                    return
-                cell = progress(line)
-                if cell is not None:
-                    tell(f"grid: cell {first + cell}/{total}")
-
-            # Each load's output goes to logs/grid.log, the later ones appended (the runner truncates its log).
-            part_log = log if index == 0 else log.with_name(log.name + ".part")
-            run = run_script(
-                renderer.NAME,
-                run_of.argv,
-                build,
-                part_log,
-                run_of.env,
-                handle,
-                sd_scripts=sd_scripts,
-                answer=run_of.answer,
+        for number, part in enumerate(parts, 1):
+            cells = [by_name[image.name] for image in part.images]
+            say, at = (tell, on_line), (started, total)
+            run, rendered = _run_part(
+                renderer, settings, part, cells, work, (log, number > 1), sd_scripts, say, at
             )
-            if part_log != log:
-                with (build / log).open("ab") as whole_log, (build / part_log).open("rb") as part:
-                    shutil.copyfileobj(part, whole_log)
-                (build / part_log).unlink()
-                run = replace(run, result=replace(run.result, log=log))
+            done |= rendered
             seconds += run.result.seconds
-            part_cells = [by_name[i.name] for i in job.images]
-            done |= _collect(build, work / "out", part_cells) | {
-                c.key for c in part_cells if f"{c.key}.png" in run_of.delivered
-            }
-            offset += len(job.images)
-            if run.interrupted or run.failed:
-                break
+            started += len(part.images)
+            if run.interrupted:
+                raise GridInterrupted(
+                    run.interrupted_message(
+                        "grid",
+                        f": {len(done)} of {total} cell(s) rendered and kept; run lorabuild grid again to render the rest",
+                    ),
+                    run.signum,
+                )
+            if run.failed:
+                raise GridError(
+                    f"{renderer.NAME} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
+                )
+            missing = [c for c in cells if c.key not in done]
+            if missing:
+                listed = ", ".join([f"{c.key}.png" for c in missing[:3]] + ["..."] * (len(missing) > 3))
+                raise GridError(run.missing_message(f"{len(missing)} of {total} cell(s) ({listed})"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    missing = [c for c in todo if c.key not in done]
-    if run.interrupted:
-        raise GridInterrupted(
-            run.interrupted_message(
-                "grid",
-                f": {len(done)} of {total} cell(s) rendered and kept; run lorabuild grid again to render the rest",
-            ),
-            run.signum,
-        )
-    if run.failed:
-        raise GridError(
-            f"{renderer.NAME} failed ({len(done)} of {total} cell(s) rendered): {run.failure_message()}"
-        )
-    if missing:
-        names = ", ".join(f"{c.key}.png" for c in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise GridError(run.missing_message(f"{len(missing)} of {total} cell(s) ({names})"))
     return seconds, log
+
+
+def _run_part(
+    renderer: GridRenderer,
+    settings: GridSettings,
+    job: GridJob,
+    cells: Sequence[Cell],
+    work: Path,
+    log_to: tuple[Path, bool],
+    sd_scripts: Path,
+    say: tuple[Callable[[str], None], Callable[[str], None] | None],
+    at: tuple[int, int],
+) -> tuple[ScriptRun, set[str]]:
+    """Run one process of the renderer for ``job`` (its images are ``cells``); move each verified PNG into
+    ``cells/``; the run and the keys moved. ``log_to``: the grid's log, and whether to append to it (the
+    parts after the first: one ``logs/grid.log``); ``say``: the grid's ``tell`` and ``on_line``; ``at``:
+    the images the parts before rendered, and the grid's total."""
+    (tell, on_line), (started, total), (log, append) = say, at, log_to
+    build = job.cwd
+    run_of = renderer.prepare(settings, job)
+    for name, text in run_of.inputs.items():
+        (work / name).write_text(text, encoding="utf-8", newline="\n")
+
+    def handle(line: str) -> None:
+        if on_line is not None:
+            on_line(line)
+            return
+        cell = run_of.progress(line)
+        if cell is not None:
+            tell(f"grid: cell {started + cell}/{total}")
+
+    # The runner truncates the log it writes: a later part writes its own, appended to the grid's after.
+    part_log = log.with_name(log.name + ".part") if append else log
+    try:
+        run = run_script(
+            renderer.NAME,
+            run_of.argv,
+            build,
+            part_log,
+            run_of.env,
+            handle,
+            sd_scripts=sd_scripts,
+            answer=run_of.answer,
+        )
+    finally:
+        if append and (build / part_log).exists():
+            with (build / log).open("ab") as whole, (build / part_log).open("rb") as part:
+                shutil.copyfileobj(part, whole)
+            (build / part_log).unlink()
+    done = _collect(build, work / "out", cells) | {c.key for c in cells if f"{c.key}.png" in run_of.delivered}
+    return (replace(run, result=replace(run.result, log=log)) if append else run), done
 
 
 def _collect(build: Path, outdir: Path, todo: Sequence[Cell]) -> set[str]:

@@ -12,6 +12,10 @@ grid (:mod:`lorabuild.stages.grid`, :mod:`lorabuild.render.sheets`) and the loss
 optional. Hashes come from :class:`lorabuild.build.saved.HashCache`, so a second report reads no model
 file again; the page has no timestamp, so an unchanged build gives the same bytes (and the file
 is not rewritten).
+
+Why one module: the page is one template's context, each section a small reader of what a stage
+left; they share the build's layout, the hash cache and the embedding helpers, and
+:func:`write_report` renders them into the one page.
 """
 
 from __future__ import annotations

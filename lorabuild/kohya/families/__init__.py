@@ -2,8 +2,9 @@
 
 Each module (:mod:`~lorabuild.kohya.families.sd15`, :mod:`~lorabuild.kohya.families.sd2`,
 :mod:`~lorabuild.kohya.families.sdxl`, :mod:`~lorabuild.kohya.families.flux`,
-:mod:`~lorabuild.kohya.families.chroma`, :mod:`~lorabuild.kohya.families.anima`,
-:mod:`~lorabuild.kohya.families.sd3`) builds a :class:`~lorabuild.kohya.families.base.Family`: its
+:mod:`~lorabuild.kohya.families.chroma`, :mod:`~lorabuild.kohya.families.sd3`,
+:mod:`~lorabuild.kohya.families.anima`, :mod:`~lorabuild.kohya.families.hunyuan`) builds a
+:class:`~lorabuild.kohya.families.base.Family`: its
 training script, the networks it trains, how its model header is recognised, its kohya defaults,
 its grid renderer, its webui card, the model files and tokenizers it needs, its defaults and
 memory presets, and the rules only it has. Everything else asks the registry
@@ -15,13 +16,13 @@ header of its model to ``tests/conftest.py``'s ``FAMILY_KEYS``; ``tests/test_fam
 else is missing (its scripts in the kohya option data, for one).
 
 May import: the grid renderers (:mod:`lorabuild.kohya.genimg`, :mod:`lorabuild.kohya.fluxinfer`,
-:mod:`lorabuild.kohya.animainfer`, :mod:`lorabuild.kohya.sd3infer`,
+:mod:`lorabuild.kohya.animainfer`, :mod:`lorabuild.kohya.sd3infer`, :mod:`lorabuild.kohya.hunyuaninfer`,
 :mod:`lorabuild.kohya.gridrender`), :mod:`lorabuild.recipe` and the layers below it.
 """
 
 from __future__ import annotations
 
-from lorabuild.kohya.families import anima, chroma, flux, sd2, sd3, sd15, sdxl
+from lorabuild.kohya.families import anima, chroma, flux, hunyuan, sd2, sd3, sd15, sdxl
 from lorabuild.kohya.families.base import Default, Family, MemoryPreset, ModelFile, ModelHeader
 
 ALL: tuple[Family, ...] = (
@@ -32,6 +33,7 @@ ALL: tuple[Family, ...] = (
     chroma.FAMILY,
     sd3.FAMILY,
     anima.FAMILY,
+    hunyuan.FAMILY,
 )
 """Every family, oldest first: the order messages list them in."""
 

@@ -166,12 +166,11 @@ def attention(recipe: Recipe) -> Iterator[Problem]:
     """xformers needs split_attn in kohya's Anima DiT, and sageattn cannot train."""
     mode = recipe.flow.attn_mode or ("xformers" if recipe.training.attention == "xformers" else None)
     key = "flow.attn_mode" if recipe.flow.attn_mode else "training.attention"
-    split = str(recipe.kohya.get("split_attn", "")).lower() == "true"
-    if mode == "xformers" and not split:
+    if mode == "xformers" and not recipe.flow.split_attn:
         yield error(
             key,
             "xformers attention in kohya's Anima DiT needs split attention (kohya --attn_mode help: "
-            '"xformers requires --split_attn"): set kohya.split_attn = true, or use "sdpa"',
+            '"xformers requires --split_attn"): set flow.split_attn = true, or use "sdpa"',
         )
     if mode == "sageattn":
         yield error(

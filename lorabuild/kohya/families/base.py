@@ -16,6 +16,7 @@ from lorabuild.kohya.animainfer import AnimaSettings
 from lorabuild.kohya.fluxinfer import FluxSettings
 from lorabuild.kohya.genimg import GenImgSettings
 from lorabuild.kohya.gridrender import GridJob, GridRun
+from lorabuild.kohya.hunyuaninfer import HunyuanSettings
 from lorabuild.kohya.sd3infer import Sd3Settings
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import KohyaValue, Recipe
@@ -38,19 +39,22 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
 
 
-class RenderSettings(GenImgSettings, FluxSettings, Sd3Settings, AnimaSettings, Protocol):
+class RenderSettings(GenImgSettings, FluxSettings, Sd3Settings, AnimaSettings, HunyuanSettings, Protocol):
     """What every grid renderer may read from the grid's settings (the plan's ``GridSettings`` has it all)."""
 
 
 class GridRenderer(Protocol):
-    """How a family's epoch x weight grid is rendered: one kohya process for a whole job.
+    """How a family's epoch x weight grid is rendered: one kohya process per job of its split.
 
-    :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL) and
-    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma) and
-    :class:`lorabuild.kohya.sd3infer.Sd3Inference` (SD3) and
-    :class:`lorabuild.kohya.animainfer.AnimaInference` (Anima; one process per LoRA setting, a
-    :class:`lorabuild.kohya.gridrender.SplitsJobs`) implement it; the grid stage drives each through
-    :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s vocabulary.
+    :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL),
+    :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma),
+    :class:`lorabuild.kohya.sd3infer.Sd3Inference` (SD3),
+    :class:`lorabuild.kohya.animainfer.AnimaInference` (Anima) and
+    :class:`lorabuild.kohya.hunyuaninfer.HunyuanInference` (HunyuanImage 2.1) implement it; the grid
+    stage drives each through :meth:`split`, :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s
+    vocabulary. The last two split a job into a process per LoRA setting
+    (:func:`lorabuild.kohya.gridrender.job_per_lora_setting`: their scripts merge the LoRA into the
+    model as they load it); the others render it whole (:func:`lorabuild.kohya.gridrender.one_job`).
     """
 
     SCRIPT: ClassVar[str]
@@ -58,8 +62,12 @@ class GridRenderer(Protocol):
     NAME: ClassVar[str]
     """How messages name it."""
 
+    def split(self, job: GridJob) -> tuple[GridJob, ...]:
+        """``job`` as the jobs one process each renders, in order (just ``job`` when one process can)."""
+        ...
+
     def prepare(self, settings: RenderSettings, job: GridJob) -> GridRun:
-        """The command, environment, input files and conversation that render ``job``."""
+        """The command, environment, input files and conversation that render one job of :meth:`split`."""
         ...
 
 

@@ -30,13 +30,15 @@ FLUX_NETWORK_MODULES: NetworkModules = MappingProxyType({"lora": ("networks.lora
 SIGNATURES = ("double_blocks.", "model.diffusion_model.double_blocks.")
 # What only Chroma has (library/chroma_models.py: the guidance approximator replaces vector_in).
 CHROMA_SIGNATURES = ("distilled_guidance_layer.", "model.diffusion_model.distilled_guidance_layer.")
+# HunyuanImage 2.1's DiT has double_blocks.* too, and a byT5 mapper FLUX has not.
+NOT_FLUX = ("byt5_in.", "model.diffusion_model.byt5_in.")
 
 
 def recognise(header: ModelHeader) -> bool:
     """A FLUX.1 DiT file (``double_blocks.*``, not Chroma's), or a diffusers FLUX pipeline folder."""
     if header.pipeline is not None:
         return "Flux" in header.pipeline
-    return header.has_prefix(SIGNATURES) and not header.has_prefix(CHROMA_SIGNATURES)
+    return header.has_prefix(SIGNATURES) and not header.has_prefix((*CHROMA_SIGNATURES, *NOT_FLUX))
 
 
 CLIP_L = ModelFile("clip_l", "the CLIP-L text encoder", "clip_l", "clip_l.safetensors")

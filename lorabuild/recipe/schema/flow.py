@@ -1,4 +1,4 @@
-"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, SD3, Anima) is trained.
+"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, SD3, Anima, HunyuanImage 2.1) is trained.
 
 Every key is optional: left out, the family's default applies (kohya's documented settings, which
 differ from kohya's own argparse defaults; :mod:`lorabuild.kohya.families` holds them), and
@@ -17,7 +17,8 @@ TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
 """kohya's ``--timestep_sampling`` choices (library/flux_train_utils.py, library/anima_train_utils.py)."""
 
 AttnMode = Literal["torch", "xformers", "flash", "sageattn"]
-"""kohya's ``--attn_mode`` choices for Anima (library/anima_train_utils.py; its "sdpa" is "torch")."""
+"""kohya's ``--attn_mode`` choices for Anima and HunyuanImage 2.1 (library/anima_train_utils.py,
+hunyuan_image_train_network.py; their "sdpa" is "torch"; sageattn cannot train)."""
 
 PredictionType = Literal["raw", "additive", "sigma_scaled"]
 """kohya's ``--model_prediction_type`` choices."""
@@ -27,10 +28,11 @@ WeightingScheme = Literal["sigma_sqrt", "logit_normal", "mode", "cosmap", "none"
 
 
 class FlowSection(_Table):
-    """``[flow]``: the flow-matching families' training settings (kohya's FLUX and SD3 options).
+    """``[flow]``: the flow-matching families' training settings (kohya's FLUX, SD3, Anima and HunyuanImage options).
 
     The FLUX.1/Chroma keys are ``flux_train_network.py``'s, the SD3 keys (``weighting_scheme`` to
-    ``apply_lg_attn_mask``) ``sd3_train_network.py``'s; a key the family's script lacks is an error.
+    ``apply_lg_attn_mask``) ``sd3_train_network.py``'s, the Anima and HunyuanImage keys their scripts';
+    a key the family's script lacks is an error.
     """
 
     guidance_scale: float | None = Field(
@@ -99,16 +101,35 @@ class FlowSection(_Table):
     )
     attn_mode: AttnMode | None = Field(
         None,
-        description="Anima: the DiT's attention implementation; torch (PyTorch's SDPA) when left out. xformers "
-        "needs kohya.split_attn = true; sageattn cannot train (kohya --attn_mode).",
+        description="Anima, HunyuanImage 2.1: the DiT's attention implementation; torch (PyTorch's SDPA) when left "
+        "out. xformers needs split_attn = true (for HunyuanImage with batches over 1); sageattn cannot train "
+        "(kohya --attn_mode).",
+    )
+    split_attn: bool | None = Field(
+        None,
+        description="Anima, HunyuanImage 2.1: attention one image of the batch at a time (kohya --split_attn).",
     )
     vae_chunk_size: int | None = Field(
         None,
-        ge=2,
-        description="Anima: the Qwen-Image VAE's spatial chunk size, to save memory; kohya rounds odd values up "
-        "(kohya --vae_chunk_size; no chunking when left out).",
+        ge=1,
+        description="Anima, HunyuanImage 2.1: the VAE works in spatial chunks of this size, to save memory "
+        "(kohya --vae_chunk_size; no chunking when left out). Anima: kohya rounds odd values up; "
+        "HunyuanImage: 16 is kohya's suggestion.",
     )
     vae_disable_cache: bool | None = Field(
         None,
         description="Anima: turn the Qwen-Image VAE's internal cache off, to save memory (kohya --vae_disable_cache).",
+    )
+    # HunyuanImage 2.1 (hunyuan_image_train_network.py's own options; docs/hunyuan_image_train_network.md).
+    fp8_scaled: bool | None = Field(
+        None,
+        description="HunyuanImage 2.1: train the DiT in scaled fp8, its fp8 option (fp8_base is ignored with a "
+        "warning) (kohya --fp8_scaled).",
+    )
+    fp8_vl: bool | None = Field(
+        None, description="HunyuanImage 2.1: the Qwen2.5-VL text encoder in fp8 (kohya --fp8_vl)."
+    )
+    text_encoder_cpu: bool | None = Field(
+        None,
+        description="HunyuanImage 2.1: run the text encoders on the CPU (kohya --text_encoder_cpu).",
     )

@@ -19,10 +19,11 @@ class ModelSection(_Table):
     )
     family: Family | None = Field(
         None,
-        description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell), chroma or sd3 (SD3 and SD3.5 "
-        "Medium/Large). Detected from the checkpoint's header when omitted. Decides the kohya script "
-        "(train_network.py, sdxl_train_network.py, flux_train_network.py, sd3_train_network.py), its defaults "
-        "and the model files it needs.",
+        description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell), chroma, sd3 (SD3 and SD3.5 "
+        "Medium/Large), anima or hunyuan (HunyuanImage 2.1). Detected from the checkpoint's header when "
+        "omitted. Decides the kohya script (train_network.py, sdxl_train_network.py, flux_train_network.py, "
+        "sd3_train_network.py, anima_train_network.py, hunyuan_image_train_network.py), its defaults and the "
+        "model files it needs.",
     )
     v_parameterization: bool = Field(
         False,
@@ -37,8 +38,9 @@ class ModelSection(_Table):
     )
     vae: RecipePath | None = Field(
         None,
-        description="Replacement VAE file or folder (kohya --vae); for Anima, its required Qwen-Image VAE file, "
-        "e.g. qwen_image_vae.safetensors.",
+        description="Replacement VAE file or folder (kohya --vae); required for Anima (its Qwen-Image VAE file, "
+        "e.g. qwen_image_vae.safetensors) and HunyuanImage 2.1 (its VAE file, e.g. "
+        "hunyuan_image_2.1_vae_fp16.safetensors).",
     )
     tokenizer_cache_dir: RecipePath | None = Field(
         None,
@@ -76,6 +78,16 @@ class ModelSection(_Table):
         None,
         description="Anima: a T5 tokenizer folder for the LLM adapter's target tokens; kohya's own configs/t5_old "
         "when left out (kohya --t5_tokenizer_path).",
+    )
+    text_encoder: RecipePath | None = Field(
+        None,
+        description="HunyuanImage 2.1: the Qwen2.5-VL 7B text encoder file, e.g. qwen_2.5_vl_7b.safetensors "
+        "(kohya --text_encoder).",
+    )
+    byt5: RecipePath | None = Field(
+        None,
+        description="HunyuanImage 2.1: the byT5 text encoder file, e.g. byt5_small_glyphxl_fp16.safetensors "
+        "(kohya --byt5).",
     )
 
 
