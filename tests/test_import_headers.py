@@ -36,7 +36,7 @@ from tests.conftest import REPO, SD_SCRIPTS
 
 pytestmark = pytest.mark.real_trainer
 
-FAMILIES = ("sd15", "flux", "chroma", "sd3", "anima")
+FAMILIES = ("sd15", "sdxl", "flux", "chroma", "sd3", "anima", "hunyuan")
 
 SD15_EXTRA = ("training.epochs=1",)
 """recipes/kazari.toml trains 10 epochs (40 steps of the full-size SD1.5 U-Net, near 20 s each on
@@ -52,6 +52,10 @@ KOHYA_DEFAULT = (
 EXPECTED_DIFFERENCES: dict[str, dict[str, str]] = {
     "sd15": {
         "metadata.training_comment": RECIPE_HASH,
+    },
+    "sdxl": {
+        "metadata.training_comment": RECIPE_HASH,
+        "training.no_half_vae": "kohya writes no ss_ key for no_half_vae (the shipped recipe sets it for SDXL's VAE)",
     },
     "flux": {
         "metadata.training_comment": RECIPE_HASH,
@@ -74,6 +78,9 @@ EXPECTED_DIFFERENCES: dict[str, dict[str, str]] = {
             "kohya writes no ss_ key for bucket_reso_steps: the demo's CPU override (16, for the tiny "
             "model) comes back as the family's 64 (the shipped recipe's own value, which would round-trip)"
         ),
+    },
+    "hunyuan": {
+        "metadata.training_comment": RECIPE_HASH,
     },
 }
 """Per family, the options of ``config.toml`` (``section.option``) and ``dataset.toml``
@@ -101,6 +108,10 @@ def _prepare(family: str, root: Path) -> tuple[Path, list[str]]:
         return demo.prepare_flux_demo(root, family)
     if family == "sd3":
         return demo.prepare_sd3_demo(root)
+    if family == "sdxl":
+        return demo.prepare_sdxl_demo(root)
+    if family == "hunyuan":
+        return demo.prepare_hunyuan_demo(root)
     return demo.prepare_anima_demo(root)
 
 
