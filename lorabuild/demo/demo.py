@@ -57,6 +57,64 @@ def prepare_demo(workdir: Path, images: int = 4) -> list[str]:
     return demo_overrides(model.model_dir, model.tokenizer_cache_dir, data_dir)
 
 
+# What every tiny-model demo changes from its shipped recipe's GPU settings: 64 px, no mixed precision,
+# one thread (OMP_NUM_THREADS=1 made the tiny models 3x faster on 2 busy cores), a small grid.
+TINY_CPU_OVERRIDES = (
+    "dataset.resolution=64",
+    "dataset.min_bucket_reso=64",
+    "dataset.max_bucket_reso=128",
+    "training.mixed_precision=no",
+    "optimizer.type=AdamW",  # 8-bit AdamW is a bitsandbytes (GPU) optimizer
+    "launch.num_cpu_threads_per_process=1",
+    "evaluate.width=64",
+    "evaluate.height=64",
+    "evaluate.steps=4",
+)
+
+# kohya's processes stay offline and on the CPU.
+TINY_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def _tiny_demo(
+    workdir: Path,
+    images: int,
+    launcher: Path,
+    paths: dict[str, Path],
+    hf_home: Path | None,
+    overrides: tuple[str, ...],
+) -> list[str]:
+    """Draw the dataset, route kohya's scripts through ``launcher``; the ``--set`` overrides of a tiny demo.
+
+    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
+    scripts through the test-only ``launcher``, which shrinks kohya's hard-coded sizes to the tiny
+    model's; the compiled ``train.sh`` and ``train.ps1`` stay the real commands.
+
+    Args:
+        workdir: The demo's folder (the dataset goes to ``data/character``).
+        images: How many synthetic images.
+        launcher: The family's launcher (``lorabuild/demo/tiny*.py``).
+        paths: The model's files by ``[model]`` key (``base``, ``t5xxl``...).
+        hf_home: A Hugging Face home with the tokenizers, for scripts that read only the hub cache.
+        overrides: The family's own overrides, after :data:`TINY_CPU_OVERRIDES`.
+    """
+    data_dir = workdir / "data" / "character"
+    make_dataset(data_dir, n=images, size=128, trigger="")
+    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(launcher)
+    env = ({"HF_HOME": str(hf_home)} if hf_home is not None else {}) | TINY_ENV
+    return [
+        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
+        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
+        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
+        *TINY_CPU_OVERRIDES,
+        *overrides,
+    ]
+
+
 FLUX_RECIPES = {
     "flux": REPO_ROOT / "recipes" / "flux_character.toml",
     "chroma": REPO_ROOT / "recipes" / "chroma_character.toml",
@@ -66,57 +124,28 @@ FLUX_RECIPES = {
 LAUNCHER = Path(__file__).with_name("tinyflux.py")
 """The test-only launcher that shrinks kohya's FLUX sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
 
-# What a CPU and the tiny model need changed from the shipped FLUX recipes' GPU settings.
 FLUX_CPU_OVERRIDES = (
-    "dataset.resolution=64",
-    "dataset.min_bucket_reso=64",
-    "dataset.max_bucket_reso=128",
-    "training.mixed_precision=no",
     # The 24 GB figures: no blocks to swap (the tiny DiT has 2 blocks); fp8 is a GPU format.
     "launch.vram_gb=24",
     "training.fp8_base=false",
-    "optimizer.type=AdamW",
     "training.epochs=4",
-    "launch.num_cpu_threads_per_process=1",
-    "evaluate.width=64",
-    "evaluate.height=64",
-    "evaluate.steps=4",
 )
 
 
 def prepare_flux_demo(workdir: Path, family: str, images: int = 4) -> tuple[Path, list[str]]:
-    """Make (or reuse) the tiny FLUX test model and a synthetic dataset; return the recipe and its overrides.
-
-    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
-    FLUX scripts through :data:`LAUNCHER`; the compiled ``train.sh`` and ``train.ps1`` stay the
-    real commands.
-    """
+    """Make (or reuse) the tiny FLUX test model and a dataset; the recipe and its overrides (:func:`_tiny_demo`)."""
     model = ensure_flux_test_model()
-    data_dir = workdir / "data" / "character"
-    make_dataset(data_dir, n=images, size=128, trigger="")
-    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(LAUNCHER)
-    base = model.flux_dev if family == "flux" else model.chroma
-    env = {
-        "HF_HOME": str(model.hf_home),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
     paths = {
-        "base": base,
+        "base": model.flux_dev if family == "flux" else model.chroma,
         "t5xxl": model.t5xxl,
         "ae": model.ae,
         "tokenizer_cache_dir": model.tokenizer_cache_dir,
     }
     if family == "flux":
         paths["clip_l"] = model.clip_l
-    return FLUX_RECIPES[family], [
-        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
-        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
-        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
-        *FLUX_CPU_OVERRIDES,
-    ]
+    return FLUX_RECIPES[family], _tiny_demo(
+        workdir, images, LAUNCHER, paths, model.hf_home, FLUX_CPU_OVERRIDES
+    )
 
 
 SDXL_RECIPE = REPO_ROOT / "recipes" / "sdxl_character.toml"
@@ -125,48 +154,19 @@ SDXL_RECIPE = REPO_ROOT / "recipes" / "sdxl_character.toml"
 SDXL_LAUNCHER = Path(__file__).with_name("tinysdxl.py")
 """The test-only launcher that shrinks kohya's SDXL sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
 
-# What a CPU and the tiny model need changed from the shipped SDXL recipe's GPU settings.
 SDXL_CPU_OVERRIDES = (
-    "dataset.resolution=64",
-    "dataset.min_bucket_reso=64",
-    "dataset.max_bucket_reso=128",
-    "training.mixed_precision=no",
-    # 8-bit AdamW is a bitsandbytes optimizer, and fp16 saving is a GPU habit: plain AdamW, fp32.
-    "optimizer.type=AdamW",
-    "training.save_precision=float",
+    "training.save_precision=float",  # fp16 saving is a GPU habit
     "training.epochs=4",
     "training.save_every_n_epochs=1",
-    "launch.num_cpu_threads_per_process=1",
-    "evaluate.width=64",
-    "evaluate.height=64",
-    "evaluate.steps=4",
 )
 
 
 def prepare_sdxl_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
-    """Make (or reuse) the tiny SDXL test model and a synthetic dataset; return the recipe and its overrides.
-
-    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
-    SDXL scripts (training and gen_img) through :data:`SDXL_LAUNCHER`; the compiled ``train.sh`` and
-    ``train.ps1`` stay the real commands.
-    """
+    """Make (or reuse) the tiny SDXL test model and a dataset; the recipe and its overrides (:func:`_tiny_demo`;
+    gen_img runs through the launcher too)."""
     model = ensure_sdxl_test_model()
-    data_dir = workdir / "data" / "character"
-    make_dataset(data_dir, n=images, size=128, trigger="")
-    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(SDXL_LAUNCHER)
-    env = {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
-    return SDXL_RECIPE, [
-        f"model.base={json.dumps(str(model.checkpoint))}",
-        f"model.tokenizer_cache_dir={json.dumps(str(model.tokenizer_cache_dir))}",
-        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
-        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
-        *SDXL_CPU_OVERRIDES,
-    ]
+    paths = {"base": model.checkpoint, "tokenizer_cache_dir": model.tokenizer_cache_dir}
+    return SDXL_RECIPE, _tiny_demo(workdir, images, SDXL_LAUNCHER, paths, None, SDXL_CPU_OVERRIDES)
 
 
 ANIMA_RECIPE = REPO_ROOT / "recipes" / "anima_character.toml"
@@ -175,48 +175,22 @@ ANIMA_RECIPE = REPO_ROOT / "recipes" / "anima_character.toml"
 ANIMA_LAUNCHER = Path(__file__).with_name("tinyanima.py")
 """The test-only launcher that shrinks kohya's Anima sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
 
-# What a CPU and the tiny model need changed from the shipped Anima recipe's GPU settings.
 ANIMA_CPU_OVERRIDES = (
-    "dataset.resolution=64",
-    "dataset.min_bucket_reso=64",
-    "dataset.max_bucket_reso=128",
     "dataset.bucket_reso_steps=16",
-    "training.mixed_precision=no",
-    "optimizer.type=AdamW",
     "training.epochs=4",
-    "launch.num_cpu_threads_per_process=1",
-    "evaluate.width=64",
-    "evaluate.height=64",
-    "evaluate.steps=4",
     # One weight: anima_minimal_inference.py loads the model once per (epoch, weight), a process each.
     "evaluate.weights=[1.0]",
 )
 
 
 def prepare_anima_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
-    """Make (or reuse) the tiny Anima test model and a synthetic dataset; return the recipe and its overrides.
+    """Make (or reuse) the tiny Anima test model and a dataset; the recipe and its overrides (:func:`_tiny_demo`).
 
-    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
-    Anima scripts through :data:`ANIMA_LAUNCHER`; the compiled ``train.sh`` and ``train.ps1`` stay the
-    real commands. No tokenizer is needed: kohya ships Anima's.
+    No tokenizer is needed: kohya ships Anima's.
     """
     model = ensure_anima_test_model()
-    data_dir = workdir / "data" / "character"
-    make_dataset(data_dir, n=images, size=128, trigger="")
-    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(ANIMA_LAUNCHER)
-    env = {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
     paths = {"base": model.dit, "qwen3": model.qwen3, "vae": model.vae}
-    return ANIMA_RECIPE, [
-        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
-        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
-        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
-        *ANIMA_CPU_OVERRIDES,
-    ]
+    return ANIMA_RECIPE, _tiny_demo(workdir, images, ANIMA_LAUNCHER, paths, None, ANIMA_CPU_OVERRIDES)
 
 
 SD3_RECIPE = REPO_ROOT / "recipes" / "sd3_character.toml"
@@ -225,41 +199,16 @@ SD3_RECIPE = REPO_ROOT / "recipes" / "sd3_character.toml"
 SD3_LAUNCHER = Path(__file__).with_name("tinysd3.py")
 """The test-only launcher that shrinks kohya's SD3 text-encoder and VAE sizes (LORABUILD_SCRIPT_WRAPPER)."""
 
-# What a CPU and the tiny model need changed from the shipped SD3 recipe's GPU settings.
 SD3_CPU_OVERRIDES = (
-    "dataset.resolution=64",
-    "dataset.min_bucket_reso=64",
-    "dataset.max_bucket_reso=128",
-    "training.mixed_precision=no",
     # The 24 GB preset: no blocks to swap (the tiny MMDiT has one block).
     "launch.vram_gb=24",
-    "optimizer.type=AdamW",
     "training.epochs=4",
-    "launch.num_cpu_threads_per_process=1",
-    "evaluate.width=64",
-    "evaluate.height=64",
-    "evaluate.steps=4",
 )
 
 
 def prepare_sd3_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
-    """Make (or reuse) the tiny SD3 test model and a synthetic dataset; return the recipe and its overrides.
-
-    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment, so that lorabuild runs kohya's
-    SD3 scripts through :data:`SD3_LAUNCHER`; the compiled ``train.sh`` and ``train.ps1`` stay the
-    real commands.
-    """
+    """Make (or reuse) the tiny SD3 test model and a dataset; the recipe and its overrides (:func:`_tiny_demo`)."""
     model = ensure_sd3_test_model()
-    data_dir = workdir / "data" / "character"
-    make_dataset(data_dir, n=images, size=128, trigger="")
-    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(SD3_LAUNCHER)
-    env = {
-        "HF_HOME": str(model.hf_home),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
     paths = {
         "base": model.base,
         "clip_l": model.clip_l,
@@ -267,12 +216,7 @@ def prepare_sd3_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
         "t5xxl": model.t5xxl,
         "tokenizer_cache_dir": model.tokenizer_cache_dir,
     }
-    return SD3_RECIPE, [
-        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
-        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
-        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
-        *SD3_CPU_OVERRIDES,
-    ]
+    return SD3_RECIPE, _tiny_demo(workdir, images, SD3_LAUNCHER, paths, model.hf_home, SD3_CPU_OVERRIDES)
 
 
 HUNYUAN_RECIPE = REPO_ROOT / "recipes" / "hunyuan_character.toml"
@@ -281,41 +225,19 @@ HUNYUAN_RECIPE = REPO_ROOT / "recipes" / "hunyuan_character.toml"
 HUNYUAN_LAUNCHER = Path(__file__).with_name("tinyhunyuan.py")
 """The test-only launcher that shrinks kohya's HunyuanImage sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
 
-# What a CPU and the tiny model need changed from the shipped HunyuanImage recipe's GPU settings.
 HUNYUAN_CPU_OVERRIDES = (
-    "dataset.resolution=64",
-    "dataset.min_bucket_reso=64",
-    "dataset.max_bucket_reso=128",
-    "training.mixed_precision=no",
     "training.save_precision=float",
     # The 40 GB figures: no fp8 (a GPU format), no blocks to swap (the tiny DiT has two).
     "launch.vram_gb=40",
-    "optimizer.type=AdamW",
     "training.epochs=2",
     "training.save_every_n_epochs=1",
-    "launch.num_cpu_threads_per_process=1",
-    "evaluate.width=64",
-    "evaluate.height=64",
-    "evaluate.steps=4",
 )
 
 
 def prepare_hunyuan_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
-    """Make (or reuse) the tiny HunyuanImage test model and a synthetic dataset; return the recipe and overrides.
-
-    Sets ``LORABUILD_SCRIPT_WRAPPER`` in this process's environment to :data:`HUNYUAN_LAUNCHER`.
-    """
+    """Make (or reuse) the tiny HunyuanImage test model and a dataset; the recipe and its overrides
+    (:func:`_tiny_demo`)."""
     model = ensure_hunyuan_test_model()
-    data_dir = workdir / "data" / "character"
-    make_dataset(data_dir, n=images, size=128, trigger="")
-    os.environ["LORABUILD_SCRIPT_WRAPPER"] = str(HUNYUAN_LAUNCHER)
-    env = {
-        "HF_HOME": str(model.hf_home),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
     paths = {
         "base": model.dit,
         "text_encoder": model.text_encoder,
@@ -323,9 +245,6 @@ def prepare_hunyuan_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str
         "vae": model.vae,
         "tokenizer_cache_dir": model.tokenizer_cache_dir,
     }
-    return HUNYUAN_RECIPE, [
-        *(f"model.{key}={json.dumps(str(path))}" for key, path in paths.items()),
-        f"dataset.subsets[0].source={json.dumps(str(data_dir))}",
-        *(f"launch.env.{name}={json.dumps(value)}" for name, value in env.items()),
-        *HUNYUAN_CPU_OVERRIDES,
-    ]
+    return HUNYUAN_RECIPE, _tiny_demo(
+        workdir, images, HUNYUAN_LAUNCHER, paths, model.hf_home, HUNYUAN_CPU_OVERRIDES
+    )
