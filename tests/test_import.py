@@ -18,8 +18,9 @@ import pytest
 
 from lorabuild.importer import ImportFailed, NoteKind, from_kohya_options
 from lorabuild.importer.dataset import repeats_folder
+from lorabuild.importer.family import infer_family
 from lorabuild.importer.kohya import MANAGED, MAPPED
-from lorabuild.importer.model import is_secret
+from lorabuild.importer.model import Imported, is_secret
 from lorabuild.importer.scripts import bash_words, bat_words
 from lorabuild.importer.sources import import_sources
 from lorabuild.importer.write import recipe_text, write_recipe
@@ -454,11 +455,38 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(
 
 
 def test_a_script_for_a_family_lorabuild_does_not_build(tmp_path: Path) -> None:
-    script = _write(tmp_path, "lumina.sh", "accelerate launch lumina_train_network.py --network_dim 4\n")
+    # Every kohya *_train_network.py at the pinned commit is a family now; a script of another trainer
+    # (musubi-tuner's Qwen-Image, shared/FAMILIES.md) is refused by name before any family is guessed.
+    script = _write(tmp_path, "qwen.sh", "accelerate launch qwen_image_train_network.py --network_dim 4\n")
     with pytest.raises(
-        ImportFailed, match=r"lumina_train_network\.py trains a model family lorabuild does not build"
+        ImportFailed, match=r"runs kohya's qwen_image_train_network\.py, which does not train"
     ):
         import_sources([script])
+    with pytest.raises(
+        ImportFailed, match=r"qwen_image_train_network\.py trains a model family lorabuild does not build"
+    ):
+        infer_family({}, "qwen_image_train_network.py", Imported(source="qwen.sh"))
+
+
+def test_a_lumina_script_is_a_lumina_recipe(tmp_path: Path) -> None:
+    script = _write(
+        tmp_path,
+        "lumina.sh",
+        "accelerate launch lumina_train_network.py --pretrained_model_name_or_path lumina-image-2.safetensors "
+        "--gemma2 gemma-2-2b.safetensors --ae ae.safetensors --network_module networks.lora_lumina "
+        "--network_dim 8 --timestep_sampling nextdit_shift --discrete_flow_shift 3.0 --gemma2_max_token_length 128 "
+        '--system_prompt "You are an assistant."\n',
+    )
+    v = import_sources([script]).values
+    assert v["model.family"] == "lumina"
+    assert (
+        Path(str(v["model.gemma2"])).name == "gemma-2-2b.safetensors"
+        and Path(str(v["model.ae"])).name == "ae.safetensors"
+    )
+    # nextdit_shift is the family's default: prune leaves it to lorabuild; shift 3.0 is not.
+    assert "flow.timestep_sampling" not in v and v["flow.discrete_flow_shift"] == 3.0
+    assert v["flow.gemma2_max_token_length"] == 128
+    assert v["flow.system_prompt"] == "You are an assistant."
 
 
 # --- the command --------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ COMPONENT_LABELS = {
     "qwen2_5_vl": "the Qwen2.5-VL text encoder",
     "byt5": "the byT5 text encoder",
     "hunyuan_vae": "the HunyuanImage-2.1 VAE",
+    "gemma2": "the Gemma-2 text encoder",
 }
 """What a model file that is not a base model is, as messages name it (:func:`component_from_names`)."""
 
@@ -57,6 +58,13 @@ _CLIP_LAYER = "text_model.encoder.layers."
 # Qwen3's decoder layers (transformers' Qwen3Model, bare or under "model."): its attention has
 # q_norm, which Qwen2's has not (library/anima_utils.py load_qwen3_text_encoder strips "model.").
 _QWEN3_LAYER = ("model.layers.0.self_attn.q_norm.", "layers.0.self_attn.q_norm.")
+# Gemma-2's decoder layers (transformers' Gemma2Model, bare, under "model." as ComfyUI's
+# gemma_2_2b_fp16.safetensors, or Neta-Lumina's prefix; library/lumina_util.py load_gemma2 strips each):
+# the norm before its feed-forward, which Gemma 1, Qwen and Llama have not.
+_GEMMA2_LAYER = tuple(
+    f"{prefix}layers.0.pre_feedforward_layernorm."
+    for prefix in ("", "model.", "text_encoders.gemma2_2b.transformer.model.")
+)
 # The Qwen-Image VAE's mid-block attention (one fused to_qkv), in ComfyUI's layout or the official
 # one (library/qwen_image_autoencoder_kl.py convert_comfyui_state_dict maps the first to the second).
 _QWEN_IMAGE_VAE = ("decoder.middle.1.to_qkv.", "decoder.mid_block.attentions.0.to_qkv.")
@@ -162,7 +170,8 @@ def component_from_names(names: Iterable[str]) -> str | None:
     layers is CLIP-G), Qwen2.5-VL's language model with its vision tower (``model.layers.*`` and
     ``visual.*``; hunyuan_image_text_encoder.load_qwen2_5_vl), T5's ``encoder.block.*`` (exactly 12
     blocks is byT5-small, HunyuanImage's glyph encoder; T5-XXL has 24), Qwen3's normed attention
-    (``layers.0.self_attn.q_norm``), the Qwen-Image VAE's fused mid-block attention (``to_qkv``), and
+    (``layers.0.self_attn.q_norm``), Gemma-2's norm before its feed-forward
+    (``layers.0.pre_feedforward_layernorm``; lumina_util.load_gemma2), the Qwen-Image VAE's fused mid-block attention (``to_qkv``), and
     an autoencoder's ``encoder.down.*``: six levels is HunyuanImage-2.1's 32x VAE
     (library/hunyuan_image_vae.py), otherwise ``quant_conv`` tells SD's VAE from FLUX's.
     """
@@ -175,6 +184,8 @@ def component_from_names(names: Iterable[str]) -> str | None:
         return "clip_g" if deepest >= 12 else "clip_l"
     if any(n.startswith(("encoder.block.", "shared.")) for n in names):
         return "byt5" if _deepest(names, "encoder.block.") == _BYT5_BLOCKS - 1 else "t5xxl"
+    if any(n.startswith(_GEMMA2_LAYER) for n in names):
+        return "gemma2"
     if any(n.startswith(_QWEN3_LAYER) for n in names):
         return "qwen3"
     if any(n.startswith(_QWEN_IMAGE_VAE) for n in names):

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from types import MappingProxyType
 
 from lorabuild.kohya.animainfer import AnimaInference
-from lorabuild.kohya.families.base import Default, Family, ModelFile, ModelHeader, NetworkModules
+from lorabuild.kohya.families.base import KOHYA_CACHE, Default, Family, ModelFile, ModelHeader, NetworkModules
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 
@@ -228,6 +228,7 @@ FAMILY = Family(
     ),
     model_files=(QWEN3, VAE),
     tokenizers=(),
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=DEFAULTS,
     memory=(),

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from types import MappingProxyType
 
 from lorabuild.kohya.families.base import (
+    KOHYA_CACHE,
     Default,
     Family,
+    FamilyRule,
     MemoryPreset,
     ModelFile,
     ModelHeader,
@@ -283,16 +285,30 @@ def caption_changes(recipe: Recipe) -> str | None:
     return None
 
 
-def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
-    """flux_minimal_inference.py splits each grid line at every "--": a prompt holding one would lose its end."""
-    e = recipe.evaluate
-    for i, prompt in enumerate(e.prompts):
-        why = flux_text_problem(prompt)
+def prompt_dashes_rule(label: str, script: str) -> FamilyRule:
+    """The rule that an ``--interactive`` grid script (``script``, of ``label``) reads every prompt back whole.
+
+    flux_minimal_inference.py, sd3_minimal_inference.py and lumina_minimal_inference.py split each
+    grid line at every "--": a prompt holding one would lose its end, and a negative prompt "-" is none.
+    """
+
+    def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
+        e = recipe.evaluate
+        for i, prompt in enumerate(e.prompts):
+            why = flux_text_problem(prompt, label=label, script=script)
+            if why:
+                yield error(f"evaluate.prompts[{i}]", why)
+        why = flux_text_problem(e.negative_prompt, negative=True, label=label, script=script)
         if why:
-            yield error(f"evaluate.prompts[{i}]", why)
-    why = flux_text_problem(e.negative_prompt, negative=True)
-    if why:
-        yield error("evaluate.negative_prompt", why)
+            yield error("evaluate.negative_prompt", why)
+
+    prompt_dashes.__doc__ = (
+        f"{script} splits each grid line at every '--': a prompt holding one would lose its end."
+    )
+    return prompt_dashes
+
+
+prompt_dashes = prompt_dashes_rule("FLUX.1/Chroma", FluxInference.SCRIPT)
 
 
 def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
@@ -338,6 +354,7 @@ FAMILY = Family(
     rules=(*RULES, tokenizers_offline),
     model_files=(CLIP_L, T5XXL, AE),
     tokenizers=TOKENIZERS,
+    tokenizer_cache=KOHYA_CACHE,
     model_type="flux",
     defaults=(*common_defaults(1.0, "flux_shift"), *inference_defaults(3.5, 1.0)),
     memory=MEMORY,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from types import MappingProxyType
 
 from lorabuild.kohya.families.base import (
+    KOHYA_CACHE,
     Default,
     Family,
     MemoryPreset,
@@ -217,6 +218,7 @@ FAMILY = Family(
     ),
     model_files=(TEXT_ENCODER, BYT5, VAE),
     tokenizers=TOKENIZERS,
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=DEFAULTS,
     memory=MEMORY,

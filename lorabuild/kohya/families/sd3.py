@@ -33,6 +33,7 @@ from types import MappingProxyType
 
 from lorabuild.kohya.families import flux
 from lorabuild.kohya.families.base import (
+    KOHYA_CACHE,
     Default,
     Family,
     MemoryPreset,
@@ -248,21 +249,8 @@ def grid_vae(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
-    """sd3_minimal_inference.py splits each grid line at every "--": a prompt holding one would lose its end."""
-    e = recipe.evaluate
-    texts = [(f"evaluate.prompts[{i}]", p) for i, p in enumerate(e.prompts)]
-    for key, text in [*texts, ("evaluate.negative_prompt", e.negative_prompt)]:
-        if "--" in text:
-            yield error(
-                key,
-                "must not contain '--' for SD3: sd3_minimal_inference.py splits its prompt lines at every '--'",
-            )
-    if e.negative_prompt.strip() == "-":
-        yield error(
-            "evaluate.negative_prompt",
-            "must not be '-' for SD3: sd3_minimal_inference.py reads '--n -' as no negative prompt",
-        )
+prompt_dashes = flux.prompt_dashes_rule("SD3", Sd3Inference.SCRIPT)
+"""sd3_minimal_inference.py splits each grid line at every "--" (as FLUX's script does)."""
 
 
 def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
@@ -311,6 +299,7 @@ FAMILY = Family(
     rules=RULES,
     model_files=(CLIP_L, CLIP_G, T5XXL),
     tokenizers=TOKENIZERS,
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=DEFAULTS,
     memory=MEMORY,
