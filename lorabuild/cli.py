@@ -486,7 +486,8 @@ def demo(
             "chroma_character.toml on a tiny FLUX-shaped model; sdxl: recipes/sdxl_character.toml on a "
             "tiny SDXL-shaped model; sd3: recipes/sd3_character.toml on a tiny SD3.5-shaped model; anima: "
             "recipes/anima_character.toml on a tiny Anima-shaped model; hunyuan: "
-            "recipes/hunyuan_character.toml on a tiny HunyuanImage-shaped model.",
+            "recipes/hunyuan_character.toml on a tiny HunyuanImage-shaped model; lumina: "
+            "recipes/lumina_character.toml on a tiny Lumina-2-shaped model.",
         ),
     ] = "sd15",
 ) -> None:
@@ -500,11 +501,13 @@ def demo(
         DEMO_RECIPE,
         FLUX_RECIPES,
         HUNYUAN_RECIPE,
+        LUMINA_RECIPE,
         SDXL_RECIPE,
         prepare_anima_demo,
         prepare_demo,
         prepare_flux_demo,
         prepare_hunyuan_demo,
+        prepare_lumina_demo,
         prepare_sd3_demo,
         prepare_sdxl_demo,
     )
@@ -554,9 +557,18 @@ def demo(
             "lorabuild/demo/tinyhunyuan.py). It shows the pipeline, not image quality."
         )
         recipe, overrides = prepare_hunyuan_demo(build_dir)
+    elif family == "lumina":
+        typer.echo(
+            f"lorabuild demo: trains recipes/{LUMINA_RECIPE.name} with the real kohya on a tiny random-weight "
+            "Lumina-2-shaped model (CPU, 64 px; kohya's hard-coded NextDiT and Gemma-2 sizes are shrunk in its "
+            "process by lorabuild/demo/tinylumina.py, and its gated Gemma tokenizer is a stand-in). It shows "
+            "the pipeline, not image quality."
+        )
+        recipe, overrides = prepare_lumina_demo(build_dir)
     else:
         raise typer.BadParameter(
-            f"{family!r}: choose sd15, sdxl, flux, chroma, sd3, anima or hunyuan", param_hint="--family"
+            f"{family!r}: choose sd15, sdxl, flux, chroma, sd3, anima, hunyuan or lumina",
+            param_hint="--family",
         )
     checked = check_recipe(recipe, overrides, build_dir)
     plan = require_plan(checked)

@@ -23,7 +23,10 @@ most show only after the models have loaded, or not at all.
   caches under "Memory and Speed" but gives no figures per GPU size, so ``[launch] vram_gb``
   applies nothing for Lumina 2 (``memory=()``).
 
-Traps found at the pinned commit (each a rule below): the trainer does not check that cached Gemma
+Traps found at the pinned commit (each a rule below, or the family's bucket step): the docs and
+``lumina_train_network.py`` ask for buckets divisible by 16, but its ``assert_extra_args`` first
+calls train_network.py's, which asserts 64 (``AssertionError: bucket_reso_steps is 16. it must be
+divisible by 64``, found with the tiny model); the trainer does not check that cached Gemma
 outputs can follow shuffled or dropped captions (other families' trainers stop; Lumina's trains on
 the captions as first encoded); with ``nextdit_shift`` the training ignores
 ``discrete_flow_shift`` and the in-training sampler always uses 6.0; the in-training sampler
@@ -274,8 +277,9 @@ FAMILY = Family(
     network_modules=NETWORK_MODULES,
     recognise=recognise,
     v2=False,
-    # lumina_train_network.py: verify_bucket_reso_steps(16) (the FLUX AE's 8x downscale, 2x2 patches).
-    bucket_steps_multiple=16,
+    # lumina_train_network.py asks verify_bucket_reso_steps(16) (the AE's 8x downscale, 2x2 patches),
+    # but only after calling train_network.py's assert_extra_args, which asks 64: kohya takes 64.
+    bucket_steps_multiple=64,
     vae_overflows_in_fp16=False,
     grid=LuminaInference(),
     # A1111 knows SD1/SD2/SDXL/SD3 and Forge adds Flux: none of them is Lumina 2.
