@@ -1,0 +1,148 @@
+"""lorabuild builds Lumina Image 2.0 LoRAs with the real kohya, on the CPU, from the shipped recipe.
+
+The tiny random-weight model of :mod:`lorabuild.demo.luminamodel`, and kohya's scripts run unmodified
+through ``lorabuild/demo/tinylumina.py`` (``LORABUILD_SCRIPT_WRAPPER``), which shrinks kohya's
+hard-coded Lumina 2 sizes in its process: the NextDiT (64 wide, 2 layers, one refiner layer each),
+Gemma-2 (2 layers, 32 wide, a 260-token vocabulary) and the FLUX autoencoder (32 channels). The
+gated ``google/gemma-2-2b`` tokenizer is a stand-in built offline (a byte-level Gemma tokenizer in
+the hub-cache layout kohya reads). Everything else is real: kohya's parser reading the compiled
+files, its trainer saving every epoch, lumina_minimal_inference.py rendering the whole grid from
+one model load, and lorabuild installing the chosen epoch. ``lorabuild demo --family lumina`` is
+the same build.
+
+Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lorabuild.kohya.families import lumina
+from lorabuild.stages.check import check, require_plan
+from lorabuild.stages.compile import compile_build
+from tests.conftest import REPO
+from tests.realbuild import (
+    assert_a_killed_build_resumes_to_the_same_weights,
+    epoch_file,
+    metadata,
+    run_lorabuild,
+)
+from tests.test_golden import shipped_project
+from tests.test_real_trainer import kohya
+
+pytestmark = pytest.mark.real_trainer
+
+NAME = "Character_Lumina2_v1"
+EPOCHS = 4  # lorabuild.demo.demo.LUMINA_CPU_OVERRIDES
+WRAPPER = REPO / "lorabuild" / "demo" / "tinylumina.py"
+
+
+def kohya_stack() -> None:
+    for name in ("torch", "accelerate", "transformers", "tokenizers", "safetensors"):
+        pytest.importorskip(
+            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
+        )
+
+
+def test_kohyas_lumina_parser_reads_the_shipped_lumina_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lumina_train_network.py's own parser and config loader read the compiled Lumina options back."""
+    lumina_train_network = kohya("lumina_train_network")
+    train_util = kohya("library.train_util")
+    recipe = shipped_project(tmp_path, REPO / "recipes" / "lumina_character.toml")
+    monkeypatch.chdir(tmp_path)
+    plan = require_plan(
+        check(recipe.relative_to(tmp_path), ["flow.gemma2_max_token_length=128"], Path("build"))
+    )
+    compile_build(plan)
+    monkeypatch.chdir(plan.build_dir)
+    parser = lumina_train_network.setup_parser()
+    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
+    monkeypatch.setattr(sys, "argv", ["lumina_train_network.py", *argv])
+    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    expected = {
+        "pretrained_model_name_or_path": "../../models/lumina_2_model_bf16.safetensors",
+        "gemma2": "../../models/gemma_2_2b_fp16.safetensors",
+        "ae": "../../models/ae.safetensors",
+        "network_module": "networks.lora_lumina",
+        "network_train_unet_only": True,
+        "timestep_sampling": "nextdit_shift",
+        "discrete_flow_shift": 6.0,
+        "model_prediction_type": "raw",
+        "system_prompt": lumina.SYSTEM_PROMPT,
+        "gemma2_max_token_length": 128,
+        "mixed_precision": "bf16",
+        "save_precision": "bf16",
+        "gradient_checkpointing": True,
+        "cache_text_encoder_outputs": True,
+        "cache_latents": True,
+        "use_flash_attn": False,
+    }
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_the_lumina_demo_trains_renders_and_installs(tmp_path: Path) -> None:
+    """`lorabuild demo --family lumina`: check, compile, prepare, train, one-process grid, report, install."""
+    kohya_stack()
+    started = time.monotonic()
+    process = run_lorabuild(
+        "demo", "--family", "lumina", "--build-dir", str(tmp_path), cwd=tmp_path, wrapper=WRAPPER
+    )
+    output, _ = process.communicate(timeout=900)
+    print(f"\n[tiny Lumina 2] lorabuild demo: {time.monotonic() - started:.1f} s")
+    assert process.returncode == 0, output
+    build = tmp_path / NAME
+    plan = json.loads((build / "plan.json").read_text(encoding="utf-8"))
+    assert (plan["family"], plan["script"]) == ("lumina", "lumina_train_network.py")
+    for epoch in range(1, EPOCHS + 1):
+        meta = metadata(epoch_file(build, NAME, epoch, EPOCHS))
+        assert meta["ss_base_model_version"] == "lumina2"
+        assert meta["modelspec.architecture"] == "lumina-2/lora"
+        assert meta["ss_network_module"] == "networks.lora_lumina"
+        assert meta["ss_timestep_sampling"] == "nextdit_shift"
+        assert meta["ss_epoch"] == str(epoch)
+        assert plan["recipe_hash"] in meta["ss_training_comment"]
+    train_log = (build / "logs" / "train.log").read_text(encoding="utf-8")
+    assert "loss nan" not in train_log
+    # The grid: every epoch x weight (and the no-LoRA column) x prompt x seed from one model load.
+    log = (build / "logs" / "grid.log").read_text(encoding="utf-8")
+    cells = 2 * 2 * (EPOCHS * 3 + 1)  # 2 prompts, 2 seeds; weights 0.6, 0.8, 1.0 and the baseline
+    assert log.count("Building Lumina") == 1 and log.count("Image saved to") == cells, log[-2000:]
+    assert "Invalid number of multipliers" not in log and "Unknown option" not in log
+    assert "invalid value encountered" not in log  # NaN images
+    assert "in one process (one model load)" in output
+    assert f"grid     rendered {cells} of {cells} cell(s), 4 sheet(s)" in output
+    assert "flat colour" not in output
+    assert len(list((build / "grid" / "cells").glob("*.png"))) == cells
+    assert (build / "report.html").is_file()
+    card = json.loads((tmp_path / "webui" / "models" / "Lora" / f"{NAME}.json").read_text(encoding="utf-8"))
+    assert card["sd version"] == "Unknown" and card["activation text"] == "my_character"
+    assert (tmp_path / "webui" / "models" / "Lora" / f"{NAME}.preview.png").is_file()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_a_killed_lumina_build_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kohya_stack()
+    from lorabuild.demo.demo import prepare_lumina_demo
+
+    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", "")  # prepare_lumina_demo sets it; restored after the test
+    recipe, overrides = prepare_lumina_demo(tmp_path)
+    args = [
+        "train",
+        str(recipe),
+        *(a for o in overrides for a in ("--set", o)),
+        "--set",
+        "training.save_state=true",
+    ]
+    assert_a_killed_build_resumes_to_the_same_weights(
+        tmp_path, args, wrapper=WRAPPER, name=NAME, epochs=EPOCHS, label="tiny Lumina 2"
+    )
