@@ -409,6 +409,24 @@ def test_sd3_and_anima_headers_name_their_family(
     assert not any(n.key == "ss_apply_lg_attn_mask" for n in imp.notes)
 
 
+def test_a_lumina_header_names_its_family_and_leaves_the_system_prompt_to_it(tmp_path: Path) -> None:
+    """lumina_train_network.py writes ss_base_model_version "lumina2" and no ss_ key for the system prompt."""
+    meta = {
+        "ss_network_module": "networks.lora_lumina",
+        "ss_network_dim": "8",
+        "ss_base_model_version": "lumina2",
+        "ss_timestep_sampling": "shift",
+        "ss_discrete_flow_shift": "3.0",
+        "ss_num_epochs": "2",
+        "ss_dataset_dirs": json.dumps({"4_chara": {"n_repeats": 4, "img_count": 4}}),
+    }
+    imp = import_sources([_safetensors(tmp_path / "x.safetensors", meta)])
+    assert imp.values["model.family"] == "lumina" and imp.values["network.module"] == "lora"
+    assert (imp.values["flow.timestep_sampling"], imp.values["flow.discrete_flow_shift"]) == ("shift", 3.0)
+    assert "flow.system_prompt" not in imp.values
+    assert any(n.key == "flow.system_prompt" and n.kind is NoteKind.TODO for n in imp.notes)
+
+
 def _safetensors(path: Path, meta: dict[str, str]) -> Path:
     header = json.dumps(
         {
