@@ -270,15 +270,22 @@ def text_encoder_cache(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def caption_changes(recipe: Recipe) -> str | None:
-    """The first dataset setting that changes a caption between epochs, as a recipe key, or None."""
+def caption_changes(recipe: Recipe, *, cache_supports_dropout: bool = False) -> str | None:
+    """The first dataset setting that changes a caption between epochs, as a recipe key, or None.
+
+    Args:
+        recipe: The recipe.
+        cache_supports_dropout: The family's cache drops whole captions itself (kohya's
+            ``is_text_encoder_output_cacheable(cache_supports_dropout=True)``: Anima's), so
+            ``caption_dropout_rate`` does not count.
+    """
     ds = recipe.dataset
     for i, subset in enumerate(ds.subsets):
         if subset.shuffle_caption:
             return f"dataset.subsets[{i}].shuffle_caption"
         if subset.shuffle_caption is None and ds.shuffle_caption:
             return "dataset.shuffle_caption"
-    if ds.caption_dropout_rate:
+    if ds.caption_dropout_rate and not cache_supports_dropout:
         return "dataset.caption_dropout_rate"
     if ds.caption_tag_dropout_rate:
         return "dataset.caption_tag_dropout_rate"
