@@ -383,3 +383,44 @@ def test_the_conversation_files_each_image_and_says_exit(tmp_path: Path) -> None
     assert run.delivered == {"one.png", "two.png"}
     assert Image.open(tmp_path / "grid" / "cells" / "one.png").getpixel((0, 0)) == (255, 0, 0)
     assert Image.open(tmp_path / "grid" / "cells" / "two.png").getpixel((0, 0)) == (0, 255, 0)
+
+
+def test_the_tiny_sizes_are_coupled() -> None:
+    """NextDiT asserts its head width is sum(axes_dims); its caption embedder reads Gemma-2's hidden states."""
+    from lorabuild.demo import luminasizes as sizes
+
+    dit, gemma = sizes.NEXTDIT, sizes.GEMMA2
+    assert dit["dim"] // dit["n_heads"] == sum(dit["axes_dims"]) and all(a % 2 == 0 for a in dit["axes_dims"])
+    assert dit["cap_feat_dim"] == gemma["hidden_size"]
+    assert dit["in_channels"] == 16 and dit["patch_size"] == 2  # the FLUX AE's latents, kohya's 2x2 patches
+    assert gemma["vocab_size"] == sizes.VOCAB_SIZE
+    assert gemma["num_hidden_layers"] >= 2  # kohya reads hidden_states[-2]
+
+
+def test_the_stand_in_gemma_tokenizer_loads_as_kohya_loads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AutoTokenizer.from_pretrained("google/gemma-2-2b", cache_dir=...) offline, as strategy_lumina.py calls it."""
+    transformers = pytest.importorskip("transformers", reason="kohya's Python stack is not installed")
+    pytest.importorskip("tokenizers", reason="kohya's Python stack is not installed")
+    from lorabuild.demo import luminasizes
+    from lorabuild.demo.fluxmodel import write_hub_cache
+    from lorabuild.demo.luminamodel import GEMMA_TOKENIZER_ID, build_gemma_tokenizer
+
+    build_gemma_tokenizer(tmp_path / "tok")
+    write_hub_cache(tmp_path / "hf_home", GEMMA_TOKENIZER_ID, tmp_path / "tok")
+    cache = tmp_path / "hf_home" / "hub"
+    assert (cache / lumina.TOKENIZER_CACHE.folder(GEMMA_TOKENIZER_ID)).is_dir()
+    # kohya runs with HF_HUB_OFFLINE=1 (read when huggingface_hub is imported): here, local_files_only.
+    tokenizer = transformers.AutoTokenizer.from_pretrained(
+        GEMMA_TOKENIZER_ID, cache_dir=str(cache), local_files_only=True
+    )
+    assert type(tokenizer).__name__ == "GemmaTokenizerFast"
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id) == (0, 1, 2)
+    tokenizer.padding_side = "right"
+    text = f"{lumina.SYSTEM_PROMPT} <Prompt Start> my_character, ein Mädchen"
+    ids = tokenizer(
+        [text], max_length=256, padding="max_length", truncation=True, pad_to_multiple_of=8
+    ).input_ids[0]
+    assert ids[0] == 2 and len(ids) == 256 and max(ids) < luminasizes.VOCAB_SIZE
+    assert tokenizer.decode([i for i in ids if i > 3]) == text
