@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.realbuild import assert_a_killed_build_resumes_to_the_same_weights
 
 pytestmark = pytest.mark.real_trainer
 
@@ -100,12 +100,6 @@ def test_the_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     assert (tmp_path / "webui" / "models" / "Lora" / f"{NAME}.preview.png").is_file()
 
 
-def state_saved(build: Path, epoch: int) -> bool:
-    from lorabuild.kohya.outputs import state_is_complete
-
-    return state_is_complete(build / f"output/{NAME}-{epoch:06d}-state")
-
-
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_a_killed_anima_build_resumes_to_the_uninterrupted_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -122,39 +116,11 @@ def test_a_killed_anima_build_resumes_to_the_uninterrupted_weights(
         "--set",
         "training.save_state=true",
     ]
-
-    whole = tmp_path / "whole"
-    started = time.monotonic()
-    first = lorabuild(*args, "--build-dir", str(whole), cwd=tmp_path)
-    output, _ = first.communicate(timeout=600)
-    print(f"\n[tiny anima] uninterrupted lorabuild train: {time.monotonic() - started:.1f} s")
-    assert first.returncode == 0, output
-
-    killed = tmp_path / "killed"
-    build = killed / NAME
-    second = lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path, quiet=True)
-    deadline = time.monotonic() + 600
-    while not state_saved(build, 1):
-        assert second.poll() is None, "training ended before its first state was saved"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    info = json.loads((build / ".lorabuild" / "lock").read_text() or "{}")
-    os.killpg(int(info["trainer_pid"]), signal.SIGKILL)  # kohya's whole process group, as a power cut
-    second.kill()
-    second.wait()
-    assert not epoch_file(build, EPOCHS).exists(), "killed too late to test a resume"
-
-    started = time.monotonic()
-    third = lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path)
-    output, _ = third.communicate(timeout=600)
-    print(f"[tiny anima] resumed lorabuild train: {time.monotonic() - started:.1f} s")
-    assert third.returncode == 0, output
-    assert f"resuming from output/{NAME}-00000" in output
-    from safetensors.torch import load_file
-
-    for epoch in range(1, EPOCHS + 1):
-        resumed, reference = load_file(epoch_file(build, epoch)), load_file(epoch_file(whole / NAME, epoch))
-        assert resumed.keys() == reference.keys()
-        different = [k for k in reference if not resumed[k].equal(reference[k])]
-        assert not different, f"epoch {epoch}: {len(different)} tensors differ, e.g. {different[:3]}"
-        assert metadata(epoch_file(build, epoch))["ss_epoch"] == str(epoch)
+    assert_a_killed_build_resumes_to_the_same_weights(
+        tmp_path,
+        args,
+        wrapper=REPO / "lorabuild" / "demo" / "tinyanima.py",
+        name=NAME,
+        epochs=EPOCHS,
+        label="tiny anima",
+    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.realbuild import assert_a_killed_build_resumes_to_the_same_weights
 
 pytestmark = pytest.mark.real_trainer
 
@@ -104,12 +104,6 @@ def test_the_demo_trains_renders_and_installs(family: str, tmp_path: Path) -> No
     assert (tmp_path / "webui" / "models" / "Lora" / f"{name}.preview.png").is_file()
 
 
-def state_saved(build: Path, epoch: int, name: str) -> bool:
-    from lorabuild.kohya.outputs import state_is_complete
-
-    return state_is_complete(build / f"output/{name}-{epoch:06d}-state")
-
-
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 def test_a_killed_flux_build_resumes_to_the_uninterrupted_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -117,43 +111,11 @@ def test_a_killed_flux_build_resumes_to_the_uninterrupted_weights(
     kohya_stack()
     recipe, overrides = demo_build(tmp_path, "flux", monkeypatch)
     args = ["train", str(recipe), *overrides, "--set", "training.save_state=true"]
-    name = NAMES["flux"]
-
-    whole = tmp_path / "whole"
-    started = time.monotonic()
-    first = lorabuild(*args, "--build-dir", str(whole), cwd=tmp_path)
-    output, _ = first.communicate(timeout=600)
-    print(f"\n[tiny FLUX] uninterrupted lorabuild train: {time.monotonic() - started:.1f} s")
-    assert first.returncode == 0, output
-
-    killed = tmp_path / "killed"
-    build = killed / name
-    second = lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path, quiet=True)
-    deadline = time.monotonic() + 600
-    # Whole, not merely there: a random_states_0.pkl cut short makes accelerate skip the RNG state,
-    # and the resumed epochs differ (kohya/outputs.state_is_complete; once seen here before it checked).
-    while not state_saved(build, 1, name):
-        assert second.poll() is None, "training ended before its first state was saved"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    info = json.loads((build / ".lorabuild" / "lock").read_text() or "{}")
-    os.killpg(int(info["trainer_pid"]), signal.SIGKILL)  # kohya's whole process group, as a power cut
-    second.kill()
-    second.wait()
-    assert not (build / f"output/{name}.safetensors").exists(), "killed too late to test a resume"
-
-    started = time.monotonic()
-    third = lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path)
-    output, _ = third.communicate(timeout=600)
-    print(f"[tiny FLUX] resumed lorabuild train: {time.monotonic() - started:.1f} s")
-    assert third.returncode == 0, output
-    assert f"resuming from output/{name}-00000" in output
-    from safetensors.torch import load_file
-
-    for epoch in range(1, EPOCHS + 1):
-        file = f"output/{name}-{epoch:06d}.safetensors" if epoch < EPOCHS else f"output/{name}.safetensors"
-        resumed, reference = load_file(build / file), load_file(whole / name / file)
-        assert resumed.keys() == reference.keys()
-        different = [k for k in reference if not resumed[k].equal(reference[k])]
-        assert not different, f"{file}: {len(different)} tensors differ, e.g. {different[:3]}"
-        assert metadata(build / file)["ss_epoch"] == str(epoch)
+    assert_a_killed_build_resumes_to_the_same_weights(
+        tmp_path,
+        args,
+        wrapper=REPO / "lorabuild" / "demo" / "tinyflux.py",
+        name=NAMES["flux"],
+        epochs=EPOCHS,
+        label="tiny FLUX",
+    )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,8 +25,9 @@ import pytest
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.compile import compile_build
 from tests.conftest import REPO
+from tests.realbuild import assert_a_killed_build_resumes_to_the_same_weights, metadata
 from tests.test_golden import shipped_project
-from tests.test_real_flux_build import kohya_stack, metadata, state_saved
+from tests.test_real_flux_build import kohya_stack
 from tests.test_real_trainer import kohya
 
 pytestmark = pytest.mark.real_trainer
@@ -175,40 +175,6 @@ def test_a_killed_sd3_build_resumes_to_the_uninterrupted_weights(
         "--set",
         "training.save_state=true",
     ]
-
-    whole = tmp_path / "whole"
-    started = time.monotonic()
-    first = sd3_lorabuild(*args, "--build-dir", str(whole), cwd=tmp_path)
-    output, _ = first.communicate(timeout=600)
-    print(f"\n[tiny SD3] uninterrupted lorabuild train: {time.monotonic() - started:.1f} s")
-    assert first.returncode == 0, output
-
-    killed = tmp_path / "killed"
-    build = killed / NAME
-    second = sd3_lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path, quiet=True)
-    deadline = time.monotonic() + 600
-    while not state_saved(build, 1, NAME):
-        assert second.poll() is None, "training ended before its first state was saved"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    info = json.loads((build / ".lorabuild" / "lock").read_text() or "{}")
-    os.killpg(int(info["trainer_pid"]), signal.SIGKILL)  # kohya's whole process group, as a power cut
-    second.kill()
-    second.wait()
-    assert not (build / f"output/{NAME}.safetensors").exists(), "killed too late to test a resume"
-
-    started = time.monotonic()
-    third = sd3_lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path)
-    output, _ = third.communicate(timeout=600)
-    print(f"[tiny SD3] resumed lorabuild train: {time.monotonic() - started:.1f} s")
-    assert third.returncode == 0, output
-    assert f"resuming from output/{NAME}-00000" in output
-    from safetensors.torch import load_file
-
-    for epoch in range(1, EPOCHS + 1):
-        file = f"output/{NAME}-{epoch:06d}.safetensors" if epoch < EPOCHS else f"output/{NAME}.safetensors"
-        resumed, reference = load_file(build / file), load_file(whole / NAME / file)
-        assert resumed.keys() == reference.keys()
-        different = [k for k in reference if not resumed[k].equal(reference[k])]
-        assert not different, f"{file}: {len(different)} tensors differ, e.g. {different[:3]}"
-        assert metadata(build / file)["ss_epoch"] == str(epoch)
+    assert_a_killed_build_resumes_to_the_same_weights(
+        tmp_path, args, wrapper=Path(WRAPPER), name=NAME, epochs=EPOCHS, label="tiny SD3"
+    )
