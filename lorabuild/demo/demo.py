@@ -267,7 +267,8 @@ def prepare_lumina_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]
     """Make (or reuse) the tiny Lumina 2 test model and a dataset; the recipe and its overrides (:func:`_tiny_demo`).
 
     The stand-in Gemma tokenizer is a hub cache (:mod:`lorabuild.demo.luminamodel`): training reads it
-    as ``tokenizer_cache_dir``, the grid through ``HF_HUB_CACHE`` pointed at the same folder.
+    as ``tokenizer_cache_dir``, the grid through ``HF_HUB_CACHE`` pointed at the same folder by its
+    renderer (:mod:`lorabuild.kohya.luminainfer`), so no ``HF_HOME`` is set.
     """
     model = ensure_lumina_test_model()
     paths = {
@@ -276,6 +277,4 @@ def prepare_lumina_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]
         "ae": model.ae,
         "tokenizer_cache_dir": model.tokenizer_cache_dir,
     }
-    return LUMINA_RECIPE, _tiny_demo(
-        workdir, images, LUMINA_LAUNCHER, paths, model.hf_home, LUMINA_CPU_OVERRIDES
-    )
+    return LUMINA_RECIPE, _tiny_demo(workdir, images, LUMINA_LAUNCHER, paths, None, LUMINA_CPU_OVERRIDES)
