@@ -6,7 +6,7 @@ hard-coded Lumina 2 sizes in its process: the NextDiT (64 wide, 2 layers, one re
 Gemma-2 (2 layers, 32 wide, a 260-token vocabulary) and the FLUX autoencoder (32 channels). The
 gated ``google/gemma-2-2b`` tokenizer is a stand-in built offline (a byte-level Gemma tokenizer in
 the hub-cache layout kohya reads). Everything else is real: kohya's parser reading the compiled
-files, its trainer saving every epoch, lumina_minimal_inference.py rendering the whole grid from
+files (its own test, with the other families', is in tests/test_real_trainer.py), its trainer saving every epoch, lumina_minimal_inference.py rendering the whole grid from
 one model load, and lorabuild installing the chosen epoch. ``lorabuild demo --family lumina`` is
 the same build.
 
@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lorabuild.kohya.families import lumina
-from lorabuild.stages.check import check, require_plan
-from lorabuild.stages.compile import compile_build
 from tests.conftest import REPO
 from tests.realbuild import (
     assert_a_killed_build_resumes_to_the_same_weights,
@@ -33,8 +29,6 @@ from tests.realbuild import (
     metadata,
     run_lorabuild,
 )
-from tests.test_golden import shipped_project
-from tests.test_real_trainer import kohya
 
 pytestmark = pytest.mark.real_trainer
 
@@ -48,44 +42,6 @@ def kohya_stack() -> None:
         pytest.importorskip(
             name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
         )
-
-
-def test_kohyas_lumina_parser_reads_the_shipped_lumina_recipe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """lumina_train_network.py's own parser and config loader read the compiled Lumina options back."""
-    lumina_train_network = kohya("lumina_train_network")
-    train_util = kohya("library.train_util")
-    recipe = shipped_project(tmp_path, REPO / "recipes" / "lumina_character.toml")
-    monkeypatch.chdir(tmp_path)
-    plan = require_plan(
-        check(recipe.relative_to(tmp_path), ["flow.gemma2_max_token_length=128"], Path("build"))
-    )
-    compile_build(plan)
-    monkeypatch.chdir(plan.build_dir)
-    parser = lumina_train_network.setup_parser()
-    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
-    monkeypatch.setattr(sys, "argv", ["lumina_train_network.py", *argv])
-    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
-    expected = {
-        "pretrained_model_name_or_path": "../../models/lumina_2_model_bf16.safetensors",
-        "gemma2": "../../models/gemma_2_2b_fp16.safetensors",
-        "ae": "../../models/ae.safetensors",
-        "network_module": "networks.lora_lumina",
-        "network_train_unet_only": True,
-        "timestep_sampling": "nextdit_shift",
-        "discrete_flow_shift": 6.0,
-        "model_prediction_type": "raw",
-        "system_prompt": lumina.SYSTEM_PROMPT,
-        "gemma2_max_token_length": 128,
-        "mixed_precision": "bf16",
-        "save_precision": "bf16",
-        "gradient_checkpointing": True,
-        "cache_text_encoder_outputs": True,
-        "cache_latents": True,
-        "use_flash_attn": False,
-    }
-    assert {k: getattr(args, k) for k in expected} == expected
 
 
 def test_the_lumina_demo_trains_renders_and_installs(tmp_path: Path) -> None:
