@@ -264,3 +264,40 @@ def test_a_new_family_needs_only_its_module(project: Project, monkeypatch: pytes
     )
     assert argv[2] == "--fake"
     assert card(plan, checked.loaded.recipe, 3, 1.0, "0" * 64)["sd version"] == "Flux"
+
+
+@pytest.mark.parametrize(
+    ("name", "grid", "tokenizers"),
+    [
+        (
+            "flux",
+            "the FLUX grid (flux_minimal_inference.py)",
+            "openai/clip-vit-large-patch14 and google/t5-v1_1-xxl",
+        ),
+        ("sd3", "the SD3 grid (sd3_minimal_inference.py)", "openai/clip-vit-large-patch14, laion/"),
+        (
+            "hunyuan",
+            "the HunyuanImage grid (hunyuan_image_minimal_inference.py)",
+            "Qwen/Qwen2.5-VL-7B-Instruct and google/byt5-small",
+        ),
+    ],
+)
+def test_an_offline_grid_without_a_hub_cache_is_said(name: str, grid: str, tokenizers: str) -> None:
+    """The grid scripts that take no tokenizer folder share one rule (families.flux.grid_tokenizers_rule)."""
+    module = importlib.import_module(f"lorabuild.kohya.families.{name}")
+    recipe = Recipe.model_validate(
+        {
+            "name": "x",
+            "model": {"base": "m.safetensors"},
+            "dataset": {"subsets": [{"source": "d", "trigger": "t"}]},
+            "evaluate": {"prompts": ["a"]},
+            "launch": {"env": {"HF_HUB_OFFLINE": "1"}},
+        }
+    )
+    (said,) = [p.message for p in module.tokenizers_offline(recipe)]
+    assert said.startswith(f"has HF_HUB_OFFLINE but no HF_HOME: {grid} takes no tokenizer folder and reads ")
+    assert tokenizers in said and said.endswith("set [launch] env HF_HOME to a cache that has them")
+    home = recipe.model_copy(
+        update={"launch": recipe.launch.model_copy(update={"env": {"HF_HUB_OFFLINE": "1", "HF_HOME": "h"}})}
+    )
+    assert list(module.tokenizers_offline(home)) == []

@@ -318,19 +318,36 @@ def prompt_dashes_rule(label: str, script: str) -> FamilyRule:
 prompt_dashes = prompt_dashes_rule("FLUX.1/Chroma", FluxInference.SCRIPT)
 
 
-def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
-    """flux_minimal_inference.py reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."""
-    env = recipe.launch.env
-    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if recipe.evaluate.prompts and offline and "HF_HOME" not in env:
-        yield warning(
-            "launch.env",
-            "has HF_HUB_OFFLINE but no HF_HOME: the FLUX grid (flux_minimal_inference.py) takes no tokenizer folder and "
-            "reads openai/clip-vit-large-patch14 and google/t5-v1_1-xxl from the Hugging Face cache "
-            "(~/.cache/huggingface, or HF_HOME); download them there once (huggingface-cli download "
-            "openai/clip-vit-large-patch14; the same for google/t5-v1_1-xxl) or set [launch] env HF_HOME to a "
-            "cache that has them",
-        )
+def offline(recipe: Recipe) -> bool:
+    """Whether ``[launch] env`` keeps kohya off the Hugging Face hub (``HF_HUB_OFFLINE``)."""
+    return recipe.launch.env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def grid_tokenizers_rule(label: str, script: str, ids: tuple[str, ...]) -> FamilyRule:
+    """The rule that an offline grid script with no tokenizer folder finds its tokenizers in the hub cache.
+
+    flux_minimal_inference.py, sd3_minimal_inference.py and hunyuan_image_minimal_inference.py take
+    no ``--tokenizer_cache_dir``: they read ``ids`` from the Hugging Face cache only (``HF_HOME``).
+    """
+    spoken = ", ".join(ids[:-1]) + f" and {ids[-1]}" if len(ids) > 1 else ids[0]
+
+    def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
+        if recipe.evaluate.prompts and offline(recipe) and "HF_HOME" not in recipe.launch.env:
+            yield warning(
+                "launch.env",
+                f"has HF_HUB_OFFLINE but no HF_HOME: the {label} grid ({script}) takes no tokenizer folder and "
+                f"reads {spoken} from the Hugging Face cache (~/.cache/huggingface, or HF_HOME); download them "
+                "there once (huggingface-cli download ID, for each) or set [launch] env HF_HOME to a cache that "
+                "has them",
+            )
+
+    tokenizers_offline.__doc__ = (
+        f"{script} reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."
+    )
+    return tokenizers_offline
+
+
+tokenizers_offline = grid_tokenizers_rule("FLUX", FluxInference.SCRIPT, TOKENIZERS)
 
 
 RULES = (

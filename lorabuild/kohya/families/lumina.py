@@ -243,9 +243,11 @@ def attention(recipe: Recipe) -> Iterator[Problem]:
 
 def tokenizer_offline(recipe: Recipe) -> Iterator[Problem]:
     """Without a tokenizer folder, training and grid read the gated google/gemma-2-2b from the hub cache."""
-    env = recipe.launch.env
-    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if offline and recipe.model.tokenizer_cache_dir is None and "HF_HOME" not in env:
+    if (
+        flux.offline(recipe)
+        and recipe.model.tokenizer_cache_dir is None
+        and "HF_HOME" not in recipe.launch.env
+    ):
         yield warning(
             "launch.env",
             "has HF_HUB_OFFLINE but neither model.tokenizer_cache_dir nor HF_HOME: kohya's Lumina 2 trainer and its "

@@ -253,17 +253,7 @@ prompt_dashes = flux.prompt_dashes_rule("SD3", Sd3Inference.SCRIPT)
 """sd3_minimal_inference.py splits each grid line at every "--" (as FLUX's script does)."""
 
 
-def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
-    """sd3_minimal_inference.py reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."""
-    env = recipe.launch.env
-    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if recipe.evaluate.prompts and offline and "HF_HOME" not in env:
-        yield warning(
-            "launch.env",
-            "has HF_HUB_OFFLINE but no HF_HOME: the SD3 grid (sd3_minimal_inference.py) takes no tokenizer folder and "
-            f"reads {', '.join(TOKENIZERS)} from the Hugging Face cache (~/.cache/huggingface, or HF_HOME); "
-            "download them there once (huggingface-cli download ID) or set [launch] env HF_HOME to a cache that has them",
-        )
+tokenizers_offline = flux.grid_tokenizers_rule("SD3", Sd3Inference.SCRIPT, TOKENIZERS)
 
 
 def text_encoder_cache(recipe: Recipe) -> Iterator[Problem]:
