@@ -118,6 +118,21 @@ def test_the_dit_and_gemma_are_told_from_their_headers(tmp_path: Path) -> None:
     assert (gemma.family, gemma.component, gemma.what) == (None, "gemma2", "the Gemma-2 text encoder")
 
 
+def test_a_dit_in_diffusers_layout_is_refused(lumina_project: Project) -> None:
+    """kohya's load_lumina_model reads Alpha-VLLM's names only (strict=False): a diffusers file would load empty."""
+    diffusers = [
+        "context_refiner.0.attn.to_q.weight",
+        "time_caption_embed.caption_embedder.1.weight",
+        "x_embedder.weight",
+    ]
+    write_safetensors(lumina_project.root / "models" / "lumina-image-2.safetensors", diffusers)
+    said = problems(lumina_project, "model.family=lumina")
+    assert said[0].startswith(
+        "recipe.toml: model.base: this is a Lumina 2 DiT in diffusers' layout (kohya's Lumina loader reads only "
+        "Alpha-VLLM's"
+    )
+
+
 def test_the_model_files_are_set_and_in_their_slots(lumina_project: Project) -> None:
     swapped = problems(
         lumina_project, "model.gemma2=models/ae.safetensors", "model.ae=models/gemma_2_2b_fp16.safetensors"

@@ -27,14 +27,20 @@ from lorabuild.kohya.families import ModelHeader
 # own: lorabuild.kohya.families), in the order that decides between them.
 # An SD3 MMDiT without the model.diffusion_model. prefix is SD3 (lorabuild.kohya.families.sd3 is the
 # prefixed single file), but kohya's loader reads the prefixed names only (sd3_utils.load_mmdit).
+# A Lumina 2 DiT in diffusers' layout (Lumina2Transformer2DModel: time_caption_embed.*, attn.to_q...)
+# is no Lumina 2 model for kohya: lumina_util.load_lumina_model loads Alpha-VLLM's names with
+# strict=False and never calls its convert_diffusers_sd_to_alpha_vllm, so every weight stays empty.
 _UNTRAINED: tuple[tuple[str, str], ...] = (
     ("joint_blocks.", "sd3-mmdit"),
+    ("time_caption_embed.", "lumina2-diffusers"),
     ("lora_unet_", "lora"),
     ("lora_te", "lora"),
 )
 
 UNTRAINED_LABELS = {
-    "sd3-mmdit": "SD3 MMDiT-only (without the model.diffusion_model. prefix that kohya's SD3 loader reads)"
+    "sd3-mmdit": "SD3 MMDiT-only (without the model.diffusion_model. prefix that kohya's SD3 loader reads)",
+    "lumina2-diffusers": "Lumina 2 DiT in diffusers' layout (kohya's Lumina loader reads only Alpha-VLLM's, as in "
+    "lumina-image-2.safetensors or Comfy-Org's lumina_2_model_bf16.safetensors, and would load none of its weights)",
 }
 """How messages name the base models lorabuild recognises but does not train."""
 

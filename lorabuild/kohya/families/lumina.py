@@ -84,9 +84,16 @@ IN_TRAINING_SAMPLER_SHIFT = 6.0
 _DOCS = "kohya docs/lumina_train_network.md"
 
 
+# diffusers' Lumina2Transformer2DModel has the caption refiner too, under its time_caption_embed's
+# names; kohya's loader reads Alpha-VLLM's only (probe/modelfile.py names that file for what it is).
+DIFFUSERS_LAYOUT = ("time_caption_embed.",)
+
+
 def recognise(header: ModelHeader) -> bool:
-    """A Lumina 2 NextDiT file (single-file only: kohya loads no diffusers folder for it)."""
-    return header.pipeline is None and header.has_prefix(SIGNATURES)
+    """A Lumina 2 NextDiT file in Alpha-VLLM's layout (single-file only: kohya loads no diffusers model for it)."""
+    return (
+        header.pipeline is None and header.has_prefix(SIGNATURES) and not header.has_prefix(DIFFUSERS_LAYOUT)
+    )
 
 
 def _uncacheable(recipe: Recipe) -> str | None:
