@@ -482,11 +482,9 @@ def demo(
         str,
         typer.Option(
             "--family",
-            help="sd15: the tutorial's recipe; flux or chroma: recipes/flux_character.toml or "
-            "chroma_character.toml on a tiny FLUX-shaped model; sdxl: recipes/sdxl_character.toml on a "
-            "tiny SDXL-shaped model; sd3: recipes/sd3_character.toml on a tiny SD3.5-shaped model; anima: "
-            "recipes/anima_character.toml on a tiny Anima-shaped model; hunyuan: "
-            "recipes/hunyuan_character.toml on a tiny HunyuanImage-shaped model.",
+            help="sd15: the tutorial's recipe (recipes/kazari.toml) on a random-weight SD1.5-shaped model; "
+            "sdxl, flux, chroma, sd3, anima or hunyuan: that family's recipes/*_character.toml on a tiny "
+            "model of the family's shape.",
         ),
     ] = "sd15",
 ) -> None:
@@ -495,19 +493,7 @@ def demo(
     It shows that the pipeline works, not image quality: the model's weights are random.
     """
     from lorabuild import pipeline  # lazy: per command
-    from lorabuild.demo.demo import (  # lazy: per command
-        ANIMA_RECIPE,
-        DEMO_RECIPE,
-        FLUX_RECIPES,
-        HUNYUAN_RECIPE,
-        SDXL_RECIPE,
-        prepare_anima_demo,
-        prepare_demo,
-        prepare_flux_demo,
-        prepare_hunyuan_demo,
-        prepare_sd3_demo,
-        prepare_sdxl_demo,
-    )
+    from lorabuild.demo.demo import DEMO_RECIPE, TINY_DEMOS, prepare_demo  # lazy: per command
     from lorabuild.stages.check import check as check_recipe  # lazy: per command
     from lorabuild.stages.check import require_plan  # lazy: per command
 
@@ -519,45 +505,12 @@ def demo(
             "It shows the pipeline, not image quality. First run builds the test model (~1 min, 3.5 GB)."
         )
         recipe, overrides = DEMO_RECIPE, prepare_demo(build_dir)
-    elif family in FLUX_RECIPES:
-        typer.echo(
-            f"lorabuild demo: trains recipes/{FLUX_RECIPES[family].name} with the real kohya on a tiny "
-            "random-weight FLUX-shaped model (CPU, 64 px; kohya's hard-coded FLUX sizes are shrunk in its "
-            "process by lorabuild/demo/tinyflux.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_flux_demo(build_dir, family)
-    elif family == "sdxl":
-        typer.echo(
-            f"lorabuild demo: trains recipes/{SDXL_RECIPE.name} with the real kohya on a tiny random-weight "
-            "SDXL-shaped model (CPU, 64 px; kohya's hard-coded SDXL sizes are shrunk in its process by "
-            "lorabuild/demo/tinysdxl.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_sdxl_demo(build_dir)
-    elif family == "sd3":
-        typer.echo(
-            "lorabuild demo: trains recipes/sd3_character.toml with the real kohya on a tiny random-weight "
-            "SD3.5-shaped model (CPU, 64 px; kohya's hard-coded text-encoder and VAE sizes are shrunk in its "
-            "process by lorabuild/demo/tinysd3.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_sd3_demo(build_dir)
-    elif family == "anima":
-        typer.echo(
-            f"lorabuild demo: trains recipes/{ANIMA_RECIPE.name} with the real kohya on a tiny random-weight "
-            "Anima-shaped model (CPU, 64 px; kohya's hard-coded Anima sizes are shrunk in its process by "
-            "lorabuild/demo/tinyanima.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_anima_demo(build_dir)
-    elif family == "hunyuan":
-        typer.echo(
-            f"lorabuild demo: trains recipes/{HUNYUAN_RECIPE.name} with the real kohya on a tiny random-weight "
-            "HunyuanImage-2.1-shaped model (CPU, 64 px; kohya's hard-coded sizes are shrunk in its process by "
-            "lorabuild/demo/tinyhunyuan.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_hunyuan_demo(build_dir)
+    elif family in TINY_DEMOS:
+        tiny = TINY_DEMOS[family]
+        typer.echo(tiny.banner())
+        recipe, overrides = tiny.prepare(build_dir)
     else:
-        raise typer.BadParameter(
-            f"{family!r}: choose sd15, sdxl, flux, chroma, sd3, anima or hunyuan", param_hint="--family"
-        )
+        raise typer.BadParameter(f"{family!r}: choose sd15, {', '.join(TINY_DEMOS)}", param_hint="--family")
     checked = check_recipe(recipe, overrides, build_dir)
     plan = require_plan(checked)
     from lorabuild.plan.summary import plan_summary  # lazy: per command

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,8 +25,8 @@ import pytest
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.compile import compile_build
 from tests.conftest import REPO
+from tests.realbuild import kohya_stack, lorabuild, metadata
 from tests.test_golden import shipped_project
-from tests.test_real_flux_build import kohya_stack, metadata, state_saved
 from tests.test_real_trainer import kohya
 
 pytestmark = pytest.mark.real_trainer
@@ -35,19 +34,6 @@ pytestmark = pytest.mark.real_trainer
 NAME = "Character_SD35L_v1"
 EPOCHS = 4  # lorabuild.demo.demo.SD3_CPU_OVERRIDES
 WRAPPER = str(REPO / "lorabuild" / "demo" / "tinysd3.py")
-
-
-def sd3_lorabuild(*args: str, cwd: Path, quiet: bool = False) -> subprocess.Popen[str]:
-    """``lorabuild ARGS`` in kohya's Python, running kohya's scripts through tinysd3.py."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "lorabuild", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        env={**os.environ, "PYTHONPATH": str(REPO), "LORABUILD_SCRIPT_WRAPPER": WRAPPER},
-    )
 
 
 def test_kohyas_sd3_parser_reads_the_shipped_sd3_recipe(
@@ -100,7 +86,7 @@ def test_the_sd3_demo_trains_renders_and_installs(tmp_path: Path, monkeypatch: p
     kohya_stack()
     monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", WRAPPER)
     started = time.monotonic()
-    process = sd3_lorabuild("demo", "--family", "sd3", "--build-dir", str(tmp_path), cwd=tmp_path)
+    process = lorabuild("demo", "--family", "sd3", "--build-dir", str(tmp_path), cwd=tmp_path)
     output, _ = process.communicate(timeout=900)
     print(f"\n[tiny SD3] lorabuild demo: {time.monotonic() - started:.1f} s")
     assert process.returncode == 0, output
@@ -157,58 +143,3 @@ def test_kohya_loads_none_of_a_checkpoints_own_text_encoders() -> None:
     assert "clip_g is included in the checkpoint" in done.stdout + done.stderr, done.stderr[-2000:]
     # A file was given, yet the checkpoint's copy was taken, and none of its weights were loaded.
     assert "DEVICE meta" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-
-
-@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
-def test_a_killed_sd3_build_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kohya_stack()
-    from lorabuild.demo.demo import prepare_sd3_demo
-
-    recipe, overrides = prepare_sd3_demo(tmp_path)
-    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", WRAPPER)
-    args = [
-        "train",
-        str(recipe),
-        *(a for o in overrides for a in ("--set", o)),
-        "--set",
-        "training.save_state=true",
-    ]
-
-    whole = tmp_path / "whole"
-    started = time.monotonic()
-    first = sd3_lorabuild(*args, "--build-dir", str(whole), cwd=tmp_path)
-    output, _ = first.communicate(timeout=600)
-    print(f"\n[tiny SD3] uninterrupted lorabuild train: {time.monotonic() - started:.1f} s")
-    assert first.returncode == 0, output
-
-    killed = tmp_path / "killed"
-    build = killed / NAME
-    second = sd3_lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path, quiet=True)
-    deadline = time.monotonic() + 600
-    while not state_saved(build, 1, NAME):
-        assert second.poll() is None, "training ended before its first state was saved"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    info = json.loads((build / ".lorabuild" / "lock").read_text() or "{}")
-    os.killpg(int(info["trainer_pid"]), signal.SIGKILL)  # kohya's whole process group, as a power cut
-    second.kill()
-    second.wait()
-    assert not (build / f"output/{NAME}.safetensors").exists(), "killed too late to test a resume"
-
-    started = time.monotonic()
-    third = sd3_lorabuild(*args, "--build-dir", str(killed), cwd=tmp_path)
-    output, _ = third.communicate(timeout=600)
-    print(f"[tiny SD3] resumed lorabuild train: {time.monotonic() - started:.1f} s")
-    assert third.returncode == 0, output
-    assert f"resuming from output/{NAME}-00000" in output
-    from safetensors.torch import load_file
-
-    for epoch in range(1, EPOCHS + 1):
-        file = f"output/{NAME}-{epoch:06d}.safetensors" if epoch < EPOCHS else f"output/{NAME}.safetensors"
-        resumed, reference = load_file(build / file), load_file(whole / NAME / file)
-        assert resumed.keys() == reference.keys()
-        different = [k for k in reference if not resumed[k].equal(reference[k])]
-        assert not different, f"{file}: {len(different)} tensors differ, e.g. {different[:3]}"
-        assert metadata(build / file)["ss_epoch"] == str(epoch)
