@@ -283,6 +283,22 @@ accelerate launch --num_cpu_threads_per_process 6 "./sd-scripts/train_network.py
     assert v["launch.env.HF_HOME"] == "hf"
 
 
+@pytest.mark.parametrize(("preset", "dim"), [("small", 4), ("medium", 16), ("large", 32), ("other", 8)])
+def test_powershell_if_elseif_else_reads_only_the_branch_taken(tmp_path: Path, preset: str, dim: int) -> None:
+    script = _write(
+        tmp_path,
+        "train.ps1",
+        f"""$preset = "{preset}"
+if ($preset -eq "small") {{ $dim = 4 }}
+elseif ($preset -eq "medium") {{ $dim = 16 }}
+elseif ($preset -eq "large") {{ $dim = 32 }}
+else {{ $dim = 8 }}
+accelerate launch "./sd-scripts/train_network.py" --network_dim $dim --max_train_epochs 1
+""",
+    )
+    assert import_sources([script]).values["network.dim"] == dim
+
+
 def test_powershell_name_equals_value_arguments(tmp_path: Path) -> None:
     # The grammar reports an ERROR at --name=value (PowerShell passes it as one word): that
     # statement is read by PowerShell's argument rules.
