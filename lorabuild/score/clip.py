@@ -30,7 +30,7 @@ from typing import Any
 
 from lorabuild.kohya import clipscore
 from lorabuild.kohya.scriptrun import ScriptInterrupted, run_script
-from lorabuild.probe.clipfolder import probe_clip
+from lorabuild.probe.clipfolder import ClipFolder, probe_clip
 from lorabuild.recipe.schema import PickSection
 from lorabuild.score.hashes import HashCache
 from lorabuild.score.measures import GridCell, ModelScores, TrainingImage
@@ -45,14 +45,9 @@ CLIP_LOG = ".lorabuild/clip.log"
 """The last run's output, relative to the build folder."""
 
 
-def model_key(pick: PickSection) -> str | None:
-    """What decides an embedding besides the picture: the CLIP folder's and the head's files (None: no CLIP)."""
-    if pick.clip_model is None:
-        return None
-    found = probe_clip(pick.clip_model)
-    if isinstance(found, str):
-        return None
-    files = [*found.files, *([pick.aesthetic_model] if pick.aesthetic_model else [])]
+def model_key(folder: ClipFolder, aesthetic: Path | None) -> str:
+    """What decides an embedding besides the picture: the CLIP folder's and the head's files."""
+    files = [*folder.files, *([aesthetic] if aesthetic else [])]
     data = []
     for file in files:
         try:
@@ -79,9 +74,13 @@ def clip_scores(
     on_line: Callable[[str], None] | None = None,
 ) -> dict[str, ModelScores]:
     """Each cell's CLIP scores (prompt match, style, aesthetic); empty without ``pick.clip_model``."""
-    key = model_key(pick)
-    if key is None:
+    if pick.clip_model is None:
         return {}
+    folder = probe_clip(pick.clip_model)
+    if isinstance(folder, str):  # checked with the recipe: it changed since
+        notes.append(f"CLIP scores not computed: pick.clip_model: {pick.clip_model}: {folder}")
+        return {}
+    key = model_key(folder, pick.aesthetic_model)
     kind = f"clip:{key[:16]}"
     rels = sorted({c.file for c in cells} | {t.file for t in training})
     prompts = sorted({c.prompt for c in cells})
