@@ -21,6 +21,8 @@ from lorabuild.probe.clipfolder import probe_aesthetic, probe_clip
 from lorabuild.problems import format_problem
 from lorabuild.score import clip as score_clip
 from lorabuild.score import reason, score_build
+from lorabuild.score.collect import training_files
+from lorabuild.score.hashes import HashCache
 from lorabuild.stages.check import check
 from lorabuild.stages.report import write_report
 from tests.conftest import Project, run_lorabuild
@@ -226,3 +228,42 @@ def test_pick_and_report_show_the_clip_scores(project: Project, clip_folder: Pat
     assert "prompt 0." in html or "prompt -0." in html
     assert "clip 1.00" in html  # the cell that is a training image's copy
     assert "aesthetic " in html
+
+
+def test_scores_from_cached_embeddings_need_no_torch(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The arithmetic on embeddings the cache holds: cosines, the nearest training image, the warnings."""
+    folder = fake_clip(project.root / "models" / "clip", width=3)
+    f = scored_build(project, overrides=('pick.clip_model="models/clip"', "pick.prompt_min=0.5"))
+    found = probe_clip(folder)
+    assert not isinstance(found, str)
+    kind = f"clip:{score_clip.model_key(found, None)[:16]}"
+    cache = HashCache(f.build)
+    axes = {0: [1.0, 0.0, 0.0], 1: [0.0, 1.0, 0.0], 2: [0.0, 0.0, 1.0], 3: [0.0, 0.6, 0.8]}
+    staged = {name: rel for rel, name in training_files(f.plan)}
+    for i, axis in axes.items():
+        cache.put(
+            cache.file_key(staged[f"data/char/{i:03d}.png"]), kind, {"embedding": axis, "aesthetic": None}
+        )
+    prompt = [0.6, 0.8, 0.0]
+    cache.put(score_clip._text_key("uiharu_kazari, smile"), kind, prompt)
+    cells = sorted(p.name for p in (f.build / "grid" / "cells").glob("e*.png"))
+    for name in cells:
+        embed = [0.0, 0.0, 1.0] if name.startswith("e3_") else [1.0, 0.0, 0.0]
+        cache.put(cache.file_key(f"grid/cells/{name}"), kind, {"embedding": embed, "aesthetic": 5.0})
+    cache.save()
+    monkeypatch.setattr(score_clip, "_run", lambda *a, **k: pytest.fail("the CLIP scorer ran"))
+    listed = score_build(f.plan)
+    by_cell = {(s.cell.epoch, s.cell.weight, s.cell.seed): s.models for s in listed.scores}
+    assert (
+        by_cell[(3, 0.8, 2)].style == pytest.approx(1.0)
+        and by_cell[(3, 0.8, 2)].style_image == "data/char/002.png"
+    )
+    assert by_cell[(1, 0.8, 1)].style_image == "data/char/000.png"
+    assert by_cell[(3, 0.8, 2)].prompt_match == pytest.approx(0.0)
+    assert by_cell[(1, 0.8, 1)].prompt_match == pytest.approx(0.6)
+    assert by_cell[(1, 0.8, 1)].aesthetic == 5.0
+    pairs = {(c.epoch, c.weight): c for c in (*listed.picks, *listed.rest, *listed.ruled_out)}
+    assert any(w.startswith("ignores its prompts: CLIP cosine 0.000 ") for w in pairs[(3, 0.8)].warnings)
+    assert not any(w.startswith("ignores its prompts") for w in pairs[(1, 0.8)].warnings)

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageOps
 
+from lorabuild.recipe.schema import PickSection
 from lorabuild.score import collect as score_collect
 from lorabuild.score import likeness as score_likeness
 from lorabuild.score import score_build
-from lorabuild.score.measures import OTHER_PERSON
+from lorabuild.score.measures import OTHER_PERSON, GridCell, ModelScores, candidates, score_cells
 from lorabuild.stages.report import write_report
 from tests.conftest import Project, run_lorabuild
 from tests.finished_build import Finished, finished_build
@@ -242,3 +244,29 @@ def test_face_distances_measure_the_nearest_training_face() -> None:
         "b": score_likeness.FaceMatch(0.5, "y.png"),
     }
     assert score_likeness.face_distances({"a": [0.0]}, [("x.png", None)]) == {}
+
+
+def test_most_other_faces_rule_out_some_warn_without_dlib() -> None:
+    """The rule itself, on constructed distances (runs where dlib is not installed too)."""
+    faces = {1: (0.7, 0.7, 0.3), 2: (0.7, 0.3, None), 3: (0.3, 0.3, 0.3)}
+    rng = random.Random(7)
+    cells, hashes, models = [], {}, {}
+    for epoch, distances in faces.items():
+        for seed, face in enumerate(distances, 1):
+            cell = GridCell(f"s{seed}", "a photo", seed, epoch, 1.0, f"e{epoch}_s{seed}.png", None)
+            cells.append(cell)
+            hashes[cell.file] = rng.getrandbits(64)
+            models[cell.file] = ModelScores(
+                face=face, face_image=None if face is None else "data/char/000.png"
+            )
+    pick = PickSection()
+    scored = score_cells(cells, hashes, [], pick, models)
+    assert [s.cell.file for s in scored if OTHER_PERSON in s.flags] == ["e1_s1.png", "e1_s2.png", "e2_s1.png"]
+    judged = {c.epoch: c for c in candidates(scored, pick)}
+    assert judged[1].ruled_out == (
+        "shows another person: 2 of 3 face(s) further than 0.6 from every training face (dlib; 0.57 on average)",
+    )
+    assert judged[2].ruled_out == () and judged[2].warnings == (
+        "shows another person: 1 of 2 face(s) further than 0.6 from every training face (dlib; 0.50 on average)",
+    )
+    assert judged[3].ruled_out == () == judged[3].warnings and judged[3].face == pytest.approx(0.3)

@@ -35,10 +35,10 @@ LIKENESS_EXTRA = "pip install 'lorabuild[likeness]'"
 FACES_EXTRA = "pip install 'lorabuild[faces]'"
 ANIMEFACE = "animeface"
 """The feature's name in the hash cache."""
-DLIB_FACE = "dlib.face/128"
-"""The face descriptors' name in the hash cache."""
 FACE_SIDE = 640
 """The longest side a picture is shrunk to before dlib looks for faces."""
+DLIB_FACE = f"dlib.face/128@{FACE_SIDE}"
+"""The face descriptors' name in the hash cache (another size finds other faces: computed anew)."""
 FACE_MODELS = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
 """The files of ``face_recognition_models/models/`` that are used: the landmarks and the descriptor."""
 

@@ -34,8 +34,13 @@ from dataclasses import dataclass, field
 from lorabuild.recipe.schema import PickSection
 from lorabuild.score.hashes import distance
 
-COPY, COLLAPSE, NO_EFFECT, TAKES_OVER = "copy", "collapse", "no effect", "takes over"
-OTHER_PERSON = "other person"
+COPY, COLLAPSE, NO_EFFECT, TAKES_OVER, OTHER_PERSON = (
+    "copy",
+    "collapse",
+    "no effect",
+    "takes over",
+    "other person",
+)
 """The flags a cell can carry."""
 
 
