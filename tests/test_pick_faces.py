@@ -270,3 +270,17 @@ def test_most_other_faces_rule_out_some_warn_without_dlib() -> None:
         "shows another person: 1 of 2 face(s) further than 0.6 from every training face (dlib; 0.50 on average)",
     )
     assert judged[3].ruled_out == () == judged[3].warnings and judged[3].face == pytest.approx(0.3)
+
+
+@needs_dlib
+def test_a_models_package_without_its_files_is_said(
+    project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    f = faces_build(project)
+    monkeypatch.setattr(score_likeness, "face_models_dir", lambda: tmp_path / "models")
+    listed = score_build(f.plan)
+    assert (
+        f"likeness of photoreal faces not scored: {tmp_path / 'models'} lacks shape_predictor_5_face_landmarks.dat, "
+        "dlib_face_recognition_resnet_model_v1.dat (pip install --force-reinstall face-recognition-models)"
+    ) in listed.notes
+    assert all(s.models.face is None for s in listed.scores)
