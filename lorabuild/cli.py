@@ -797,8 +797,10 @@ def pick(
     """Print a shortlist of epochs x weights from the grid's scores, with the reason for each.
 
     Scores every grid cell offline (memorisation: a copy of a training image; collapse: seeds that
-    converge on one picture; effect: distance from the no-LoRA baseline) with the validation loss
-    per epoch; says what ruled the others out. Thresholds: the recipe's [pick] table.
+    converge on one picture; effect: distance from the no-LoRA baseline; likeness: photoreal or
+    anime faces against the training images', where their packages are installed; CLIP prompt match
+    and aesthetic score with your own pick.clip_model) with the validation loss per epoch; says what
+    ruled the others out. Thresholds: the recipe's [pick] table.
     """
     from lorabuild.stages.pick import pick as pick_epochs  # lazy: per command
 
