@@ -47,6 +47,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help is plain text: [pick] and [env ...] are words, not rich markup tags.
+    rich_markup_mode=None,
 )
 
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe TOML file.", show_default=False)]
