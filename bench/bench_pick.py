@@ -9,6 +9,13 @@ second ``lorabuild pick`` or report costs). Prints the median of several runs of
 
     python bench/bench_pick.py              # 5 runs each, likeness off
     python bench/bench_pick.py --runs 9 --likeness   # with animeface, where installed
+    python bench/bench_pick.py --faces      # photos of faces, likeness on: dlib's descriptor (faces extra)
+
+With ``--faces`` the training images and the cells are the photos of ``tests/data/faces`` placed on
+512 px pictures (the training images: the trained person's two photos at ten places each; the
+cells: the third photo of that person, or the other person's at weight 0.4, on the baseline with
+shapes added), so that
+dlib finds a face in every picture, as in a grid of a person's LoRA.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from PIL import Image
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -30,6 +39,7 @@ from lorabuild.score import score_build  # noqa: E402
 from tests.conftest import Project, write_checkpoint  # noqa: E402
 from tests.finished_build import Finished, finished_build  # noqa: E402
 from tests.test_pick import lora_effect, picture  # noqa: E402
+from tests.test_pick_faces import FACES  # noqa: E402
 
 EPOCHS = 10
 WEIGHTS = (0.4, 0.6, 0.8, 1.0)
@@ -38,7 +48,20 @@ IMAGES = 20
 SIDE = 512
 
 
-def make_build(root: Path, likeness: bool) -> Finished:
+def on_picture(name: str, place: int, canvas: Image.Image | None = None) -> Image.Image:
+    """The photo ``name`` of tests/data/faces on ``canvas`` (default: a picture of shapes), at a place of its own."""
+    canvas = canvas.copy() if canvas is not None else picture(900 + place, (SIDE, SIDE))
+    size = canvas.width
+    with Image.open(FACES / name) as opened:
+        photo = opened.convert("RGB")
+    photo = photo.resize((photo.width * 3 // 2, photo.height * 3 // 2))
+    x = (place * 37) % max(1, size - photo.width)
+    y = (place * 53) % max(1, size - photo.height)
+    canvas.paste(photo, (x, y))
+    return canvas
+
+
+def make_build(root: Path, likeness: bool, faces: bool = False) -> Finished:
     """The project and its finished build with the 10 x 4 x 2 grid (made anew each call)."""
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -50,7 +73,8 @@ def make_build(root: Path, likeness: bool) -> Finished:
     data = root / "data" / "char"
     data.mkdir(parents=True)
     for i in range(IMAGES):
-        picture(500 + i, (SIDE, SIDE)).save(data / f"{i:03d}.png")
+        image = on_picture(f"obama_{i % 2 + 1}.jpg", i) if faces else picture(500 + i, (SIDE, SIDE))
+        image.save(data / f"{i:03d}.png")
         (data / f"{i:03d}.txt").write_text("1girl, smile", encoding="utf-8")
     f = finished_build(
         project,
@@ -76,7 +100,13 @@ def make_build(root: Path, likeness: bool) -> Finished:
             row = [base_rel]
             for weight in WEIGHTS:
                 rel = f"{BuildLayout.CELLS}/e{epoch}_w{weight:g}_s{seed}.png"
-                lora_effect(baseline, epoch * 100 + int(weight * 10) + seed).save(f.build / rel)
+                place = epoch * 100 + int(weight * 10) + seed
+                if faces:
+                    person = "biden_1.jpg" if weight == WEIGHTS[0] else "obama_3.jpg"
+                    cell = on_picture(person, place, lora_effect(baseline, place))
+                else:
+                    cell = lora_effect(baseline, place)
+                cell.save(f.build / rel)
                 row.append(rel)
             rows.append(row)
         sheets.append(
@@ -101,8 +131,9 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--likeness", action="store_true", help="score anime faces too (animeface)")
+    parser.add_argument("--faces", action="store_true", help="photos of faces, likeness on (dlib)")
     args = parser.parse_args()
-    f = make_build(REPO / ".bench" / "pick", args.likeness)
+    f = make_build(REPO / ".bench" / "pick", args.likeness or args.faces, args.faces)
     cache = BuildLayout(f.build).scores
     timings: dict[str, list[float]] = {"cold": [], "warm": []}
     listed = None
@@ -118,7 +149,8 @@ def main() -> None:
     cells = len(listed.scores)
     print(
         f"grid: {EPOCHS} epochs x {len(WEIGHTS)} weights x {len(SEEDS)} seeds = {cells} LoRA cells + "
-        f"{len(SEEDS)} baselines, {IMAGES} training images, {SIDE} px; likeness {'on' if args.likeness else 'off'}"
+        f"{len(SEEDS)} baselines, {IMAGES} training images, {SIDE} px; likeness {'on' if args.likeness or args.faces else 'off'}"
+        + ("; photos of faces" if args.faces else "")
     )
     for name, values in timings.items():
         print(
@@ -126,6 +158,11 @@ def main() -> None:
             f"(min {min(values):.3f}, max {max(values):.3f})"
         )
     print(f"shortlist: {', '.join(f'epoch {c.epoch} x {c.weight:g}' for c in listed.picks)}")
+    if args.faces:
+        faces = sum(1 for s in listed.scores if s.models.face is not None)
+        print(f"faces found in {faces} of {cells} cells; ruled out: {len(listed.ruled_out)} pair(s)")
+    for note in listed.notes:
+        print(f"note: {note}")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help is plain text: [pick] and [env ...] are words, not rich markup tags.
+    rich_markup_mode=None,
 )
 
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe TOML file.", show_default=False)]
@@ -482,12 +484,9 @@ def demo(
         str,
         typer.Option(
             "--family",
-            help="sd15: the tutorial's recipe; flux or chroma: recipes/flux_character.toml or "
-            "chroma_character.toml on a tiny FLUX-shaped model; sdxl: recipes/sdxl_character.toml on a "
-            "tiny SDXL-shaped model; sd3: recipes/sd3_character.toml on a tiny SD3.5-shaped model; anima: "
-            "recipes/anima_character.toml on a tiny Anima-shaped model; hunyuan: "
-            "recipes/hunyuan_character.toml on a tiny HunyuanImage-shaped model; lumina: "
-            "recipes/lumina_character.toml on a tiny Lumina-2-shaped model.",
+            help="sd15: the tutorial's recipe (recipes/kazari.toml) on a random-weight SD1.5-shaped model; "
+            "sdxl, flux, chroma, sd3, anima, hunyuan or lumina: that family's recipes/*_character.toml on a tiny "
+            "model of the family's shape.",
         ),
     ] = "sd15",
 ) -> None:
@@ -496,21 +495,7 @@ def demo(
     It shows that the pipeline works, not image quality: the model's weights are random.
     """
     from lorabuild import pipeline  # lazy: per command
-    from lorabuild.demo.demo import (  # lazy: per command
-        ANIMA_RECIPE,
-        DEMO_RECIPE,
-        FLUX_RECIPES,
-        HUNYUAN_RECIPE,
-        LUMINA_RECIPE,
-        SDXL_RECIPE,
-        prepare_anima_demo,
-        prepare_demo,
-        prepare_flux_demo,
-        prepare_hunyuan_demo,
-        prepare_lumina_demo,
-        prepare_sd3_demo,
-        prepare_sdxl_demo,
-    )
+    from lorabuild.demo.demo import DEMO_RECIPE, TINY_DEMOS, prepare_demo  # lazy: per command
     from lorabuild.stages.check import check as check_recipe  # lazy: per command
     from lorabuild.stages.check import require_plan  # lazy: per command
 
@@ -522,54 +507,12 @@ def demo(
             "It shows the pipeline, not image quality. First run builds the test model (~1 min, 3.5 GB)."
         )
         recipe, overrides = DEMO_RECIPE, prepare_demo(build_dir)
-    elif family in FLUX_RECIPES:
-        typer.echo(
-            f"lorabuild demo: trains recipes/{FLUX_RECIPES[family].name} with the real kohya on a tiny "
-            "random-weight FLUX-shaped model (CPU, 64 px; kohya's hard-coded FLUX sizes are shrunk in its "
-            "process by lorabuild/demo/tinyflux.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_flux_demo(build_dir, family)
-    elif family == "sdxl":
-        typer.echo(
-            f"lorabuild demo: trains recipes/{SDXL_RECIPE.name} with the real kohya on a tiny random-weight "
-            "SDXL-shaped model (CPU, 64 px; kohya's hard-coded SDXL sizes are shrunk in its process by "
-            "lorabuild/demo/tinysdxl.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_sdxl_demo(build_dir)
-    elif family == "sd3":
-        typer.echo(
-            "lorabuild demo: trains recipes/sd3_character.toml with the real kohya on a tiny random-weight "
-            "SD3.5-shaped model (CPU, 64 px; kohya's hard-coded text-encoder and VAE sizes are shrunk in its "
-            "process by lorabuild/demo/tinysd3.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_sd3_demo(build_dir)
-    elif family == "anima":
-        typer.echo(
-            f"lorabuild demo: trains recipes/{ANIMA_RECIPE.name} with the real kohya on a tiny random-weight "
-            "Anima-shaped model (CPU, 64 px; kohya's hard-coded Anima sizes are shrunk in its process by "
-            "lorabuild/demo/tinyanima.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_anima_demo(build_dir)
-    elif family == "hunyuan":
-        typer.echo(
-            f"lorabuild demo: trains recipes/{HUNYUAN_RECIPE.name} with the real kohya on a tiny random-weight "
-            "HunyuanImage-2.1-shaped model (CPU, 64 px; kohya's hard-coded sizes are shrunk in its process by "
-            "lorabuild/demo/tinyhunyuan.py). It shows the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_hunyuan_demo(build_dir)
-    elif family == "lumina":
-        typer.echo(
-            f"lorabuild demo: trains recipes/{LUMINA_RECIPE.name} with the real kohya on a tiny random-weight "
-            "Lumina-2-shaped model (CPU, 64 px; kohya's hard-coded NextDiT and Gemma-2 sizes are shrunk in its "
-            "process by lorabuild/demo/tinylumina.py, and its gated Gemma tokenizer is a stand-in). It shows "
-            "the pipeline, not image quality."
-        )
-        recipe, overrides = prepare_lumina_demo(build_dir)
+    elif family in TINY_DEMOS:
+        tiny = TINY_DEMOS[family]
+        typer.echo(tiny.banner())
+        recipe, overrides = tiny.prepare(build_dir)
     else:
-        raise typer.BadParameter(
-            f"{family!r}: choose sd15, sdxl, flux, chroma, sd3, anima, hunyuan or lumina",
-            param_hint="--family",
-        )
+        raise typer.BadParameter(f"{family!r}: choose sd15, {', '.join(TINY_DEMOS)}", param_hint="--family")
     checked = check_recipe(recipe, overrides, build_dir)
     plan = require_plan(checked)
     from lorabuild.plan.summary import plan_summary  # lazy: per command
@@ -856,8 +799,10 @@ def pick(
     """Print a shortlist of epochs x weights from the grid's scores, with the reason for each.
 
     Scores every grid cell offline (memorisation: a copy of a training image; collapse: seeds that
-    converge on one picture; effect: distance from the no-LoRA baseline) with the validation loss
-    per epoch; says what ruled the others out. Thresholds: the recipe's [pick] table.
+    converge on one picture; effect: distance from the no-LoRA baseline; likeness: photoreal or
+    anime faces against the training images', where their packages are installed; CLIP prompt match
+    and aesthetic score with your own pick.clip_model) with the validation loss per epoch; says what
+    ruled the others out. Thresholds: the recipe's [pick] table.
     """
     from lorabuild.stages.pick import pick as pick_epochs  # lazy: per command
 

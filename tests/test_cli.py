@@ -135,3 +135,12 @@ def test_a_file_name_with_a_line_break_is_shown_on_one_line(project: Project) ->
     ]
     missing = lorabuild("check", "gone\r\u2028.toml", cwd=project.root)
     assert missing.stderr.splitlines()[0] == "gone\\r\\u2028.toml: recipe file not found"
+
+
+def test_help_shows_recipe_tables_in_square_brackets_as_written() -> None:
+    """Help text is plain: `[pick]` and `[env ...]` are not taken for rich markup tags and dropped."""
+    result = lorabuild("pick", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "the recipe's [pick] table" in text
+    assert "[env LORABUILD_BUILD_DIR, default ./build]" in text

@@ -13,7 +13,7 @@ import pytest
 
 from lorabuild.kohya.families import hunyuan
 from lorabuild.kohya.gridrender import GridImage, GridJob
-from lorabuild.kohya.hunyuaninfer import HunyuanInference, hunyuan_line
+from lorabuild.kohya.hunyuaninfer import HunyuanInference
 from lorabuild.kohya.prompts import PromptLine
 from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import component_from_names, probe_model
@@ -269,13 +269,12 @@ def test_the_grid_loads_the_dit_once_per_lora_setting(hunyuan_project: Project, 
         "0.5",
     ]
     assert run.inputs == {
-        "prompts.txt": "a --w 1024 --h 768 --s 30 --d 1 --g 3.5\nb --w 1024 --h 768 --s 30 --d 2 --g 3.5\n"
+        "prompts.txt": "a --w 1024 --h 768 --d 1 --s 30 --g 3.5\nb --w 1024 --h 768 --d 2 --s 30 --g 3.5\n"
     }
     with pytest.raises(ValueError, match="split it first"):
         renderer.prepare(settings, job)
-    assert hunyuan_line(
-        PromptLine(prompt="p", negative="bad", width=64, height=64, seed=3, steps=4, cfg_scale=1.0)
-    ) == ("p --w 64 --h 64 --s 4 --d 3 --g 1.0 --n bad")
+    line = PromptLine(prompt="p", negative="bad", width=64, height=64, seed=3, steps=4, cfg_scale=1.0)
+    assert line.from_file_line() == "p --w 64 --h 64 --d 3 --s 4 --g 1.0 --n bad"
 
 
 def test_each_saved_image_is_filed_as_it_is_logged(hunyuan_project: Project, tmp_path: Path) -> None:
@@ -305,3 +304,31 @@ def test_each_saved_image_is_filed_as_it_is_logged(hunyuan_project: Project, tmp
     assert run.delivered == {"k1.png", "k2.png"}
     assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["k1.png", "k2.png"]
     assert list(out.iterdir()) == []
+
+
+def test_an_image_whose_sampling_failed_is_skipped_not_filed_under_the_next(
+    hunyuan_project: Project, tmp_path: Path
+) -> None:
+    """kohya logs "Skipping decoding for prompt I" and decodes the next: that next image keeps its own cell."""
+    settings = require_plan(check(hunyuan_project.recipe, [], hunyuan_project.build)).grid
+    out = tmp_path / "grid" / ".render" / "out"
+    out.mkdir(parents=True)
+    job = GridJob(
+        images=(image("a", 1, (), "k1.png"), image("b", 2, (), "k2.png")),
+        network_files=(),
+        script="s",
+        workdir="grid/.render",
+        outdir="grid/.render/out",
+        cells_dir=tmp_path / "cells",
+        cwd=tmp_path,
+        python="/py",
+        env={},
+    )
+    run = HunyuanInference().prepare(settings, job)
+    assert run.answer is not None
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 8 + b"\0\0\0\0IEND\xaeB`\x82"
+    run.answer("WARNING Skipping decoding for prompt 1 due to previous error.")
+    (out / "20250101-000000-002_2.png").write_bytes(png)
+    run.answer("INFO Sample images saved to: grid/.render/out/20250101-000000-002_2")
+    assert run.delivered == {"k2.png"}
+    assert [p.name for p in (tmp_path / "cells").iterdir()] == ["k2.png"]

@@ -235,6 +235,35 @@ accelerate launch --num_cpu_threads_per_process 4 sd-scripts/sdxl_train_network.
     assert any(n.kind is NoteKind.TODO and n.key == "dataset.subsets[0]" for n in imp.notes)
 
 
+@pytest.mark.parametrize(
+    ("preset", "dim"), [("small", 4), ("medium", 16), ("large", 32), ("", 8), ("other", 8)]
+)
+def test_bash_if_elif_else_reads_only_the_branch_taken(preset: str, dim: int) -> None:
+    script = f"""PRESET="{preset}"
+if [ -z "$PRESET" ]; then
+  DIM=8
+elif [ "$PRESET" = "small" ]; then DIM=4
+elif [[ $PRESET == medium ]]
+then
+  DIM=16
+elif test "$PRESET" = large; then
+  DIM=32
+  if [ "$DIM" -gt 16 ]; then ALPHA=16; else ALPHA=1; fi
+else
+  DIM=8
+fi
+run --network_dim $DIM --network_alpha ${{ALPHA:-1}}
+"""
+    *_, last = bash_words(script, "/s")
+    assert last == ["run", "--network_dim", str(dim), "--network_alpha", "16" if dim == 32 else "1"]
+
+
+def test_a_bash_branch_on_what_the_script_cannot_tell_is_read() -> None:
+    """A command's exit status or a file test: the branch runs, as if taken (its values are the script's)."""
+    script = 'if command -v nvidia-smi; then GPU=1; fi\nif [ -f "$CFG" ]; then X=2; fi\nrun $GPU $X\n'
+    assert list(bash_words(script, "/s"))[-1] == ["run", "1", "2"]
+
+
 def test_bash_words_resolve_what_the_script_sets() -> None:
     words = list(bash_words('A=1\nB="$A two"\necho "$B" ${C:-three} $(dirname "$0")/x\n', "/s"))
     assert words == [["echo", "1 two", "three", "/s/x"]]
@@ -282,6 +311,22 @@ accelerate launch --num_cpu_threads_per_process 6 "./sd-scripts/train_network.py
     assert (v["training.epochs"], v["training.seed"]) == (2, 5)
     assert v["launch.num_cpu_threads_per_process"] == 6
     assert v["launch.env.HF_HOME"] == "hf"
+
+
+@pytest.mark.parametrize(("preset", "dim"), [("small", 4), ("medium", 16), ("large", 32), ("other", 8)])
+def test_powershell_if_elseif_else_reads_only_the_branch_taken(tmp_path: Path, preset: str, dim: int) -> None:
+    script = _write(
+        tmp_path,
+        "train.ps1",
+        f"""$preset = "{preset}"
+if ($preset -eq "small") {{ $dim = 4 }}
+elseif ($preset -eq "medium") {{ $dim = 16 }}
+elseif ($preset -eq "large") {{ $dim = 32 }}
+else {{ $dim = 8 }}
+accelerate launch "./sd-scripts/train_network.py" --network_dim $dim --max_train_epochs 1
+""",
+    )
+    assert import_sources([script]).values["network.dim"] == dim
 
 
 def test_powershell_name_equals_value_arguments(tmp_path: Path) -> None:

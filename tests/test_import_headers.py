@@ -114,17 +114,7 @@ def _prepare(family: str, root: Path) -> tuple[Path, list[str]]:
 
     if family == "sd15":
         return demo.DEMO_RECIPE, [*demo.prepare_demo(root), *SD15_EXTRA]
-    if family in ("flux", "chroma"):
-        return demo.prepare_flux_demo(root, family)
-    if family == "sd3":
-        return demo.prepare_sd3_demo(root)
-    if family == "sdxl":
-        return demo.prepare_sdxl_demo(root)
-    if family == "hunyuan":
-        return demo.prepare_hunyuan_demo(root)
-    if family == "lumina":
-        return demo.prepare_lumina_demo(root)
-    return demo.prepare_anima_demo(root)
+    return demo.TINY_DEMOS[family].prepare(root)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

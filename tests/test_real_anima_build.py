@@ -14,54 +14,17 @@ Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.realbuild import assert_a_killed_build_resumes_to_the_same_weights
+from tests.realbuild import epoch_file, kohya_stack, lorabuild, metadata
 
 pytestmark = pytest.mark.real_trainer
 
 NAME = "Character_Anima_v1"
 EPOCHS = 4  # lorabuild.demo.demo.ANIMA_CPU_OVERRIDES
-
-
-def kohya_stack() -> None:
-    for name in ("torch", "accelerate", "transformers", "safetensors", "sentencepiece"):
-        pytest.importorskip(
-            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
-        )
-
-
-def lorabuild(*args: str, cwd: Path, quiet: bool = False) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lorabuild", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "LORABUILD_SCRIPT_WRAPPER": str(REPO / "lorabuild" / "demo" / "tinyanima.py"),
-        },
-    )
-
-
-def metadata(path: Path) -> dict[str, str]:
-    from lorabuild.stages.train import read_metadata
-
-    return read_metadata(path)
-
-
-def epoch_file(build: Path, epoch: int) -> Path:
-    return build / "output" / (f"{NAME}-{epoch:06d}.safetensors" if epoch < EPOCHS else f"{NAME}.safetensors")
 
 
 def test_the_demo_trains_renders_and_installs(tmp_path: Path) -> None:
@@ -76,7 +39,7 @@ def test_the_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     plan = json.loads((build / "plan.json").read_text(encoding="utf-8"))
     assert (plan["family"], plan["script"]) == ("anima", "anima_train_network.py")
     for epoch in range(1, EPOCHS + 1):
-        meta = metadata(epoch_file(build, epoch))
+        meta = metadata(epoch_file(build, NAME, epoch, EPOCHS))
         assert meta["ss_base_model_version"] == "anima"
         assert meta["ss_network_module"] == "networks.lora_anima"
         assert meta["modelspec.architecture"] == "anima-preview/lora"
@@ -98,29 +61,3 @@ def test_the_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     card = json.loads((tmp_path / "webui" / "models" / "Lora" / f"{NAME}.json").read_text(encoding="utf-8"))
     assert card["sd version"] == "Unknown" and card["activation text"] == "my_character"
     assert (tmp_path / "webui" / "models" / "Lora" / f"{NAME}.preview.png").is_file()
-
-
-@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
-def test_a_killed_anima_build_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kohya_stack()
-    from lorabuild.demo.demo import prepare_anima_demo
-
-    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", "")  # prepare_anima_demo sets it; restored after the test
-    recipe, overrides = prepare_anima_demo(tmp_path)
-    args = [
-        "train",
-        str(recipe),
-        *(a for o in overrides for a in ("--set", o)),
-        "--set",
-        "training.save_state=true",
-    ]
-    assert_a_killed_build_resumes_to_the_same_weights(
-        tmp_path,
-        args,
-        wrapper=REPO / "lorabuild" / "demo" / "tinyanima.py",
-        name=NAME,
-        epochs=EPOCHS,
-        label="tiny anima",
-    )

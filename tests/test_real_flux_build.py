@@ -13,16 +13,12 @@ Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.realbuild import assert_a_killed_build_resumes_to_the_same_weights
+from tests.realbuild import kohya_stack, lorabuild, metadata
 
 pytestmark = pytest.mark.real_trainer
 
@@ -30,44 +26,6 @@ pytestmark = pytest.mark.real_trainer
 BASE_MODEL_VERSION = {"flux": "flux1", "chroma": "chroma"}
 NAMES = {"flux": "Character_FLUX_v1", "chroma": "Character_Chroma_v1"}
 EPOCHS = 4  # lorabuild.demo.demo.FLUX_CPU_OVERRIDES
-
-
-def kohya_stack() -> None:
-    for name in ("torch", "accelerate", "transformers", "safetensors", "sentencepiece", "open_clip"):
-        pytest.importorskip(
-            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
-        )
-
-
-def lorabuild(*args: str, cwd: Path, quiet: bool = False) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lorabuild", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        env={
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "LORABUILD_SCRIPT_WRAPPER": str(REPO / "lorabuild" / "demo" / "tinyflux.py"),
-        },
-    )
-
-
-def metadata(path: Path) -> dict[str, str]:
-    from lorabuild.stages.train import read_metadata
-
-    return read_metadata(path)
-
-
-def demo_build(root: Path, family: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[str]]:
-    """The demo's recipe and ``--set`` overrides for ``family`` (the model built, the dataset drawn)."""
-    from lorabuild.demo.demo import prepare_flux_demo
-
-    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", "")  # prepare_flux_demo sets it; restored after the test
-    recipe, overrides = prepare_flux_demo(root, family)
-    return recipe, [arg for o in overrides for arg in ("--set", o)]
 
 
 @pytest.mark.parametrize("family", ["flux", "chroma"])
@@ -102,20 +60,3 @@ def test_the_demo_trains_renders_and_installs(family: str, tmp_path: Path) -> No
     card = json.loads((tmp_path / "webui" / "models" / "Lora" / f"{name}.json").read_text(encoding="utf-8"))
     assert card["sd version"] == "Flux" and card["activation text"] == "my_character"
     assert (tmp_path / "webui" / "models" / "Lora" / f"{name}.preview.png").is_file()
-
-
-@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
-def test_a_killed_flux_build_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kohya_stack()
-    recipe, overrides = demo_build(tmp_path, "flux", monkeypatch)
-    args = ["train", str(recipe), *overrides, "--set", "training.save_state=true"]
-    assert_a_killed_build_resumes_to_the_same_weights(
-        tmp_path,
-        args,
-        wrapper=REPO / "lorabuild" / "demo" / "tinyflux.py",
-        name=NAMES["flux"],
-        epochs=EPOCHS,
-        label="tiny FLUX",
-    )

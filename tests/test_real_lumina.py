@@ -8,7 +8,7 @@ gated ``google/gemma-2-2b`` tokenizer is a stand-in built offline (a byte-level 
 the hub-cache layout kohya reads). Everything else is real: kohya's parser reading the compiled
 files (its own test, with the other families', is in tests/test_real_trainer.py), its trainer saving every epoch, lumina_minimal_inference.py rendering the whole grid from
 one model load, and lorabuild installing the chosen epoch. ``lorabuild demo --family lumina`` is
-the same build.
+the same build; its kill-and-resume test is tests/test_real_resume.py's, with every family's.
 
 Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
 """
@@ -16,19 +16,13 @@ Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tests.realbuild import (
-    assert_a_killed_build_resumes_to_the_same_weights,
-    epoch_file,
-    metadata,
-    run_lorabuild,
-)
+from tests.realbuild import epoch_file, kohya_stack, lorabuild, metadata
 
 pytestmark = pytest.mark.real_trainer
 
@@ -37,18 +31,11 @@ EPOCHS = 4  # lorabuild.demo.demo.LUMINA_CPU_OVERRIDES
 WRAPPER = REPO / "lorabuild" / "demo" / "tinylumina.py"
 
 
-def kohya_stack() -> None:
-    for name in ("torch", "accelerate", "transformers", "tokenizers", "safetensors"):
-        pytest.importorskip(
-            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
-        )
-
-
 def test_the_lumina_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     """`lorabuild demo --family lumina`: check, compile, prepare, train, one-process grid, report, install."""
-    kohya_stack()
+    kohya_stack("tokenizers", script="lumina_train_network.py")
     started = time.monotonic()
-    process = run_lorabuild(
+    process = lorabuild(
         "demo", "--family", "lumina", "--build-dir", str(tmp_path), cwd=tmp_path, wrapper=WRAPPER
     )
     output, _ = process.communicate(timeout=900)
@@ -81,24 +68,3 @@ def test_the_lumina_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     card = json.loads((tmp_path / "webui" / "models" / "Lora" / f"{NAME}.json").read_text(encoding="utf-8"))
     assert card["sd version"] == "Unknown" and card["activation text"] == "my_character"
     assert (tmp_path / "webui" / "models" / "Lora" / f"{NAME}.preview.png").is_file()
-
-
-@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
-def test_a_killed_lumina_build_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kohya_stack()
-    from lorabuild.demo.demo import prepare_lumina_demo
-
-    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", "")  # prepare_lumina_demo sets it; restored after the test
-    recipe, overrides = prepare_lumina_demo(tmp_path)
-    args = [
-        "train",
-        str(recipe),
-        *(a for o in overrides for a in ("--set", o)),
-        "--set",
-        "training.save_state=true",
-    ]
-    assert_a_killed_build_resumes_to_the_same_weights(
-        tmp_path, args, wrapper=WRAPPER, name=NAME, epochs=EPOCHS, label="tiny Lumina 2"
-    )

@@ -25,9 +25,8 @@ import pytest
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.compile import compile_build
 from tests.conftest import REPO
-from tests.realbuild import assert_a_killed_build_resumes_to_the_same_weights, metadata
+from tests.realbuild import kohya_stack, lorabuild, metadata
 from tests.test_golden import shipped_project
-from tests.test_real_flux_build import kohya_stack
 from tests.test_real_trainer import kohya
 
 pytestmark = pytest.mark.real_trainer
@@ -35,19 +34,6 @@ pytestmark = pytest.mark.real_trainer
 NAME = "Character_SD35L_v1"
 EPOCHS = 4  # lorabuild.demo.demo.SD3_CPU_OVERRIDES
 WRAPPER = str(REPO / "lorabuild" / "demo" / "tinysd3.py")
-
-
-def sd3_lorabuild(*args: str, cwd: Path, quiet: bool = False) -> subprocess.Popen[str]:
-    """``lorabuild ARGS`` in kohya's Python, running kohya's scripts through tinysd3.py."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "lorabuild", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        env={**os.environ, "PYTHONPATH": str(REPO), "LORABUILD_SCRIPT_WRAPPER": WRAPPER},
-    )
 
 
 def test_kohyas_sd3_parser_reads_the_shipped_sd3_recipe(
@@ -100,7 +86,7 @@ def test_the_sd3_demo_trains_renders_and_installs(tmp_path: Path, monkeypatch: p
     kohya_stack()
     monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", WRAPPER)
     started = time.monotonic()
-    process = sd3_lorabuild("demo", "--family", "sd3", "--build-dir", str(tmp_path), cwd=tmp_path)
+    process = lorabuild("demo", "--family", "sd3", "--build-dir", str(tmp_path), cwd=tmp_path)
     output, _ = process.communicate(timeout=900)
     print(f"\n[tiny SD3] lorabuild demo: {time.monotonic() - started:.1f} s")
     assert process.returncode == 0, output
@@ -157,24 +143,3 @@ def test_kohya_loads_none_of_a_checkpoints_own_text_encoders() -> None:
     assert "clip_g is included in the checkpoint" in done.stdout + done.stderr, done.stderr[-2000:]
     # A file was given, yet the checkpoint's copy was taken, and none of its weights were loaded.
     assert "DEVICE meta" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-
-
-@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
-def test_a_killed_sd3_build_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kohya_stack()
-    from lorabuild.demo.demo import prepare_sd3_demo
-
-    recipe, overrides = prepare_sd3_demo(tmp_path)
-    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", WRAPPER)
-    args = [
-        "train",
-        str(recipe),
-        *(a for o in overrides for a in ("--set", o)),
-        "--set",
-        "training.save_state=true",
-    ]
-    assert_a_killed_build_resumes_to_the_same_weights(
-        tmp_path, args, wrapper=Path(WRAPPER), name=NAME, epochs=EPOCHS, label="tiny SD3"
-    )

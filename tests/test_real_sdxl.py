@@ -14,58 +14,22 @@ Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.realbuild import assert_a_killed_build_resumes_to_the_same_weights
+from tests.realbuild import epoch_file, kohya_stack, lorabuild, metadata
 
 pytestmark = pytest.mark.real_trainer
 
 NAME = "Character_SDXL_v1"
 EPOCHS = 4  # lorabuild.demo.demo.SDXL_CPU_OVERRIDES
-LAUNCHER = REPO / "lorabuild" / "demo" / "tinysdxl.py"
-
-
-def kohya_stack() -> None:
-    for name in ("torch", "accelerate", "transformers", "diffusers", "safetensors", "open_clip"):
-        pytest.importorskip(
-            name, reason=f"kohya's Python stack is not installed ({name}): pip install -e '.[train]'"
-        )
-    if not (REPO / "vendor" / "sd-scripts" / "sdxl_train_network.py").is_file():
-        pytest.skip("kohya sd-scripts is not checked out in vendor/sd-scripts")
-
-
-def lorabuild(*args: str, cwd: Path, quiet: bool = False) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "lorabuild", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        env={**os.environ, "PYTHONPATH": str(REPO), "LORABUILD_SCRIPT_WRAPPER": str(LAUNCHER)},
-    )
-
-
-def metadata(path: Path) -> dict[str, str]:
-    from lorabuild.stages.train import read_metadata
-
-    return read_metadata(path)
-
-
-def epoch_file(build: Path, epoch: int) -> Path:
-    return build / "output" / (f"{NAME}-{epoch:06d}.safetensors" if epoch < EPOCHS else f"{NAME}.safetensors")
 
 
 def test_the_sdxl_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     """`lorabuild demo --family sdxl`: check, compile, prepare, train, one-process grid, report, install."""
-    kohya_stack()
+    kohya_stack("diffusers", script="sdxl_train_network.py")
     started = time.monotonic()
     process = lorabuild("demo", "--family", "sdxl", "--build-dir", str(tmp_path), cwd=tmp_path)
     output, _ = process.communicate(timeout=900)
@@ -75,7 +39,7 @@ def test_the_sdxl_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     plan = json.loads((build / "plan.json").read_text(encoding="utf-8"))
     assert (plan["family"], plan["script"]) == ("sdxl", "sdxl_train_network.py")
     for epoch in range(1, EPOCHS + 1):
-        meta = metadata(epoch_file(build, epoch))
+        meta = metadata(epoch_file(build, NAME, epoch, EPOCHS))
         assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
         assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
         assert meta["ss_network_module"] == "networks.lora"
@@ -92,20 +56,3 @@ def test_the_sdxl_demo_trains_renders_and_installs(tmp_path: Path) -> None:
     card = json.loads((lora / f"{NAME}.json").read_text(encoding="utf-8"))
     assert card["sd version"] == "SDXL" and card["activation text"] == "my_character"
     assert (lora / f"{NAME}.preview.png").is_file()
-
-
-@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
-def test_a_killed_sdxl_build_resumes_to_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kohya_stack()
-    from lorabuild.demo.demo import prepare_sdxl_demo
-
-    monkeypatch.setenv("LORABUILD_SCRIPT_WRAPPER", "")  # prepare_sdxl_demo sets it; restored after the test
-    recipe, overrides = prepare_sdxl_demo(tmp_path)
-    # More steps an epoch (a second or more on the tiny model), so the kill lands between two saved states.
-    extra = ["training.save_state=true", "dataset.subsets[0].repeats=16"]
-    args = ["train", str(recipe), *(a for o in [*overrides, *extra] for a in ("--set", o))]
-    assert_a_killed_build_resumes_to_the_same_weights(
-        tmp_path, args, wrapper=LAUNCHER, name=NAME, epochs=EPOCHS, label="tiny SDXL"
-    )

@@ -24,8 +24,9 @@ from lorabuild.probe.environment import PACKAGES
 from lorabuild.probe.facts import gather
 from lorabuild.problems import Problem, format_problem
 from lorabuild.recipe.load import load_recipe
-from lorabuild.rules import captions, cutout, dataset, evaluate, launch, model, passthrough, training
+from lorabuild.rules import captions, cutout, dataset, evaluate, launch, model, passthrough, pick, training
 from tests.conftest import RECIPE, Project, write_checkpoint, write_image, write_safetensors
+from tests.tiny_clip import EMBED, fake_clip, head_shapes, write_shapes
 
 Rule = Callable[..., Iterable[Problem]]  # rules.Rule or rules.SubsetRule
 
@@ -1355,6 +1356,62 @@ def test_segmentation_packages_not_installed(project: Project) -> None:
         found(project, cutout.segmentation_packages, packages={**STACK, "numpy": True, "onnxruntime": True})
         == []
     )
+
+
+# --- pick ---------------------------------------------------------------------------------------
+
+
+@covers(pick.scoring_weights)
+def test_scoring_weights_folder_and_head(project: Project) -> None:
+    clip = project.root / "models" / "clip"
+    head = project.root / "models" / "head.safetensors"
+    assert found(project, pick.scoring_weights) == []
+    fake_clip(clip, tokenizer=False)
+    write_shapes(head, head_shapes(768))
+    assert found(project, pick.scoring_weights, 'pick.clip_model="models/clip"') == [
+        f"recipe.toml: pick.clip_model: {clip}: has no tokenizer.json (or vocab.json and merges.txt): copy a "
+        "whole CLIP model folder from the Hugging Face Hub on a machine with network, e.g. `huggingface-cli "
+        "download openai/clip-vit-large-patch14 --local-dir FOLDER` (lorabuild never downloads)"
+    ]
+    fake_clip(clip)
+    assert found(project, pick.scoring_weights, 'pick.clip_model="models/clip"') == []
+    assert found(
+        project,
+        pick.scoring_weights,
+        'pick.clip_model="models/clip"',
+        'pick.aesthetic_model="models/head.safetensors"',
+    ) == [
+        f"recipe.toml: pick.aesthetic_model: {head}: takes 768-number embeddings, but pick.clip_model's CLIP "
+        f"({clip}) gives {EMBED}: use the head trained on that CLIP, or the CLIP the head was trained on "
+        "(768: ViT-L/14)"
+    ]
+    assert found(project, pick.scoring_weights, 'pick.aesthetic_model="models/head.safetensors"') == [
+        f"recipe.toml: pick.aesthetic_model: {head}: scores CLIP image embeddings, and pick.clip_model names no "
+        "CLIP folder: set pick.clip_model to the CLIP the head was trained on (ViT-L/14 for LAION's heads)"
+    ]
+    write_shapes(head, head_shapes(EMBED))
+    assert (
+        found(
+            project,
+            pick.scoring_weights,
+            'pick.clip_model="models/clip"',
+            'pick.aesthetic_model="models/head.safetensors"',
+        )
+        == []
+    )
+
+
+@covers(pick.scoring_packages)
+def test_scoring_packages_not_installed(project: Project) -> None:
+    fake_clip(project.root / "models" / "clip")
+    clip = 'pick.clip_model="models/clip"'
+    assert found(project, pick.scoring_packages, packages=STACK) == []  # no CLIP folder: nothing runs
+    assert found(project, pick.scoring_packages, clip, packages=NO_STACK) == []  # a machine that only plans
+    assert found(project, pick.scoring_packages, clip, packages=STACK) == [
+        "recipe.toml: pick.clip_model: the CLIP folder is loaded with transformers, which is not installed: "
+        "pip install -e '.[train]'"
+    ]
+    assert found(project, pick.scoring_packages, clip, packages={**STACK, "transformers": True}) == []
 
 
 @covers(dataset.caption_files)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from lorabuild.demo.animamodel import ensure_anima_test_model
@@ -278,3 +281,38 @@ def prepare_lumina_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]
         "tokenizer_cache_dir": model.tokenizer_cache_dir,
     }
     return LUMINA_RECIPE, _tiny_demo(workdir, images, LUMINA_LAUNCHER, paths, None, LUMINA_CPU_OVERRIDES)
+
+
+@dataclass(frozen=True)
+class TinyDemo:
+    """A family's tiny-model demo: ``lorabuild demo --family NAME``."""
+
+    recipe: Path
+    """The shipped recipe it trains."""
+    shape: str
+    """The model it imitates, for the banner (``FLUX.1``)."""
+    launcher: Path
+    """The test-only launcher that shrinks kohya's hard-coded sizes in kohya's process."""
+    prepare: Callable[[Path], tuple[Path, list[str]]]
+    """Make (or reuse) the model, draw the dataset: the recipe and its ``--set`` overrides."""
+
+    def banner(self) -> str:
+        return (
+            f"lorabuild demo: trains recipes/{self.recipe.name} with the real kohya on a tiny random-weight "
+            f"{self.shape}-shaped model (CPU, 64 px; kohya's hard-coded sizes are shrunk in its process by "
+            f"lorabuild/demo/{self.launcher.name}). It shows the pipeline, not image quality."
+        )
+
+
+TINY_DEMOS: dict[str, TinyDemo] = {
+    "sdxl": TinyDemo(SDXL_RECIPE, "SDXL", SDXL_LAUNCHER, prepare_sdxl_demo),
+    "flux": TinyDemo(FLUX_RECIPES["flux"], "FLUX.1", LAUNCHER, partial(prepare_flux_demo, family="flux")),
+    "chroma": TinyDemo(
+        FLUX_RECIPES["chroma"], "Chroma", LAUNCHER, partial(prepare_flux_demo, family="chroma")
+    ),
+    "sd3": TinyDemo(SD3_RECIPE, "SD3.5", SD3_LAUNCHER, prepare_sd3_demo),
+    "anima": TinyDemo(ANIMA_RECIPE, "Anima", ANIMA_LAUNCHER, prepare_anima_demo),
+    "hunyuan": TinyDemo(HUNYUAN_RECIPE, "HunyuanImage-2.1", HUNYUAN_LAUNCHER, prepare_hunyuan_demo),
+    "lumina": TinyDemo(LUMINA_RECIPE, "Lumina-2", LUMINA_LAUNCHER, prepare_lumina_demo),
+}
+"""Every family's tiny-model demo, by ``--family`` value (``sd15`` is :func:`prepare_demo`, the tutorial's)."""

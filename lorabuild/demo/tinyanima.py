@@ -39,25 +39,21 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
-import runpy
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-USAGE = "usage: python tinyanima.py KOHYA_SCRIPT [ARGS...]"
+if __package__ or TYPE_CHECKING:
+    from lorabuild.demo.tinylaunch import load_beside, run_kohya
+else:  # run as a script: this folder is sys.path[0] (lorabuild.demo.tinylaunch says why)
+    from tinylaunch import load_beside, run_kohya
 
 
 def load_sizes() -> ModuleType:
-    """``animasizes.py`` from beside this file, loaded by path (see the module docstring for why)."""
-    path = Path(__file__).resolve().with_name("animasizes.py")
-    spec = importlib.util.spec_from_file_location("_lorabuild_tinyanima_sizes", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the tiny Anima sizes from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``animasizes.py`` from beside this file, loaded by path (see :mod:`lorabuild.demo.tinylaunch`)."""
+    return load_beside(__file__, "animasizes.py")
 
 
 def _init_with(cls: Any, tiny: dict[str, Any], positional: Sequence[str] = ()) -> None:
@@ -109,20 +105,8 @@ def shrink_kohya(kohya_dir: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Shrink kohya's Anima sizes, then run the kohya script ``argv[0]`` with the other arguments.
-
-    Args:
-        argv: ``KOHYA_SCRIPT ARGS...``; defaults to ``sys.argv[1:]``.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or not args[0].endswith(".py"):
-        sys.exit(USAGE)
-    script = Path(args[0]).resolve()
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != here]
-    shrink_kohya(script.parent)
-    sys.argv = [str(script), *args[1:]]
-    runpy.run_path(str(script), run_name="__main__")
+    """Shrink kohya's sizes, then run the kohya script ``argv[0]`` with the other arguments."""
+    run_kohya(__file__, shrink_kohya, argv)
 
 
 if __name__ == "__main__":

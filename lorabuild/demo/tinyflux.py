@@ -40,26 +40,22 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import runpy
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-USAGE = "usage: python tinyflux.py KOHYA_SCRIPT [ARGS...]"
+if __package__ or TYPE_CHECKING:
+    from lorabuild.demo.tinylaunch import load_beside, run_kohya
+else:  # run as a script: this folder is sys.path[0] (lorabuild.demo.tinylaunch says why)
+    from tinylaunch import load_beside, run_kohya
 
 
 def load_sizes() -> ModuleType:
-    """``fluxsizes.py`` from beside this file, loaded by path (see the module docstring for why)."""
-    path = Path(__file__).resolve().with_name("fluxsizes.py")
-    spec = importlib.util.spec_from_file_location("_lorabuild_tinyflux_sizes", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the tiny FLUX sizes from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``fluxsizes.py`` from beside this file, loaded by path (see :mod:`lorabuild.demo.tinylaunch`)."""
+    return load_beside(__file__, "fluxsizes.py")
 
 
 def _with(real: Callable[..., Any], tiny: dict[str, Any]) -> Callable[..., Any]:
@@ -97,21 +93,8 @@ def shrink_kohya(kohya_dir: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Shrink kohya's FLUX sizes, then run the kohya script ``argv[0]`` with the other arguments.
-
-    Args:
-        argv: ``KOHYA_SCRIPT ARGS...``; defaults to ``sys.argv[1:]``.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or not args[0].endswith(".py"):
-        sys.exit(USAGE)
-    script = Path(args[0]).resolve()
-    # Run as a script, this file's folder is sys.path[0]; its modules (demo.py...) must not shadow kohya's.
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != here]
-    shrink_kohya(script.parent)
-    sys.argv = [str(script), *args[1:]]
-    runpy.run_path(str(script), run_name="__main__")
+    """Shrink kohya's sizes, then run the kohya script ``argv[0]`` with the other arguments."""
+    run_kohya(__file__, shrink_kohya, argv)
 
 
 if __name__ == "__main__":

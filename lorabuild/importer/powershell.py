@@ -126,9 +126,10 @@ class _Walker:
             if child.type == "statement_block":
                 block = child
                 clauses.append((condition, block))
-            elif child.type == "elseif_clause":
-                inner = [c for c in child.named_children]
-                clauses.append((inner[0], inner[-1]))
+            elif child.type in ("elseif_clauses", "elseif_clause"):  # the grammar groups them
+                for clause in [child] if child.type == "elseif_clause" else child.named_children:
+                    inner = clause.named_children
+                    clauses.append((inner[0], inner[-1]))
             elif child.type == "else_clause":
                 clauses.append((None, child.named_children[-1]))
             elif child.is_named and block is None:

@@ -4,8 +4,11 @@ Each shell is read by its own rules, resolving the variables the script sets bef
 
 - bash (:func:`bash_words`): ``\\`` line continuations, quotes, comments, ``NAME=value`` and
   ``export NAME=value``, arrays ``NAME=(...)`` / ``NAME+=(...)`` and ``"${NAME[@]}"``, ``$NAME``,
-  ``${NAME}``, ``${NAME:-default}`` and ``$(dirname "$0")``; statements run in order, the bodies
-  of ``if`` included (a script's fallbacks then win over what the environment does not say).
+  ``${NAME}``, ``${NAME:-default}`` and ``$(dirname "$0")``; statements run in order. ``if``/``elif``/``else``
+  run the branch their ``[ ... ]``/``[[ ... ]]``/``test`` condition takes (``=``, ``==``, ``!=``,
+  ``-z``, ``-n``, ``-eq``... and ``!``, on what the script sets; a variable it does not set is
+  empty, so a script's fallbacks win over what the environment does not say); a branch on a
+  condition it cannot tell (a command's exit status, a file test) runs, as if taken.
 - PowerShell (:mod:`lorabuild.importer.powershell`): the tree-sitter PowerShell grammar.
 - ``.bat`` (:func:`bat_words`): ``^`` continuations, ``REM``/``::`` comments, ``set NAME=value``,
   ``%NAME%`` and ``%~dp0``.
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
@@ -243,6 +246,7 @@ def bash_words(text: str, folder: str) -> Iterator[list[str]]:
     lexer.whitespace = " \t\r"
     lexer.whitespace_split = True
     scope: dict[str, list[str]] = {"0": [f"{folder}/script"]}
+    branches: list[_Branch] = []
     statement: list[str] = []
     array: tuple[str, bool] | None = None
     collected: list[str] = []
@@ -264,17 +268,56 @@ def bash_words(text: str, folder: str) -> Iterator[list[str]]:
                 word = statement.pop()
                 array = (word[:-1].rstrip("+"), word.endswith("+="))
                 continue
-            yield from _bash_statement(statement, scope, folder)
+            yield from _bash_statement(statement, scope, folder, branches)
             statement = []
             continue
         statement.append(token)
-    yield from _bash_statement(statement, scope, folder)
+    yield from _bash_statement(statement, scope, folder, branches)
 
 
-def _bash_statement(words: list[str], scope: dict[str, list[str]], folder: str) -> Iterator[list[str]]:
-    while words and words[0] in ("exec", "then", "else", "do", "time", "nohup", "command", "if", "elif"):
-        words = words[1:]
-    if not words:
+@dataclass
+class _Branch:
+    """An ``if`` being read: whether the code around it runs, a branch was taken, the current one runs."""
+
+    outer: bool
+    taken: bool = False
+    running: bool = False
+
+    def enter(self, truth: bool | None) -> None:
+        """Start the branch of an ``if``/``elif`` whose condition is ``truth`` (None: cannot tell)."""
+        self.running = self.outer and not self.taken and truth is not False
+        self.taken = self.taken or (self.running and truth is True)
+
+
+def _bash_statement(
+    words: list[str], scope: dict[str, list[str]], folder: str, branches: list[_Branch]
+) -> Iterator[list[str]]:
+    while words and words[0] in (
+        "exec",
+        "then",
+        "do",
+        "time",
+        "nohup",
+        "command",
+        "if",
+        "elif",
+        "else",
+        "fi",
+    ):
+        keyword, words = words[0], words[1:]
+        running = not branches or branches[-1].running
+        if keyword == "if":
+            branches.append(_Branch(outer=running))
+            branches[-1].enter(_bash_test(words, scope, folder) if running else False)
+            return
+        if keyword == "elif" and branches:
+            branches[-1].enter(_bash_test(words, scope, folder) if branches[-1].outer else False)
+            return
+        if keyword == "else" and branches:
+            branches[-1].enter(True)
+        elif keyword == "fi" and branches:
+            branches.pop()
+    if not words or (branches and not branches[-1].running):
         return
     exported = words[0] == "export"
     if words[0] in ("export", "local", "declare", "readonly"):
@@ -292,6 +335,41 @@ def _bash_statement(words: list[str], scope: dict[str, list[str]], folder: str) 
     for word in words:
         expanded.extend(_expand_bash(word, scope, folder))
     yield expanded
+
+
+def _bash_test(words: list[str], scope: Mapping[str, list[str]], folder: str) -> bool | None:
+    """The truth of an ``if`` condition, or None when it is not a test on strings or numbers the script sets."""
+    if words[:1] == ["test"]:
+        words = words[1:]
+    elif len(words) >= 2 and (words[0], words[-1]) in (("[", "]"), ("[[", "]]")):
+        words = words[1:-1]
+    else:
+        return None
+    negate = words[:1] == ["!"]
+    args = [" ".join(_expand_bash(w, scope, folder)) for w in words[negate:]]
+    truth: bool | None = None
+    if len(args) == 2 and args[0] in ("-z", "-n"):
+        truth = (args[1] == "") == (args[0] == "-z")
+    elif len(args) == 3 and args[1] in ("=", "==", "!="):
+        truth = (args[0] == args[2]) == (args[1] != "!=")
+    elif len(args) == 3 and args[1] in _NUMERIC_TESTS:
+        try:
+            truth = _NUMERIC_TESTS[args[1]](int(args[0]), int(args[2]))
+        except ValueError:
+            return None
+    elif len(args) == 1:
+        truth = args[0] != ""
+    return None if truth is None else truth != negate
+
+
+_NUMERIC_TESTS: dict[str, Callable[[int, int], bool]] = {
+    "-eq": lambda a, b: a == b,
+    "-ne": lambda a, b: a != b,
+    "-gt": lambda a, b: a > b,
+    "-ge": lambda a, b: a >= b,
+    "-lt": lambda a, b: a < b,
+    "-le": lambda a, b: a <= b,
+}
 
 
 def _expand_bash(word: str, scope: Mapping[str, list[str]], folder: str) -> list[str]:

@@ -27,6 +27,8 @@
 - :mod:`~lorabuild.kohya.tagger`: kohya's WD14 tagger (``[captions.autotag]``): its model folder, command
   lines, output and cache key.
 - :mod:`~lorabuild.kohya.tagging`: the tagger run on the images that need tags, cached by content.
+- :mod:`~lorabuild.kohya.clipscore`: a script kohya's Python runs: pictures and prompts embedded with
+  the user's own CLIP folder, scored by an aesthetic head (``[pick] clip_model``, ``aesthetic_model``).
 
 May import: :mod:`lorabuild.recipe` and the layers below it. Nothing here knows the plan or the build
 folder's layout; kohya's Python stack (torch...) is never imported, only run in kohya's processes.

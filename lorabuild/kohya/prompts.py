@@ -149,11 +149,14 @@ class PromptLine:
             ],
         )
 
-    def anima_line(self) -> str:
-        """The ``--from_file`` line for ``anima_minimal_inference.py``: size, seed, steps, CFG scale, negative prompt.
+    def from_file_line(self) -> str:
+        """The ``--from_file`` line for ``anima_minimal_inference.py`` and ``hunyuan_image_minimal_inference.py``:
+        size, seed, steps, CFG scale, negative prompt.
 
-        Its ``parse_prompt_line`` splits the line at every ``" --"`` and reads ``w``, ``h``, ``d``,
+        Their ``parse_prompt_line`` splits the line at every ``" --"`` and reads ``w``, ``h``, ``d``,
         ``s``, ``g`` (the CFG scale) and ``n``; the LoRA multipliers are the command's, not the line's.
+        The prompt rules every family has (rules/evaluate.py) keep ``" --"`` and a leading ``#``
+        (a skipped line) out of prompts.
         """
         return _line(
             self.prompt,

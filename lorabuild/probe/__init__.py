@@ -9,6 +9,8 @@
 - :mod:`~lorabuild.probe.modelfile`: what a base model file is, from its header.
 - :mod:`~lorabuild.probe.decodecheck`: whether an image decodes all the way, on every core.
 - :mod:`~lorabuild.probe.imagefix`: what a staged image needs so kohya trains on what the user sees.
+- :mod:`~lorabuild.probe.clipfolder`: the user's own CLIP folder and aesthetic head (``[pick]``), from
+  their files alone (no torch).
 
 May import: :mod:`lorabuild.kohya` and the layers below it.
 """

@@ -30,6 +30,7 @@ from lorabuild.probe.cache import (
     image_from_record,
     load_probe_cache,
 )
+from lorabuild.probe.clipfolder import AestheticHead, ClipFolder, probe_aesthetic, probe_clip
 from lorabuild.probe.decodecheck import decode_ahead
 from lorabuild.probe.environment import existing_builds, installed_packages, package_version, tagger_script
 from lorabuild.probe.imagefix import content_hash, dhash
@@ -136,6 +137,9 @@ class Facts:
             ``network.weights`` that the recipe sets.
         components: The header of each model file the recipe sets besides the base model, by its
             ``[model]`` key (``clip_l``, ``t5xxl``, ``ae``).
+        clip_model: ``pick.clip_model``'s folder (:class:`~lorabuild.probe.clipfolder.ClipFolder`), or
+            why it cannot be used (a sentence); None when the recipe sets none.
+        aesthetic_model: ``pick.aesthetic_model``'s head, or why it cannot be used; None when unset.
     """
 
     model: ModelInfo
@@ -149,6 +153,8 @@ class Facts:
     platform: str = field(default_factory=lambda: sys.platform)
     paths: Mapping[Path, PathFacts] = field(default_factory=dict)
     components: Mapping[str, ModelInfo] = field(default_factory=dict)
+    clip_model: ClipFolder | str | None = None
+    aesthetic_model: AestheticHead | str | None = None
 
     @property
     def training_stack(self) -> bool:
@@ -194,6 +200,8 @@ def gather(recipe: Recipe, recipe_file: Path, build_root: Path | None = None) ->
             for key in MODEL_FILE_KEYS
             if (path := getattr(recipe.model, key)) is not None
         },
+        clip_model=probe_clip(recipe.pick.clip_model) if recipe.pick.clip_model else None,
+        aesthetic_model=probe_aesthetic(recipe.pick.aesthetic_model) if recipe.pick.aesthetic_model else None,
     )
 
 

@@ -13,6 +13,7 @@ mirror a kohya failure name the kohya message or behaviour they prevent.
 - :mod:`~lorabuild.rules.training`: the network (and its starting weights), the optimizer and schedule,
   the training settings.
 - :mod:`~lorabuild.rules.evaluate`: the prompts kohya samples and the grid renders, the grid's epochs.
+- :mod:`~lorabuild.rules.pick`: the user's own scoring weights (a CLIP folder, an aesthetic head).
 - :mod:`~lorabuild.rules.passthrough`: raw ``[kohya]`` options and their text.
 - :mod:`~lorabuild.rules.captions`: the caption rules' patterns and the WD14 tagger.
 - :mod:`~lorabuild.rules.launch`: DeepSpeed, the launch scripts' values, multi-GPU on Windows.
@@ -27,7 +28,7 @@ the recipe and :class:`~lorabuild.probe.facts.Facts` and never touch the disk.
 # isort: off
 # Each topic module registers its rules as it is imported: this order is the order the rules run
 # in, and so the order `lorabuild check` prints their problems in.
-from lorabuild.rules import model, dataset, cutout, training, evaluate, passthrough, captions, launch  # noqa: F401
+from lorabuild.rules import model, dataset, cutout, training, evaluate, pick, passthrough, captions, launch  # noqa: F401
 
 # isort: on
 from lorabuild.rules.registry import RULES, Rule, SubsetRule, rule, run_rules, subset_rule

@@ -4,7 +4,10 @@
   grid cells and training images, cached in ``.lorabuild/scores.json`` by content key.
 - :mod:`~lorabuild.score.measures`: pure: memorisation, collapse, effect per cell and per epoch x
   weight, and what rules a pair out.
-- :mod:`~lorabuild.score.likeness`: optional packaged models (``animeface``); absent, said.
+- :mod:`~lorabuild.score.likeness`: optional packaged models (``animeface``; ``dlib-bin`` with
+  ``face-recognition-models``, the ``faces`` extra); absent, said.
+- :mod:`~lorabuild.score.clip`: the user's own CLIP folder and aesthetic head (``[pick]
+  clip_model``, ``aesthetic_model``), run by :mod:`lorabuild.kohya.clipscore` in kohya's Python.
 - :mod:`~lorabuild.score.shortlist`: pure: the ranking, the reasons, the terminal's lines.
 - :mod:`~lorabuild.score.collect`: :func:`score_build`, the one entry: a build's grid, training
   images and validation loss in, a :class:`Shortlist` out.

@@ -11,15 +11,34 @@ shortlist ranks on what there is.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from lorabuild.build.gridmanifest import Sheet, read_manifest
 from lorabuild.plan.layout import BuildLayout
 from lorabuild.plan.plan import Plan
 from lorabuild.render.losslog import epoch_table, read_scalars
+from lorabuild.score.clip import clip_scores
 from lorabuild.score.hashes import HashCache, hashing_missing
-from lorabuild.score.likeness import ANIMEFACE, anime_features, anime_missing, likeness, other_models_note
-from lorabuild.score.measures import Candidate, GridCell, TrainingImage, candidates, score_cells
+from lorabuild.score.likeness import (
+    ANIMEFACE,
+    DLIB_FACE,
+    FaceMatch,
+    anime_features,
+    anime_missing,
+    face_distances,
+    face_features,
+    face_missing,
+    likeness,
+)
+from lorabuild.score.measures import (
+    Candidate,
+    GridCell,
+    ModelScores,
+    TrainingImage,
+    candidates,
+    score_cells,
+)
 from lorabuild.score.shortlist import Shortlist, shortlist
 
 
@@ -117,9 +136,11 @@ def score_build(plan: Plan, build: Path | None = None) -> Shortlist:
         unread = sum(1 for c in cells if c.file not in hashes)
         if unread:
             notes.append(f"{unread} grid cell(s) missing or unreadable: run lorabuild grid")
-        faces = _likeness(plan, cache, cells, training, notes)
-        cache.save()
-        scored = score_cells(cells, hashes, training, pick, faces)
+        try:
+            models = _models(plan, cache, cells, training, notes)
+        finally:
+            cache.save()
+        scored = score_cells(cells, hashes, training, pick, models)
         if len({c.seed for c in cells}) < 2:
             notes.append("one seed per prompt: collapse not scored (add a seed to evaluate.seeds)")
         if not any(c.baseline for c in cells):
@@ -134,23 +155,52 @@ def score_build(plan: Plan, build: Path | None = None) -> Shortlist:
     )
 
 
-def _likeness(
+def _models(
     plan: Plan,
     cache: HashCache,
     cells: Sequence[GridCell],
     training: Sequence[TrainingImage],
     notes: list[str],
+) -> dict[str, ModelScores]:
+    """What the optional models say of each cell: anime colours, photoreal faces, CLIP."""
+    anime = _anime(cache, cells, training, notes) if plan.pick.likeness else {}
+    faces = _faces(cache, cells, training, notes) if plan.pick.likeness else {}
+    clip = clip_scores(plan.pick, cache, cells, training, notes)
+    found = {}
+    for c in cells:
+        face = faces.get(c.file)
+        found[c.file] = replace(
+            clip.get(c.file, ModelScores()),
+            likeness=anime.get(c.file),
+            face=face.distance if face else None,
+            face_image=face.image if face else None,
+        )
+    return found
+
+
+def _anime(
+    cache: HashCache, cells: Sequence[GridCell], training: Sequence[TrainingImage], notes: list[str]
 ) -> dict[str, float]:
-    if not plan.pick.likeness:
-        return {}
     missing = anime_missing()
     if missing:
         notes.append(missing)
-        notes.append(other_models_note())
         return {}
-    notes.append(other_models_note())
     ref = [cache.value(t.file, ANIMEFACE, anime_features) for t in training]
     if not any(ref):
         notes.append("likeness of anime faces not scored: animeface found no face in the training images")
         return {}
     return likeness({c.file: cache.value(c.file, ANIMEFACE, anime_features) for c in cells}, ref)
+
+
+def _faces(
+    cache: HashCache, cells: Sequence[GridCell], training: Sequence[TrainingImage], notes: list[str]
+) -> dict[str, FaceMatch]:
+    missing = face_missing()
+    if missing:
+        notes.append(missing)
+        return {}
+    ref = [(t.name, cache.value(t.file, DLIB_FACE, face_features)) for t in training]
+    if not any(d for _, d in ref):
+        notes.append("likeness of photoreal faces not scored: dlib found no face in the training images")
+        return {}
+    return face_distances({c.file: cache.value(c.file, DLIB_FACE, face_features) for c in cells}, ref)

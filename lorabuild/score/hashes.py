@@ -89,6 +89,26 @@ class HashCache:
             if isinstance(entries, dict):
                 self._entries = {k: v for k, v in entries.items() if isinstance(v, dict)}
 
+    def file_key(self, rel: str) -> str | None:
+        """The cache key of the image ``rel`` (relative to the build); None when it is missing."""
+        return self._key(rel)
+
+    def get(self, key: str | None, kind: str) -> Any:
+        """The value cached for ``key`` (a :meth:`file_key` or any other key) under ``kind``, or None."""
+        if key is None:
+            return None
+        self._used.add(key)
+        return self._entries.get(key, {}).get(kind)
+
+    def put(self, key: str | None, kind: str, value: Any) -> None:
+        """Cache ``value`` for ``key`` under ``kind`` (written by :meth:`save`)."""
+        if key is None:
+            return
+        self._used.add(key)
+        self._entries.setdefault(key, {})[kind] = value
+        self.computed += 1
+        self._dirty = True
+
     def _key(self, rel: str) -> str | None:
         path = self.build / rel
         try:

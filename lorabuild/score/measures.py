@@ -15,20 +15,32 @@ is tested with constructed hashes and files alike:
   flagged); at least ``pick.effect_max``, it replaces the picture (a warning).
 - **validation loss** of the epoch, when the recipe has a validation split (kohya logs it).
 - **likeness** (optional, :mod:`lorabuild.score.likeness`): how close the cells' anime faces are to
-  the training images' (hair and eye colours), where the packaged model is installed.
+  the training images' (hair and eye colours), where the packaged model is installed; and how close
+  their photoreal faces are (dlib's descriptor): a face further than ``pick.face_distance`` from
+  every training face shows another person (``other person``); an epoch x weight where most of the
+  faces do is ruled out, one where some do is warned about.
+- **CLIP** (optional, :mod:`lorabuild.score.clip`, the user's own ``pick.clip_model``): each cell's
+  cosine to its prompt (under ``pick.prompt_min`` on average: a warning), to the nearest training
+  image, and the aesthetic head's score (under ``pick.aesthetic_min`` on average: a warning).
 """
 
 from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lorabuild.recipe.schema import PickSection
 from lorabuild.score.hashes import distance
 
-COPY, COLLAPSE, NO_EFFECT, TAKES_OVER = "copy", "collapse", "no effect", "takes over"
+COPY, COLLAPSE, NO_EFFECT, TAKES_OVER, OTHER_PERSON = (
+    "copy",
+    "collapse",
+    "no effect",
+    "takes over",
+    "other person",
+)
 """The flags a cell can carry."""
 
 
@@ -65,6 +77,29 @@ class TrainingImage:
 
 
 @dataclass(frozen=True)
+class ModelScores:
+    """What the optional models said of one cell (None: not scored, or no face found).
+
+    Attributes:
+        likeness: Distance of its anime face's colours from the training faces' (0 to 1).
+        face: Distance of its photoreal face's dlib descriptor from the nearest training face's.
+        face_image: That training image, as messages name it.
+        prompt_match: CLIP cosine between the cell and its prompt.
+        style: CLIP cosine between the cell and the nearest training image.
+        style_image: That training image, as messages name it.
+        aesthetic: The aesthetic head's score (the LAION scale, about 1 to 10).
+    """
+
+    likeness: float | None = None
+    face: float | None = None
+    face_image: str | None = None
+    prompt_match: float | None = None
+    style: float | None = None
+    style_image: str | None = None
+    aesthetic: float | None = None
+
+
+@dataclass(frozen=True)
 class CellScore:
     """A cell's scores.
 
@@ -76,7 +111,9 @@ class CellScore:
         variety: Mean distance between the seeds of its prompt at its epoch x weight (None: one seed).
         likeness: Distance of its anime face's colours from the training faces' (0 to 1; None: not scored).
         baseline_variety: The same for the no-LoRA baseline of its prompt (None: no baseline or one seed).
-        flags: What it was flagged for (``copy``, ``collapse``, ``no effect``, ``takes over``).
+        flags: What it was flagged for (``copy``, ``collapse``, ``no effect``, ``takes over``,
+            ``other person``).
+        models: What the optional models said of it (photoreal face, CLIP, aesthetic).
     """
 
     cell: GridCell
@@ -87,6 +124,7 @@ class CellScore:
     likeness: float | None = None
     baseline_variety: float | None = None
     flags: tuple[str, ...] = ()
+    models: ModelScores = field(default_factory=ModelScores)
 
 
 @dataclass(frozen=True)
@@ -125,6 +163,12 @@ class Candidate:
         likeness: Mean likeness distance of its faces (None: not scored).
         ruled_out: Why it is off the shortlist (empty: it is a candidate).
         warnings: What ranks it after the others without ruling it out.
+        face: Mean distance of its photoreal faces from the nearest training faces (None: not scored).
+        faces: How many of its cells have a photoreal face that was scored.
+        other_faces: How many of those show another person.
+        prompt_match: Mean CLIP cosine between its cells and their prompts (None: no CLIP model).
+        style: Mean CLIP cosine between its cells and their nearest training images (None: no CLIP model).
+        aesthetic: Mean aesthetic score of its cells (None: no aesthetic head).
     """
 
     epoch: int
@@ -139,6 +183,12 @@ class Candidate:
     likeness: float | None = None
     ruled_out: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    face: float | None = None
+    faces: int = 0
+    other_faces: int = 0
+    prompt_match: float | None = None
+    style: float | None = None
+    aesthetic: float | None = None
 
 
 def mean_pairwise(hashes: Sequence[int]) -> float | None:
@@ -162,10 +212,11 @@ def score_cells(
     hashes: Mapping[str, int],
     training: Sequence[TrainingImage],
     pick: PickSection,
-    likeness: Mapping[str, float] | None = None,
+    models: Mapping[str, ModelScores] | None = None,
 ) -> list[CellScore]:
-    """Every hashed cell's scores and flags (cells without a hash are left out)."""
-    likeness = likeness or {}
+    """Every hashed cell's scores and flags (cells without a hash are left out); ``models``: what the
+    optional models said of each cell, by file."""
+    models = models or {}
     hashed = [c for c in cells if c.file in hashes]
     # Variety: per (prompt, epoch, weight) across seeds, and the baseline's per prompt.
     groups: dict[tuple[str, int, float], list[GridCell]] = {}
@@ -206,9 +257,12 @@ def score_cells(
                 flags.append(NO_EFFECT)
             elif effect >= pick.effect_max and group_effect >= pick.effect_max:
                 flags.append(TAKES_OVER)
+        said = models.get(c.file, ModelScores())
+        if said.face is not None and said.face > pick.face_distance:
+            flags.append(OTHER_PERSON)
         scores.append(
             CellScore(
-                c, image, near, effect, v, likeness.get(c.file), base_variety.get(c.prompt), tuple(flags)
+                c, image, near, effect, v, said.likeness, base_variety.get(c.prompt), tuple(flags), said
             )
         )
     return scores
@@ -245,6 +299,7 @@ def candidates(
         varieties = {(s.cell.prompt): s.variety for s in members if s.variety is not None}
         nearest = [s.nearest_distance for s in members if s.nearest_distance is not None]
         likeness = [s.likeness for s in members if s.likeness is not None]
+        faces = [s for s in members if s.models.face is not None]
         made.append(
             Candidate(
                 epoch=epoch,
@@ -257,9 +312,22 @@ def candidates(
                 nearest=min(nearest) if nearest else None,
                 validation_loss=validation.get(epoch),
                 likeness=statistics.fmean(likeness) if likeness else None,
+                face=statistics.fmean(s.models.face for s in faces if s.models.face is not None)
+                if faces
+                else None,
+                faces=len(faces),
+                other_faces=sum(1 for s in faces if OTHER_PERSON in s.flags),
+                prompt_match=_mean(s.models.prompt_match for s in members),
+                style=_mean(s.models.style for s in members),
+                aesthetic=_mean(s.models.aesthetic for s in members),
             )
         )
     return [_judged(c, pick, copied_epochs) for c in made]
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
 def _collapses(members: Sequence[CellScore], pick: PickSection) -> tuple[Collapse, ...]:
@@ -296,6 +364,18 @@ def _judged(c: Candidate, pick: PickSection, copied: Mapping[int, list[Copy]]) -
         warn.append(
             f"takes over the picture: {c.effect:.1f} bits from the baseline on average (at least {pick.effect_max:g})"
         )
+    if c.other_faces and c.face is not None:
+        (ruled if 2 * c.other_faces > c.faces else warn).append(
+            f"shows another person: {c.other_faces} of {c.faces} face(s) further than "
+            f"{pick.face_distance:g} from every training face (dlib; {c.face:.2f} on average)"
+        )
+    if c.prompt_match is not None and c.prompt_match < pick.prompt_min:
+        warn.append(
+            f"ignores its prompts: CLIP cosine {c.prompt_match:.3f} between pictures and prompts on average "
+            f"(under {pick.prompt_min:g})"
+        )
+    if c.aesthetic is not None and c.aesthetic < pick.aesthetic_min:
+        warn.append(f"aesthetic score {c.aesthetic:.2f} on average (under {pick.aesthetic_min:g})")
     others = [x for x in copied.get(c.epoch, []) if x.cell.weight != c.weight]
     if others and not c.copies:
         w = sorted({x.cell.weight for x in others})

@@ -5,9 +5,11 @@ training image, seeds collapsed on one picture, a weight that does nothing) and 
 by what evidence there is. The order:
 
 1. pairs without a warning before those with one (a LoRA that takes over the picture, an epoch
-   that copies a training image at another weight);
+   that copies a training image at another weight, some faces of another person, a picture that
+   ignores its prompt or a low aesthetic score);
 2. the lower validation loss of the epoch, where the recipe has a validation split;
-3. the closer face likeness, where a likeness model scored it;
+3. the closer face likeness, where a likeness model scored it: the photoreal faces' identity
+   (dlib), then the anime faces' colours;
 4. the later epoch (without a validation loss, the latest epoch that shows no sign of
    overtraining is the usual choice);
 5. the weight nearest the preferred one (``install.weight``, else the middle of the grid's).
@@ -61,10 +63,19 @@ def shortlist(
     out = sorted((c for c in candidates if c.ruled_out), key=lambda c: (c.epoch, c.weight))
     losses = sorted({c.validation_loss for c in candidates if c.validation_loss is not None})
 
-    def key(c: Candidate) -> tuple[bool, float, float, int, float, float]:
+    def key(c: Candidate) -> tuple[bool, float, float, float, int, float, float]:
         loss = c.validation_loss if c.validation_loss is not None else math.inf
+        face = c.face if c.face is not None else math.inf
         like = c.likeness if c.likeness is not None else math.inf
-        return (bool(c.warnings), loss, like, -c.epoch, round(abs(c.weight - preferred_weight), 6), c.weight)
+        return (
+            bool(c.warnings),
+            loss,
+            face,
+            like,
+            -c.epoch,
+            round(abs(c.weight - preferred_weight), 6),
+            c.weight,
+        )
 
     ranked = sorted(ok, key=key)
     return Shortlist(
@@ -98,8 +109,16 @@ def reason(c: Candidate, listed: Shortlist) -> str:
         )
         name = near.nearest.name if near.nearest is not None else "?"
         parts.append(f"nearest training image {name} at {c.nearest} bits")
+    if c.face is not None:
+        parts.append(f"faces {c.face:.2f} from the nearest training face on average (dlib)")
     if c.likeness is not None:
         parts.append(f"face colours {c.likeness:.2f} from the training faces'")
+    if c.prompt_match is not None:
+        parts.append(f"CLIP prompt match {c.prompt_match:.3f}")
+    if c.style is not None:
+        parts.append(f"CLIP similarity to the nearest training image {c.style:.3f}")
+    if c.aesthetic is not None:
+        parts.append(f"aesthetic score {c.aesthetic:.2f}")
     text = "; ".join(parts) or "no score could judge it"
     if c.warnings:
         text += "; but " + "; ".join(c.warnings)

@@ -45,6 +45,15 @@ def _words(s: CellScore) -> list[str]:
         words.append(f"seeds {s.variety:.0f}")
     if s.likeness is not None:
         words.append(f"face {s.likeness:.2f}")
+    said = s.models
+    if said.face is not None:
+        words.append(f"identity {said.face:.2f}")
+    if said.prompt_match is not None:
+        words.append(f"prompt {said.prompt_match:.2f}")
+    if said.style is not None:
+        words.append(f"clip {said.style:.2f}")
+    if said.aesthetic is not None:
+        words.append(f"aesthetic {said.aesthetic:.1f}")
     return words
 
 

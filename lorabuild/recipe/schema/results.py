@@ -95,7 +95,43 @@ class PickSection(_Table):
     likeness: bool = Field(
         True,
         description="Also score likeness to the training images with the packaged models that are installed "
-        "(animeface: anime faces' hair and eye colours); never downloads a model.",
+        "(animeface: anime faces' hair and eye colours; dlib with face-recognition-models: photoreal "
+        "faces' identity); never downloads a model.",
+    )
+    face_distance: float = Field(
+        0.6,
+        gt=0,
+        le=2,
+        description="Photoreal likeness: a cell whose most prominent face's dlib descriptor is further than this "
+        "(Euclidean) from every training image's face shows another person (flagged; an epoch x weight where "
+        "most faces do is ruled out). 0.6 is dlib's same-person threshold; lower is stricter.",
+    )
+    clip_model: RecipePath | None = Field(
+        None,
+        description="A local Hugging Face CLIP folder of your own (config.json, model.safetensors or "
+        "pytorch_model.bin, tokenizer.json or vocab.json and merges.txt, preprocessor_config.json), e.g. "
+        "a copy of openai/clip-vit-large-patch14: scores each cell's prompt adherence and its CLIP "
+        "similarity to the training images. Run with kohya's Python (torch, transformers), strictly "
+        "offline: never downloaded.",
+    )
+    aesthetic_model: RecipePath | None = Field(
+        None,
+        description="A LAION improved-aesthetic-predictor head (.pth or .safetensors: the MLP layers.N.weight "
+        "and .bias on L2-normalised CLIP image embeddings, e.g. sac+logos+ava1-l14-linearMSE.pth for "
+        "ViT-L/14): an aesthetic score per cell. Needs pick.clip_model, whose embedding width it must take.",
+    )
+    prompt_min: float = Field(
+        0.18,
+        ge=-1,
+        le=1,
+        description="CLIP prompt adherence: an epoch x weight whose cells' mean cosine between picture and "
+        "prompt is under this ignores its prompts (a warning: ranked after the others). ViT-L/14 gives "
+        "about 0.25 to 0.35 for a picture of its prompt. Needs pick.clip_model.",
+    )
+    aesthetic_min: float = Field(
+        4.5,
+        description="Aesthetic: an epoch x weight whose cells' mean aesthetic score (the LAION scale, about 1 "
+        "to 10) is under this is warned about (ranked after the others). Needs pick.aesthetic_model.",
     )
 
 
