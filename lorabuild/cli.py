@@ -485,7 +485,7 @@ def demo(
         typer.Option(
             "--family",
             help="sd15: the tutorial's recipe (recipes/kazari.toml) on a random-weight SD1.5-shaped model; "
-            "sdxl, flux, chroma, sd3, anima or hunyuan: that family's recipes/*_character.toml on a tiny "
+            "sdxl, flux, chroma, sd3, anima, hunyuan or lumina: that family's recipes/*_character.toml on a tiny "
             "model of the family's shape.",
         ),
     ] = "sd15",

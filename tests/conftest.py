@@ -55,6 +55,15 @@ FAMILY_KEYS = {
         "single_blocks.0.linear1.weight",
         "txt_in.individual_token_refiner.blocks.0.norm1.weight",
     ],
+    # library/lumina_models.py NextDiT (Alpha-VLLM's layout, as the released lumina-image-2.safetensors):
+    # the caption refiner is Lumina's own.
+    "lumina": [
+        "cap_embedder.1.weight",
+        "context_refiner.0.attention.qkv.weight",
+        "layers.0.feed_forward.w1.weight",
+        "noise_refiner.0.adaLN_modulation.0.weight",
+        "x_embedder.weight",
+    ],
 }
 
 
@@ -88,6 +97,12 @@ COMPONENT_KEYS = {
         "encoder.down.5.block.0.conv1.weight",
         "decoder.up.0.block.0.conv1.weight",
         "encoder.conv_in.weight",
+    ],
+    # Lumina 2: Gemma-2 2B as ComfyUI's gemma_2_2b_fp16.safetensors (under "model."); its AE is FLUX's ("ae").
+    "gemma2": [
+        "model.embed_tokens.weight",
+        "model.layers.0.pre_feedforward_layernorm.weight",
+        "model.layers.0.self_attn.q_proj.weight",
     ],
 }
 

@@ -84,6 +84,15 @@ TOKENIZER_OFFLINE = lines("""
 OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached files.
 """)
 
+# lumina_train_network.py without google/gemma-2-2b in --tokenizer_cache_dir, offline (seen with the tiny model).
+GEMMA_TOKENIZER_OFFLINE = lines("""
+  File "/k/sd-scripts/lumina_train_network.py", line 90, in get_tokenize_strategy
+    return strategy_lumina.LuminaTokenizeStrategy(args.system_prompt, args.gemma2_max_token_length, args.tokenizer_cache_dir)
+  File "/k/sd-scripts/library/strategy_lumina.py", line 30, in __init__
+    self.tokenizer: GemmaTokenizerFast = AutoTokenizer.from_pretrained(
+OSError: We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached files.
+""")
+
 TRUNCATED = lines("""
   File "/venv/lib/python3.11/site-packages/PIL/ImageFile.py", line 319, in load
     raise OSError(msg)
@@ -119,6 +128,11 @@ OSError: image file is truncated (3 bytes not processed)
         (NO_XFORMERS, "xformers is not installed", 'training.attention = "sdpa"'),
         (XFORMERS_ON_CPU, "xformers cannot run here", 'training.attention = "sdpa"'),
         (TOKENIZER_OFFLINE, "kohya could not download the CLIP tokenizer", "model.tokenizer_cache_dir"),
+        (
+            GEMMA_TOKENIZER_OFFLINE,
+            "kohya could not load Lumina 2's Gemma tokenizer, google/gemma-2-2b",
+            "a Hugging Face hub cache that holds models--google--gemma-2-2b/",
+        ),
         (TRUNCATED, "an image could not be read (truncated or not an image)", "re-save or remove it"),
     ],
 )

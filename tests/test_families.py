@@ -22,11 +22,12 @@ from lorabuild.kohya import families
 from lorabuild.kohya import options as kohya_options
 from lorabuild.kohya.animainfer import AnimaInference
 from lorabuild.kohya.families import Family, ModelHeader
-from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Default
+from lorabuild.kohya.families.base import KOHYA_CACHE, SD_NETWORK_MODULES, Default
 from lorabuild.kohya.fluxinfer import FluxInference
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.kohya.gridrender import GridImage, GridJob
 from lorabuild.kohya.hunyuaninfer import HunyuanInference
+from lorabuild.kohya.luminainfer import LuminaInference
 from lorabuild.kohya.options import SCRIPTS, options
 from lorabuild.kohya.prompts import PromptLine
 from lorabuild.kohya.sd3infer import Sd3Inference
@@ -69,13 +70,14 @@ def test_every_family_gives_every_field(family: Family) -> None:
     assert family.bucket_steps_multiple > 0 and 64 % family.bucket_steps_multiple == 0
     assert family.sd_version in SD_VERSIONS
     # gen_img is told the family by a flag; flux_minimal_inference.py by --model_type; the others
-    # (sd3_minimal_inference.py, anima_minimal_inference.py) are their family's own script.
+    # (sd3_minimal_inference.py, anima_minimal_inference.py, lumina_minimal_inference.py...) are their
+    # family's own script.
     if isinstance(family.grid, GenImg):
         assert family.grid.flags and family.model_type is None
     elif isinstance(family.grid, FluxInference):
         assert family.model_type in ("flux", "chroma")
     else:
-        assert isinstance(family.grid, Sd3Inference | AnimaInference | HunyuanInference)
+        assert isinstance(family.grid, Sd3Inference | AnimaInference | HunyuanInference | LuminaInference)
         assert family.model_type is None
     assert all(callable(rule) for rule in family.rules)
 
@@ -228,6 +230,7 @@ FAKE = Family(
     rules=(fake_rule,),
     model_files=(),
     tokenizers=("openai/clip-vit-large-patch14",),
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=(Default("training.seed", 7, "the fake family's seed"),),
     memory=(),
@@ -261,3 +264,40 @@ def test_a_new_family_needs_only_its_module(project: Project, monkeypatch: pytes
     )
     assert argv[2] == "--fake"
     assert card(plan, checked.loaded.recipe, 3, 1.0, "0" * 64)["sd version"] == "Flux"
+
+
+@pytest.mark.parametrize(
+    ("name", "grid", "tokenizers"),
+    [
+        (
+            "flux",
+            "the FLUX grid (flux_minimal_inference.py)",
+            "openai/clip-vit-large-patch14 and google/t5-v1_1-xxl",
+        ),
+        ("sd3", "the SD3 grid (sd3_minimal_inference.py)", "openai/clip-vit-large-patch14, laion/"),
+        (
+            "hunyuan",
+            "the HunyuanImage grid (hunyuan_image_minimal_inference.py)",
+            "Qwen/Qwen2.5-VL-7B-Instruct and google/byt5-small",
+        ),
+    ],
+)
+def test_an_offline_grid_without_a_hub_cache_is_said(name: str, grid: str, tokenizers: str) -> None:
+    """The grid scripts that take no tokenizer folder share one rule (families.flux.grid_tokenizers_rule)."""
+    module = importlib.import_module(f"lorabuild.kohya.families.{name}")
+    recipe = Recipe.model_validate(
+        {
+            "name": "x",
+            "model": {"base": "m.safetensors"},
+            "dataset": {"subsets": [{"source": "d", "trigger": "t"}]},
+            "evaluate": {"prompts": ["a"]},
+            "launch": {"env": {"HF_HUB_OFFLINE": "1"}},
+        }
+    )
+    (said,) = [p.message for p in module.tokenizers_offline(recipe)]
+    assert said.startswith(f"has HF_HUB_OFFLINE but no HF_HOME: {grid} takes no tokenizer folder and reads ")
+    assert tokenizers in said and said.endswith("set [launch] env HF_HOME to a cache that has them")
+    home = recipe.model_copy(
+        update={"launch": recipe.launch.model_copy(update={"env": {"HF_HUB_OFFLINE": "1", "HF_HOME": "h"}})}
+    )
+    assert list(module.tokenizers_offline(home)) == []

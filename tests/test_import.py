@@ -18,8 +18,9 @@ import pytest
 
 from lorabuild.importer import ImportFailed, NoteKind, from_kohya_options
 from lorabuild.importer.dataset import repeats_folder
+from lorabuild.importer.family import infer_family
 from lorabuild.importer.kohya import MANAGED, MAPPED
-from lorabuild.importer.model import is_secret
+from lorabuild.importer.model import Imported, is_secret
 from lorabuild.importer.scripts import bash_words, bat_words
 from lorabuild.importer.sources import import_sources
 from lorabuild.importer.write import recipe_text, write_recipe
@@ -453,6 +454,24 @@ def test_sd3_and_anima_headers_name_their_family(
     assert not any(n.key == "ss_apply_lg_attn_mask" for n in imp.notes)
 
 
+def test_a_lumina_header_names_its_family_and_leaves_the_system_prompt_to_it(tmp_path: Path) -> None:
+    """lumina_train_network.py writes ss_base_model_version "lumina2" and no ss_ key for the system prompt."""
+    meta = {
+        "ss_network_module": "networks.lora_lumina",
+        "ss_network_dim": "8",
+        "ss_base_model_version": "lumina2",
+        "ss_timestep_sampling": "shift",
+        "ss_discrete_flow_shift": "3.0",
+        "ss_num_epochs": "2",
+        "ss_dataset_dirs": json.dumps({"4_chara": {"n_repeats": 4, "img_count": 4}}),
+    }
+    imp = import_sources([_safetensors(tmp_path / "x.safetensors", meta)])
+    assert imp.values["model.family"] == "lumina" and imp.values["network.module"] == "lora"
+    assert (imp.values["flow.timestep_sampling"], imp.values["flow.discrete_flow_shift"]) == ("shift", 3.0)
+    assert "flow.system_prompt" not in imp.values
+    assert any(n.key == "flow.system_prompt" and n.kind is NoteKind.TODO for n in imp.notes)
+
+
 def _safetensors(path: Path, meta: dict[str, str]) -> Path:
     header = json.dumps(
         {
@@ -499,11 +518,38 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(
 
 
 def test_a_script_for_a_family_lorabuild_does_not_build(tmp_path: Path) -> None:
-    script = _write(tmp_path, "lumina.sh", "accelerate launch lumina_train_network.py --network_dim 4\n")
+    # Every kohya *_train_network.py at the pinned commit is a family now; a script of another trainer
+    # (musubi-tuner's Qwen-Image, shared/FAMILIES.md) is refused by name before any family is guessed.
+    script = _write(tmp_path, "qwen.sh", "accelerate launch qwen_image_train_network.py --network_dim 4\n")
     with pytest.raises(
-        ImportFailed, match=r"lumina_train_network\.py trains a model family lorabuild does not build"
+        ImportFailed, match=r"runs kohya's qwen_image_train_network\.py, which does not train"
     ):
         import_sources([script])
+    with pytest.raises(
+        ImportFailed, match=r"qwen_image_train_network\.py trains a model family lorabuild does not build"
+    ):
+        infer_family({}, "qwen_image_train_network.py", Imported(source="qwen.sh"))
+
+
+def test_a_lumina_script_is_a_lumina_recipe(tmp_path: Path) -> None:
+    script = _write(
+        tmp_path,
+        "lumina.sh",
+        "accelerate launch lumina_train_network.py --pretrained_model_name_or_path lumina-image-2.safetensors "
+        "--gemma2 gemma-2-2b.safetensors --ae ae.safetensors --network_module networks.lora_lumina "
+        "--network_dim 8 --timestep_sampling nextdit_shift --discrete_flow_shift 3.0 --gemma2_max_token_length 128 "
+        '--system_prompt "You are an assistant."\n',
+    )
+    v = import_sources([script]).values
+    assert v["model.family"] == "lumina"
+    assert (
+        Path(str(v["model.gemma2"])).name == "gemma-2-2b.safetensors"
+        and Path(str(v["model.ae"])).name == "ae.safetensors"
+    )
+    # nextdit_shift is the family's default: prune leaves it to lorabuild; shift 3.0 is not.
+    assert "flow.timestep_sampling" not in v and v["flow.discrete_flow_shift"] == 3.0
+    assert v["flow.gemma2_max_token_length"] == 128
+    assert v["flow.system_prompt"] == "You are an assistant."
 
 
 # --- the command --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Every shipped recipe with a CPU demo: the header of a LoRA the real kohya trained from it imports
 back to a recipe that compiles to the same kohya options (issue #14).
 
-For each family (``lorabuild demo --family``: flux, chroma, sd3, anima; and sd15, recipes/kazari.toml)
+For each family (``lorabuild demo --family``: flux, chroma, sdxl, sd3, anima, hunyuan, lumina; and sd15,
+recipes/kazari.toml)
 the demo's recipe and ``--set`` overrides are trained once with ``lorabuild run --until train`` (no
 grid, no install: the header is all this module reads); the last saved file's header is imported; the
 import's TODOs are answered as a user would, with the paths the demo gave (the model files, the
@@ -36,7 +37,7 @@ from tests.conftest import REPO, SD_SCRIPTS
 
 pytestmark = pytest.mark.real_trainer
 
-FAMILIES = ("sd15", "sdxl", "flux", "chroma", "sd3", "anima", "hunyuan")
+FAMILIES = ("sd15", "sdxl", "flux", "chroma", "sd3", "anima", "hunyuan", "lumina")
 
 SD15_EXTRA = ("training.epochs=1",)
 """recipes/kazari.toml trains 10 epochs (40 steps of the full-size SD1.5 U-Net, near 20 s each on
@@ -87,6 +88,9 @@ EXPECTED_DIFFERENCES: dict[str, dict[str, str]] = {
             "kohya writes no ss_ key for cache_text_encoder_outputs_to_disk (HunyuanImage's memory preset "
             "caches to disk: kohya's in-memory cache crashes at the pinned commit)"
         ),
+    },
+    "lumina": {
+        "metadata.training_comment": RECIPE_HASH,
     },
 }
 """Per family, the options of ``config.toml`` (``section.option``) and ``dataset.toml``

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from lorabuild.kohya.families import lumina
 from lorabuild.plan.plan import build_plan
 from lorabuild.probe.facts import gather
 from lorabuild.recipe.load import load_recipe
@@ -260,5 +261,43 @@ def test_kohyas_anima_parser_reads_the_shipped_anima_recipe(
         "gradient_checkpointing": True,
         "cache_text_encoder_outputs": True,
         "cache_latents": True,
+    }
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_kohyas_lumina_parser_reads_the_shipped_lumina_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lumina_train_network.py's own parser and config loader read the compiled Lumina options back."""
+    lumina_train_network = kohya("lumina_train_network")
+    train_util = kohya("library.train_util")
+    recipe = shipped_project(tmp_path, REPO / "recipes" / "lumina_character.toml")
+    monkeypatch.chdir(tmp_path)
+    plan = require_plan(
+        check(recipe.relative_to(tmp_path), ["flow.gemma2_max_token_length=128"], Path("build"))
+    )
+    compile_build(plan)
+    monkeypatch.chdir(plan.build_dir)
+    parser = lumina_train_network.setup_parser()
+    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
+    monkeypatch.setattr(sys, "argv", ["lumina_train_network.py", *argv])
+    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    expected = {
+        "pretrained_model_name_or_path": "../../models/lumina_2_model_bf16.safetensors",
+        "gemma2": "../../models/gemma_2_2b_fp16.safetensors",
+        "ae": "../../models/ae.safetensors",
+        "network_module": "networks.lora_lumina",
+        "network_train_unet_only": True,
+        "timestep_sampling": "nextdit_shift",
+        "discrete_flow_shift": 6.0,
+        "model_prediction_type": "raw",
+        "system_prompt": lumina.SYSTEM_PROMPT,
+        "gemma2_max_token_length": 128,
+        "mixed_precision": "bf16",
+        "save_precision": "bf16",
+        "gradient_checkpointing": True,
+        "cache_text_encoder_outputs": True,
+        "cache_latents": True,
+        "use_flash_attn": False,
     }
     assert {k: getattr(args, k) for k in expected} == expected

@@ -137,8 +137,8 @@ def test_sd3_checkpoint_is_detected_and_a_bare_mmdit_is_not_trainable(project: P
     write_safetensors(model_path(project), ["joint_blocks.0.x_block.attn.qkv.weight"])
     assert found(project, model.model_family) == [
         "recipe.toml: model.base: this is an SD3 MMDiT-only (without the model.diffusion_model. prefix that "
-        "kohya's SD3 loader reads) checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1, Chroma, SD3, Anima "
-        "and HunyuanImage 2.1 LoRAs"
+        "kohya's SD3 loader reads) checkpoint; lorabuild trains SD1.x, SD2.x, SDXL, FLUX.1, Chroma, SD3, Anima, "
+        "HunyuanImage 2.1 and Lumina 2 LoRAs"
     ]
 
 
@@ -185,7 +185,7 @@ def test_family_undetectable(project: Project) -> None:
     write_safetensors(model_path(project), ["some.other.weight"])
     assert found(project, model.model_family) == [
         "recipe.toml: model.family: cannot be detected (no known tensor names in its header): "
-        "set model.family to sd15, sd2, sdxl, flux, chroma, sd3, anima or hunyuan"
+        "set model.family to sd15, sd2, sdxl, flux, chroma, sd3, anima, hunyuan or lumina"
     ]
     assert found(project, model.model_family, "model.family=sd15") == []
 

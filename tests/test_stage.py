@@ -262,6 +262,31 @@ def test_an_edited_image_loses_its_kohya_caches(project: Project) -> None:
     assert sorted(p.name for p in folder.glob("*.npz")) == ["000_te_outputs.npz", "002.npz"]
 
 
+def test_the_dit_families_text_encoder_caches_follow_their_captions(project: Project) -> None:
+    """``<stem>_<arch>_te.npz`` (FLUX, SD3, Lumina 2, Anima, HunyuanImage) are kept while the caption is."""
+    prepare(project)
+    folder = project.root / FOLDER
+    caches = [
+        "000_flux_te.npz",
+        "000_0064x0064_lumina.npz",
+        "001_lumina_te.npz",
+        "001_sd3_te.npz",
+        "002_lumina_te.npz",
+        "002_anima_te.npz",
+        "002_0064x0064_lumina.npz",
+        "003_hi_te.npz",
+    ]
+    for name in caches:
+        (folder / name).write_bytes(b"PK")
+    assert prepare(project).removed == 0  # kohya's caches of unchanged images and captions stay
+    (project.root / "data" / "char" / "002.txt").write_text("1girl", "utf-8")
+    report = prepare(project)
+    assert report.removed == 2  # 002's text-encoder outputs; its latents stay
+    assert sorted(p.name for p in folder.glob("*.npz")) == sorted(
+        set(caches) - {"002_lumina_te.npz", "002_anima_te.npz"}
+    )
+
+
 def test_interrupted_prepare_converges(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = prepare(project)
     assert clean.captions_written == 4

@@ -35,7 +35,8 @@ manifest keeps what was finished, and the rest of the stage is as the last run l
 
 kohya's own files in the stage are kept while they are valid: ``cache_latents_to_disk`` writes
 ``<stem>.npz`` or ``<stem>_<W>x<H>_<arch>.npz`` next to each image and
-``cache_text_encoder_outputs_to_disk`` ``<stem>_te_outputs.npz``; a re-staged image loses its
+``cache_text_encoder_outputs_to_disk`` ``<stem>_te_outputs.npz`` (``<stem>_<arch>_te.npz`` for the
+DiT families: ``_flux_te``, ``_lumina_te``...); a re-staged image loses its
 latent caches and a re-written caption its text-encoder caches, so kohya computes them again.
 
 Why one module: staging is one incremental algorithm (:class:`_Stager`) over one record format
@@ -89,7 +90,11 @@ CAPTION_FIELDS = ("sha256", "staged")
 _LATENT_CACHE = re.compile(r"(?P<stem>.+?)(?:_\d{4}x\d{4}_[A-Za-z0-9]+)?\.npz")
 
 
-_TEXT_CACHE = re.compile(r"(?P<stem>.+?)(?:_te_outputs|_sd3_te)\.npz")
+# Text-encoder outputs: SDXL's ``_te_outputs``, and each DiT family's ``_<arch>_te``
+# (library/strategy_sd3.py, strategy_flux.py, strategy_lumina.py, strategy_anima.py,
+# strategy_hunyuan_image.py). kohya checks only that their arrays are there, not the caption they
+# were made from, so a rewritten caption must lose them here.
+_TEXT_CACHE = re.compile(r"(?P<stem>.+?)(?:_te_outputs|_(?:sd3|flux|lumina|anima|hi)_te)\.npz")
 
 
 Stat = tuple[int, int, int]

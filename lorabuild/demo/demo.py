@@ -19,6 +19,7 @@ from pathlib import Path
 from lorabuild.demo.animamodel import ensure_anima_test_model
 from lorabuild.demo.fluxmodel import ensure_flux_test_model
 from lorabuild.demo.hunyuanmodel import ensure_hunyuan_test_model
+from lorabuild.demo.luminamodel import ensure_lumina_test_model
 from lorabuild.demo.sd3model import ensure_sd3_test_model
 from lorabuild.demo.sdxlmodel import ensure_sdxl_test_model
 from lorabuild.demo.synthetic import make_dataset
@@ -253,6 +254,35 @@ def prepare_hunyuan_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str
     )
 
 
+LUMINA_RECIPE = REPO_ROOT / "recipes" / "lumina_character.toml"
+"""The shipped recipe ``lorabuild demo --family lumina`` trains."""
+
+LUMINA_LAUNCHER = Path(__file__).with_name("tinylumina.py")
+"""The test-only launcher that shrinks kohya's Lumina 2 sizes to the test model's (LORABUILD_SCRIPT_WRAPPER)."""
+
+LUMINA_CPU_OVERRIDES = (
+    "training.save_precision=float",  # bf16 saving is a GPU habit
+    "training.epochs=4",
+)
+
+
+def prepare_lumina_demo(workdir: Path, images: int = 4) -> tuple[Path, list[str]]:
+    """Make (or reuse) the tiny Lumina 2 test model and a dataset; the recipe and its overrides (:func:`_tiny_demo`).
+
+    The stand-in Gemma tokenizer is a hub cache (:mod:`lorabuild.demo.luminamodel`): training reads it
+    as ``tokenizer_cache_dir``, the grid through ``HF_HUB_CACHE`` pointed at the same folder by its
+    renderer (:mod:`lorabuild.kohya.luminainfer`), so no ``HF_HOME`` is set.
+    """
+    model = ensure_lumina_test_model()
+    paths = {
+        "base": model.dit,
+        "gemma2": model.gemma2,
+        "ae": model.ae,
+        "tokenizer_cache_dir": model.tokenizer_cache_dir,
+    }
+    return LUMINA_RECIPE, _tiny_demo(workdir, images, LUMINA_LAUNCHER, paths, None, LUMINA_CPU_OVERRIDES)
+
+
 @dataclass(frozen=True)
 class TinyDemo:
     """A family's tiny-model demo: ``lorabuild demo --family NAME``."""
@@ -283,5 +313,6 @@ TINY_DEMOS: dict[str, TinyDemo] = {
     "sd3": TinyDemo(SD3_RECIPE, "SD3.5", SD3_LAUNCHER, prepare_sd3_demo),
     "anima": TinyDemo(ANIMA_RECIPE, "Anima", ANIMA_LAUNCHER, prepare_anima_demo),
     "hunyuan": TinyDemo(HUNYUAN_RECIPE, "HunyuanImage-2.1", HUNYUAN_LAUNCHER, prepare_hunyuan_demo),
+    "lumina": TinyDemo(LUMINA_RECIPE, "Lumina-2", LUMINA_LAUNCHER, prepare_lumina_demo),
 }
 """Every family's tiny-model demo, by ``--family`` value (``sd15`` is :func:`prepare_demo`, the tutorial's)."""

@@ -42,6 +42,8 @@ def infer_family(
         )
         if flat.get("qwen3") is not None or flat.get("llm_adapter_path") is not None:
             candidates = [f for f in families.ALL if f.train_script == "anima_train_network.py"]
+        elif flat.get("gemma2") is not None or flat.get("system_prompt") is not None:
+            candidates = [f for f in families.ALL if f.train_script == "lumina_train_network.py"]
         elif flat.get("byt5") is not None:
             candidates = [f for f in families.ALL if f.train_script == "hunyuan_image_train_network.py"]
         elif flat.get("clip_g") is not None:

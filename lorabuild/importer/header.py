@@ -26,7 +26,7 @@ from lorabuild.render.safetensors_header import HeaderError, read_header
 
 # ss_base_model_version (library/train_util.py get_sd_version / the FLUX and Chroma trainers; the SD3
 # trainer writes the MMDiT's model_type, sd3_utils.load_mmdit; the Anima trainer "anima", the
-# HunyuanImage trainer "hunyuan-image-2.1") -> family.
+# HunyuanImage trainer "hunyuan-image-2.1", the Lumina trainer "lumina2") -> family.
 BASE_MODEL_FAMILIES = {
     "sd_v1": "sd15",
     "sd_v1_v": "sd15",
@@ -40,6 +40,7 @@ BASE_MODEL_FAMILIES = {
     "5-large": "sd3",
     "anima": "anima",
     "hunyuan-image-2.1": "hunyuan",
+    "lumina2": "lumina",
 }
 
 # ss_* keys that are kohya's option of the same name without the prefix.

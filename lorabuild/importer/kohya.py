@@ -78,6 +78,7 @@ MAPPED = frozenset(
         "weighting_scheme", "logit_mean", "logit_std", "mode_scale", "training_shift", "apply_lg_attn_mask",
         "attn_mode", "vae_chunk_size", "vae_disable_cache", "split_attn",
         "text_encoder", "byt5", "fp8_scaled", "fp8_vl", "text_encoder_cpu",
+        "gemma2", "system_prompt", "gemma2_max_token_length",
         "output_name", "save_model_as", "save_precision", "save_every_n_epochs", "save_state",
         "sample_prompts", "sample_every_n_epochs", "sample_sampler",
         "metadata_title", "metadata_author", "metadata_description",
@@ -188,6 +189,7 @@ def _model(imp: Imported, flat: Mapping[str, object], effective: Effective, base
         "t5_tokenizer_path",
         "text_encoder",
         "byt5",
+        "gemma2",
     ):
         value = flat.get(key)
         if isinstance(value, str) and value:
@@ -376,8 +378,11 @@ FLOW_OPTIONS = (
     "fp8_scaled",
     "fp8_vl",
     "text_encoder_cpu",
+    # Lumina 2 (lumina_train_util)
+    "system_prompt",
+    "gemma2_max_token_length",
 )
-"""kohya's flow-matching options (FLUX, Chroma, SD3, Anima, HunyuanImage): the recipe's ``[flow]`` table."""
+"""kohya's flow-matching options (FLUX, Chroma, SD3, Anima, HunyuanImage, Lumina 2): the recipe's ``[flow]`` table."""
 
 
 _FLOW_FLAGS = frozenset(
@@ -414,7 +419,7 @@ def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, famil
                 values.number(value)
                 if isinstance(value, int)
                 and not isinstance(value, bool)
-                and key not in ("t5xxl_max_token_length", "vae_chunk_size")
+                and key not in ("t5xxl_max_token_length", "vae_chunk_size", "gemma2_max_token_length")
                 else value,
             )
 

@@ -101,7 +101,7 @@ def launch_from_words(words: Sequence[str], source: str) -> Launch | None:
             raise ImportFailed(
                 source,
                 f"runs kohya's {script}, which does not train a LoRA: lorabuild imports "
-                f"{', '.join(sorted(f.train_script for f in families.ALL))} launches",
+                f"{', '.join(sorted({f.train_script for f in families.ALL}))} launches",
             )
         if script not in kohya_options.SCRIPTS:
             return Launch(script=script)

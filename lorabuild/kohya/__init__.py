@@ -1,6 +1,6 @@
 """The pinned kohya sd-scripts' interface: what lorabuild knows about kohya, and the one process seam.
 
-- :mod:`~lorabuild.kohya.families`: the model families (SD1.x, SD2.x, SDXL), one module each, and their
+- :mod:`~lorabuild.kohya.families`: the model families (SD1.x to Lumina 2), one module each, and their
   registry: each family's scripts, networks, model header, defaults, grid renderer, card and own rules.
 - :mod:`~lorabuild.kohya.options`: the options kohya accepts (``lorabuild/data/kohya_options.json``) and
   checks of values against them.
@@ -14,8 +14,11 @@
 - :mod:`~lorabuild.kohya.gridrender`: the grid renderer seam's vocabulary: the job a renderer is
   given (images, LoRA files) and the run it returns (command, inputs, progress, stdin answers).
 - :mod:`~lorabuild.kohya.genimg`: ``gen_img.py`` as the SD families' grid renderer.
+- :mod:`~lorabuild.kohya.interactive`: the ``--interactive`` renderers' shared half: one model load,
+  a stdin line per image as kohya asks, each saved image filed at once.
 - :mod:`~lorabuild.kohya.fluxinfer`: ``flux_minimal_inference.py --interactive`` as the FLUX.1/Chroma
-  grid renderer, fed one line per image as it asks.
+  grid renderer, fed one line per image as it asks; :mod:`~lorabuild.kohya.sd3infer` (SD3) and
+  :mod:`~lorabuild.kohya.luminainfer` (Lumina 2) are the same kind.
 - :mod:`~lorabuild.kohya.runner`: the one place lorabuild starts processes.
 - :mod:`~lorabuild.kohya.scriptrun`: one run of a kohya script (trainer, gen_img, tagger): its output's
   tail kept, its failure, interruption or missing files worded, naming the script that ran.

@@ -71,6 +71,8 @@ class ModelOptions:
     # HunyuanImage 2.1 (hunyuan_image_train_network.py setup_parser).
     text_encoder: str | None
     byt5: str | None
+    # Lumina Image 2.0 (library/lumina_train_util.py add_lumina_train_arguments).
+    gemma2: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,8 +137,9 @@ class TrainingOptions:
 class FlowOptions:
     """``[flow]``: the flow-matching families' training options (``flux_train_utils.add_flux_train_arguments``;
     SD3's from ``train_util.add_dit_training_arguments`` and ``sd3_train_utils.add_sd3_training_arguments``;
-    Anima's from ``anima_train_utils.add_anima_training_arguments``; and
-    ``hunyuan_image_train_network.setup_parser``'s own)."""
+    Anima's from ``anima_train_utils.add_anima_training_arguments``;
+    ``hunyuan_image_train_network.setup_parser``'s own; and Lumina 2's from
+    ``lumina_train_util.add_lumina_train_arguments``)."""
 
     guidance_scale: float | None
     timestep_sampling: str | None
@@ -161,6 +164,9 @@ class FlowOptions:
     fp8_scaled: bool
     fp8_vl: bool
     text_encoder_cpu: bool
+    # Lumina Image 2.0 (library/lumina_train_util.py add_lumina_train_arguments).
+    system_prompt: str | None
+    gemma2_max_token_length: int | None
 
 
 @dataclass(frozen=True, kw_only=True)

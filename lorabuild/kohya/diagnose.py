@@ -140,6 +140,15 @@ def _xformers_broken(text: str, match: re.Match[str]) -> Diagnosis:
 
 
 def _tokenizer(text: str, match: re.Match[str]) -> Diagnosis:
+    if "strategy_lumina.py" in text:
+        # library/strategy_lumina.py: AutoTokenizer.from_pretrained(GEMMA_ID, cache_dir=--tokenizer_cache_dir).
+        return Diagnosis(
+            "kohya could not load Lumina 2's Gemma tokenizer, google/gemma-2-2b (not in the tokenizer cache, and "
+            "no connection to the Hugging Face hub or no access to that gated repository)",
+            "accept google/gemma-2-2b's licence on huggingface.co, log in (huggingface-cli login) and run once "
+            "online, or set model.tokenizer_cache_dir to a Hugging Face hub cache that holds "
+            "models--google--gemma-2-2b/",
+        )
     return Diagnosis(
         "kohya could not download the CLIP tokenizer (no connection to the Hugging Face hub)",
         "run once with a network connection, or set model.tokenizer_cache_dir to a folder that "

@@ -8,12 +8,11 @@ reads one stdin line (``PROMPT --w --h --s --d --g --c --m m1,m2,... [--n NEGATI
 (flux_minimal_inference.py, ``generate_image`` and the loop under ``args.interactive``).
 
 Two images saved within one second get the same name, so the conversation is paced by kohya's
-output, never by sleeps (:class:`_Conversation`, answering through the process seam's
-``answer``): each line is sent only when kohya asks for one, and the image a ``Saved image to``
-line names is checked and moved at once to its cell's file (``cells/<key>.png``) before the next
-line goes out. Every line sets every option, because kohya keeps size, steps, guidance, CFG scale
-and the multipliers from the line before; the cell's epoch is selected by ``--m`` (its LoRA file
-at the cell's weight, every other one 0; all 0 for the baseline).
+output (:class:`lorabuild.kohya.interactive.Conversation`, shared with the SD3 and Lumina 2
+renderers): each line is sent only when kohya asks for one, and the image a ``Saved image to``
+line names is moved at once to its cell's file. Every line sets every option, because kohya keeps
+size, steps, guidance, CFG scale and the multipliers from the line before; the cell's epoch is
+selected by ``--m`` (its LoRA file at the cell's weight, every other one 0; all 0 for the baseline).
 
 The tokenizers: flux_minimal_inference.py takes no ``--tokenizer_cache_dir`` and loads
 ``openai/clip-vit-large-patch14`` and ``google/t5-v1_1-xxl`` from the Hugging Face hub cache
@@ -23,24 +22,29 @@ in that cache (the check says so), and online the hub fills it on the first grid
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
-from lorabuild.kohya.conversation import Reply
-from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png, one_job
+from lorabuild.kohya.interactive import Dialogue, InteractiveRenderer
+from lorabuild.kohya.prompts import PromptLine
 
 FluxDtype = Literal["float32", "bfloat16", "float16"]
 """flux_minimal_inference.py ``--dtype`` (library.utils.str_to_dtype's spellings)."""
 
 ASKS = "Enter prompt"
-"""How flux_minimal_inference.py's interactive loop starts each prompt request."""
+"""How flux_minimal_inference.py's (and sd3_minimal_inference.py's) interactive loop starts each prompt request."""
 
-_SAVED = re.compile(r"Saved image to (\S+\.png)")
+DIALOGUE = Dialogue(
+    asks=ASKS,
+    saved=re.compile(r"Saved image to (\S+\.png)"),
+    # An empty line ends the loop (flux_minimal_inference.py, sd3_minimal_inference.py: `if prompt == "": break`).
+    goodbye="",
+    line=PromptLine.flux_line,
+)
+"""flux_minimal_inference.py's and sd3_minimal_inference.py's ``--interactive`` dialogue."""
 
 
 class FluxSettings(Protocol):
@@ -76,13 +80,14 @@ class FluxSettings(Protocol):
 
 
 @dataclass(frozen=True)
-class FluxInference:
+class FluxInference(InteractiveRenderer[FluxSettings]):
     """A family's grid, rendered by kohya's ``flux_minimal_inference.py --interactive`` in one process."""
 
     SCRIPT: ClassVar[str] = "flux_minimal_inference.py"
     """The script, inside the kohya checkout."""
     NAME: ClassVar[str] = "flux_minimal_inference"
     """How messages name it."""
+    DIALOGUE: ClassVar[Dialogue] = DIALOGUE
 
     def argv(
         self,
@@ -114,83 +119,3 @@ class FluxInference:
             argv += ["--lora_weights", *(f"{file};1.0" for file in network_files)]
         argv.append("--interactive")
         return argv
-
-    def env(self, base: Mapping[str, str]) -> dict[str, str]:
-        """The environment: ``base`` (the training's ``[launch] env``, ``HF_HOME`` included) and what kohya needs."""
-        return {
-            **base,
-            # Not forced offline, unlike gen_img: the training read its tokenizers from
-            # --tokenizer_cache_dir, which this script cannot, so the hub cache may still lack them.
-            # kohya's rich log handler wraps lines at 80 columns when not on a terminal.
-            "COLUMNS": os.environ.get("COLUMNS", "200"),
-        }
-
-    def split(self, job: GridJob) -> tuple[GridJob, ...]:
-        """The whole job: one process renders every LoRA setting."""
-        return one_job(job)
-
-    def prepare(self, settings: FluxSettings, job: GridJob) -> GridRun:
-        """The run of ``job``: one process, fed a line per image as it asks (see the module's docstring)."""
-        talk = _Conversation(job.images, job.cwd, job.cwd / job.outdir, job.cells_dir)
-        run = GridRun(
-            argv=self.argv(
-                settings,
-                script=job.script,
-                outdir=job.outdir,
-                network_files=job.network_files,
-                python=job.python,
-            ),
-            env=self.env(job.env),
-            inputs={},
-            progress=talk.progress,
-            answer=talk.answer,
-            delivered=talk.delivered,
-        )
-        return run
-
-
-class _Conversation:
-    """Feeds flux_minimal_inference.py one image's line per ``Enter prompt`` and files each saved image."""
-
-    def __init__(self, images: Sequence[GridImage], cwd: Path, outdir: Path, cells_dir: Path):
-        self._images = tuple(images)
-        self._cwd = cwd
-        self._outdir = outdir
-        self._cells = cells_dir
-        self._sent = 0
-        self.delivered: set[str] = set()
-
-    def progress(self, line: str) -> int | None:
-        """The number of the image kohya is about to be given, when it asks for one."""
-        if line.startswith(ASKS) and self._sent < len(self._images):
-            return self._sent + 1
-        return None
-
-    def answer(self, line: str) -> Reply | None:
-        """The next image's line when kohya asks (an empty line, ending its loop, after the last)."""
-        saved = _SAVED.search(line)
-        if saved is not None and self._sent:
-            self._deliver(self._images[self._sent - 1], saved[1])
-            return None
-        if not line.startswith(ASKS):
-            return None
-        if self._sent == len(self._images):
-            return Reply("\n", close=True)
-        image = self._images[self._sent]
-        self._sent += 1
-        return Reply(image.line.flux_line() + "\n")
-
-    def _deliver(self, image: GridImage, logged: str) -> None:
-        """Move the image kohya saved (``logged``, or the one PNG in its folder) to its cell's file."""
-        source = Path(logged)
-        source = source if source.is_absolute() else self._cwd / source
-        if not source.is_file():  # the logged path was cut by the log's line wrapping
-            found = sorted(self._outdir.glob("*.png"))
-            if len(found) != 1:
-                return
-            source = found[0]
-        if not is_png(source):
-            return
-        self._cells.mkdir(parents=True, exist_ok=True)
-        os.replace(source, self._cells / image.name)
-        self.delivered.add(image.name)

@@ -128,6 +128,27 @@ class PromptLine:
             ],
         )
 
+    def lumina_line(self) -> str:
+        """The stdin line for ``lumina_minimal_inference.py --interactive``: every setting on every line.
+
+        Its loop splits the line at every ``"--"`` and reads ``w``, ``h``, ``s``, ``d``, ``g`` (the CFG
+        scale: Lumina 2 has no distilled guidance), ``n``, ``ctr``, ``rcfg`` and ``m``; size, steps,
+        CFG scale and the multipliers are kept from the line before, the seed and negative prompt reset.
+        ``--m`` is left out when no LoRA is loaded (kohya would log a count mismatch).
+        """
+        return _line(
+            self.prompt,
+            [
+                ("w", str(self.width)),
+                ("h", str(self.height)),
+                ("s", str(self.steps)),
+                ("d", str(self.seed)),
+                ("g", exact_number(self.cfg_scale)),
+                ("m", ",".join(exact_number(m) for m in self.multipliers) if self.multipliers else None),
+                ("n", self.negative or None),
+            ],
+        )
+
     def from_file_line(self) -> str:
         """The ``--from_file`` line for ``anima_minimal_inference.py`` and ``hunyuan_image_minimal_inference.py``:
         size, seed, steps, CFG scale, negative prompt.
@@ -150,18 +171,23 @@ class PromptLine:
         )
 
 
-def flux_text_problem(text: str, negative: bool = False) -> str | None:
-    """Why ``flux_minimal_inference.py --interactive`` would not read ``text`` back exactly, or None.
+def flux_text_problem(
+    text: str,
+    negative: bool = False,
+    *,
+    label: str = "FLUX.1/Chroma",
+    script: str = "flux_minimal_inference.py",
+) -> str | None:
+    """Why an ``--interactive`` minimal-inference script would not read ``text`` back exactly, or None.
 
-    It splits each stdin line at every ``"--"`` (flux_minimal_inference.py: ``prompt.split("--")``),
-    strips each part and takes ``-`` as "no negative prompt".
+    flux_minimal_inference.py (``label`` and ``script`` name another: SD3's and Lumina 2's loops
+    are the same) splits each stdin line at every ``"--"`` (``prompt.split("--")``), strips each
+    part and takes ``-`` as "no negative prompt".
     """
     if "--" in text:
-        return "must not contain '--' for FLUX.1/Chroma: flux_minimal_inference.py splits its prompt lines at every '--'"
+        return f"must not contain '--' for {label}: {script} splits its prompt lines at every '--'"
     if negative and text.strip() == "-":
-        return (
-            "must not be '-' for FLUX.1/Chroma: flux_minimal_inference.py reads '--n -' as no negative prompt"
-        )
+        return f"must not be '-' for {label}: {script} reads '--n -' as no negative prompt"
     return None
 
 

@@ -8,7 +8,8 @@ sd3_minimal_inference.py loads the MMDiT, CLIP-L, CLIP-G, T5-XXL, the VAE and ev
 (sd3_minimal_inference.py, ``generate_image`` and the loop under ``args.interactive``). So the
 whole epoch x weight x prompt x seed grid is one process and one model load, as for FLUX.1: the
 conversation (each line sent when kohya asks, each saved image moved to its cell's file at once,
-so two images of one second cannot overwrite each other) is :mod:`lorabuild.kohya.fluxinfer`'s.
+so two images of one second cannot overwrite each other) is FLUX's
+(:data:`lorabuild.kohya.fluxinfer.DIALOGUE`, held by :mod:`lorabuild.kohya.interactive`).
 
 What differs from FLUX's script: no ``--g`` (SD3 has no distilled guidance; the line leaves it
 out, :attr:`lorabuild.plan.evaluate.GridSettings.guidance` is None), no ``--model_type``, no
@@ -26,13 +27,12 @@ The tokenizers: like flux_minimal_inference.py it takes no ``--tokenizer_cache_d
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from lorabuild.kohya.fluxinfer import FluxDtype, FluxInference
-from lorabuild.kohya.fluxinfer import _Conversation as Conversation  # the same --interactive dialogue
-from lorabuild.kohya.gridrender import GridJob, GridRun, one_job
+from lorabuild.kohya.fluxinfer import DIALOGUE, FluxDtype
+from lorabuild.kohya.interactive import Dialogue, InteractiveRenderer
 
 _PRECISION_FLAG: dict[FluxDtype, str | None] = {"float32": None, "bfloat16": "--bf16", "float16": "--fp16"}
 
@@ -74,17 +74,14 @@ class Sd3Settings(Protocol):
 
 
 @dataclass(frozen=True)
-class Sd3Inference:
+class Sd3Inference(InteractiveRenderer[Sd3Settings]):
     """The SD3 grid, rendered by kohya's ``sd3_minimal_inference.py --interactive`` in one process."""
 
     SCRIPT: ClassVar[str] = "sd3_minimal_inference.py"
     """The script, inside the kohya checkout."""
     NAME: ClassVar[str] = "sd3_minimal_inference"
     """How messages name it."""
-
-    def split(self, job: GridJob) -> tuple[GridJob, ...]:
-        """The whole job: one process renders every LoRA setting."""
-        return one_job(job)
+    DIALOGUE: ClassVar[Dialogue] = DIALOGUE  # flux_minimal_inference.py's loop, line for line
 
     def argv(
         self,
@@ -121,25 +118,3 @@ class Sd3Inference:
             argv += ["--lora_weights", *(f"{file};1.0" for file in network_files)]
         argv.append("--interactive")
         return argv
-
-    def env(self, base: Mapping[str, str]) -> dict[str, str]:
-        """The environment: as for FLUX's script (the training's ``[launch] env``, unwrapped log lines)."""
-        return FluxInference().env(base)
-
-    def prepare(self, settings: Sd3Settings, job: GridJob) -> GridRun:
-        """The run of ``job``: one process, fed a line per image as it asks (see the module's docstring)."""
-        talk = Conversation(job.images, job.cwd, job.cwd / job.outdir, job.cells_dir)
-        return GridRun(
-            argv=self.argv(
-                settings,
-                script=job.script,
-                outdir=job.outdir,
-                network_files=job.network_files,
-                python=job.python,
-            ),
-            env=self.env(job.env),
-            inputs={},
-            progress=talk.progress,
-            answer=talk.answer,
-            delivered=talk.delivered,
-        )

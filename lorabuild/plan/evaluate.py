@@ -6,6 +6,7 @@ the precision, the prompts with ``{trigger}`` replaced, seeds, weights, epochs, 
 default weight from it, and :func:`sample_prompts` writes the same prompts as kohya's
 ``sample_prompts.txt``. Nothing downstream goes back to the recipe's ``[evaluate]`` table.
 
+Lumina 2 adds Gemma-2, the system prompt and the Gemma-2 length (``lumina_minimal_inference.py``).
 SD3 adds CLIP-G, the CLIP attention mask and the T5 length (``sd3_minimal_inference.py``), Anima
 its Qwen3 text encoder and VAE options, HunyuanImage its Qwen2.5-VL, byT5, flow shift and memory
 options. The flow families (FLUX.1, Chroma) add their model files (``--clip_l``, ``--t5xxl``, ``--ae``),
@@ -83,6 +84,9 @@ class GridSettings:
         fp8_scaled: HunyuanImage's ``--fp8_scaled`` (from ``[flow]``).
         text_encoder_cpu: HunyuanImage's ``--text_encoder_cpu`` (from ``[flow]``).
         blocks_to_swap: The training's ``blocks_to_swap``, for a renderer that takes it, or None.
+        gemma2: Lumina 2's Gemma-2 text encoder (``--gemma2_path``), or None.
+        system_prompt: Lumina 2's system prompt, as trained (``--system_prompt``), or None.
+        gemma2_max_token_length: Lumina 2's Gemma-2 length, as trained, or None for kohya's 256.
     """
 
     family: str
@@ -125,6 +129,9 @@ class GridSettings:
     fp8_scaled: bool = False
     text_encoder_cpu: bool = False
     blocks_to_swap: int | None = None
+    gemma2: str | None = None
+    system_prompt: str | None = None
+    gemma2_max_token_length: int | None = None
 
     @property
     def flux_dtype(self) -> FluxDtype:
@@ -141,6 +148,7 @@ class GridSettings:
             "qwen3": self.qwen3,
             "text_encoder": self.text_encoder,
             "byt5": self.byt5,
+            "gemma2": self.gemma2,
         }
         return {key: path for key, path in files.items() if path}
 
@@ -153,6 +161,19 @@ class GridSettings:
                 "apply_lg_attn_mask": self.apply_lg_attn_mask,
                 "apply_t5_attn_mask": self.apply_t5_attn_mask,
                 "t5xxl_max_token_length": self.t5xxl_max_token_length,
+                "dtype": self.dtype,
+                "steps": self.steps,
+                "cfg_scale": self.cfg_scale,
+                "size": [self.width, self.height],
+            }
+        if self.gemma2 is not None:
+            # lumina_minimal_inference.py: its own sampler (shift), CFG with a negative pass, the
+            # system prompt and Gemma-2 length it was given; what it does read is here.
+            return {
+                "family": self.family,
+                "system_prompt": self.system_prompt,
+                "gemma2_max_token_length": self.gemma2_max_token_length,
+                "flow_shift": self.flow_shift,
                 "dtype": self.dtype,
                 "steps": self.steps,
                 "cfg_scale": self.cfg_scale,
@@ -272,6 +293,9 @@ def grid_settings(recipe: Recipe, config: KohyaConfig, family: str) -> GridSetti
         fp8_scaled=config.flow.fp8_scaled,
         text_encoder_cpu=config.flow.text_encoder_cpu,
         blocks_to_swap=config.training.blocks_to_swap,
+        gemma2=model.gemma2,
+        system_prompt=config.flow.system_prompt,
+        gemma2_max_token_length=config.flow.gemma2_max_token_length,
     )
 
 

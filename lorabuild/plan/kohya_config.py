@@ -73,6 +73,7 @@ def kohya_config(recipe: Recipe, family: str, build_dir: Path, recipe_hash: str)
             t5_tokenizer_path=rel(m.t5_tokenizer_path) if m.t5_tokenizer_path else None,
             text_encoder=rel(m.text_encoder) if m.text_encoder else None,
             byt5=rel(m.byt5) if m.byt5 else None,
+            gemma2=rel(m.gemma2) if m.gemma2 else None,
         ),
         network=NetworkOptions(
             network_module=module,
@@ -178,6 +179,8 @@ def flow_options(f: FlowSection) -> FlowOptions:
         fp8_scaled=bool(f.fp8_scaled),
         fp8_vl=bool(f.fp8_vl),
         text_encoder_cpu=bool(f.text_encoder_cpu),
+        system_prompt=f.system_prompt,
+        gemma2_max_token_length=f.gemma2_max_token_length,
     )
 
 

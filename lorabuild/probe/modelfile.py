@@ -27,14 +27,20 @@ from lorabuild.kohya.families import ModelHeader
 # own: lorabuild.kohya.families), in the order that decides between them.
 # An SD3 MMDiT without the model.diffusion_model. prefix is SD3 (lorabuild.kohya.families.sd3 is the
 # prefixed single file), but kohya's loader reads the prefixed names only (sd3_utils.load_mmdit).
+# A Lumina 2 DiT in diffusers' layout (Lumina2Transformer2DModel: time_caption_embed.*, attn.to_q...)
+# is no Lumina 2 model for kohya: lumina_util.load_lumina_model loads Alpha-VLLM's names with
+# strict=False and never calls its convert_diffusers_sd_to_alpha_vllm, so every weight stays empty.
 _UNTRAINED: tuple[tuple[str, str], ...] = (
     ("joint_blocks.", "sd3-mmdit"),
+    ("time_caption_embed.", "lumina2-diffusers"),
     ("lora_unet_", "lora"),
     ("lora_te", "lora"),
 )
 
 UNTRAINED_LABELS = {
-    "sd3-mmdit": "SD3 MMDiT-only (without the model.diffusion_model. prefix that kohya's SD3 loader reads)"
+    "sd3-mmdit": "SD3 MMDiT-only (without the model.diffusion_model. prefix that kohya's SD3 loader reads)",
+    "lumina2-diffusers": "Lumina 2 DiT in diffusers' layout (kohya's Lumina loader reads only Alpha-VLLM's, as in "
+    "lumina-image-2.safetensors or Comfy-Org's lumina_2_model_bf16.safetensors, and would load none of its weights)",
 }
 """How messages name the base models lorabuild recognises but does not train."""
 
@@ -49,6 +55,7 @@ COMPONENT_LABELS = {
     "qwen2_5_vl": "the Qwen2.5-VL text encoder",
     "byt5": "the byT5 text encoder",
     "hunyuan_vae": "the HunyuanImage-2.1 VAE",
+    "gemma2": "the Gemma-2 text encoder",
 }
 """What a model file that is not a base model is, as messages name it (:func:`component_from_names`)."""
 
@@ -57,6 +64,13 @@ _CLIP_LAYER = "text_model.encoder.layers."
 # Qwen3's decoder layers (transformers' Qwen3Model, bare or under "model."): its attention has
 # q_norm, which Qwen2's has not (library/anima_utils.py load_qwen3_text_encoder strips "model.").
 _QWEN3_LAYER = ("model.layers.0.self_attn.q_norm.", "layers.0.self_attn.q_norm.")
+# Gemma-2's decoder layers (transformers' Gemma2Model, bare, under "model." as ComfyUI's
+# gemma_2_2b_fp16.safetensors, or Neta-Lumina's prefix; library/lumina_util.py load_gemma2 strips each):
+# the norm before its feed-forward, which Gemma 1, Qwen and Llama have not.
+_GEMMA2_LAYER = tuple(
+    f"{prefix}layers.0.pre_feedforward_layernorm."
+    for prefix in ("", "model.", "text_encoders.gemma2_2b.transformer.model.")
+)
 # The Qwen-Image VAE's mid-block attention (one fused to_qkv), in ComfyUI's layout or the official
 # one (library/qwen_image_autoencoder_kl.py convert_comfyui_state_dict maps the first to the second).
 _QWEN_IMAGE_VAE = ("decoder.middle.1.to_qkv.", "decoder.mid_block.attentions.0.to_qkv.")
@@ -162,7 +176,8 @@ def component_from_names(names: Iterable[str]) -> str | None:
     layers is CLIP-G), Qwen2.5-VL's language model with its vision tower (``model.layers.*`` and
     ``visual.*``; hunyuan_image_text_encoder.load_qwen2_5_vl), T5's ``encoder.block.*`` (exactly 12
     blocks is byT5-small, HunyuanImage's glyph encoder; T5-XXL has 24), Qwen3's normed attention
-    (``layers.0.self_attn.q_norm``), the Qwen-Image VAE's fused mid-block attention (``to_qkv``), and
+    (``layers.0.self_attn.q_norm``), Gemma-2's norm before its feed-forward
+    (``layers.0.pre_feedforward_layernorm``; lumina_util.load_gemma2), the Qwen-Image VAE's fused mid-block attention (``to_qkv``), and
     an autoencoder's ``encoder.down.*``: six levels is HunyuanImage-2.1's 32x VAE
     (library/hunyuan_image_vae.py), otherwise ``quant_conv`` tells SD's VAE from FLUX's.
     """
@@ -175,6 +190,8 @@ def component_from_names(names: Iterable[str]) -> str | None:
         return "clip_g" if deepest >= 12 else "clip_l"
     if any(n.startswith(("encoder.block.", "shared.")) for n in names):
         return "byt5" if _deepest(names, "encoder.block.") == _BYT5_BLOCKS - 1 else "t5xxl"
+    if any(n.startswith(_GEMMA2_LAYER) for n in names):
+        return "gemma2"
     if any(n.startswith(_QWEN3_LAYER) for n in names):
         return "qwen3"
     if any(n.startswith(_QWEN_IMAGE_VAE) for n in names):

@@ -208,15 +208,17 @@ def tokenizer_cache(recipe: Recipe, facts: Facts) -> Iterator[Problem]:
         )
         return
     # With --tokenizer_cache_dir each tokenizer is read from, or downloaded and saved to,
-    # <dir>/<id with "/" as "_"> (library/strategy_base.py TokenizeStrategy._load_tokenizer).
-    ids = families.get(family_of(recipe, facts)).tokenizers
-    absent = [i for i in ids if i.replace("/", "_") not in found.folders]
+    # <dir>/<id with "/" as "_"> (library/strategy_base.py TokenizeStrategy._load_tokenizer), or for
+    # Lumina 2 the hub cache's <dir>/models--ORG--NAME (library/strategy_lumina.py).
+    family = families.get(family_of(recipe, facts))
+    layout = family.tokenizer_cache
+    absent = [i for i in family.tokenizers if layout.folder(i) not in found.folders]
     if not absent:
         return
-    folders = [i.replace("/", "_") for i in absent]
+    folders = [layout.folder(i) for i in absent]
     download = (
         f"kohya downloads the tokenizer{'s' if len(absent) > 1 else ''} ({', '.join(absent)}) from Hugging "
-        "Face and saves it there, which fails without network access: run it once online, or copy"
+        f"Face and saves it there, which fails without network access{layout.note}: run it once online, or copy"
     )
     # Told to stay offline, kohya cannot download: the run would stop after the model loads.
     offline = recipe.launch.env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")

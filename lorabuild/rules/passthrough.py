@@ -71,6 +71,8 @@ MODELLED = {
     "split_attn": "flow.split_attn",
     "text_encoder": "model.text_encoder", "byt5": "model.byt5", "fp8_scaled": "flow.fp8_scaled",
     "fp8_vl": "flow.fp8_vl", "text_encoder_cpu": "flow.text_encoder_cpu",
+    "gemma2": "model.gemma2", "system_prompt": "flow.system_prompt",
+    "gemma2_max_token_length": "flow.gemma2_max_token_length",
     # Managed by lorabuild itself: resume, log format and the recipe hash, and kohya's file rotation
     # (which would delete epoch files lorabuild checks for).
     "resume": "(lorabuild train resumes by itself)", "initial_epoch": "(lorabuild train resumes by itself)",

@@ -7,7 +7,8 @@
   no-LoRA baseline). For SD1/SD2/SDXL that is ``gen_img.py`` with a prompt file
   (:mod:`lorabuild.kohya.genimg`: ``--am``, ``--network_pre_calc`` merging per batch); for FLUX.1
   and Chroma ``flux_minimal_inference.py --interactive``, fed one line per cell as it asks and
-  paced by its output (:mod:`lorabuild.kohya.fluxinfer`). The stage never asks which: it hands the
+  paced by its output (:mod:`lorabuild.kohya.fluxinfer`; SD3's and Lumina 2's scripts are the same
+  kind, :mod:`lorabuild.kohya.interactive`). The stage never asks which: it hands the
   renderer a :class:`~lorabuild.kohya.gridrender.GridJob` and runs the
   :class:`~lorabuild.kohya.gridrender.GridRun` it gets back. The exception is a renderer whose
   script merges the LoRA into the model as it loads (Anima's ``anima_minimal_inference.py``,

@@ -3,7 +3,8 @@
 Each module (:mod:`~lorabuild.kohya.families.sd15`, :mod:`~lorabuild.kohya.families.sd2`,
 :mod:`~lorabuild.kohya.families.sdxl`, :mod:`~lorabuild.kohya.families.flux`,
 :mod:`~lorabuild.kohya.families.chroma`, :mod:`~lorabuild.kohya.families.sd3`,
-:mod:`~lorabuild.kohya.families.anima`, :mod:`~lorabuild.kohya.families.hunyuan`) builds a
+:mod:`~lorabuild.kohya.families.anima`, :mod:`~lorabuild.kohya.families.hunyuan`,
+:mod:`~lorabuild.kohya.families.lumina`) builds a
 :class:`~lorabuild.kohya.families.base.Family`: its
 training script, the networks it trains, how its model header is recognised, its kohya defaults,
 its grid renderer, its webui card, the model files and tokenizers it needs, its defaults and
@@ -17,12 +18,13 @@ else is missing (its scripts in the kohya option data, for one).
 
 May import: the grid renderers (:mod:`lorabuild.kohya.genimg`, :mod:`lorabuild.kohya.fluxinfer`,
 :mod:`lorabuild.kohya.animainfer`, :mod:`lorabuild.kohya.sd3infer`, :mod:`lorabuild.kohya.hunyuaninfer`,
+:mod:`lorabuild.kohya.luminainfer`, :mod:`lorabuild.kohya.interactive`,
 :mod:`lorabuild.kohya.gridrender`), :mod:`lorabuild.recipe` and the layers below it.
 """
 
 from __future__ import annotations
 
-from lorabuild.kohya.families import anima, chroma, flux, hunyuan, sd2, sd3, sd15, sdxl
+from lorabuild.kohya.families import anima, chroma, flux, hunyuan, lumina, sd2, sd3, sd15, sdxl
 from lorabuild.kohya.families.base import Default, Family, MemoryPreset, ModelFile, ModelHeader
 
 ALL: tuple[Family, ...] = (
@@ -34,6 +36,7 @@ ALL: tuple[Family, ...] = (
     sd3.FAMILY,
     anima.FAMILY,
     hunyuan.FAMILY,
+    lumina.FAMILY,
 )
 """Every family, oldest first: the order messages list them in."""
 

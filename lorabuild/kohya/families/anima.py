@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from types import MappingProxyType
 
 from lorabuild.kohya.animainfer import AnimaInference
-from lorabuild.kohya.families.base import Default, Family, ModelFile, ModelHeader, NetworkModules
+from lorabuild.kohya.families import flux
+from lorabuild.kohya.families.base import KOHYA_CACHE, Default, Family, ModelFile, ModelHeader, NetworkModules
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
 
@@ -66,13 +67,7 @@ def _caption_changes(recipe: Recipe) -> str | None:
     shuffled captions and tag dropout change what is encoded; whole-caption dropout it applies to the
     cached outputs (``drop_cached_text_encoder_outputs``).
     """
-    ds = recipe.dataset
-    for i, subset in enumerate(ds.subsets):
-        if subset.shuffle_caption:
-            return f"dataset.subsets[{i}].shuffle_caption"
-        if subset.shuffle_caption is None and ds.shuffle_caption:
-            return "dataset.shuffle_caption"
-    return "dataset.caption_tag_dropout_rate" if ds.caption_tag_dropout_rate else None
+    return flux.caption_changes(recipe, cache_supports_dropout=True)
 
 
 DEFAULTS = (
@@ -228,6 +223,7 @@ FAMILY = Family(
     ),
     model_files=(QWEN3, VAE),
     tokenizers=(),
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=DEFAULTS,
     memory=(),

@@ -17,6 +17,7 @@ from lorabuild.kohya.fluxinfer import FluxSettings
 from lorabuild.kohya.genimg import GenImgSettings
 from lorabuild.kohya.gridrender import GridJob, GridRun
 from lorabuild.kohya.hunyuaninfer import HunyuanSettings
+from lorabuild.kohya.luminainfer import LuminaSettings
 from lorabuild.kohya.sd3infer import Sd3Settings
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import KohyaValue, Recipe
@@ -39,7 +40,9 @@ SD_NETWORK_MODULES: NetworkModules = MappingProxyType(
 """The networks kohya's ``train_network.py`` and ``sdxl_train_network.py`` train (LyCORIS's too)."""
 
 
-class RenderSettings(GenImgSettings, FluxSettings, Sd3Settings, AnimaSettings, HunyuanSettings, Protocol):
+class RenderSettings(
+    GenImgSettings, FluxSettings, Sd3Settings, AnimaSettings, HunyuanSettings, LuminaSettings, Protocol
+):
     """What every grid renderer may read from the grid's settings (the plan's ``GridSettings`` has it all)."""
 
 
@@ -49,6 +52,8 @@ class GridRenderer(Protocol):
     :class:`lorabuild.kohya.genimg.GenImg` (SD1/SD2/SDXL),
     :class:`lorabuild.kohya.fluxinfer.FluxInference` (FLUX.1, Chroma),
     :class:`lorabuild.kohya.sd3infer.Sd3Inference` (SD3),
+    :class:`lorabuild.kohya.luminainfer.LuminaInference` (Lumina 2; these three share
+    :class:`lorabuild.kohya.interactive.InteractiveRenderer`),
     :class:`lorabuild.kohya.animainfer.AnimaInference` (Anima) and
     :class:`lorabuild.kohya.hunyuaninfer.HunyuanInference` (HunyuanImage 2.1) implement it; the grid
     stage drives each through :meth:`split`, :meth:`prepare` and :mod:`lorabuild.kohya.gridrender`'s
@@ -94,6 +99,30 @@ class ModelFile:
     example: str
     bundled: str | None = None
     checkpoint_first: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizerCache:
+    """How kohya lays out the tokenizers it reads from ``--tokenizer_cache_dir``, and what a missing one costs.
+
+    Attributes:
+        hub: The folder is a Hugging Face hub cache, one ``models--ORG--NAME`` folder per tokenizer
+            (Lumina 2: ``AutoTokenizer.from_pretrained(id, cache_dir=...)``, library/strategy_lumina.py),
+            rather than kohya's own ``ORG_NAME`` folders (library/strategy_base.py
+            ``TokenizeStrategy._load_tokenizer``).
+        note: What a message about a missing tokenizer adds (a gated repository needs a login), or "".
+    """
+
+    hub: bool = False
+    note: str = ""
+
+    def folder(self, repo_id: str) -> str:
+        """The folder under ``--tokenizer_cache_dir`` that holds ``repo_id``'s tokenizer."""
+        return "models--" + repo_id.replace("/", "--") if self.hub else repo_id.replace("/", "_")
+
+
+KOHYA_CACHE = TokenizerCache()
+"""kohya's own layout (``--tokenizer_cache_dir/ORG_NAME``), for every family but Lumina 2."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +202,8 @@ class Family:
         rules: Its own pre-flight rules.
         model_files: The model files its trainer loads besides the base model, each a ``[model]`` key.
         tokenizers: The Hugging Face ids of the tokenizers kohya loads for it (each read from, or
-            downloaded into, ``--tokenizer_cache_dir/<id with "/" as "_">``; library/strategy_*.py).
+            downloaded into, ``--tokenizer_cache_dir``; library/strategy_*.py).
+        tokenizer_cache: How ``--tokenizer_cache_dir`` holds them.
         model_type: kohya ``--model_type`` (``flux_train_network.py``: flux or chroma), or None.
         defaults: The values it gives recipe keys the recipe leaves out (kohya's documented settings
             where they differ from kohya's argparse defaults).
@@ -193,6 +223,7 @@ class Family:
     rules: tuple[FamilyRule, ...]
     model_files: tuple[ModelFile, ...]
     tokenizers: tuple[str, ...]
+    tokenizer_cache: TokenizerCache
     model_type: str | None
     defaults: tuple[Default, ...]
     memory: tuple[MemoryPreset, ...]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from lorabuild.kohya.families import flux
-from lorabuild.kohya.families.base import Default, Family, ModelHeader
+from lorabuild.kohya.families.base import KOHYA_CACHE, Default, Family, ModelHeader
 from lorabuild.problems import Problem, error
 from lorabuild.recipe.schema import Recipe
 
@@ -61,6 +61,7 @@ FAMILY = Family(
     rules=(*flux.RULES, t5_attention_mask, no_clip_l, flux.tokenizers_offline),
     model_files=(flux.T5XXL, flux.AE),
     tokenizers=flux.TOKENIZERS,
+    tokenizer_cache=KOHYA_CACHE,
     model_type="chroma",
     defaults=(
         *flux.common_defaults(0.0, "sigmoid"),

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from types import MappingProxyType
 
 from lorabuild.kohya.families.base import (
+    KOHYA_CACHE,
     Default,
     Family,
+    FamilyRule,
     MemoryPreset,
     ModelFile,
     ModelHeader,
@@ -268,46 +270,84 @@ def text_encoder_cache(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def caption_changes(recipe: Recipe) -> str | None:
-    """The first dataset setting that changes a caption between epochs, as a recipe key, or None."""
+def caption_changes(recipe: Recipe, *, cache_supports_dropout: bool = False) -> str | None:
+    """The first dataset setting that changes a caption between epochs, as a recipe key, or None.
+
+    Args:
+        recipe: The recipe.
+        cache_supports_dropout: The family's cache drops whole captions itself (kohya's
+            ``is_text_encoder_output_cacheable(cache_supports_dropout=True)``: Anima's), so
+            ``caption_dropout_rate`` does not count.
+    """
     ds = recipe.dataset
     for i, subset in enumerate(ds.subsets):
         if subset.shuffle_caption:
             return f"dataset.subsets[{i}].shuffle_caption"
         if subset.shuffle_caption is None and ds.shuffle_caption:
             return "dataset.shuffle_caption"
-    if ds.caption_dropout_rate:
+    if ds.caption_dropout_rate and not cache_supports_dropout:
         return "dataset.caption_dropout_rate"
     if ds.caption_tag_dropout_rate:
         return "dataset.caption_tag_dropout_rate"
     return None
 
 
-def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
-    """flux_minimal_inference.py splits each grid line at every "--": a prompt holding one would lose its end."""
-    e = recipe.evaluate
-    for i, prompt in enumerate(e.prompts):
-        why = flux_text_problem(prompt)
+def prompt_dashes_rule(label: str, script: str) -> FamilyRule:
+    """The rule that an ``--interactive`` grid script (``script``, of ``label``) reads every prompt back whole.
+
+    flux_minimal_inference.py, sd3_minimal_inference.py and lumina_minimal_inference.py split each
+    grid line at every "--": a prompt holding one would lose its end, and a negative prompt "-" is none.
+    """
+
+    def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
+        e = recipe.evaluate
+        for i, prompt in enumerate(e.prompts):
+            why = flux_text_problem(prompt, label=label, script=script)
+            if why:
+                yield error(f"evaluate.prompts[{i}]", why)
+        why = flux_text_problem(e.negative_prompt, negative=True, label=label, script=script)
         if why:
-            yield error(f"evaluate.prompts[{i}]", why)
-    why = flux_text_problem(e.negative_prompt, negative=True)
-    if why:
-        yield error("evaluate.negative_prompt", why)
+            yield error("evaluate.negative_prompt", why)
+
+    prompt_dashes.__doc__ = (
+        f"{script} splits each grid line at every '--': a prompt holding one would lose its end."
+    )
+    return prompt_dashes
 
 
-def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
-    """flux_minimal_inference.py reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."""
-    env = recipe.launch.env
-    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if recipe.evaluate.prompts and offline and "HF_HOME" not in env:
-        yield warning(
-            "launch.env",
-            "has HF_HUB_OFFLINE but no HF_HOME: the FLUX grid (flux_minimal_inference.py) takes no tokenizer folder and "
-            "reads openai/clip-vit-large-patch14 and google/t5-v1_1-xxl from the Hugging Face cache "
-            "(~/.cache/huggingface, or HF_HOME); download them there once (huggingface-cli download "
-            "openai/clip-vit-large-patch14; the same for google/t5-v1_1-xxl) or set [launch] env HF_HOME to a "
-            "cache that has them",
-        )
+prompt_dashes = prompt_dashes_rule("FLUX.1/Chroma", FluxInference.SCRIPT)
+
+
+def offline(recipe: Recipe) -> bool:
+    """Whether ``[launch] env`` keeps kohya off the Hugging Face hub (``HF_HUB_OFFLINE``)."""
+    return recipe.launch.env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def grid_tokenizers_rule(label: str, script: str, ids: tuple[str, ...]) -> FamilyRule:
+    """The rule that an offline grid script with no tokenizer folder finds its tokenizers in the hub cache.
+
+    flux_minimal_inference.py, sd3_minimal_inference.py and hunyuan_image_minimal_inference.py take
+    no ``--tokenizer_cache_dir``: they read ``ids`` from the Hugging Face cache only (``HF_HOME``).
+    """
+    spoken = ", ".join(ids[:-1]) + f" and {ids[-1]}" if len(ids) > 1 else ids[0]
+
+    def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
+        if recipe.evaluate.prompts and offline(recipe) and "HF_HOME" not in recipe.launch.env:
+            yield warning(
+                "launch.env",
+                f"has HF_HUB_OFFLINE but no HF_HOME: the {label} grid ({script}) takes no tokenizer folder and "
+                f"reads {spoken} from the Hugging Face cache (~/.cache/huggingface, or HF_HOME); download them "
+                "there once (huggingface-cli download ID, for each) or set [launch] env HF_HOME to a cache that "
+                "has them",
+            )
+
+    tokenizers_offline.__doc__ = (
+        f"{script} reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."
+    )
+    return tokenizers_offline
+
+
+tokenizers_offline = grid_tokenizers_rule("FLUX", FluxInference.SCRIPT, TOKENIZERS)
 
 
 RULES = (
@@ -338,6 +378,7 @@ FAMILY = Family(
     rules=(*RULES, tokenizers_offline),
     model_files=(CLIP_L, T5XXL, AE),
     tokenizers=TOKENIZERS,
+    tokenizer_cache=KOHYA_CACHE,
     model_type="flux",
     defaults=(*common_defaults(1.0, "flux_shift"), *inference_defaults(3.5, 1.0)),
     memory=MEMORY,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from types import MappingProxyType
 
 from lorabuild.kohya.families.base import (
+    KOHYA_CACHE,
     Default,
     Family,
     MemoryPreset,
@@ -21,7 +22,7 @@ from lorabuild.kohya.families.base import (
     ModelHeader,
     NetworkModules,
 )
-from lorabuild.kohya.families.flux import caption_changes, text_encoder_cache
+from lorabuild.kohya.families.flux import caption_changes, grid_tokenizers_rule, text_encoder_cache
 from lorabuild.kohya.hunyuaninfer import HunyuanInference
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
@@ -179,18 +180,7 @@ def text_encoder_cache_in_memory(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
-    """hunyuan_image_minimal_inference.py reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."""
-    env = recipe.launch.env
-    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if recipe.evaluate.prompts and offline and "HF_HOME" not in env:
-        yield warning(
-            "launch.env",
-            "has HF_HUB_OFFLINE but no HF_HOME: the HunyuanImage grid (hunyuan_image_minimal_inference.py) takes no "
-            "tokenizer folder and reads Qwen/Qwen2.5-VL-7B-Instruct and google/byt5-small from the Hugging Face "
-            "cache (~/.cache/huggingface, or HF_HOME); download them there once or set [launch] env HF_HOME to a "
-            "cache that has them",
-        )
+tokenizers_offline = grid_tokenizers_rule("HunyuanImage", HunyuanInference.SCRIPT, TOKENIZERS)
 
 
 FAMILY = Family(
@@ -217,6 +207,7 @@ FAMILY = Family(
     ),
     model_files=(TEXT_ENCODER, BYT5, VAE),
     tokenizers=TOKENIZERS,
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=DEFAULTS,
     memory=MEMORY,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Family, ModelHeader
+from lorabuild.kohya.families.base import KOHYA_CACHE, SD_NETWORK_MODULES, Family, ModelHeader
 from lorabuild.kohya.genimg import GenImg
 
 # The CLIP-L text encoder's tensor names in the original ("ldm") layout.
@@ -31,6 +31,7 @@ FAMILY = Family(
     model_files=(),
     # library/strategy_sd.py, strategy_sdxl.py.
     tokenizers=("openai/clip-vit-large-patch14",),
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=(),
     memory=(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Family, ModelHeader
+from lorabuild.kohya.families.base import KOHYA_CACHE, SD_NETWORK_MODULES, Family, ModelHeader
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.problems import Problem, warning
 from lorabuild.recipe.schema import Recipe
@@ -44,6 +44,7 @@ FAMILY = Family(
     model_files=(),
     # library/strategy_sd.py, strategy_sdxl.py.
     tokenizers=("stabilityai/stable-diffusion-2",),
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=(),
     memory=(),

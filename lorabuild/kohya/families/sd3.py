@@ -33,6 +33,7 @@ from types import MappingProxyType
 
 from lorabuild.kohya.families import flux
 from lorabuild.kohya.families.base import (
+    KOHYA_CACHE,
     Default,
     Family,
     MemoryPreset,
@@ -248,34 +249,11 @@ def grid_vae(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def prompt_dashes(recipe: Recipe) -> Iterator[Problem]:
-    """sd3_minimal_inference.py splits each grid line at every "--": a prompt holding one would lose its end."""
-    e = recipe.evaluate
-    texts = [(f"evaluate.prompts[{i}]", p) for i, p in enumerate(e.prompts)]
-    for key, text in [*texts, ("evaluate.negative_prompt", e.negative_prompt)]:
-        if "--" in text:
-            yield error(
-                key,
-                "must not contain '--' for SD3: sd3_minimal_inference.py splits its prompt lines at every '--'",
-            )
-    if e.negative_prompt.strip() == "-":
-        yield error(
-            "evaluate.negative_prompt",
-            "must not be '-' for SD3: sd3_minimal_inference.py reads '--n -' as no negative prompt",
-        )
+prompt_dashes = flux.prompt_dashes_rule("SD3", Sd3Inference.SCRIPT)
+"""sd3_minimal_inference.py splits each grid line at every "--" (as FLUX's script does)."""
 
 
-def tokenizers_offline(recipe: Recipe) -> Iterator[Problem]:
-    """sd3_minimal_inference.py reads its tokenizers from the Hugging Face cache only (no tokenizer folder)."""
-    env = recipe.launch.env
-    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if recipe.evaluate.prompts and offline and "HF_HOME" not in env:
-        yield warning(
-            "launch.env",
-            "has HF_HUB_OFFLINE but no HF_HOME: the SD3 grid (sd3_minimal_inference.py) takes no tokenizer folder and "
-            f"reads {', '.join(TOKENIZERS)} from the Hugging Face cache (~/.cache/huggingface, or HF_HOME); "
-            "download them there once (huggingface-cli download ID) or set [launch] env HF_HOME to a cache that has them",
-        )
+tokenizers_offline = flux.grid_tokenizers_rule("SD3", Sd3Inference.SCRIPT, TOKENIZERS)
 
 
 def text_encoder_cache(recipe: Recipe) -> Iterator[Problem]:
@@ -311,6 +289,7 @@ FAMILY = Family(
     rules=RULES,
     model_files=(CLIP_L, CLIP_G, T5XXL),
     tokenizers=TOKENIZERS,
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=DEFAULTS,
     memory=MEMORY,

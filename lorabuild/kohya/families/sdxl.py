@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from lorabuild.kohya.families.base import SD_NETWORK_MODULES, Family, ModelHeader
+from lorabuild.kohya.families.base import KOHYA_CACHE, SD_NETWORK_MODULES, Family, ModelHeader
 from lorabuild.kohya.genimg import GenImg
 from lorabuild.problems import Problem, error, warning
 from lorabuild.recipe.schema import Recipe
@@ -56,6 +56,7 @@ FAMILY = Family(
     model_files=(),
     # library/strategy_sd.py, strategy_sdxl.py.
     tokenizers=("openai/clip-vit-large-patch14", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"),
+    tokenizer_cache=KOHYA_CACHE,
     model_type=None,
     defaults=(),
     memory=(),

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 # The names of lorabuild.kohya.families' registry (that package sits above this one; a test holds
 # the two equal).
-Family = Literal["sd15", "sd2", "sdxl", "flux", "chroma", "sd3", "anima", "hunyuan"]
+Family = Literal["sd15", "sd2", "sdxl", "flux", "chroma", "sd3", "anima", "hunyuan", "lumina"]
 
 # kohya's scheduler names at the pinned commit (transformers' SchedulerType plus diffusers'
 # piecewise_constant; KOHYA.md 6.9). reduce_lr_on_plateau and cosine_warmup_with_min_lr are

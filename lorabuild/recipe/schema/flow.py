@@ -1,4 +1,4 @@
-"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, SD3, Anima, HunyuanImage 2.1) is trained.
+"""``[flow]``: how a flow-matching model (FLUX.1, Chroma, SD3, Anima, HunyuanImage 2.1, Lumina 2) is trained.
 
 Every key is optional: left out, the family's default applies (kohya's documented settings, which
 differ from kohya's own argparse defaults; :mod:`lorabuild.kohya.families` holds them), and
@@ -13,8 +13,9 @@ from pydantic import Field
 
 from lorabuild.recipe.schema.fields import _Table
 
-TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"]
-"""kohya's ``--timestep_sampling`` choices (library/flux_train_utils.py, library/anima_train_utils.py)."""
+TimestepSampling = Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift", "nextdit_shift"]
+"""kohya's ``--timestep_sampling`` choices (library/flux_train_utils.py, library/anima_train_utils.py;
+``nextdit_shift`` is Lumina 2's only, library/lumina_train_util.py)."""
 
 AttnMode = Literal["torch", "xformers", "flash", "sageattn"]
 """kohya's ``--attn_mode`` choices for Anima and HunyuanImage 2.1 (library/anima_train_utils.py,
@@ -132,4 +133,17 @@ class FlowSection(_Table):
     text_encoder_cpu: bool | None = Field(
         None,
         description="HunyuanImage 2.1: run the text encoders on the CPU (kohya --text_encoder_cpu).",
+    )
+    # Lumina Image 2.0 (library/lumina_train_util.py add_lumina_train_arguments; docs/lumina_train_network.md).
+    system_prompt: str | None = Field(
+        None,
+        description="Lumina 2: the system prompt put before every caption and prompt, in training and in the grid "
+        '(kohya --system_prompt; the docs recommend "You are an assistant designed to generate high-quality '
+        'images based on user prompts.").',
+    )
+    gemma2_max_token_length: int | None = Field(
+        None,
+        ge=1,
+        description="Lumina 2: Gemma-2 tokens per caption, the system prompt included (kohya "
+        "--gemma2_max_token_length; 256 when left out).",
     )

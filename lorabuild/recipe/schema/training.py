@@ -20,10 +20,10 @@ class ModelSection(_Table):
     family: Family | None = Field(
         None,
         description="Model family: sd15, sd2, sdxl, flux (FLUX.1 dev/schnell), chroma, sd3 (SD3 and SD3.5 "
-        "Medium/Large), anima or hunyuan (HunyuanImage 2.1). Detected from the checkpoint's header when "
-        "omitted. Decides the kohya script (train_network.py, sdxl_train_network.py, flux_train_network.py, "
-        "sd3_train_network.py, anima_train_network.py, hunyuan_image_train_network.py), its defaults and the "
-        "model files it needs.",
+        "Medium/Large), anima, hunyuan (HunyuanImage 2.1) or lumina (Lumina Image 2.0). Detected from the "
+        "checkpoint's header when omitted. Decides the kohya script (train_network.py, sdxl_train_network.py, "
+        "flux_train_network.py, sd3_train_network.py, anima_train_network.py, hunyuan_image_train_network.py, "
+        "lumina_train_network.py), its defaults and the model files it needs.",
     )
     v_parameterization: bool = Field(
         False,
@@ -44,7 +44,8 @@ class ModelSection(_Table):
     )
     tokenizer_cache_dir: RecipePath | None = Field(
         None,
-        description="Folder holding the tokenizers (CLIP, T5) for offline runs (kohya --tokenizer_cache_dir).",
+        description="Folder holding the tokenizers (CLIP, T5) for offline runs (kohya --tokenizer_cache_dir); "
+        "Lumina 2 reads its Gemma-2 tokenizer from it as a Hugging Face hub cache (models--google--gemma-2-2b).",
     )
     clip_l: RecipePath | None = Field(
         None,
@@ -88,6 +89,11 @@ class ModelSection(_Table):
         None,
         description="HunyuanImage 2.1: the byT5 text encoder file, e.g. byt5_small_glyphxl_fp16.safetensors "
         "(kohya --byt5).",
+    )
+    gemma2: RecipePath | None = Field(
+        None,
+        description="Lumina Image 2.0: the Gemma-2 2B text encoder file, e.g. gemma_2_2b_fp16.safetensors "
+        "(kohya --gemma2).",
     )
 
 
