@@ -690,11 +690,16 @@ def report(
     Recipe summary, dataset (subsets, buckets, tag frequencies), loss plot, grid sheets, the saved
     files with sizes and hashes, the suggested epoch and the install command.
     """
+    from lorabuild.render.meter import Meter  # lazy: per command
     from lorabuild.stages.report import write_report  # lazy: per command
 
     _, plan = _checked(recipe, set_, build_dir, only=only)
+    meter = Meter()  # count, rate and ETA of the grid's pictures scored, on a terminal only
     with _locked(plan.build_dir):
-        path = write_report(plan, plan.build_dir)
+        try:
+            path = write_report(plan, plan.build_dir, progress=meter)
+        finally:
+            meter.close()
     typer.echo(f"wrote {path.as_posix()}")
 
 
@@ -804,11 +809,16 @@ def pick(
     and aesthetic score with your own pick.clip_model) with the validation loss per epoch; says what
     ruled the others out. Thresholds: the recipe's [pick] table.
     """
+    from lorabuild.render.meter import Meter  # lazy: per command
     from lorabuild.stages.pick import pick as pick_epochs  # lazy: per command
 
     _, plan = _checked(recipe, set_, build_dir, only=only)
+    meter = Meter()  # count, rate and ETA of the pictures scored, on a terminal only
     with _locked(plan.build_dir):  # the scores' cache is written into the build
-        _, lines = pick_epochs(plan)
+        try:
+            _, lines = pick_epochs(plan, progress=meter)
+        finally:
+            meter.close()
     for line in lines:
         typer.echo(line)
 

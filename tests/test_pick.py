@@ -12,6 +12,7 @@ with a few shapes added, except for those made to trip a score:
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
@@ -20,12 +21,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from lorabuild.problems import RecipeError, format_problem
+from lorabuild.render.meter import Meter
 from lorabuild.score import collect as score_collect
 from lorabuild.score import hashes as score_hashes
 from lorabuild.score import score_build
 from lorabuild.score.likeness import likeness
 from lorabuild.score.measures import COLLAPSE, COPY, NO_EFFECT
 from lorabuild.stages.install import install, plan_install
+from lorabuild.stages.pick import pick as pick_epochs
 from lorabuild.stages.report import write_report
 from tests.browser import CHROMIUM, browser, serve
 from tests.conftest import Project, run_lorabuild
@@ -197,6 +200,24 @@ def test_second_run_decodes_no_image(project: Project, monkeypatch: pytest.Monke
     second = score_build(f.plan)
     assert decoded == []
     assert [(c.epoch, c.weight) for c in second.picks] == [(c.epoch, c.weight) for c in first.picks]
+
+
+def test_progress_counts_every_picture_hashed(project: Project) -> None:
+    """`lorabuild pick` and `report` draw a progress line from these reports (render/meter.py)."""
+    f = scored_build(project)
+    told: list[tuple[str, int, int]] = []
+    score_build(f.plan, progress=lambda step, done, total: told.append((step, done, total)))
+    pictures = 2 + 18 + 4  # two baselines, 18 LoRA cells, 4 training images
+    assert told == [("hashes", n, pictures) for n in range(1, pictures + 1)]
+
+
+def test_pick_on_a_terminal_shows_the_scoring_progress(project: Project) -> None:
+    f = scored_build(project)
+    stream = io.StringIO()
+    meter = Meter(stream, enabled=True)
+    pick_epochs(f.plan, progress=meter)
+    meter.close()
+    assert "hashes  24/24  100%" in stream.getvalue()
 
 
 def test_missing_score_extra_is_said_not_crashed_on(

@@ -176,8 +176,12 @@ def clip_build(project: Project, folder: Path, *overrides: str, head: str = "hea
 @pytest.mark.parametrize("head", ["head.pth", "head.safetensors"])
 def test_clip_scores_every_cell(project: Project, clip_folder: Path, head: str) -> None:
     f = clip_build(project, clip_folder, head=head)
-    listed = score_build(f.plan)
+    told: list[tuple[str, int, int]] = []
+    listed = score_build(f.plan, progress=lambda step, done, total: told.append((step, done, total)))
     assert not [n for n in listed.notes if "CLIP" in n]
+    # The script's progress lines reach the progress line: 18 cells + 4 training images (no baselines).
+    clip = [t for t in told if t[0] == "CLIP"]
+    assert clip and clip[-1] == ("CLIP", 22, 22) and [t[1] for t in clip] == sorted(t[1] for t in clip)
     by_cell = {(s.cell.epoch, s.cell.weight, s.cell.seed): s.models for s in listed.scores}
     assert len(by_cell) == 18
     for said in by_cell.values():

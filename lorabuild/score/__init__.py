@@ -19,8 +19,8 @@ May import: :mod:`lorabuild.build` and the layers below it (not :mod:`lorabuild.
 model download.
 """
 
-from lorabuild.score.collect import score_build
+from lorabuild.score.collect import Progress, score_build
 from lorabuild.score.measures import Candidate, CellScore
 from lorabuild.score.shortlist import Shortlist, label, lines, reason
 
-__all__ = ["Candidate", "CellScore", "Shortlist", "label", "lines", "reason", "score_build"]
+__all__ = ["Candidate", "CellScore", "Progress", "Shortlist", "label", "lines", "reason", "score_build"]

@@ -72,6 +72,7 @@ def clip_scores(
     *,
     python: str = sys.executable,
     on_line: Callable[[str], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, ModelScores]:
     """Each cell's CLIP scores (prompt match, style, aesthetic); empty without ``pick.clip_model``."""
     if pick.clip_model is None:
@@ -89,7 +90,7 @@ def clip_scores(
     todo = [rel for rel, value in images.items() if value is None and cache.file_key(rel) is not None]
     todo_texts = [p for p, value in texts.items() if value is None]
     if todo or todo_texts:
-        done = _run(pick, cache.build, todo, todo_texts, python, on_line, notes)
+        done = _run(pick, cache.build, todo, todo_texts, python, on_line, progress, notes)
         if done is None:
             return {}
         for rel, value in zip(todo, done["images"], strict=True):
@@ -133,6 +134,7 @@ def _run(
     texts: Sequence[str],
     python: str,
     on_line: Callable[[str], None] | None,
+    progress: Callable[[str, int, int], None] | None,
     notes: list[str],
 ) -> Mapping[str, Any] | None:
     """Run the script for ``images`` (relative to ``build``) and ``texts``; None (and a note) when it failed.
@@ -145,6 +147,10 @@ def _run(
     def handle(line: str) -> None:
         if not line.startswith(clipscore.PROGRESS):
             emit(line)
+            return
+        done, _, total = line[len(clipscore.PROGRESS) :].partition("/")
+        if progress is not None and done.strip().isdigit() and total.strip().isdigit():
+            progress("CLIP", int(done), int(total))
 
     log = build / CLIP_LOG
     log.parent.mkdir(parents=True, exist_ok=True)

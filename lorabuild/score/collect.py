@@ -10,9 +10,10 @@ shortlist ranks on what there is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from lorabuild.build.gridmanifest import Sheet, read_manifest
 from lorabuild.plan.layout import BuildLayout
@@ -40,6 +41,24 @@ from lorabuild.score.measures import (
     score_cells,
 )
 from lorabuild.score.shortlist import Shortlist, shortlist
+
+Progress = Callable[[str, int, int], None]
+"""Told ``(step, done, total)`` as the scoring advances (:class:`lorabuild.render.meter.Meter` draws it)."""
+
+
+def _quiet(step: str, done: int, total: int) -> None:
+    """A :data:`Progress` that shows nothing."""
+
+
+def _each(
+    rels: Sequence[str], step: str, progress: Progress, compute: Callable[[str], Any]
+) -> dict[str, Any]:
+    """``compute(rel)`` of each of ``rels``, telling ``progress`` as it goes."""
+    found = {}
+    for done, rel in enumerate(rels, 1):
+        found[rel] = compute(rel)
+        progress(step, done, len(rels))
+    return found
 
 
 def grid_cells(sheets: Sequence[Sheet]) -> list[GridCell]:
@@ -97,9 +116,14 @@ def preferred_weight(plan: Plan) -> float:
     return weights[len(weights) // 2]
 
 
-def score_build(plan: Plan, build: Path | None = None) -> Shortlist:
-    """The shortlist of ``plan``'s build, with every cell's scores (hashes cached in the build)."""
+def score_build(plan: Plan, build: Path | None = None, progress: Progress | None = None) -> Shortlist:
+    """The shortlist of ``plan``'s build, with every cell's scores (hashes cached in the build).
+
+    ``progress`` is told how the scoring of pictures not in the cache advances (each step's
+    pictures: hashes, anime faces, photoreal faces, CLIP).
+    """
     build = build if build is not None else plan.build_dir
+    progress = progress or _quiet
     pick = plan.pick
     notes: list[str] = []
     sheets = read_manifest(build)
@@ -119,16 +143,11 @@ def score_build(plan: Plan, build: Path | None = None) -> Shortlist:
         notes.append(missing + ": only the validation loss ranks the epochs")
     elif cells:
         cache = HashCache(build)
-        hashes: dict[str, int] = {}
-        for rel in sorted({c.file for c in cells} | {c.baseline for c in cells if c.baseline}):
-            h = cache.phash(rel)
-            if h is not None:
-                hashes[rel] = h
-        training = []
-        for rel, name in training_files(plan):
-            h = cache.phash(rel)
-            if h is not None:
-                training.append(TrainingImage(rel, name, h))
+        files = training_files(plan)
+        grid = sorted({c.file for c in cells} | {c.baseline for c in cells if c.baseline})
+        found = _each([*grid, *(rel for rel, _ in files)], "hashes", progress, cache.phash)
+        hashes: dict[str, int] = {rel: found[rel] for rel in grid if found[rel] is not None}
+        training = [TrainingImage(rel, name, found[rel]) for rel, name in files if found[rel] is not None]
         if not training:
             notes.append(
                 "no staged training image could be read: memorisation not scored (run lorabuild prepare)"
@@ -137,7 +156,7 @@ def score_build(plan: Plan, build: Path | None = None) -> Shortlist:
         if unread:
             notes.append(f"{unread} grid cell(s) missing or unreadable: run lorabuild grid")
         try:
-            models = _models(plan, cache, cells, training, notes)
+            models = _models(plan, cache, cells, training, notes, progress)
         finally:
             cache.save()
         scored = score_cells(cells, hashes, training, pick, models)
@@ -161,11 +180,12 @@ def _models(
     cells: Sequence[GridCell],
     training: Sequence[TrainingImage],
     notes: list[str],
+    progress: Progress,
 ) -> dict[str, ModelScores]:
     """What the optional models say of each cell: anime colours, photoreal faces, CLIP."""
-    anime = _anime(cache, cells, training, notes) if plan.pick.likeness else {}
-    faces = _faces(cache, cells, training, notes) if plan.pick.likeness else {}
-    clip = clip_scores(plan.pick, cache, cells, training, notes)
+    anime = _anime(cache, cells, training, notes, progress) if plan.pick.likeness else {}
+    faces = _faces(cache, cells, training, notes, progress) if plan.pick.likeness else {}
+    clip = clip_scores(plan.pick, cache, cells, training, notes, progress=progress)
     found = {}
     for c in cells:
         face = faces.get(c.file)
@@ -179,28 +199,47 @@ def _models(
 
 
 def _anime(
-    cache: HashCache, cells: Sequence[GridCell], training: Sequence[TrainingImage], notes: list[str]
+    cache: HashCache,
+    cells: Sequence[GridCell],
+    training: Sequence[TrainingImage],
+    notes: list[str],
+    progress: Progress,
 ) -> dict[str, float]:
     missing = anime_missing()
     if missing:
         notes.append(missing)
         return {}
-    ref = [cache.value(t.file, ANIMEFACE, anime_features) for t in training]
+    found = _each(
+        [*(t.file for t in training), *(c.file for c in cells)],
+        "anime faces",
+        progress,
+        lambda rel: cache.value(rel, ANIMEFACE, anime_features),
+    )
+    ref = [found[t.file] for t in training]
     if not any(ref):
         notes.append("likeness of anime faces not scored: animeface found no face in the training images")
         return {}
-    return likeness({c.file: cache.value(c.file, ANIMEFACE, anime_features) for c in cells}, ref)
+    return likeness({c.file: found[c.file] for c in cells}, ref)
 
 
 def _faces(
-    cache: HashCache, cells: Sequence[GridCell], training: Sequence[TrainingImage], notes: list[str]
+    cache: HashCache,
+    cells: Sequence[GridCell],
+    training: Sequence[TrainingImage],
+    notes: list[str],
+    progress: Progress,
 ) -> dict[str, FaceMatch]:
     missing = face_missing()
     if missing:
         notes.append(missing)
         return {}
-    ref = [(t.name, cache.value(t.file, DLIB_FACE, face_features)) for t in training]
+
+    def described(rel: str) -> Any:
+        return cache.value(rel, DLIB_FACE, face_features)
+
+    known = _each([t.file for t in training], "faces of the training images", progress, described)
+    ref = [(t.name, known[t.file]) for t in training]
     if not any(d for _, d in ref):
         notes.append("likeness of photoreal faces not scored: dlib found no face in the training images")
         return {}
-    return face_distances({c.file: cache.value(c.file, DLIB_FACE, face_features) for c in cells}, ref)
+    return face_distances(_each([c.file for c in cells], "faces of the grid", progress, described), ref)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 
 from lorabuild.plan.plan import Plan
-from lorabuild.score import Shortlist, lines, score_build
+from lorabuild.score import Progress, Shortlist, lines, score_build
 
 
 def install_command(plan: Plan) -> str:
@@ -18,7 +18,10 @@ def install_command(plan: Plan) -> str:
     return f"lorabuild install {shlex.quote(plan.recipe_file.as_posix())}"
 
 
-def pick(plan: Plan) -> tuple[Shortlist, list[str]]:
-    """Score ``plan``'s grid (hashes cached in the build) and word the shortlist for a terminal."""
-    listed = score_build(plan)
+def pick(plan: Plan, progress: Progress | None = None) -> tuple[Shortlist, list[str]]:
+    """Score ``plan``'s grid (hashes cached in the build) and word the shortlist for a terminal.
+
+    ``progress`` is told how the scoring of pictures not in the cache advances.
+    """
+    listed = score_build(plan, progress=progress)
     return listed, lines(listed, install_command(plan))

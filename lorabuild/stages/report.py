@@ -41,7 +41,7 @@ from lorabuild.plan.tags import activation_text
 from lorabuild.probe.cache import PROBE_FIELDS, STAGE_MANIFEST, STAGED_FIELDS, read_stage_manifest
 from lorabuild.render.units import human_size
 from lorabuild.render.writer import Artefact, write_files
-from lorabuild.score import score_build
+from lorabuild.score import Progress, score_build
 from lorabuild.score.view import browse_grid, shortlist_rows
 from lorabuild.settings import TEMPLATES_DIR
 
@@ -94,10 +94,13 @@ class ReportData:
     cutouts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def write_report(plan: Plan, build_dir: Path | None = None) -> Path:
-    """Write ``build/<name>/report.html`` atomically (only when its bytes change); returns its path."""
+def write_report(plan: Plan, build_dir: Path | None = None, progress: Progress | None = None) -> Path:
+    """Write ``build/<name>/report.html`` atomically (only when its bytes change); returns its path.
+
+    ``progress`` is told how the scoring of the grid's pictures advances (:func:`score_build`).
+    """
     build = build_dir if build_dir is not None else plan.build_dir
-    html = render_report(collect(plan, build))
+    html = render_report(collect(plan, build, progress))
     write_files(build, {BuildLayout.REPORT: Artefact(html.encode("utf-8"))})
     return BuildLayout(build).report
 
@@ -115,14 +118,14 @@ def render_report(data: ReportData) -> str:
     return env.get_template("report.html.j2").render(r=data)
 
 
-def collect(plan: Plan, build: Path) -> ReportData:
+def collect(plan: Plan, build: Path, progress: Progress | None = None) -> ReportData:
     """Read what the build's stages left and gather the page's values."""
     scalars = _scalars(build)
     suggested = _suggest(scalars)
     loss, loss_svg, loss_note = _loss(build, scalars)
     tags, tags_note = tag_tables(plan, build)
     sheets, grid_note = grid_sheets(build)
-    shortlist, browse = pick_view(plan, build)
+    shortlist, browse = pick_view(plan, build, progress)
     files, files_note, hashed = saved_table(plan, build, suggested)
     epochs = plan.epochs
     saved_epochs = {f["epoch"] for f in files}
@@ -451,9 +454,11 @@ def _sheet(build: Path, sheet: Sheet) -> dict[str, Any]:
     }
 
 
-def pick_view(plan: Plan, build: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def pick_view(
+    plan: Plan, build: Path, progress: Progress | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``lorabuild pick``'s shortlist for the page, and the browsable grid (None without a grid)."""
-    listed = score_build(plan, build)
+    listed = score_build(plan, build, progress)
     install = f"lorabuild install {shlex.quote(plan.recipe_file.as_posix())}"
     sheets = read_manifest(build)
 
