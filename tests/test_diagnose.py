@@ -173,3 +173,16 @@ def test_a_silent_sigkill_is_most_likely_the_oom_killer() -> None:
 def test_unknown_failures_are_not_guessed() -> None:
     assert diagnose(["Traceback (most recent call last):", "KeyError: 'foo'"], 1) is None
     assert last_error(["KeyError: 'foo'", "", "  something after"]) == "KeyError: 'foo'"
+
+
+def test_the_error_named_is_kohyas_not_accelerates_wrapper() -> None:
+    """accelerate ends with its own CalledProcessError; the child's KeyError before it says what failed."""
+    output = [
+        "Traceback (most recent call last):",
+        '  File "networks/lora_lumina.py", line 786, in state_dict',
+        "KeyError: 'lora_unet_context_refiner_0_attention_qkv.lora_down.0.weight'",
+        "Traceback (most recent call last):",
+        "subprocess.CalledProcessError: Command '['python', 'lumina_train_network.py']' returned non-zero exit status 1.",
+    ]
+    assert last_error(output) == "KeyError: 'lora_unet_context_refiner_0_attention_qkv.lora_down.0.weight'"
+    assert last_error(output[3:]) == output[-1].strip()

@@ -439,3 +439,17 @@ def test_the_stand_in_gemma_tokenizer_loads_as_kohya_loads_it(
     ).input_ids[0]
     assert ids[0] == 2 and len(ids) == 256 and max(ids) < luminasizes.VOCAB_SIZE
     assert tokenizer.decode([i for i in ids if i > 3]) == text
+
+
+def test_split_qkv_is_refused_before_an_epoch_is_spent(lumina_project: Project) -> None:
+    """kohya trains a whole epoch with split_qkv, then stops at the first save (a KeyError, seen on the tiny model)."""
+    assert problems(lumina_project, "network.args.split_qkv=true") == [
+        "recipe.toml: network.args.split_qkv: crashes kohya's Lumina 2 LoRA at the pinned commit when it saves the "
+        "first epoch (networks/lora_lumina.py state_dict: KeyError ...lora_down.0.weight, after a whole epoch of "
+        "training): remove it"
+    ]
+    assert problems(lumina_project, 'network.args.split_qkv="true"') == [
+        "recipe.toml: network.args.split_qkv: warning: is 'true', which kohya's Lumina 2 LoRA ignores (it reads only 'True', "
+        "and with 'True' it crashes at the first save at the pinned commit): remove it"
+    ]
+    assert problems(lumina_project, "network.args.split_qkv=false") == []

@@ -309,9 +309,18 @@ def diagnose(lines: Sequence[str], returncode: int = 1, nan_step: int | None = N
 
 
 def last_error(lines: Sequence[str]) -> str | None:
-    """The last ``SomethingError: message`` line of a Python traceback, if any."""
+    """The last ``SomethingError: message`` line of a Python traceback, if any.
+
+    accelerate's own ``subprocess.CalledProcessError`` (the launcher saying its child failed) comes
+    last; the child's error before it is the one that says what went wrong.
+    """
+    wrapper = None
     for line in reversed(lines):
         match = _EXCEPTION_LINE.match(line.strip())
-        if match and match[1] not in ("KeyboardInterrupt",):
-            return line.strip()
-    return None
+        if not match or match[1] in ("KeyboardInterrupt",):
+            continue
+        if match[1].endswith("CalledProcessError"):
+            wrapper = wrapper or line.strip()
+            continue
+        return line.strip()
+    return wrapper

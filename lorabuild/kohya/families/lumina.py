@@ -248,6 +248,28 @@ def attention(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
+def split_qkv(recipe: Recipe) -> Iterator[Problem]:
+    """networks/lora_lumina.py never builds split q/k/v modules, yet with split_qkv its state_dict pops
+    ``lora_down.0.weight``: kohya trains a whole epoch, then stops with a KeyError at the first save
+    (seen with the real kohya on the tiny model). It reads only the exact string "True"."""
+    value = recipe.network.args.get("split_qkv")
+    if value is None:
+        return
+    said = ("True" if value else "False") if isinstance(value, bool) else str(value)
+    if said == "True":
+        yield error(
+            "network.args.split_qkv",
+            "crashes kohya's Lumina 2 LoRA at the pinned commit when it saves the first epoch (networks/lora_lumina.py "
+            "state_dict: KeyError ...lora_down.0.weight, after a whole epoch of training): remove it",
+        )
+    elif said.lower() == "true":
+        yield warning(
+            "network.args.split_qkv",
+            f"is {said!r}, which kohya's Lumina 2 LoRA ignores (it reads only 'True', and with 'True' it crashes at "
+            "the first save at the pinned commit): remove it",
+        )
+
+
 def tokenizer_offline(recipe: Recipe) -> Iterator[Problem]:
     """Without a tokenizer folder, training and grid read the gated google/gemma-2-2b from the hub cache."""
     if (
@@ -275,6 +297,7 @@ RULES = (
     sample_seeds,
     block_swap,
     attention,
+    split_qkv,
     prompt_dashes,
     tokenizer_offline,
 )
