@@ -206,6 +206,14 @@ attention = "sdpa"
 """
 
 
+def problems(project: Project, *overrides: str) -> list[str]:
+    """``lorabuild check``'s problems for ``project`` with ``--set`` ``overrides``, each as it prints it."""
+    from lorabuild.problems import format_problem
+    from lorabuild.stages.check import check
+
+    return [format_problem(p) for p in check(project.recipe, list(overrides), project.build).problems]
+
+
 class Project:
     """A temporary project folder with a recipe, a dataset and a model header."""
 

@@ -17,7 +17,7 @@ from lorabuild.kohya.prompts import PromptLine
 from lorabuild.plan.summary import plan_summary
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
-from tests.conftest import COMPONENT_KEYS, Project, write_checkpoint, write_safetensors
+from tests.conftest import COMPONENT_KEYS, Project, problems, write_checkpoint, write_safetensors
 
 ANIMA_RECIPE = """\
 name = "Anima_v1"
@@ -55,10 +55,6 @@ def anima_project(project: Project) -> Project:
     write_safetensors(models / "qwen_image_vae.safetensors", COMPONENT_KEYS["qwen_image_vae"])
     write_safetensors(models / "ae.safetensors", COMPONENT_KEYS["ae"])
     return project
-
-
-def problems(project: Project, *overrides: str) -> list[str]:
-    return [format_problem(p) for p in check(project.recipe, list(overrides), project.build).problems]
 
 
 def test_a_minimal_anima_recipe_gets_kohyas_documented_settings(anima_project: Project) -> None:

@@ -11,11 +11,7 @@ import pytest
 from lorabuild.plan.summary import plan_summary
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
-from tests.conftest import Project
-
-
-def problems(project: Project, *overrides: str) -> list[str]:
-    return [format_problem(p) for p in check(project.recipe, list(overrides), project.build).problems]
+from tests.conftest import Project, problems
 
 
 def test_a_minimal_flux_recipe_gets_kohyas_documented_settings(flux_project: Project) -> None:

@@ -19,7 +19,7 @@ from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import component_from_names, probe_model
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
-from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, write_checkpoint, write_safetensors
+from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_checkpoint, write_safetensors
 
 RECIPE = """\
 name = "Hunyuan_v1"
@@ -64,10 +64,6 @@ def hunyuan_project(project: Project) -> Project:
     ):
         write_safetensors(models / f"{file}.safetensors", COMPONENT_KEYS[key])
     return project
-
-
-def problems(project: Project, *overrides: str) -> list[str]:
-    return [format_problem(p) for p in check(project.recipe, list(overrides), project.build).problems]
 
 
 def test_a_minimal_recipe_gets_kohyas_documented_settings(hunyuan_project: Project) -> None:

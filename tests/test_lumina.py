@@ -22,7 +22,7 @@ from lorabuild.probe.modelfile import component_from_names, family_from_names, p
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.install import card
-from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, write_checkpoint, write_safetensors
+from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_checkpoint, write_safetensors
 
 LUMINA_RECIPE = """\
 name = "Lumina_v1"
@@ -60,10 +60,6 @@ def lumina_project(project: Project) -> Project:
     write_safetensors(models / "ae.safetensors", COMPONENT_KEYS["ae"])
     write_safetensors(models / "qwen3.safetensors", COMPONENT_KEYS["qwen3"])
     return project
-
-
-def problems(project: Project, *overrides: str) -> list[str]:
-    return [format_problem(p) for p in check(project.recipe, list(overrides), project.build).problems]
 
 
 def test_a_minimal_lumina_recipe_gets_kohyas_documented_settings(lumina_project: Project) -> None:

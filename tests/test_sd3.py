@@ -15,7 +15,7 @@ from lorabuild.probe.modelfile import probe_model
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.install import card
-from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, write_checkpoint, write_safetensors
+from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_checkpoint, write_safetensors
 
 SD3_RECIPE = """\
 name = "Sd3_v1"
@@ -61,10 +61,6 @@ def sd3_project(project: Project) -> Project:
     for key, file in (("clip_l", "clip_l"), ("clip_g", "clip_g"), ("t5xxl", "t5xxl_fp16")):
         write_safetensors(models / f"{file}.safetensors", COMPONENT_KEYS[key])
     return project
-
-
-def problems(project: Project, *overrides: str) -> list[str]:
-    return [format_problem(p) for p in check(project.recipe, list(overrides), project.build).problems]
 
 
 def without(project: Project, *keys: str) -> None:
