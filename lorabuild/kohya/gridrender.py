@@ -39,6 +39,26 @@ def is_png(path: Path) -> bool:
     return head == PNG_SIGNATURE and tail[4:8] == b"IEND"
 
 
+def file_saved_image(logged: Path, cwd: Path, outdir: Path, cell: Path) -> bool:
+    """Move the PNG a script logged as saved to ``cell``; whether it was moved.
+
+    ``logged`` is relative to ``cwd`` unless absolute. When it is no file (the logged path was cut by
+    the log's line wrapping), the one PNG in ``outdir`` is taken; none or several: nothing is moved.
+    A PNG not yet whole is left where it is.
+    """
+    source = logged if logged.is_absolute() else cwd / logged
+    if not source.is_file():
+        found = sorted(outdir.glob("*.png"))
+        if len(found) != 1:
+            return False
+        source = found[0]
+    if not is_png(source):
+        return False
+    cell.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, cell)
+    return True
+
+
 @dataclass(frozen=True)
 class GridImage:
     """One image to render.

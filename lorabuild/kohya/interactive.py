@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 from lorabuild.kohya.conversation import Reply
-from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png, one_job
+from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, file_saved_image, one_job
 from lorabuild.kohya.prompts import PromptLine
 
 SettingsT = TypeVar("SettingsT", contravariant=True)
@@ -88,18 +88,8 @@ class Conversation:
 
     def _deliver(self, image: GridImage, logged: str) -> None:
         """Move the image kohya saved (``logged``, or the one PNG in its folder) to its cell's file."""
-        source = Path(logged)
-        source = source if source.is_absolute() else self._cwd / source
-        if not source.is_file():  # the logged path was cut by the log's line wrapping
-            found = sorted(self._outdir.glob("*.png"))
-            if len(found) != 1:
-                return
-            source = found[0]
-        if not is_png(source):
-            return
-        self._cells.mkdir(parents=True, exist_ok=True)
-        os.replace(source, self._cells / image.name)
-        self.delivered.add(image.name)
+        if file_saved_image(Path(logged), self._cwd, self._outdir, self._cells / image.name):
+            self.delivered.add(image.name)
 
 
 class InteractiveRenderer(ABC, Generic[SettingsT]):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 from lorabuild.kohya.conversation import Reply
-from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, is_png, job_per_lora_setting
+from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun, file_saved_image, job_per_lora_setting
 
 PROMPT_FILE = "prompts.txt"
 """The ``--from_file`` prompt file's name in the job's ``workdir``."""
@@ -138,15 +138,5 @@ class _Filing:
 
     def _deliver(self, image: GridImage, logged: str) -> None:
         """Move the PNG the script saved (``logged`` without its suffix, else the one new PNG) to its cell."""
-        source = Path(logged + ".png")
-        source = source if source.is_absolute() else self._cwd / source
-        if not source.is_file():  # the logged path was cut by the log's line wrapping
-            found = sorted(self._outdir.glob("*.png"))
-            if len(found) != 1:
-                return
-            source = found[0]
-        if not is_png(source):
-            return
-        self._cells.mkdir(parents=True, exist_ok=True)
-        os.replace(source, self._cells / image.name)
-        self.delivered.add(image.name)
+        if file_saved_image(Path(logged + ".png"), self._cwd, self._outdir, self._cells / image.name):
+            self.delivered.add(image.name)
