@@ -183,8 +183,8 @@ def test_settings_flux_ignores(flux_project: Project) -> None:
     assert problems(flux_project, "model.clip_skip=2", "training.max_token_length=225") == [
         "recipe.toml: model.clip_skip: means nothing for FLUX (its trainer always uses CLIP-L's pooled output and "
         "T5): remove it",
-        "recipe.toml: training.max_token_length: warning: is not used by kohya's FLUX trainer: the T5 caption "
-        "length is flow.t5xxl_max_token_length (512 for dev and Chroma, 256 for schnell when left out): remove it",
+        "recipe.toml: training.max_token_length: warning: is not used by kohya's FLUX trainer (the T5 caption "
+        "length is flow.t5xxl_max_token_length, 512 for dev and Chroma, 256 for schnell when left out): remove it",
     ]
     assert problems(flux_project, "flow.discrete_flow_shift=3.1") == [
         'recipe.toml: flow.discrete_flow_shift: warning: is used only with flow.timestep_sampling = "shift" (it is '
@@ -217,8 +217,8 @@ def test_sd_noise_settings_flux_ignores(flux_project: Project) -> None:
         "model.v_parameterization=true",
     )
     assert said == [
-        f"recipe.toml: {key}: is for Stable Diffusion's noise schedule; kohya's FLUX trainer accepts it and "
-        "silently ignores it: remove it"
+        f"recipe.toml: {key}: is for Stable Diffusion; kohya's FLUX trainer accepts it and silently ignores it: "
+        "remove it"
         for key in ("training.noise_offset", "training.min_snr_gamma", "model.v_parameterization")
     ]
 

@@ -221,10 +221,10 @@ def test_settings_sd3_ignores(sd3_project: Project) -> None:
     assert said == [
         "recipe.toml: model.clip_skip: means nothing for SD3 (kohya's SD3 trainer always uses the second-to-last "
         "CLIP layers; kohya docs/sd3_train_network.md: not used): remove it",
-        "recipe.toml: training.noise_offset: is for Stable Diffusion 1/2/XL's noise schedule; kohya's SD3 trainer "
-        "accepts it and silently ignores it: remove it",
-        "recipe.toml: model.v_parameterization: is for Stable Diffusion 1/2/XL's noise schedule; kohya's SD3 "
-        "trainer accepts it and silently ignores it: remove it",
+        "recipe.toml: training.noise_offset: is for Stable Diffusion; kohya's SD3 trainer accepts it and silently "
+        "ignores it: remove it",
+        "recipe.toml: model.v_parameterization: is for Stable Diffusion; kohya's SD3 trainer accepts it and "
+        "silently ignores it: remove it",
         "recipe.toml: training.max_token_length: warning: is not used by kohya's SD3 trainer (CLIP reads 77 tokens; "
         "the T5 caption length is flow.t5xxl_max_token_length, 256 when left out): remove it",
     ]

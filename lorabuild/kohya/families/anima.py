@@ -103,37 +103,6 @@ def fp8(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def sd_only_settings(recipe: Recipe) -> Iterator[Problem]:
-    """Settings that anima_train_network.py accepts and ignores.
-
-    docs/anima_train_network.md 4.1 lists --v2, --v_parameterization and --clip_skip as unused; its
-    get_noise_pred_and_target draws plain noise (no noise offset) and its post_process_loss returns
-    the loss as it is (no min-SNR weighting).
-    """
-    ignored = {
-        "model.clip_skip": recipe.model.clip_skip,
-        "model.v_parameterization": recipe.model.v_parameterization or None,
-        "training.noise_offset": recipe.training.noise_offset,
-        "training.min_snr_gamma": recipe.training.min_snr_gamma,
-    }
-    for key, value in ignored.items():
-        if value is not None:
-            yield error(
-                key,
-                "is for Stable Diffusion; kohya's Anima trainer accepts it and silently ignores it: remove it",
-            )
-
-
-def max_token_length(recipe: Recipe) -> Iterator[Problem]:
-    """Anima's caption length is Qwen3's (--qwen3_max_token_length, 512), not SD's max_token_length."""
-    if recipe.training.max_token_length != 75:
-        yield warning(
-            "training.max_token_length",
-            "is not used by kohya's Anima trainer (Qwen3 reads up to 512 tokens: kohya.qwen3_max_token_length): "
-            "remove it",
-        )
-
-
 def text_encoder_cache(recipe: Recipe) -> Iterator[Problem]:
     """anima_train_network.py asserts a cacheable dataset and a frozen text encoder when caching its outputs."""
     t = recipe.training
@@ -198,6 +167,11 @@ def llm_adapter(recipe: Recipe) -> Iterator[Problem]:
             "from the DiT file, and a DiT without one fails to load): remove it",
         )
 
+
+sd_only_settings = flux.sd_only_rule("Anima", ("model.clip_skip", *flux.NOISE_SETTINGS))
+max_token_length = flux.unused_max_token_length_rule(
+    "Anima", "Qwen3 reads up to 512 tokens: kohya.qwen3_max_token_length"
+)
 
 FAMILY = Family(
     name="anima",

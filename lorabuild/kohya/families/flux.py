@@ -166,26 +166,6 @@ def clip_skip(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def sd_only_settings(recipe: Recipe) -> Iterator[Problem]:
-    """Settings of SD's noise schedule that flux_train_network.py accepts and then ignores.
-
-    Its get_noise_pred_and_target draws plain noise (no noise offset), its post_process_loss returns
-    the loss as it is (no min-SNR weighting), and a flow-matching model has no v-prediction.
-    """
-    ignored = {
-        "training.noise_offset": recipe.training.noise_offset,
-        "training.min_snr_gamma": recipe.training.min_snr_gamma,
-        "model.v_parameterization": recipe.model.v_parameterization or None,
-    }
-    for key, value in ignored.items():
-        if value is not None:
-            yield error(
-                key,
-                "is for Stable Diffusion's noise schedule; kohya's FLUX trainer accepts it and silently ignores "
-                "it: remove it",
-            )
-
-
 MAX_BLOCKS_TO_SWAP = 35
 """flux_models.Flux.enable_block_swap: n // 2 of the 19 double and 2 * (n - n // 2) of the 38 single
 blocks, each at most the count less 2 (docs/flux_train_network.md: "up to 35")."""
@@ -199,16 +179,6 @@ def blocks_to_swap(recipe: Recipe) -> Iterator[Problem]:
             "training.blocks_to_swap",
             f"is {swap}, but FLUX models can swap at most {MAX_BLOCKS_TO_SWAP} blocks (kohya stops after loading "
             f'the model: "Cannot swap more than 17 double blocks"): use {MAX_BLOCKS_TO_SWAP} or fewer',
-        )
-
-
-def max_token_length(recipe: Recipe) -> Iterator[Problem]:
-    """flux_train_network.py logs that max_token_length is unused; T5's length is its own option."""
-    if recipe.training.max_token_length != 75:
-        yield warning(
-            "training.max_token_length",
-            "is not used by kohya's FLUX trainer: the T5 caption length is flow.t5xxl_max_token_length "
-            "(512 for dev and Chroma, 256 for schnell when left out): remove it",
         )
 
 
@@ -292,6 +262,52 @@ def caption_changes(recipe: Recipe, *, cache_supports_dropout: bool = False) -> 
     return None
 
 
+NOISE_SETTINGS = ("training.noise_offset", "training.min_snr_gamma", "model.v_parameterization")
+"""SD noise-schedule settings a flow-matching trainer accepts and ignores: its get_noise_pred_and_target
+draws plain noise (no noise offset), its post_process_loss returns the loss as it is (no min-SNR
+weighting), and a flow-matching model has no v-prediction."""
+
+
+def sd_only_rule(label: str, keys: tuple[str, ...] = NOISE_SETTINGS) -> FamilyRule:
+    """The rule that ``keys`` (Stable Diffusion settings kohya's ``label`` trainer accepts, then ignores) are unset."""
+
+    def sd_only_settings(recipe: Recipe) -> Iterator[Problem]:
+        values = {
+            "model.clip_skip": recipe.model.clip_skip,
+            "model.v_parameterization": recipe.model.v_parameterization or None,
+            "training.noise_offset": recipe.training.noise_offset,
+            "training.min_snr_gamma": recipe.training.min_snr_gamma,
+        }
+        for key in keys:
+            if values[key] is not None:
+                yield error(
+                    key,
+                    f"is for Stable Diffusion; kohya's {label} trainer accepts it and silently ignores it: remove it",
+                )
+
+    sd_only_settings.__doc__ = f"Settings kohya's {label} trainer accepts and ignores: {', '.join(keys)}."
+    return sd_only_settings
+
+
+def unused_max_token_length_rule(label: str, instead: str) -> FamilyRule:
+    """The rule that SD's ``training.max_token_length``, which kohya's ``label`` trainer does not read, is left out.
+
+    Args:
+        label: The family, as messages name it.
+        instead: What sets its caption length, for the message.
+    """
+
+    def max_token_length(recipe: Recipe) -> Iterator[Problem]:
+        if recipe.training.max_token_length != 75:
+            yield warning(
+                "training.max_token_length",
+                f"is not used by kohya's {label} trainer ({instead}): remove it",
+            )
+
+    max_token_length.__doc__ = f"kohya's {label} trainer does not read max_token_length; {instead}."
+    return max_token_length
+
+
 def prompt_dashes_rule(label: str, script: str) -> FamilyRule:
     """The rule that an ``--interactive`` grid script (``script``, of ``label``) reads every prompt back whole.
 
@@ -316,6 +332,11 @@ def prompt_dashes_rule(label: str, script: str) -> FamilyRule:
 
 
 prompt_dashes = prompt_dashes_rule("FLUX.1/Chroma", FluxInference.SCRIPT)
+sd_only_settings = sd_only_rule("FLUX")
+max_token_length = unused_max_token_length_rule(
+    "FLUX",
+    "the T5 caption length is flow.t5xxl_max_token_length, 512 for dev and Chroma, 256 for schnell when left out",
+)
 
 
 def offline(recipe: Recipe) -> bool:

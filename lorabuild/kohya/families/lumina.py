@@ -138,37 +138,6 @@ DEFAULTS = (
 )
 
 
-def sd_only_settings(recipe: Recipe) -> Iterator[Problem]:
-    """Settings that lumina_train_network.py accepts and ignores.
-
-    The docs (2, 4.1) list --v2, --v_parameterization and --clip_skip as unused; its
-    get_noise_pred_and_target draws plain noise (no noise offset) and its post_process_loss returns
-    the loss as it is (no min-SNR weighting).
-    """
-    ignored = {
-        "model.clip_skip": recipe.model.clip_skip,
-        "model.v_parameterization": recipe.model.v_parameterization or None,
-        "training.noise_offset": recipe.training.noise_offset,
-        "training.min_snr_gamma": recipe.training.min_snr_gamma,
-    }
-    for key, value in ignored.items():
-        if value is not None:
-            yield error(
-                key,
-                "is for Stable Diffusion; kohya's Lumina 2 trainer accepts it and silently ignores it: remove it",
-            )
-
-
-def max_token_length(recipe: Recipe) -> Iterator[Problem]:
-    """Lumina's caption length is Gemma-2's (--gemma2_max_token_length), not SD's max_token_length."""
-    if recipe.training.max_token_length != 75:
-        yield warning(
-            "training.max_token_length",
-            "is not used by kohya's Lumina 2 trainer (Gemma-2 reads flow.gemma2_max_token_length tokens, 256 when "
-            "left out): remove it",
-        )
-
-
 def text_encoder_cache(recipe: Recipe) -> Iterator[Problem]:
     """Cached Gemma outputs fix each caption once, and kohya's Lumina trainer does not say so.
 
@@ -288,6 +257,11 @@ def tokenizer_offline(recipe: Recipe) -> Iterator[Problem]:
 
 prompt_dashes = flux.prompt_dashes_rule("Lumina 2", LuminaInference.SCRIPT)
 """lumina_minimal_inference.py splits each grid line at every "--" (as FLUX's script does)."""
+
+sd_only_settings = flux.sd_only_rule("Lumina 2", ("model.clip_skip", *flux.NOISE_SETTINGS))
+max_token_length = flux.unused_max_token_length_rule(
+    "Lumina 2", "Gemma-2 reads flow.gemma2_max_token_length tokens, 256 when left out"
+)
 
 RULES = (
     sd_only_settings,

@@ -192,36 +192,6 @@ def clip_skip(recipe: Recipe) -> Iterator[Problem]:
         )
 
 
-def sd_only_settings(recipe: Recipe) -> Iterator[Problem]:
-    """Settings of SD's noise schedule that sd3_train_network.py accepts and then ignores.
-
-    Its get_noise_pred_and_target draws plain noise (no noise offset), its post_process_loss returns
-    the loss as it is (no min-SNR weighting), and the doc lists ``--v_parameterization`` as unused.
-    """
-    ignored = {
-        "training.noise_offset": recipe.training.noise_offset,
-        "training.min_snr_gamma": recipe.training.min_snr_gamma,
-        "model.v_parameterization": recipe.model.v_parameterization or None,
-    }
-    for key, value in ignored.items():
-        if value is not None:
-            yield error(
-                key,
-                "is for Stable Diffusion 1/2/XL's noise schedule; kohya's SD3 trainer accepts it and silently "
-                "ignores it: remove it",
-            )
-
-
-def max_token_length(recipe: Recipe) -> Iterator[Problem]:
-    """sd3_train_network.py logs that max_token_length is unused; T5's length is its own option."""
-    if recipe.training.max_token_length != 75:
-        yield warning(
-            "training.max_token_length",
-            "is not used by kohya's SD3 trainer (CLIP reads 77 tokens; the T5 caption length is "
-            "flow.t5xxl_max_token_length, 256 when left out): remove it",
-        )
-
-
 def weighting(recipe: Recipe) -> Iterator[Problem]:
     """logit_mean/logit_std are read only by logit_normal, mode_scale only by mode (sd3_train_utils)."""
     f = recipe.flow
@@ -260,6 +230,11 @@ def text_encoder_cache(recipe: Recipe) -> Iterator[Problem]:
     """Cached text-encoder outputs: kohya's caption assert and T5 ValueError, as for FLUX (sd3_train_network.py)."""
     yield from flux.text_encoder_cache(recipe)
 
+
+sd_only_settings = flux.sd_only_rule("SD3")
+max_token_length = flux.unused_max_token_length_rule(
+    "SD3", "CLIP reads 77 tokens; the T5 caption length is flow.t5xxl_max_token_length, 256 when left out"
+)
 
 RULES = (
     fp16,
