@@ -191,6 +191,38 @@ def test_a_family_only_key_counts_only_for_its_family(tmp_path: Path) -> None:
     assert flux.options["guidance_scale"] == 1.0 and "max_token_length" not in flux.options
 
 
+def test_the_lumina_fields_set_lumina_options_only_with_its_checkbox(tmp_path: Path) -> None:
+    """kohya_ss saves its Lumina accordion as lumina_<option> (kohya_gui/class_lumina.py)."""
+    fields = {
+        "LoRA_type": "Lumina",
+        "lumina_gemma2": "/models/gemma_2_2b.safetensors",
+        "lumina_ae": "/models/ae.safetensors",
+        "lumina_timestep_sampling": "nextdit_shift",
+        "lumina_discrete_flow_shift": 6.0,
+        "lumina_gemma2_max_token_length": 256,
+        "lumina_system_prompt": "You are an assistant.",
+        "lumina_cache_text_encoder_outputs": True,
+    }
+    out = _gui(tmp_path, lumina_checkbox=True, **fields)
+    assert out.script == "lumina_train_network.py"
+    o = out.options
+    assert (o["gemma2"], o["ae"], o["timestep_sampling"]) == (
+        "/models/gemma_2_2b.safetensors",
+        "/models/ae.safetensors",
+        "nextdit_shift",
+    )
+    assert (o["discrete_flow_shift"], o["gemma2_max_token_length"]) == (6.0, 256)
+    assert o["system_prompt"] == "You are an assistant." and o["cache_text_encoder_outputs"] is True
+    imp = to_imported(out)
+    assert (
+        imp.values["model.family"] == "lumina"
+        and imp.values["model.gemma2"] == "/models/gemma_2_2b.safetensors"
+    )
+    assert imp.values["flow.system_prompt"] == "You are an assistant."
+    off = _gui(tmp_path, **{k: v for k, v in fields.items() if k != "LoRA_type"})
+    assert not {"gemma2", "ae", "system_prompt", "timestep_sampling"} & off.options.keys()
+
+
 def _recipe(tmp_path: Path, **settings: object) -> Imported:
     return to_imported(_gui(tmp_path, pretrained_model_name_or_path="/models/base.safetensors", **settings))
 

@@ -88,7 +88,16 @@ FAMILY_PREFIXED = {
     "sd3_text_encoder_batch_size": ("sd3_checkbox", "text_encoder_batch_size"),
     "sd3_clip_l": ("sd3_checkbox", "clip_l"),
     "sd3_t5xxl": ("sd3_checkbox", "t5xxl"),
-}
+    # kohya_gui/class_lumina.py: its accordion's fields, saved as lumina_<kohya option>.
+    **{
+        f"lumina_{name}": ("lumina_checkbox", name)
+        for name in (
+            "gemma2", "ae", "discrete_flow_shift", "model_prediction_type", "timestep_sampling",
+            "sigmoid_scale", "gemma2_max_token_length", "system_prompt", "use_flash_attn", "use_sage_attn",
+            "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk",
+        )
+    },
+}  # fmt: skip
 
 # LoRA_type → (network_module, the GUI keys it writes into network_args, algo for LyCORIS).
 _LYCORIS_COMMON = (
