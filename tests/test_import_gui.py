@@ -223,6 +223,33 @@ def test_the_lumina_fields_set_lumina_options_only_with_its_checkbox(tmp_path: P
     assert not {"gemma2", "ae", "system_prompt", "timestep_sampling"} & off.options.keys()
 
 
+def test_the_anima_fields_set_anima_options_only_with_its_checkbox(tmp_path: Path) -> None:
+    """kohya_ss saves its Anima fields as anima_<option> (the rename table of its preset importer)."""
+    fields = {
+        "anima_qwen3": "/models/qwen_3_06b_base.safetensors",
+        "anima_vae": "/models/qwen_image_vae.safetensors",
+        "anima_timestep_sampling": "sigmoid",
+        "anima_vae_chunk_size": 64,
+        "anima_llm_adapter_path": "",
+    }
+    out = _gui(tmp_path, anima_checkbox=True, **fields)
+    assert out.script == "anima_train_network.py"
+    o = out.options
+    assert (o["qwen3"], o["vae"], o["timestep_sampling"], o["vae_chunk_size"]) == (
+        "/models/qwen_3_06b_base.safetensors",
+        "/models/qwen_image_vae.safetensors",
+        "sigmoid",
+        64,
+    )
+    assert "llm_adapter_path" not in o  # left empty: unset, as the GUI leaves it out
+    imp = to_imported(out)
+    assert (
+        imp.values["model.family"] == "anima"
+        and imp.values["model.qwen3"] == "/models/qwen_3_06b_base.safetensors"
+    )
+    assert not {"qwen3", "vae", "timestep_sampling"} & _gui(tmp_path, **fields).options.keys()
+
+
 def _recipe(tmp_path: Path, **settings: object) -> Imported:
     return to_imported(_gui(tmp_path, pretrained_model_name_or_path="/models/base.safetensors", **settings))
 

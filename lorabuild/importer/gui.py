@@ -88,6 +88,15 @@ FAMILY_PREFIXED = {
     "sd3_text_encoder_batch_size": ("sd3_checkbox", "text_encoder_batch_size"),
     "sd3_clip_l": ("sd3_checkbox", "clip_l"),
     "sd3_t5xxl": ("sd3_checkbox", "t5xxl"),
+    # kohya_ss's Anima fields, saved as anima_<kohya option> (its preset importer's rename table).
+    **{
+        f"anima_{name}": ("anima_checkbox", name)
+        for name in (
+            "qwen3", "vae", "llm_adapter_path", "t5_tokenizer_path", "discrete_flow_shift", "timestep_sampling",
+            "sigmoid_scale", "qwen3_max_token_length", "t5_max_token_length", "attn_mode", "split_attn",
+            "vae_chunk_size", "vae_disable_cache",
+        )
+    },
     # kohya_gui/class_lumina.py: its accordion's fields, saved as lumina_<kohya option>.
     **{
         f"lumina_{name}": ("lumina_checkbox", name)
