@@ -121,6 +121,32 @@ def test_kohya_loads_the_compiled_files(tmp_path: Path, monkeypatch: pytest.Monk
     assert captions and all(c.startswith("uiharu_kazari, ") for c in captions.values())
 
 
+def test_kohyas_parser_reads_an_sd2_recipe_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tutorial's recipe made an SD2 build: train_network.py reads --v2 and --v_parameterization
+    back, and its own argument check passes."""
+    train_network = kohya("train_network")
+    train_util = kohya("library.train_util")
+    recipe = shipped_project(tmp_path, REPO / "recipes" / "kazari.toml")
+    monkeypatch.chdir(tmp_path)
+    overrides = [
+        'model.family="sd2"',
+        "model.v_parameterization=true",
+        "model.clip_skip=1",
+        'training.attention="sdpa"',
+    ]
+    plan = require_plan(check(recipe.relative_to(tmp_path), overrides, Path("build")))
+    assert (plan.family, plan.script) == ("sd2", "train_network.py")
+    compile_build(plan)
+    monkeypatch.chdir(plan.build_dir)
+    parser = train_network.setup_parser()
+    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
+    monkeypatch.setattr(sys, "argv", ["train_network.py", *argv])
+    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    expected = {"v2": True, "v_parameterization": True, "clip_skip": 1, "network_module": "networks.lora"}
+    assert {k: getattr(args, k) for k in expected} == expected
+    train_util.verify_training_args(args)
+
+
 def safetensors_metadata(path: Path) -> dict[str, Any]:
     with path.open("rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
