@@ -484,7 +484,8 @@ def demo(
         str,
         typer.Option(
             "--family",
-            help="sd15: the tutorial's recipe (recipes/kazari.toml) on a random-weight SD1.5-shaped model; "
+            help="sd15: the tutorial's recipe (recipes/kazari.toml) on a random-weight SD1.5-shaped model; sd2: "
+            "the same recipe on an SD2-shaped one (v-prediction); "
             "sdxl, flux, chroma, sd3, anima, hunyuan or lumina: that family's recipes/*_character.toml on a tiny "
             "model of the family's shape.",
         ),
@@ -499,20 +500,23 @@ def demo(
     from lorabuild.stages.check import check as check_recipe  # lazy: per command
     from lorabuild.stages.check import require_plan  # lazy: per command
 
-    if family == "sd15":
+    if family in ("sd15", "sd2"):
+        shape = "SD2 (v-prediction)" if family == "sd2" else "SD1.5"
         typer.echo(
-            "lorabuild demo: trains recipes/kazari.toml on a random-weight SD1.5-shaped model (CPU, 64 px)."
+            f"lorabuild demo: trains recipes/kazari.toml on a random-weight {shape}-shaped model (CPU, 64 px)."
         )
         typer.echo(
             "It shows the pipeline, not image quality. First run builds the test model (~1 min, 3.5 GB)."
         )
-        recipe, overrides = DEMO_RECIPE, prepare_demo(build_dir)
+        recipe, overrides = DEMO_RECIPE, prepare_demo(build_dir, family=family)
     elif family in TINY_DEMOS:
         tiny = TINY_DEMOS[family]
         typer.echo(tiny.banner())
         recipe, overrides = tiny.prepare(build_dir)
     else:
-        raise typer.BadParameter(f"{family!r}: choose sd15, {', '.join(TINY_DEMOS)}", param_hint="--family")
+        raise typer.BadParameter(
+            f"{family!r}: choose sd15, sd2, {', '.join(TINY_DEMOS)}", param_hint="--family"
+        )
     checked = check_recipe(recipe, overrides, build_dir)
     plan = require_plan(checked)
     from lorabuild.plan.summary import plan_summary  # lazy: per command

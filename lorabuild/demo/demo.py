@@ -23,7 +23,7 @@ from lorabuild.demo.luminamodel import ensure_lumina_test_model
 from lorabuild.demo.sd3model import ensure_sd3_test_model
 from lorabuild.demo.sdxlmodel import ensure_sdxl_test_model
 from lorabuild.demo.synthetic import make_dataset
-from lorabuild.demo.testmodel import ensure_test_model
+from lorabuild.demo.testmodel import ensure_sd2_test_model, ensure_test_model
 from lorabuild.settings import REPO_ROOT
 
 DEMO_RECIPE = REPO_ROOT / "recipes" / "kazari.toml"
@@ -51,14 +51,23 @@ def demo_overrides(model_dir: Path, tokenizer_cache_dir: Path, data_dir: Path) -
     ]
 
 
-def prepare_demo(workdir: Path, images: int = 4) -> list[str]:
-    """Make (or reuse) the test model and a synthetic dataset; return the recipe overrides."""
-    model = ensure_test_model()
+# The tutorial's recipe on an SD2 model: v-prediction (SD2 768-v), no clip_skip (kohya: "v2 with clip_skip
+# will be unexpected").
+SD2_OVERRIDES = ('model.family="sd2"', "model.v_parameterization=true", "model.clip_skip=1")
+
+
+def prepare_demo(workdir: Path, images: int = 4, *, family: str = "sd15") -> list[str]:
+    """Make (or reuse) the test model and a synthetic dataset; return the recipe overrides.
+
+    ``family``: ``sd15`` (the tutorial's) or ``sd2``: the same recipe on the SD2-shaped test model.
+    """
+    model = ensure_sd2_test_model() if family == "sd2" else ensure_test_model()
     data_dir = workdir / "data" / "kazari"
     make_dataset(data_dir, n=images, size=128, trigger="")
     # The model and tokenizer are local: never ask the Hugging Face hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return demo_overrides(model.model_dir, model.tokenizer_cache_dir, data_dir)
+    overrides = demo_overrides(model.model_dir, model.tokenizer_cache_dir, data_dir)
+    return [*overrides, *SD2_OVERRIDES] if family == "sd2" else overrides
 
 
 # What every tiny-model demo changes from its shipped recipe's GPU settings: 64 px, no mixed precision,

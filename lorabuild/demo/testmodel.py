@@ -47,6 +47,10 @@ SEED = 20240229
 # --tokenizer_cache_dir (the repo id with "/" replaced by "_").
 TOKENIZER_REPO_ID = "openai/clip-vit-large-patch14"
 TOKENIZER_CACHE_SUBDIR = TOKENIZER_REPO_ID.replace("/", "_")
+# kohya's SD2 tokenizer (library/strategy_sd.py): the same vocabulary, padded with "!" (id 0).
+SD2_TOKENIZER_REPO_ID = "stabilityai/stable-diffusion-2"
+SD2_TOKENIZER_CACHE_SUBDIR = SD2_TOKENIZER_REPO_ID.replace("/", "_")
+SD2_TEST_MODEL_NAME = f"sd2-test-v{TEST_MODEL_VERSION}"
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -139,7 +143,7 @@ def _read_merges(bpe_path: Path) -> list[str]:
     return merges
 
 
-def build_tokenizer(dest: Path, *, bpe_path: Path | None = None) -> None:
+def build_tokenizer(dest: Path, *, bpe_path: Path | None = None, pad_token: str = EOS_TOKEN) -> None:
     """Write the CLIP ViT-L/14 tokenizer (as used by SD1.x) into ``dest``, offline.
 
     The files are those ``transformers.CLIPTokenizer.from_pretrained`` reads: ``vocab.json``,
@@ -152,6 +156,7 @@ def build_tokenizer(dest: Path, *, bpe_path: Path | None = None) -> None:
     Args:
         dest: Folder to write into; created if missing, existing files are overwritten.
         bpe_path: The gzipped BPE merges file; defaults to the one open-clip-torch ships.
+        pad_token: The padding token: ``<|endoftext|>`` for SD1.x, ``!`` for SD2 (its tokenizer's).
 
     Raises:
         LorabuildError: The merges file cannot be found or is malformed.
@@ -168,7 +173,7 @@ def build_tokenizer(dest: Path, *, bpe_path: Path | None = None) -> None:
         "bos_token": BOS_TOKEN,
         "eos_token": EOS_TOKEN,
         "unk_token": EOS_TOKEN,
-        "pad_token": EOS_TOKEN,
+        "pad_token": pad_token,
     }
     config = {
         "tokenizer_class": "CLIPTokenizer",
@@ -191,8 +196,12 @@ def _paths(root: Path) -> TestModel:
     return TestModel(model_dir=root / "model", tokenizer_cache_dir=root / "tokenizers")
 
 
-def _write_model(root: Path) -> None:
-    """Build the diffusers folder and the tokenizer cache under ``root`` (see :func:`_paths`)."""
+def _write_model(root: Path, v2: bool = False) -> None:
+    """Build the diffusers folder and the tokenizer cache under ``root`` (see :func:`_paths`).
+
+    ``v2``: SD2's shape instead of SD1.5's: the U-Net's 1024-wide cross-attention with SD2's head
+    dimensions and linear projections, a 1024-wide text encoder, and SD2's tokenizer folder.
+    """
     # Imported as untyped modules: they are absent where lorabuild is linted without its [train]
     # extra, and partly untyped where present, so mypy would give different verdicts in each.
     torch: Any = importlib.import_module("torch")
@@ -200,25 +209,32 @@ def _write_model(root: Path) -> None:
     transformers: Any = importlib.import_module("transformers")
 
     paths = _paths(root)
-    tokenizer_dir = paths.tokenizer_cache_dir / TOKENIZER_CACHE_SUBDIR
-    build_tokenizer(tokenizer_dir)
+    if v2:
+        tokenizer_dir = paths.tokenizer_cache_dir / SD2_TOKENIZER_CACHE_SUBDIR
+        build_tokenizer(tokenizer_dir, pad_token="!")
+    else:
+        tokenizer_dir = paths.tokenizer_cache_dir / TOKENIZER_CACHE_SUBDIR
+        build_tokenizer(tokenizer_dir)
     tokenizer = transformers.CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+    width = 1024 if v2 else 768
 
     torch.manual_seed(SEED)
-    # SD1.5's U-Net: diffusers' defaults are SD1.x's layout except the cross-attention width.
+    # SD1.5's U-Net: diffusers' defaults are SD1.x's layout except the cross-attention width; SD2's
+    # also has 5/10/20/20-channel heads and linear projections (kohya reads all four from the config).
     # sample_size must be set: kohya asserts it is not None when converting the U-Net.
-    unet = diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=768)
+    sd2 = {"attention_head_dim": (5, 10, 20, 20), "use_linear_projection": True} if v2 else {}
+    unet = diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=width, **sd2)
     torch.manual_seed(SEED + 1)
     text_encoder = transformers.CLIPTextModel(
         transformers.CLIPTextConfig(
             vocab_size=VOCAB_SIZE,
-            hidden_size=768,  # must match the U-Net's cross_attention_dim
-            intermediate_size=3072,
+            hidden_size=width,  # must match the U-Net's cross_attention_dim
+            intermediate_size=4 * width,
             num_hidden_layers=2,  # clip_skip 2 needs at least 2
-            num_attention_heads=12,
+            num_attention_heads=16 if v2 else 12,
             max_position_embeddings=MODEL_MAX_LENGTH,
-            hidden_act="quick_gelu",
-            projection_dim=768,
+            hidden_act="gelu" if v2 else "quick_gelu",
+            projection_dim=width,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
@@ -258,6 +274,7 @@ def _write_model(root: Path) -> None:
 
     versions: dict[str, object] = {
         "test_model_version": TEST_MODEL_VERSION,
+        "shape": "sd2" if v2 else "sd15",
         "seed": SEED,
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
@@ -348,6 +365,20 @@ def ensure_test_model(cache_dir: Path | None = None) -> TestModel:
     cache_dir = (cache_dir or default_cache_dir()).expanduser().resolve()
     what = "the CPU test model (about a minute, 3.5 GB on disk, 8 GB of memory)"
     return _paths(build_cached(cache_dir, TEST_MODEL_NAME, _write_model, what))
+
+
+def ensure_sd2_test_model(cache_dir: Path | None = None) -> TestModel:
+    """Return the cached SD2-shaped test model (see :func:`_write_model`), building it first if needed.
+
+    Like :func:`ensure_test_model`: SD2's full U-Net (kohya takes its size from the folder), random
+    weights, a tiny 1024-wide text encoder and VAE, and SD2's tokenizer in the tokenizer cache. Goes
+    into ``<cache_dir>/sd2-test-v<N>/``.
+    """
+    cache_dir = (cache_dir or default_cache_dir()).expanduser().resolve()
+    what = "the SD2 CPU test model (about a minute, 3.5 GB on disk, 8 GB of memory)"
+    return _paths(
+        build_cached(cache_dir, SD2_TEST_MODEL_NAME, lambda root: _write_model(root, v2=True), what)
+    )
 
 
 def model_main(
