@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lorabuild.kohya.families import hunyuan
-from lorabuild.kohya.gridrender import GridImage, GridJob
+from lorabuild.kohya.gridrender import GridImage, GridJob, GridRun
 from lorabuild.kohya.hunyuaninfer import HunyuanInference
 from lorabuild.kohya.prompts import PromptLine
 from lorabuild.plan.summary import plan_summary
@@ -273,8 +273,13 @@ def test_the_grid_loads_the_dit_once_per_lora_setting(hunyuan_project: Project, 
     assert line.from_file_line() == "p --w 64 --h 64 --d 3 --s 4 --g 1.0 --n bad"
 
 
-def test_each_saved_image_is_filed_as_it_is_logged(hunyuan_project: Project, tmp_path: Path) -> None:
-    settings = require_plan(check(hunyuan_project.recipe, [], hunyuan_project.build)).grid
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 8 + b"\0\0\0\0IEND\xaeB`\x82"
+"""The smallest bytes that pass as a whole PNG (signature and IEND)."""
+
+
+def two_image_run(project: Project, tmp_path: Path) -> tuple[GridRun, Path]:
+    """The renderer's run of a job of two images (k1.png, k2.png) rendered in ``tmp_path``, and its out folder."""
+    settings = require_plan(check(project.recipe, [], project.build)).grid
     out = tmp_path / "grid" / ".render" / "out"
     out.mkdir(parents=True)
     job = GridJob(
@@ -288,14 +293,17 @@ def test_each_saved_image_is_filed_as_it_is_logged(hunyuan_project: Project, tmp
         python="/py",
         env={},
     )
-    run = HunyuanInference().prepare(settings, job)
+    return HunyuanInference().prepare(settings, job), out
+
+
+def test_each_saved_image_is_filed_as_it_is_logged(hunyuan_project: Project, tmp_path: Path) -> None:
+    run, out = two_image_run(hunyuan_project, tmp_path)
     assert run.answer is not None
-    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 8 + b"\0\0\0\0IEND\xaeB`\x82"
     for n in (1, 2):
         assert run.progress(f"INFO Generating latent for prompt {n}/2: x") == n
     for n, stamp in ((1, "20250101-000000-001_1"), (2, "20250101-000000-002_2")):
         run.answer(f"INFO Decoding output {n}/2 for prompt: x")
-        (out / f"{stamp}.png").write_bytes(png)
+        (out / f"{stamp}.png").write_bytes(PNG)
         assert run.answer(f"INFO Sample images saved to: grid/.render/out/{stamp}") is None
     assert run.delivered == {"k1.png", "k2.png"}
     assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["k1.png", "k2.png"]
@@ -306,25 +314,10 @@ def test_an_image_whose_sampling_failed_is_skipped_not_filed_under_the_next(
     hunyuan_project: Project, tmp_path: Path
 ) -> None:
     """kohya logs "Skipping decoding for prompt I" and decodes the next: that next image keeps its own cell."""
-    settings = require_plan(check(hunyuan_project.recipe, [], hunyuan_project.build)).grid
-    out = tmp_path / "grid" / ".render" / "out"
-    out.mkdir(parents=True)
-    job = GridJob(
-        images=(image("a", 1, (), "k1.png"), image("b", 2, (), "k2.png")),
-        network_files=(),
-        script="s",
-        workdir="grid/.render",
-        outdir="grid/.render/out",
-        cells_dir=tmp_path / "cells",
-        cwd=tmp_path,
-        python="/py",
-        env={},
-    )
-    run = HunyuanInference().prepare(settings, job)
+    run, out = two_image_run(hunyuan_project, tmp_path)
     assert run.answer is not None
-    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 8 + b"\0\0\0\0IEND\xaeB`\x82"
     run.answer("WARNING Skipping decoding for prompt 1 due to previous error.")
-    (out / "20250101-000000-002_2.png").write_bytes(png)
+    (out / "20250101-000000-002_2.png").write_bytes(PNG)
     run.answer("INFO Sample images saved to: grid/.render/out/20250101-000000-002_2")
     assert run.delivered == {"k2.png"}
     assert [p.name for p in (tmp_path / "cells").iterdir()] == ["k2.png"]

@@ -22,12 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from lorabuild.stages.check import check, require_plan
-from lorabuild.stages.compile import compile_build
 from tests.conftest import REPO
 from tests.realbuild import kohya_stack, lorabuild, metadata
-from tests.test_golden import shipped_project
-from tests.test_real_trainer import kohya
+from tests.test_real_trainer import kohya_reads_back
 
 pytestmark = pytest.mark.real_trainer
 
@@ -40,23 +37,8 @@ def test_kohyas_sd3_parser_reads_the_shipped_sd3_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sd3_train_network.py's own parser and config loader read the compiled SD3 options back."""
-    sd3_train_network = kohya("sd3_train_network")
-    train_util = kohya("library.train_util")
-    recipe = shipped_project(tmp_path, REPO / "recipes" / "sd3_character.toml")
-    monkeypatch.chdir(tmp_path)
-    plan = require_plan(
-        check(
-            recipe.relative_to(tmp_path),
-            ['flow.weighting_scheme="logit_normal"', "flow.logit_std=1.5", "flow.apply_lg_attn_mask=true"],
-            Path("build"),
-        )
-    )
-    compile_build(plan)
-    monkeypatch.chdir(plan.build_dir)
-    parser = sd3_train_network.setup_parser()
-    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
-    monkeypatch.setattr(sys, "argv", ["sd3_train_network.py", *argv])
-    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    overrides = ['flow.weighting_scheme="logit_normal"', "flow.logit_std=1.5", "flow.apply_lg_attn_mask=true"]
+    args, _ = kohya_reads_back("sd3_train_network.py", "sd3_character.toml", tmp_path, monkeypatch, overrides)
     expected = {
         "pretrained_model_name_or_path": "../../models/sd3.5_large.safetensors",
         "clip_l": "../../models/clip_l.safetensors",

@@ -7,11 +7,13 @@ of ``lorabuild.demo.testmodel`` and trains the shipped tutorial recipe with CPU 
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import math
 import struct
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 
 from lorabuild.kohya.families import lumina
-from lorabuild.plan.plan import build_plan
+from lorabuild.plan.plan import Plan, build_plan
 from lorabuild.probe.facts import gather
 from lorabuild.recipe.load import load_recipe
 from lorabuild.stages.check import check, require_plan
@@ -121,30 +123,39 @@ def test_kohya_loads_the_compiled_files(tmp_path: Path, monkeypatch: pytest.Monk
     assert captions and all(c.startswith("uiharu_kazari, ") for c in captions.values())
 
 
+def kohya_reads_back(
+    script: str, recipe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: Sequence[str] = ()
+) -> tuple[argparse.Namespace, Plan]:
+    """The shipped ``recipe`` (laid out in ``tmp_path``) checked with ``overrides`` and compiled, then its
+    config.toml and dataset.toml read back by ``script``'s own parser and config loader, from the build
+    folder as train.sh runs it: kohya's arguments, and the plan."""
+    trainer = kohya(script.removesuffix(".py"))
+    train_util = kohya("library.train_util")
+    copy = shipped_project(tmp_path, REPO / "recipes" / recipe)
+    monkeypatch.chdir(tmp_path)
+    plan = require_plan(check(copy.relative_to(tmp_path), list(overrides), Path("build")))
+    compile_build(plan)
+    monkeypatch.chdir(plan.build_dir)
+    parser = trainer.setup_parser()
+    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
+    monkeypatch.setattr(sys, "argv", [script, *argv])  # kohya re-parses sys.argv over the file
+    return train_util.read_config_from_file(parser.parse_args(argv), parser), plan
+
+
 def test_kohyas_parser_reads_an_sd2_recipe_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The tutorial's recipe made an SD2 build: train_network.py reads --v2 and --v_parameterization
     back, and its own argument check passes."""
-    train_network = kohya("train_network")
-    train_util = kohya("library.train_util")
-    recipe = shipped_project(tmp_path, REPO / "recipes" / "kazari.toml")
-    monkeypatch.chdir(tmp_path)
     overrides = [
         'model.family="sd2"',
         "model.v_parameterization=true",
         "model.clip_skip=1",
         'training.attention="sdpa"',
     ]
-    plan = require_plan(check(recipe.relative_to(tmp_path), overrides, Path("build")))
+    args, plan = kohya_reads_back("train_network.py", "kazari.toml", tmp_path, monkeypatch, overrides)
     assert (plan.family, plan.script) == ("sd2", "train_network.py")
-    compile_build(plan)
-    monkeypatch.chdir(plan.build_dir)
-    parser = train_network.setup_parser()
-    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
-    monkeypatch.setattr(sys, "argv", ["train_network.py", *argv])
-    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
     expected = {"v2": True, "v_parameterization": True, "clip_skip": 1, "network_module": "networks.lora"}
     assert {k: getattr(args, k) for k in expected} == expected
-    train_util.verify_training_args(args)
+    kohya("library.train_util").verify_training_args(args)
 
 
 def safetensors_metadata(path: Path) -> dict[str, Any]:
@@ -218,17 +229,7 @@ def test_kohyas_flux_parser_reads_the_shipped_flux_recipes(
     recipe_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """flux_train_network.py's own parser and config loader read the compiled FLUX/Chroma options back."""
-    flux_train_network = kohya("flux_train_network")
-    train_util = kohya("library.train_util")
-    recipe = shipped_project(tmp_path, REPO / "recipes" / f"{recipe_name}.toml")
-    monkeypatch.chdir(tmp_path)
-    plan = require_plan(check(recipe.relative_to(tmp_path), [], Path("build")))
-    compile_build(plan)
-    monkeypatch.chdir(plan.build_dir)
-    parser = flux_train_network.setup_parser()
-    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
-    monkeypatch.setattr(sys, "argv", ["flux_train_network.py", *argv])
-    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    args, _ = kohya_reads_back("flux_train_network.py", f"{recipe_name}.toml", tmp_path, monkeypatch)
     chroma = recipe_name.startswith("chroma")
     expected = {
         "model_type": "chroma" if chroma else "flux",
@@ -257,17 +258,7 @@ def test_kohyas_anima_parser_reads_the_shipped_anima_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """anima_train_network.py's own parser and config loader read the compiled Anima options back."""
-    anima_train_network = kohya("anima_train_network")
-    train_util = kohya("library.train_util")
-    recipe = shipped_project(tmp_path, REPO / "recipes" / "anima_character.toml")
-    monkeypatch.chdir(tmp_path)
-    plan = require_plan(check(recipe.relative_to(tmp_path), [], Path("build")))
-    compile_build(plan)
-    monkeypatch.chdir(plan.build_dir)
-    parser = anima_train_network.setup_parser()
-    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
-    monkeypatch.setattr(sys, "argv", ["anima_train_network.py", *argv])
-    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
+    args, _ = kohya_reads_back("anima_train_network.py", "anima_character.toml", tmp_path, monkeypatch)
     expected = {
         "pretrained_model_name_or_path": "../../models/anima-preview.safetensors",
         "qwen3": "../../models/qwen_3_06b_base.safetensors",
@@ -295,19 +286,13 @@ def test_kohyas_lumina_parser_reads_the_shipped_lumina_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """lumina_train_network.py's own parser and config loader read the compiled Lumina options back."""
-    lumina_train_network = kohya("lumina_train_network")
-    train_util = kohya("library.train_util")
-    recipe = shipped_project(tmp_path, REPO / "recipes" / "lumina_character.toml")
-    monkeypatch.chdir(tmp_path)
-    plan = require_plan(
-        check(recipe.relative_to(tmp_path), ["flow.gemma2_max_token_length=128"], Path("build"))
+    args, _ = kohya_reads_back(
+        "lumina_train_network.py",
+        "lumina_character.toml",
+        tmp_path,
+        monkeypatch,
+        ["flow.gemma2_max_token_length=128"],
     )
-    compile_build(plan)
-    monkeypatch.chdir(plan.build_dir)
-    parser = lumina_train_network.setup_parser()
-    argv = ["--config_file", "config.toml", "--dataset_config", "dataset.toml"]
-    monkeypatch.setattr(sys, "argv", ["lumina_train_network.py", *argv])
-    args = train_util.read_config_from_file(parser.parse_args(argv), parser)
     expected = {
         "pretrained_model_name_or_path": "../../models/lumina_2_model_bf16.safetensors",
         "gemma2": "../../models/gemma_2_2b_fp16.safetensors",
