@@ -14,15 +14,12 @@ Needs kohya's Python stack and vendor/sd-scripts; skips otherwise.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.realbuild import epoch_file, kohya_stack, lorabuild, metadata
 
 pytestmark = pytest.mark.real_trainer
 
@@ -32,35 +29,17 @@ WEIGHTS = 2  # recipes/hunyuan_character.toml: 0.8, 1.0
 
 
 def test_the_hunyuan_demo_trains_renders_and_installs(tmp_path: Path) -> None:
-    for name in ("torch", "accelerate", "transformers", "safetensors"):
-        pytest.importorskip(name, reason=f"kohya's Python stack is not installed ({name})")
-    if not (REPO / "vendor" / "sd-scripts" / "hunyuan_image_train_network.py").is_file():
-        pytest.skip("kohya sd-scripts is not checked out in vendor/sd-scripts")
+    kohya_stack(script="hunyuan_image_train_network.py")
     started = time.monotonic()
-    process = subprocess.run(
-        [sys.executable, "-m", "lorabuild", "demo", "--family", "hunyuan", "--build-dir", str(tmp_path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=1200,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    process = lorabuild("demo", "--family", "hunyuan", "--build-dir", str(tmp_path), cwd=tmp_path)
+    output, _ = process.communicate(timeout=1200)
     print(f"\n[tiny HunyuanImage] lorabuild demo: {time.monotonic() - started:.1f} s")
-    output = process.stdout + process.stderr
     assert process.returncode == 0, output[-4000:]
     build = tmp_path / NAME
     plan = json.loads((build / "plan.json").read_text(encoding="utf-8"))
     assert (plan["family"], plan["script"]) == ("hunyuan", "hunyuan_image_train_network.py")
-    from lorabuild.stages.train import read_metadata
-
     for epoch in range(1, EPOCHS + 1):
-        path = (
-            build
-            / "output"
-            / (f"{NAME}-{epoch:06d}.safetensors" if epoch < EPOCHS else f"{NAME}.safetensors")
-        )
-        meta = read_metadata(path)
+        meta = metadata(epoch_file(build, NAME, epoch, EPOCHS))
         assert meta["ss_base_model_version"] == "hunyuan-image-2.1"
         assert meta["modelspec.architecture"] == "hunyuan-image-2.1/lora"
         assert meta["ss_network_module"] == "networks.lora_hunyuan_image"
