@@ -7,7 +7,7 @@ import json
 import struct
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -227,6 +227,14 @@ class Project:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def write_models(self, checkpoints: Mapping[str, str], components: Mapping[str, str] = {}) -> None:
+        """Headers under ``models/``: each checkpoint (file stem -> family) and model file (stem -> component)."""
+        models = self.root / "models"
+        for stem, family in checkpoints.items():
+            write_checkpoint(models / f"{stem}.safetensors", family)
+        for stem, component in components.items():
+            write_safetensors(models / f"{stem}.safetensors", COMPONENT_KEYS[component])
+
     def add_images(
         self,
         folder: str = "data/char",
@@ -300,11 +308,9 @@ epochs = 2
 def flux_project(project: Project) -> Project:
     """The ``project`` with a FLUX.1 dev DiT, its CLIP-L, T5-XXL and autoencoder headers and a FLUX recipe."""
     project.write_recipe(FLUX_RECIPE)
-    models = project.root / "models"
-    write_checkpoint(models / "flux1-dev.safetensors", "flux")
-    write_checkpoint(models / "chroma.safetensors", "chroma")
-    for key, file in (("clip_l", "clip_l"), ("t5xxl", "t5xxl_fp16"), ("ae", "ae")):
-        write_safetensors(models / f"{file}.safetensors", COMPONENT_KEYS[key])
+    project.write_models(
+        {"flux1-dev": "flux", "chroma": "chroma"}, {"clip_l": "clip_l", "t5xxl_fp16": "t5xxl", "ae": "ae"}
+    )
     return project
 
 

@@ -17,7 +17,7 @@ from lorabuild.kohya.prompts import PromptLine
 from lorabuild.plan.summary import plan_summary
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
-from tests.conftest import COMPONENT_KEYS, Project, problems, write_checkpoint, write_safetensors
+from tests.conftest import COMPONENT_KEYS, Project, problems, write_safetensors
 
 ANIMA_RECIPE = """\
 name = "Anima_v1"
@@ -49,11 +49,9 @@ epochs = 2
 def anima_project(project: Project) -> Project:
     """The ``project`` with an Anima DiT, its Qwen3 and Qwen-Image VAE headers and an Anima recipe."""
     project.write_recipe(ANIMA_RECIPE)
-    models = project.root / "models"
-    write_checkpoint(models / "anima.safetensors", "anima")
-    write_safetensors(models / "qwen_3_06b_base.safetensors", COMPONENT_KEYS["qwen3"])
-    write_safetensors(models / "qwen_image_vae.safetensors", COMPONENT_KEYS["qwen_image_vae"])
-    write_safetensors(models / "ae.safetensors", COMPONENT_KEYS["ae"])
+    project.write_models(
+        {"anima": "anima"}, {"qwen_3_06b_base": "qwen3", "qwen_image_vae": "qwen_image_vae", "ae": "ae"}
+    )
     return project
 
 

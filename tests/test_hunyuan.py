@@ -19,7 +19,7 @@ from lorabuild.plan.summary import plan_summary
 from lorabuild.probe.modelfile import component_from_names, probe_model
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
-from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_checkpoint, write_safetensors
+from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_safetensors
 
 RECIPE = """\
 name = "Hunyuan_v1"
@@ -55,14 +55,14 @@ weights = [0.5, 1.0]
 def hunyuan_project(project: Project) -> Project:
     """The ``project`` with a HunyuanImage DiT, its Qwen2.5-VL, byT5 and VAE headers and a recipe."""
     project.write_recipe(RECIPE)
-    models = project.root / "models"
-    write_checkpoint(models / "hunyuanimage2.1.safetensors", "hunyuan")
-    for key, file in (
-        ("text_encoder", "qwen_2.5_vl_7b"),
-        ("byt5", "byt5_small_glyphxl_fp16"),
-        ("hunyuan_vae", "hunyuan_image_2.1_vae_fp16"),
-    ):
-        write_safetensors(models / f"{file}.safetensors", COMPONENT_KEYS[key])
+    project.write_models(
+        {"hunyuanimage2.1": "hunyuan"},
+        {
+            "qwen_2.5_vl_7b": "text_encoder",
+            "byt5_small_glyphxl_fp16": "byt5",
+            "hunyuan_image_2.1_vae_fp16": "hunyuan_vae",
+        },
+    )
     return project
 
 

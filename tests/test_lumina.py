@@ -22,7 +22,7 @@ from lorabuild.probe.modelfile import component_from_names, family_from_names, p
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.install import card
-from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_checkpoint, write_safetensors
+from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_safetensors
 
 LUMINA_RECIPE = """\
 name = "Lumina_v1"
@@ -54,11 +54,9 @@ epochs = 2
 def lumina_project(project: Project) -> Project:
     """The ``project`` with a Lumina 2 DiT, Gemma-2 and FLUX AE headers and a Lumina recipe."""
     project.write_recipe(LUMINA_RECIPE)
-    models = project.root / "models"
-    write_checkpoint(models / "lumina-image-2.safetensors", "lumina")
-    write_safetensors(models / "gemma_2_2b_fp16.safetensors", COMPONENT_KEYS["gemma2"])
-    write_safetensors(models / "ae.safetensors", COMPONENT_KEYS["ae"])
-    write_safetensors(models / "qwen3.safetensors", COMPONENT_KEYS["qwen3"])
+    project.write_models(
+        {"lumina-image-2": "lumina"}, {"gemma_2_2b_fp16": "gemma2", "ae": "ae", "qwen3": "qwen3"}
+    )
     return project
 
 

@@ -15,7 +15,7 @@ from lorabuild.probe.modelfile import probe_model
 from lorabuild.problems import format_problem
 from lorabuild.stages.check import check, require_plan
 from lorabuild.stages.install import card
-from tests.conftest import COMPONENT_KEYS, FAMILY_KEYS, Project, problems, write_checkpoint, write_safetensors
+from tests.conftest import FAMILY_KEYS, Project, problems, write_safetensors
 
 SD3_RECIPE = """\
 name = "Sd3_v1"
@@ -55,11 +55,10 @@ BUNDLED_KEYS = [
 def sd3_project(project: Project) -> Project:
     """The ``project`` with an SD3.5 Large checkpoint header, its three text encoders' and an SD3 recipe."""
     project.write_recipe(SD3_RECIPE)
-    models = project.root / "models"
-    write_checkpoint(models / "sd3.5_large.safetensors", "sd3")
-    write_safetensors(models / "sd3_incl_te.safetensors", FAMILY_KEYS["sd3"] + BUNDLED_KEYS)
-    for key, file in (("clip_l", "clip_l"), ("clip_g", "clip_g"), ("t5xxl", "t5xxl_fp16")):
-        write_safetensors(models / f"{file}.safetensors", COMPONENT_KEYS[key])
+    project.write_models(
+        {"sd3.5_large": "sd3"}, {"clip_l": "clip_l", "clip_g": "clip_g", "t5xxl_fp16": "t5xxl"}
+    )
+    write_safetensors(project.root / "models" / "sd3_incl_te.safetensors", FAMILY_KEYS["sd3"] + BUNDLED_KEYS)
     return project
 
 
