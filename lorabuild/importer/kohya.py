@@ -424,11 +424,6 @@ def _flow(imp: Imported, flat: Mapping[str, object], effective: Effective, famil
             )
 
 
-def _kohya_default(imp: Imported, name: str) -> object:
-    spec = kohya_options.options(imp.script or "train_network.py").get(name)
-    return spec.default if spec is not None else None
-
-
 def _saving(imp: Imported, flat: Mapping[str, object], effective: Effective, source: str) -> None:
     name = flat.get("output_name")
     if not isinstance(name, str) or not name.strip():
